@@ -1,0 +1,194 @@
+//! Attribute look-ups and label-name rules shared by the service-graph and span-metrics
+//! processors. They follow Tempo's `processor/util` so label values match byte for byte.
+
+use std::fmt::Write;
+
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+
+/// The first attribute named `key`, searching `lists` in order (resource before span).
+/// An attribute that is present with an empty value still counts as found, as in Tempo.
+pub fn find<'a>(key: &str, lists: &[&'a [KeyValue]]) -> Option<&'a KeyValue> {
+    lists
+        .iter()
+        .flat_map(|attrs| attrs.iter())
+        .find(|kv| kv.key == key)
+}
+
+/// Appends an attribute value to `out` the way Tempo stringifies it
+/// (strings verbatim, numbers in shortest form, arrays as `[..]`, maps as `{k:v..}`, bytes as nothing).
+pub fn write_value(value: Option<&AnyValue>, out: &mut String) {
+    let Some(value) = value.and_then(|v| v.value.as_ref()) else {
+        return;
+    };
+    match value {
+        Value::StringValue(s) => out.push_str(s),
+        Value::BoolValue(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::IntValue(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::DoubleValue(d) => {
+            let _ = write!(out, "{d}");
+        }
+        Value::ArrayValue(array) => {
+            out.push('[');
+            for v in &array.values {
+                write_value(Some(v), out);
+            }
+            out.push(']');
+        }
+        Value::KvlistValue(list) => {
+            out.push('{');
+            for kv in &list.values {
+                out.push_str(&kv.key);
+                out.push(':');
+                write_value(kv.value.as_ref(), out);
+            }
+            out.push('}');
+        }
+        // Bytes and profile string-table references have no string form in Tempo.
+        Value::BytesValue(_) | Value::StringValueStrindex(_) => {}
+    }
+}
+
+/// Looks `key` up and, when found, replaces `out` with its string form. Returns whether it was found.
+pub fn copy_into(key: &str, lists: &[&[KeyValue]], out: &mut String) -> bool {
+    match find(key, lists) {
+        Some(kv) => {
+            out.clear();
+            write_value(kv.value.as_ref(), out);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The string value of `service.name` in resource attributes, if present.
+pub fn service_name(resource: &[KeyValue]) -> Option<&KeyValue> {
+    find("service.name", &[resource])
+}
+
+/// Replaces every character Prometheus does not allow in a label name with `_`
+/// (`http.request.method` → `http_request_method`).
+pub fn sanitize_label_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The sampling multiplier carried by `key` (span attributes first, then resource):
+/// a double `ratio` > 0 counts the span as `1 / ratio` spans.
+pub fn span_multiplier(key: Option<&str>, span: &[KeyValue], resource: &[KeyValue]) -> f64 {
+    let Some(key) = key else { return 1.0 };
+    for attrs in [span, resource] {
+        for kv in attrs.iter().filter(|kv| kv.key == key) {
+            if let Some(Value::DoubleValue(ratio)) =
+                kv.value.as_ref().and_then(|v| v.value.as_ref())
+            {
+                if *ratio > 0.0 {
+                    return 1.0 / ratio;
+                }
+            }
+        }
+    }
+    1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn values_are_stringified_like_tempo() {
+        let cases = [
+            (Value::StringValue("GET".into()), "GET"),
+            (Value::BoolValue(true), "true"),
+            (Value::IntValue(-42), "-42"),
+            (Value::DoubleValue(0.5), "0.5"),
+            (Value::DoubleValue(1e21), "1000000000000000000000"),
+            (
+                Value::ArrayValue(ArrayValue {
+                    values: vec![
+                        AnyValue {
+                            value: Some(Value::IntValue(1)),
+                        },
+                        AnyValue {
+                            value: Some(Value::StringValue("a".into())),
+                        },
+                    ],
+                }),
+                "[1a]",
+            ),
+            (
+                Value::KvlistValue(KeyValueList {
+                    values: vec![kv("k", Value::IntValue(7))],
+                }),
+                "{k:7}",
+            ),
+            (Value::BytesValue(vec![1, 2]), ""),
+        ];
+        for (value, want) in cases {
+            let mut out = String::new();
+            write_value(
+                Some(&AnyValue {
+                    value: Some(value.clone()),
+                }),
+                &mut out,
+            );
+            assert_eq!(out, want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn resource_attributes_win_over_span_attributes() {
+        let resource = [kv("beast", Value::StringValue("manticore".into()))];
+        let span = [kv("beast", Value::StringValue("griffin".into()))];
+        let mut out = String::new();
+        assert!(copy_into("beast", &[&resource, &span], &mut out));
+        assert_eq!(out, "manticore");
+        assert!(copy_into("beast", &[&span], &mut out));
+        assert_eq!(out, "griffin");
+        assert!(!copy_into("god", &[&resource, &span], &mut out));
+    }
+
+    #[test]
+    fn label_names_are_sanitized() {
+        assert_eq!(
+            sanitize_label_name("http.request.method"),
+            "http_request_method"
+        );
+        assert_eq!(sanitize_label_name("k8s-pod/name"), "k8s_pod_name");
+        assert_eq!(sanitize_label_name("plain_name1"), "plain_name1");
+    }
+
+    #[test]
+    fn span_multiplier_reads_positive_ratios_only() {
+        let span = [kv("ratio", Value::DoubleValue(0.25))];
+        let resource = [kv("ratio", Value::DoubleValue(0.5))];
+        assert_eq!(span_multiplier(Some("ratio"), &span, &resource), 4.0);
+        assert_eq!(span_multiplier(Some("ratio"), &[], &resource), 2.0);
+        assert_eq!(
+            span_multiplier(Some("ratio"), &[kv("ratio", Value::DoubleValue(0.0))], &[]),
+            1.0
+        );
+        assert_eq!(
+            span_multiplier(Some("ratio"), &[kv("ratio", Value::IntValue(2))], &[]),
+            1.0
+        );
+        assert_eq!(span_multiplier(None, &span, &resource), 1.0);
+    }
+}

@@ -1,0 +1,91 @@
+//! Options of the service-graph processor, named as in Tempo's `service_graphs` overrides.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::series::exponential_buckets;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// How long an edge waits for its other side before it expires.
+    #[serde(with = "crate::duration_serde")]
+    pub wait: Duration,
+    /// Most edges held while waiting; spans beyond it are dropped and counted.
+    pub max_items: usize,
+    /// Latency histogram bounds, in seconds.
+    pub histogram_buckets: Vec<f64>,
+    /// Attributes (resource first, then span) copied into labels.
+    pub dimensions: Vec<String>,
+    /// Label dimensions `client_<dim>` and `server_<dim>` from each side.
+    pub enable_client_server_prefix: bool,
+    /// Also observe producer-end → consumer-start latency of messaging edges.
+    pub enable_messaging_system_latency_histogram: bool,
+    /// Add `virtual_node="client"|"server"` to edges with an uninstrumented side.
+    pub enable_virtual_node_label: bool,
+    /// Span attributes naming an uninstrumented peer, first found wins.
+    pub peer_attributes: Vec<String>,
+    /// Attributes that mark a client span as a database call, first found wins.
+    pub database_name_attributes: Vec<String>,
+    /// A double attribute holding the sampling ratio; each span then counts `1/ratio` times.
+    pub span_multiplier_key: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(10),
+            max_items: 10_000,
+            histogram_buckets: exponential_buckets(0.1, 2.0, 8),
+            dimensions: Vec::new(),
+            enable_client_server_prefix: false,
+            enable_messaging_system_latency_histogram: false,
+            enable_virtual_node_label: false,
+            peer_attributes: strings(&["peer.service", "db.name", "db.system", "db.system.name"]),
+            database_name_attributes: strings(&[
+                "db.namespace",
+                "db.name",
+                "db.system",
+                "db.system.name",
+            ]),
+            span_multiplier_key: None,
+        }
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// A problem with the options, found before any span is processed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("histogram_buckets must be finite and strictly increasing, got {0:?}")]
+    Buckets(Vec<f64>),
+    #[error("max_items must be at least 1")]
+    MaxItems,
+    #[error("dimension {0:?} is empty")]
+    EmptyDimension(String),
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_buckets(&self.histogram_buckets)?;
+        if self.max_items == 0 {
+            return Err(ConfigError::MaxItems);
+        }
+        if let Some(d) = self.dimensions.iter().find(|d| d.trim().is_empty()) {
+            return Err(ConfigError::EmptyDimension(d.clone()));
+        }
+        Ok(())
+    }
+}
+
+pub fn validate_buckets(buckets: &[f64]) -> Result<(), ConfigError> {
+    let increasing = buckets.windows(2).all(|w| w[0] < w[1]);
+    if buckets.is_empty() || !increasing || buckets.iter().any(|b| !b.is_finite()) {
+        return Err(ConfigError::Buckets(buckets.to_vec()));
+    }
+    Ok(())
+}

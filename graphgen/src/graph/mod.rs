@@ -1,0 +1,497 @@
+//! The service-graph processor: pairs client and server spans into edges and counts requests,
+//! failures and latencies per edge, as Tempo's metrics-generator `service-graphs` processor does.
+//!
+//! Pure logic: no I/O, no threads, time comes in as an argument.
+
+mod config;
+mod edge;
+mod store;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{
+    span::SpanKind, status::StatusCode, ResourceSpans, Span,
+};
+
+pub use config::{validate_buckets, Config, ConfigError};
+pub use edge::{ConnectionType, Edge, EdgeKey};
+use store::{Store, StoreError, Upsert};
+
+use crate::attributes::{self, copy_into, sanitize_label_name};
+use crate::series::{Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue};
+
+const VIRTUAL_NODE_LABEL: &str = "virtual_node";
+
+/// Counters about the processor itself (not about the traced services).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Edges recorded as metrics, paired or virtual.
+    pub edges_completed: u64,
+    /// Edges that expired with no way to complete them, by the kind of the span that was seen.
+    pub edges_expired: [u64; 6],
+    /// Spans that could not be stored because `max_items` edges were waiting.
+    pub spans_dropped: u64,
+    /// Spans skipped because their ids are longer than OTLP allows.
+    pub spans_invalid: u64,
+}
+
+impl Stats {
+    /// `(span kind, count)` for every kind that has expired edges.
+    pub fn expired_by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.edges_expired
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(kind, n)| (span_kind_name(kind as i32), *n))
+    }
+}
+
+/// Per-edge series; failed and messaging series only exist once observed, as in Tempo.
+#[derive(Debug)]
+struct EdgeSeries {
+    total: f64,
+    failed: Option<f64>,
+    server: Histogram,
+    client: Histogram,
+    messaging: Option<Histogram>,
+}
+
+/// Where each dimension's value lives in `Edge::dimensions`, and which labels read them.
+#[derive(Debug)]
+struct Layout {
+    /// `(attribute, client slot, server slot)` for each configured dimension.
+    dimensions: Vec<(String, usize, usize)>,
+    /// The slot the expiry path writes `virtual_node` into.
+    virtual_slot: Option<usize>,
+    /// Label names after `client`, `server`, `connection_type`, each with the slot it reads.
+    labels: Vec<(String, usize)>,
+    slots: usize,
+}
+
+impl Layout {
+    fn new(config: &Config) -> Self {
+        let mut names: Vec<String> = config.dimensions.clone();
+        if config.enable_virtual_node_label {
+            names.push(VIRTUAL_NODE_LABEL.to_string());
+        }
+        // Tempo keeps dimension values in a map keyed by (possibly prefixed) name; equal keys
+        // share a slot here for the same reason.
+        let mut keys: Vec<String> = Vec::new();
+        let mut slot_of = |key: String| match keys.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                keys.push(key);
+                keys.len() - 1
+            }
+        };
+        let mut dimensions = Vec::new();
+        let mut labels = Vec::new();
+        let prefix = config.enable_client_server_prefix;
+        for name in &names {
+            let (client_key, server_key) = if prefix {
+                (format!("client_{name}"), format!("server_{name}"))
+            } else {
+                (name.clone(), name.clone())
+            };
+            let (client, server) = (slot_of(client_key.clone()), slot_of(server_key.clone()));
+            dimensions.push((name.clone(), client, server));
+            if !prefix {
+                labels.push((sanitize_label_name(name), client));
+            } else if config.enable_virtual_node_label && name == VIRTUAL_NODE_LABEL {
+                labels.push((
+                    VIRTUAL_NODE_LABEL.to_string(),
+                    slot_of(VIRTUAL_NODE_LABEL.into()),
+                ));
+            } else {
+                labels.push((sanitize_label_name(&client_key), client));
+                labels.push((sanitize_label_name(&server_key), server));
+            }
+        }
+        let virtual_slot = config
+            .enable_virtual_node_label
+            .then(|| slot_of(VIRTUAL_NODE_LABEL.into()));
+        Self {
+            dimensions,
+            virtual_slot,
+            labels,
+            slots: keys.len(),
+        }
+    }
+}
+
+/// The service-graph processor. Feed it with [`ServiceGraph::push`], call
+/// [`ServiceGraph::expire`] periodically, read it with [`ServiceGraph::families`].
+#[derive(Debug)]
+pub struct ServiceGraph {
+    config: Config,
+    bounds: Arc<[f64]>,
+    layout: Layout,
+    label_names: Vec<String>,
+    store: Store,
+    series: SeriesMap<EdgeSeries>,
+    /// Label values of the edge being recorded; reused so recording allocates nothing.
+    scratch: Vec<String>,
+    stats: Stats,
+}
+
+impl ServiceGraph {
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let layout = Layout::new(&config);
+        let label_names: Vec<String> = ["client", "server", "connection_type"]
+            .into_iter()
+            .map(String::from)
+            .chain(layout.labels.iter().map(|(name, _)| name.clone()))
+            .collect();
+        Ok(Self {
+            bounds: config.histogram_buckets.clone().into(),
+            store: Store::new(config.max_items, layout.slots),
+            scratch: vec![String::new(); label_names.len()],
+            label_names,
+            layout,
+            series: SeriesMap::default(),
+            stats: Stats::default(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Edges waiting for their other side.
+    pub fn pending_edges(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Processes one batch of spans received at `now` (nanoseconds since the epoch).
+    pub fn push(&mut self, batches: &[ResourceSpans], now: u64) {
+        let expires_at = now.saturating_add(self.config.wait.as_nanos() as u64);
+        for rs in batches {
+            let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+            let Some(service) = attributes::service_name(resource) else {
+                continue;
+            };
+            let mut service_name = String::new();
+            attributes::write_value(service.value.as_ref(), &mut service_name);
+            for span in rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()) {
+                self.push_span(&service_name, resource, span, expires_at);
+            }
+        }
+    }
+
+    fn push_span(&mut self, service: &str, resource: &[KeyValue], span: &Span, expires_at: u64) {
+        let kind = span.kind;
+        let (client_side, connection_type) = match SpanKind::try_from(kind) {
+            Ok(SpanKind::Client) => (true, ConnectionType::Unknown),
+            Ok(SpanKind::Producer) => (true, ConnectionType::MessagingSystem),
+            Ok(SpanKind::Server) => (false, ConnectionType::Unknown),
+            Ok(SpanKind::Consumer) => (false, ConnectionType::MessagingSystem),
+            _ => return,
+        };
+        let key_span_id = if client_side {
+            &span.span_id
+        } else {
+            &span.parent_span_id
+        };
+        let Some(key) = EdgeKey::new(&span.trace_id, key_span_id) else {
+            self.stats.spans_invalid += 1;
+            return;
+        };
+
+        let Self {
+            config,
+            layout,
+            store,
+            series,
+            scratch,
+            stats,
+            bounds,
+            ..
+        } = self;
+        let multiplier = attributes::span_multiplier(
+            config.span_multiplier_key.as_deref(),
+            &span.attributes,
+            resource,
+        );
+        let failed = span
+            .status
+            .as_ref()
+            .is_some_and(|s| s.code == StatusCode::Error as i32);
+        let duration = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
+        let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
+
+        let update = |e: &mut Edge| {
+            e.span_kind = kind;
+            e.connection_type = connection_type;
+            e.failed |= failed;
+            e.span_multiplier = multiplier;
+            if client_side {
+                replace(&mut e.client_service, service);
+                e.client_latency_sec = duration;
+                e.client_end_nanos = span.end_time_unix_nano;
+            } else {
+                replace(&mut e.server_service, service);
+                e.server_latency_sec = duration;
+                e.server_start_nanos = span.start_time_unix_nano;
+            }
+            for (attribute, client_slot, server_slot) in &layout.dimensions {
+                let slot = if client_side {
+                    *client_slot
+                } else {
+                    *server_slot
+                };
+                copy_into(attribute, &lists, &mut e.dimensions[slot]);
+            }
+            for peer in &config.peer_attributes {
+                if copy_into(peer, &[&span.attributes], &mut e.peer_node) {
+                    break;
+                }
+            }
+            if client_side {
+                apply_database(config, e, &lists, duration);
+            }
+        };
+        let complete = |e: &mut Edge| {
+            record(config, layout, bounds, series, scratch, e);
+            stats.edges_completed += 1;
+        };
+        match store.upsert(key, expires_at, update, complete) {
+            Ok(Upsert::Completed { .. } | Upsert::Stored { .. }) => {}
+            Err(StoreError::Full) => self.stats.spans_dropped += 1,
+        }
+    }
+
+    /// Expires every edge whose wait is over at `now`: edges with an uninstrumented side
+    /// become virtual-node edges, the rest are counted as expired.
+    pub fn expire(&mut self, now: u64) {
+        let Self {
+            config,
+            layout,
+            store,
+            series,
+            scratch,
+            stats,
+            bounds,
+            ..
+        } = self;
+        store.expire(now, |e| {
+            e.connection_type = ConnectionType::VirtualNode;
+            let virtual_side = if e.client_service.is_empty() {
+                // A root server span: its caller is outside the traced world (a browser, curl).
+                e.key.is_root().then(|| {
+                    let name = if e.peer_node.is_empty() {
+                        "user"
+                    } else {
+                        &e.peer_node
+                    };
+                    e.client_service.clear();
+                    e.client_service.push_str(name);
+                    "client"
+                })
+            } else if e.server_service.is_empty() && !e.peer_node.is_empty() {
+                // A call to something that sends no spans, named by a peer attribute.
+                e.server_service.clear();
+                e.server_service.push_str(&e.peer_node);
+                Some("server")
+            } else {
+                None
+            };
+            match virtual_side {
+                Some(side) => {
+                    if let Some(slot) = layout.virtual_slot {
+                        replace(&mut e.dimensions[slot], side);
+                    }
+                    record(config, layout, bounds, series, scratch, e);
+                    stats.edges_completed += 1;
+                }
+                None => {
+                    let kind = e.span_kind.clamp(0, 5) as usize;
+                    stats.edges_expired[kind] += 1;
+                }
+            }
+        });
+    }
+
+    /// Every series, as metric families.
+    pub fn families(&self) -> Vec<Family> {
+        let labelled = |values: &[String]| Family::labels(&self.label_names, values);
+        let hist = |h: &Histogram, labels| Series {
+            labels,
+            value: SeriesValue::Histogram {
+                bounds: self.bounds.clone(),
+                cumulative: h.cumulative(),
+                sum: h.sum,
+                count: h.count,
+            },
+        };
+        let counter = |v: f64, labels| Series {
+            labels,
+            value: SeriesValue::Counter(v),
+        };
+        let (mut total, mut failed, mut server, mut client, mut messaging) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (values, s) in self.series.iter() {
+            let labels = labelled(values);
+            total.push(counter(s.total, labels.clone()));
+            if let Some(f) = s.failed {
+                failed.push(counter(f, labels.clone()));
+            }
+            server.push(hist(&s.server, labels.clone()));
+            if let Some(m) = &s.messaging {
+                messaging.push(hist(m, labels.clone()));
+            }
+            client.push(hist(&s.client, labels));
+        }
+        let mut families = vec![
+            family(
+                "traces_service_graph_request_total",
+                "Requests between two nodes",
+                "",
+                FamilyKind::Counter,
+                total,
+            ),
+            family(
+                "traces_service_graph_request_failed_total",
+                "Failed requests between two nodes",
+                "",
+                FamilyKind::Counter,
+                failed,
+            ),
+            family(
+                "traces_service_graph_request_server_seconds",
+                "Time for a request between two nodes as seen from the server",
+                "seconds",
+                FamilyKind::Histogram,
+                server,
+            ),
+            family(
+                "traces_service_graph_request_client_seconds",
+                "Time for a request between two nodes as seen from the client",
+                "seconds",
+                FamilyKind::Histogram,
+                client,
+            ),
+        ];
+        if self.config.enable_messaging_system_latency_histogram {
+            families.push(family("traces_service_graph_request_messaging_system_seconds", "Time between publisher and consumer for services communicating through a messaging system", "seconds", FamilyKind::Histogram, messaging));
+        }
+        families
+    }
+}
+
+fn family(
+    name: &'static str,
+    help: &'static str,
+    unit: &'static str,
+    kind: FamilyKind,
+    series: Vec<Series>,
+) -> Family {
+    Family {
+        name,
+        help,
+        unit,
+        kind,
+        series,
+    }
+}
+
+/// A client span that names a database is an edge to that database, complete on its own.
+fn apply_database(config: &Config, e: &mut Edge, lists: &[&[KeyValue]; 2], duration: f64) {
+    let Some(db_attr) = config
+        .database_name_attributes
+        .iter()
+        .find_map(|attr| attributes::find(attr, lists))
+    else {
+        return;
+    };
+    e.connection_type = ConnectionType::Database;
+    e.server_latency_sec = duration;
+    if copy_into("peer.service", lists, &mut e.server_service)
+        || copy_into("server.address", lists, &mut e.server_service)
+    {
+        return;
+    }
+    if copy_into("network.peer.address", lists, &mut e.server_service) {
+        if let Some(port) = attributes::find("network.peer.port", lists) {
+            e.server_service.push(':');
+            attributes::write_value(port.value.as_ref(), &mut e.server_service);
+        }
+        return;
+    }
+    let before = e.server_service.len();
+    attributes::write_value(db_attr.value.as_ref(), &mut e.server_service);
+    if e.server_service.len() > before {
+        // The database name replaces whatever was there, but only when it is not empty.
+        e.server_service.drain(..before);
+    }
+}
+
+/// Adds a completed edge to its series.
+fn record(
+    config: &Config,
+    layout: &Layout,
+    bounds: &[f64],
+    series: &mut SeriesMap<EdgeSeries>,
+    scratch: &mut [String],
+    e: &Edge,
+) {
+    replace(&mut scratch[0], &e.client_service);
+    replace(&mut scratch[1], &e.server_service);
+    replace(&mut scratch[2], e.connection_type.as_label());
+    for (value, (_, slot)) in scratch[3..].iter_mut().zip(&layout.labels) {
+        replace(value, &e.dimensions[*slot]);
+    }
+    let s = series.get_or_insert_with(scratch, || EdgeSeries {
+        total: 0.0,
+        failed: None,
+        server: Histogram::new(bounds),
+        client: Histogram::new(bounds),
+        messaging: None,
+    });
+    let m = e.span_multiplier;
+    s.total += m;
+    if e.failed {
+        *s.failed.get_or_insert(0.0) += m;
+    }
+    s.server.observe(bounds, e.server_latency_sec, m);
+    s.client.observe(bounds, e.client_latency_sec, m);
+    if config.enable_messaging_system_latency_histogram
+        && e.connection_type == ConnectionType::MessagingSystem
+    {
+        let latency = duration_sec(e.client_end_nanos, e.server_start_nanos);
+        // Zero means the consumer started before the producer ended (clock skew): not observed.
+        if latency != 0.0 {
+            s.messaging
+                .get_or_insert_with(|| Histogram::new(bounds))
+                .observe(bounds, latency, m);
+        }
+    }
+}
+
+fn replace(target: &mut String, value: &str) {
+    target.clear();
+    target.push_str(value);
+}
+
+/// Seconds from `start` to `end`, 0 when `end` is earlier.
+pub fn duration_sec(start: u64, end: u64) -> f64 {
+    end.saturating_sub(start) as f64 / 1e9
+}
+
+/// `SPAN_KIND_SERVER` etc., as Tempo labels span kinds.
+pub fn span_kind_name(kind: i32) -> &'static str {
+    SpanKind::try_from(kind).map_or("SPAN_KIND_UNSPECIFIED", |k| k.as_str_name())
+}
+
+/// `STATUS_CODE_OK` etc.; unknown codes are spelled as their number, as Go's enum `String` does.
+pub fn status_code_name(code: i32) -> Cow<'static, str> {
+    StatusCode::try_from(code)
+        .map_or_else(|_| Cow::Owned(code.to_string()), |c| c.as_str_name().into())
+}

@@ -1,0 +1,219 @@
+//! The edge store: half-finished edges waiting for their other side, kept in arrival order so
+//! expiry only looks at the oldest. Slots are recycled, so a steady stream allocates nothing.
+
+use std::collections::HashMap;
+
+use super::edge::{Edge, EdgeKey};
+
+const NIL: u32 = u32::MAX;
+
+/// Why a span could not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store already holds `max_items` edges.
+    Full,
+}
+
+/// What happened to an edge after an upsert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// Both sides are known: the caller gets the edge to record, then it is recycled.
+    Completed { new: bool },
+    /// The edge waits for its other side.
+    Stored { new: bool },
+}
+
+#[derive(Debug)]
+struct Slot {
+    edge: Edge,
+    expires_at: u64,
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    index: HashMap<EdgeKey, u32, ahash::RandomState>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    head: u32,
+    tail: u32,
+    max_items: usize,
+    /// A scratch slot for edges that complete on first sight (database calls) or do not fit.
+    scratch: Edge,
+}
+
+impl Store {
+    pub fn new(max_items: usize, dimension_slots: usize) -> Self {
+        Self {
+            index: HashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            max_items,
+            scratch: Edge::new(dimension_slots),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Finds or creates the edge for `key`, applies `update`, and if it is then complete hands
+    /// it to `complete` and forgets it. A new edge that is still incomplete is stored with an
+    /// expiry of `expires_at`, unless the store is full.
+    pub fn upsert(
+        &mut self,
+        key: EdgeKey,
+        expires_at: u64,
+        update: impl FnOnce(&mut Edge),
+        complete: impl FnOnce(&mut Edge),
+    ) -> Result<Upsert, StoreError> {
+        if let Some(&slot) = self.index.get(&key) {
+            let edge = &mut self.slots[slot as usize].edge;
+            update(edge);
+            if !edge.is_complete() {
+                return Ok(Upsert::Stored { new: false });
+            }
+            complete(edge);
+            self.remove(slot);
+            return Ok(Upsert::Completed { new: false });
+        }
+
+        self.scratch.reset(key);
+        update(&mut self.scratch);
+        if self.scratch.is_complete() {
+            complete(&mut self.scratch);
+            return Ok(Upsert::Completed { new: true });
+        }
+        if self.index.len() >= self.max_items {
+            return Err(StoreError::Full);
+        }
+        let slot = self.allocate(expires_at);
+        std::mem::swap(&mut self.slots[slot as usize].edge, &mut self.scratch);
+        self.index.insert(key, slot);
+        Ok(Upsert::Stored { new: true })
+    }
+
+    /// Removes every edge whose time is up (oldest first), handing each to `expire`.
+    pub fn expire(&mut self, now: u64, mut expire: impl FnMut(&mut Edge)) -> usize {
+        let mut expired = 0;
+        while self.head != NIL && self.slots[self.head as usize].expires_at <= now {
+            let slot = self.head;
+            expire(&mut self.slots[slot as usize].edge);
+            self.remove(slot);
+            expired += 1;
+        }
+        expired
+    }
+
+    /// Takes a free slot (or grows) and links it at the tail.
+    fn allocate(&mut self, expires_at: u64) -> u32 {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let dims = self.scratch.dimensions.len();
+                self.slots.push(Slot {
+                    edge: Edge::new(dims),
+                    expires_at: 0,
+                    prev: NIL,
+                    next: NIL,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let tail = self.tail;
+        let entry = &mut self.slots[slot as usize];
+        entry.expires_at = expires_at;
+        entry.prev = tail;
+        entry.next = NIL;
+        if tail == NIL {
+            self.head = slot;
+        } else {
+            self.slots[tail as usize].next = slot;
+        }
+        self.tail = slot;
+        slot
+    }
+
+    /// Unlinks a slot, drops it from the index and returns it to the free list.
+    fn remove(&mut self, slot: u32) {
+        let (prev, next, key) = {
+            let entry = &self.slots[slot as usize];
+            (entry.prev, entry.next, entry.edge.key)
+        };
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+        self.index.remove(&key);
+        self.free.push(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> EdgeKey {
+        EdgeKey::new(&[n; 16], &[n; 8]).unwrap()
+    }
+
+    #[test]
+    fn edges_expire_in_arrival_order_and_slots_are_reused() {
+        let mut store = Store::new(10, 0);
+        for (n, at) in [(1, 10), (2, 20), (3, 30)] {
+            let r = store.upsert(key(n), at, |e| e.client_service.push('c'), |_| {});
+            assert_eq!(r, Ok(Upsert::Stored { new: true }));
+        }
+        let mut seen = Vec::new();
+        assert_eq!(store.expire(20, |e| seen.push(e.key)), 2);
+        assert_eq!(seen, vec![key(1), key(2)]);
+        assert_eq!(store.len(), 1);
+        store
+            .upsert(key(4), 40, |e| e.client_service.push('c'), |_| {})
+            .unwrap();
+        assert_eq!(store.slots.len(), 3, "a freed slot is reused");
+    }
+
+    #[test]
+    fn completing_an_edge_removes_it() {
+        let mut store = Store::new(10, 0);
+        store
+            .upsert(key(1), 10, |e| e.client_service.push('c'), |_| {})
+            .unwrap();
+        let mut completed = false;
+        let r = store.upsert(
+            key(1),
+            10,
+            |e| e.server_service.push('s'),
+            |_| completed = true,
+        );
+        assert_eq!(r, Ok(Upsert::Completed { new: false }));
+        assert!(completed);
+        assert_eq!(store.len(), 0);
+        assert_eq!(
+            store.expire(u64::MAX, |_| panic!("nothing left to expire")),
+            0
+        );
+    }
+
+    #[test]
+    fn a_full_store_refuses_new_edges_but_completes_known_ones() {
+        let mut store = Store::new(1, 0);
+        store
+            .upsert(key(1), 10, |e| e.client_service.push('c'), |_| {})
+            .unwrap();
+        let r = store.upsert(key(2), 10, |e| e.client_service.push('c'), |_| {});
+        assert_eq!(r, Err(StoreError::Full));
+        let r = store.upsert(key(1), 10, |e| e.server_service.push('s'), |_| {});
+        assert_eq!(r, Ok(Upsert::Completed { new: false }));
+    }
+}

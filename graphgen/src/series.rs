@@ -1,0 +1,232 @@
+//! The metric series the processors keep, and the snapshot they hand to exporters.
+//!
+//! A family has fixed label names; a series is identified by its label values in that order.
+//! An empty value means "label absent", as Prometheus treats it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A classic (fixed-bucket) histogram with float counts, so span multipliers can weigh observations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last entry is the `+Inf` bucket.
+    counts: Vec<f64>,
+    pub sum: f64,
+    pub count: f64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &[f64]) -> Self {
+        Self {
+            counts: vec![0.0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0.0,
+        }
+    }
+
+    /// Records `value` with weight `weight` (1 for an unsampled span).
+    pub fn observe(&mut self, bounds: &[f64], value: f64, weight: f64) {
+        let bucket = bounds.partition_point(|bound| *bound < value);
+        self.counts[bucket] += weight;
+        self.sum += value * weight;
+        self.count += weight;
+    }
+
+    /// Cumulative counts per bound, `+Inf` last, as Prometheus exposes `_bucket`.
+    pub fn cumulative(&self) -> Vec<f64> {
+        self.counts
+            .iter()
+            .scan(0.0, |acc, c| {
+                *acc += c;
+                Some(*acc)
+            })
+            .collect()
+    }
+}
+
+/// Series keyed by their label values. Look-ups borrow a slice, so a hit allocates nothing.
+#[derive(Debug)]
+pub struct SeriesMap<V> {
+    series: HashMap<Box<[String]>, V, ahash::RandomState>,
+}
+
+impl<V> Default for SeriesMap<V> {
+    fn default() -> Self {
+        Self {
+            series: HashMap::default(),
+        }
+    }
+}
+
+impl<V> SeriesMap<V> {
+    pub fn get_or_insert_with(&mut self, labels: &[String], new: impl FnOnce() -> V) -> &mut V {
+        // Two look-ups on a miss keep the hit path free of allocation (no owned key is built).
+        if !self.series.contains_key(labels) {
+            self.series.insert(labels.into(), new());
+        }
+        self.series.get_mut(labels).expect("inserted above")
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[String], &V)> {
+        self.series.iter().map(|(k, v)| (&k[..], v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+/// What kind of metric a family is; counters' names end in `_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyKind {
+    Counter,
+    Histogram,
+}
+
+/// One metric family, ready to be exposed or pushed.
+#[derive(Debug, Clone)]
+pub struct Family {
+    /// The Prometheus name: `..._total` for counters, the base name for histograms.
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The unit (`seconds`, `bytes`) for exporters that carry one, else empty.
+    pub unit: &'static str,
+    pub kind: FamilyKind,
+    pub series: Vec<Series>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Only labels with non-empty values, in the family's label order.
+    pub labels: Vec<(String, String)>,
+    pub value: SeriesValue,
+}
+
+#[derive(Debug, Clone)]
+pub enum SeriesValue {
+    Counter(f64),
+    Histogram {
+        bounds: Arc<[f64]>,
+        /// Cumulative, one per bound plus `+Inf`.
+        cumulative: Vec<f64>,
+        sum: f64,
+        count: f64,
+    },
+}
+
+/// A flat Prometheus sample (`_bucket`, `_sum`, `_count` spelled out), as a query would return it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Family {
+    /// Pairs non-empty label values with their names.
+    pub fn labels(names: &[String], values: &[String]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The samples this family shows to a Prometheus query.
+    pub fn samples(&self) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for series in &self.series {
+            match &series.value {
+                SeriesValue::Counter(v) => out.push(Sample {
+                    name: self.name.to_string(),
+                    labels: series.labels.clone(),
+                    value: *v,
+                }),
+                SeriesValue::Histogram {
+                    bounds,
+                    cumulative,
+                    sum,
+                    count,
+                } => {
+                    let les = bounds
+                        .iter()
+                        .map(|b| format_bound(*b))
+                        .chain(["+Inf".to_string()]);
+                    for (le, value) in les.zip(cumulative) {
+                        let mut labels = series.labels.clone();
+                        labels.push(("le".into(), le));
+                        out.push(Sample {
+                            name: format!("{}_bucket", self.name),
+                            labels,
+                            value: *value,
+                        });
+                    }
+                    out.push(Sample {
+                        name: format!("{}_sum", self.name),
+                        labels: series.labels.clone(),
+                        value: *sum,
+                    });
+                    out.push(Sample {
+                        name: format!("{}_count", self.name),
+                        labels: series.labels.clone(),
+                        value: *count,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Formats a bucket bound the way Prometheus prints `le` (shortest float form).
+pub fn format_bound(bound: f64) -> String {
+    format!("{bound}")
+}
+
+/// `start, start*factor, …` — `count` buckets, as Prometheus' `ExponentialBuckets`.
+pub fn exponential_buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
+    std::iter::successors(Some(start), |b| Some(b * factor))
+        .take(count)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_upper_inclusive() {
+        let bounds = [0.1, 1.0];
+        let mut h = Histogram::new(&bounds);
+        for (v, w) in [(0.1, 1.0), (0.5, 2.0), (5.0, 1.0)] {
+            h.observe(&bounds, v, w);
+        }
+        assert_eq!(h.cumulative(), vec![1.0, 3.0, 4.0]);
+        assert_eq!(h.count, 4.0);
+        assert!((h.sum - 6.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn exponential_buckets_match_prometheus() {
+        assert_eq!(
+            exponential_buckets(0.1, 2.0, 8),
+            vec![0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8]
+        );
+        assert_eq!(exponential_buckets(0.002, 2.0, 14).len(), 14);
+    }
+
+    #[test]
+    fn empty_label_values_are_dropped() {
+        let names = ["client".to_string(), "connection_type".to_string()];
+        let values = ["a".to_string(), String::new()];
+        assert_eq!(
+            Family::labels(&names, &values),
+            vec![("client".to_string(), "a".to_string())]
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The span-metrics processor: calls, latency and size per service, span name, kind and status,
+//! as Tempo's metrics-generator `span-metrics` processor makes them. Grafana's service-graph
+//! table reads these.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::attributes::{self, copy_into, sanitize_label_name};
+use crate::graph::{duration_sec, span_kind_name, status_code_name, validate_buckets, ConfigError};
+use crate::series::{
+    exponential_buckets, Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue,
+};
+
+/// Labels Tempo sets itself; a dimension that sanitizes to one of them is prefixed with `__`.
+const INTRINSIC_LABELS: [&str; 5] = [
+    "service",
+    "span_name",
+    "span_kind",
+    "status_code",
+    "status_message",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Latency histogram bounds, in seconds.
+    pub histogram_buckets: Vec<f64>,
+    /// Attributes (resource first, then span) copied into labels.
+    pub dimensions: Vec<String>,
+    /// A double attribute holding the sampling ratio; calls and latency count `1/ratio` times.
+    pub span_multiplier_key: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            histogram_buckets: exponential_buckets(0.002, 2.0, 14),
+            dimensions: Vec::new(),
+            span_multiplier_key: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SpanSeries {
+    calls: f64,
+    latency: Histogram,
+    size: f64,
+}
+
+#[derive(Debug)]
+pub struct SpanMetrics {
+    config: Config,
+    bounds: Arc<[f64]>,
+    label_names: Vec<String>,
+    series: SeriesMap<SpanSeries>,
+    scratch: Vec<String>,
+}
+
+impl SpanMetrics {
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        validate_buckets(&config.histogram_buckets)?;
+        let label_names: Vec<String> = INTRINSIC_LABELS[..4]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(config.dimensions.iter().map(|d| {
+                let label = sanitize_label_name(d);
+                if INTRINSIC_LABELS.contains(&label.as_str()) {
+                    format!("__{label}")
+                } else {
+                    label
+                }
+            }))
+            .collect();
+        Ok(Self {
+            bounds: config.histogram_buckets.clone().into(),
+            scratch: vec![String::new(); label_names.len()],
+            label_names,
+            series: SeriesMap::default(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counts every span of every kind, including resources without `service.name`.
+    pub fn push(&mut self, batches: &[ResourceSpans]) {
+        let Self {
+            config,
+            bounds,
+            series,
+            scratch,
+            ..
+        } = self;
+        for rs in batches {
+            let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+            scratch[0].clear();
+            if let Some(service) = attributes::service_name(resource) {
+                attributes::write_value(service.value.as_ref(), &mut scratch[0]);
+            }
+            for span in rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()) {
+                set(&mut scratch[1], &span.name);
+                set(&mut scratch[2], span_kind_name(span.kind));
+                set(
+                    &mut scratch[3],
+                    &status_code_name(span.status.as_ref().map_or(0, |s| s.code)),
+                );
+                let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
+                for (value, dimension) in scratch[4..].iter_mut().zip(&config.dimensions) {
+                    if !copy_into(dimension, &lists, value) {
+                        value.clear();
+                    }
+                }
+                let multiplier = attributes::span_multiplier(
+                    config.span_multiplier_key.as_deref(),
+                    &span.attributes,
+                    resource,
+                );
+                let s = series.get_or_insert_with(scratch, || SpanSeries {
+                    calls: 0.0,
+                    latency: Histogram::new(bounds),
+                    size: 0.0,
+                });
+                s.calls += multiplier;
+                let latency = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
+                s.latency.observe(bounds, latency, multiplier);
+                s.size += span.encoded_len() as f64;
+            }
+        }
+    }
+
+    pub fn families(&self) -> Vec<Family> {
+        let (mut calls, mut latency, mut size) = (vec![], vec![], vec![]);
+        for (values, s) in self.series.iter() {
+            let labels = Family::labels(&self.label_names, values);
+            calls.push(Series {
+                labels: labels.clone(),
+                value: SeriesValue::Counter(s.calls),
+            });
+            size.push(Series {
+                labels: labels.clone(),
+                value: SeriesValue::Counter(s.size),
+            });
+            latency.push(Series {
+                labels,
+                value: SeriesValue::Histogram {
+                    bounds: self.bounds.clone(),
+                    cumulative: s.latency.cumulative(),
+                    sum: s.latency.sum,
+                    count: s.latency.count,
+                },
+            });
+        }
+        vec![
+            Family {
+                name: "traces_spanmetrics_calls_total",
+                help: "Spans seen, by service, span name, kind and status",
+                unit: "",
+                kind: FamilyKind::Counter,
+                series: calls,
+            },
+            Family {
+                name: "traces_spanmetrics_latency",
+                help: "Span duration in seconds",
+                unit: "seconds",
+                kind: FamilyKind::Histogram,
+                series: latency,
+            },
+            Family {
+                name: "traces_spanmetrics_size_total",
+                help: "Protobuf-encoded size of the spans, in bytes",
+                unit: "bytes",
+                kind: FamilyKind::Counter,
+                series: size,
+            },
+        ]
+    }
+}
+
+fn set(target: &mut String, value: &str) {
+    target.clear();
+    target.push_str(value);
+}

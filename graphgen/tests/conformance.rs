@@ -1,0 +1,168 @@
+//! Runs every case of `../shared/conformance` through the engine and compares every series with
+//! what a real Tempo metrics-generator produced from the same spans.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use graphgen::clock::ManualClock;
+use graphgen::engine::Engine;
+use graphgen::graph;
+use graphgen::spanmetrics;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Input {
+    requests: Vec<ExportTraceServiceRequest>,
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    series: Vec<ExpectedSeries>,
+}
+
+#[derive(Deserialize)]
+struct ExpectedSeries {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+type SeriesId = (String, BTreeMap<String, String>);
+
+fn cases_dir() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates = [
+        std::env::var("CONFORMANCE_DIR").map(PathBuf::from).ok(),
+        Some(here.join("../../shared/conformance/cases")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_dir())
+        .expect(
+            "conformance cases not found: set CONFORMANCE_DIR or keep ../shared beside the repo",
+        )
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> T {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
+    let config: graph::Config = read_json(&dir.join("config.json"));
+    let input: Input = read_json(&dir.join("input.json"));
+    let clock = ManualClock::new(1_700_000_000_000_000_000);
+    let wait = config.wait;
+    let mut engine = Engine::new(
+        config,
+        Some(spanmetrics::Config::default()),
+        Arc::new(clock.clone()),
+    )
+    .expect("valid config");
+    for request in &input.requests {
+        engine.push(&request.resource_spans);
+    }
+    clock.advance(wait + Duration::from_secs(1));
+    engine.expire();
+    assert_eq!(
+        engine.graph().pending_edges(),
+        0,
+        "every edge completed or expired"
+    );
+
+    engine
+        .families()
+        .iter()
+        .flat_map(|f| f.samples())
+        .map(|s| ((s.name, s.labels.into_iter().collect()), s.value))
+        .collect()
+}
+
+fn expected(dir: &Path) -> BTreeMap<SeriesId, f64> {
+    let expected: Expected = read_json(&dir.join("expected.json"));
+    expected
+        .series
+        .into_iter()
+        .map(|s| {
+            let labels = s
+                .labels
+                .into_iter()
+                .filter(|(k, v)| k != "__metrics_gen_instance" && !v.is_empty())
+                .collect();
+            ((s.name, labels), s.value)
+        })
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    a == b || (a - b).abs() <= 1e-6 * a.abs().max(b.abs())
+}
+
+/// Lines describing every difference between what we made and what Tempo made.
+fn diff(got: &BTreeMap<SeriesId, f64>, want: &BTreeMap<SeriesId, f64>) -> Vec<String> {
+    let show = |(name, labels): &SeriesId| {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{name}{{{}}}", labels.join(","))
+    };
+    let mut lines = Vec::new();
+    for (id, w) in want {
+        match got.get(id) {
+            None => lines.push(format!("missing     {} = {w}", show(id))),
+            Some(g) if !close(*g, *w) => {
+                lines.push(format!("wrong value {} = {g}, Tempo has {w}", show(id)))
+            }
+            Some(_) => {}
+        }
+    }
+    for (id, g) in got {
+        if !want.contains_key(id) {
+            lines.push(format!("unexpected  {} = {g}", show(id)));
+        }
+    }
+    lines
+}
+
+#[test]
+fn every_conformance_case_matches_tempo() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cases_dir())
+        .expect("read cases")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.join("expected.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no conformance cases found");
+
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let want = expected(dir);
+        let got = run_case(dir);
+        let lines = diff(&got, &want);
+        if lines.is_empty() {
+            println!("ok    {name}: {} series", want.len());
+        } else {
+            let shown: Vec<&String> = lines.iter().take(40).collect();
+            failures.push(format!(
+                "FAIL  {name}: {} differences of {} series\n  {}",
+                lines.len(),
+                want.len(),
+                shown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from Tempo:\n{}",
+        failures.len(),
+        dirs.len(),
+        failures.join("\n")
+    );
+}
