@@ -6,6 +6,7 @@
 //! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`).
 //! - [`engine`] puts both behind one door with a [`clock`].
 //! - [`series`] is the metric model they share; [`attributes`] the attribute rules.
+//! - [`workload`] builds the benchmark workload (Tempo's steady-state service-graph benchmark).
 
 pub mod attributes;
 pub mod clock;
@@ -14,3 +15,4 @@ pub mod engine;
 pub mod graph;
 pub mod series;
 pub mod spanmetrics;
+pub mod workload;

@@ -133,6 +133,8 @@ pub struct ServiceGraph {
     series: SeriesMap<EdgeSeries>,
     /// Label values of the edge being recorded; reused so recording allocates nothing.
     scratch: Vec<String>,
+    /// The current resource's service name, reused across batches.
+    service_name: String,
     stats: Stats,
 }
 
@@ -152,6 +154,7 @@ impl ServiceGraph {
             label_names,
             layout,
             series: SeriesMap::default(),
+            service_name: String::new(),
             stats: Stats::default(),
             config,
         })
@@ -178,11 +181,14 @@ impl ServiceGraph {
             let Some(service) = attributes::service_name(resource) else {
                 continue;
             };
-            let mut service_name = String::new();
+            // Taken out of `self` for the loop so the buffer is reused without a borrow conflict.
+            let mut service_name = std::mem::take(&mut self.service_name);
+            service_name.clear();
             attributes::write_value(service.value.as_ref(), &mut service_name);
             for span in rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()) {
                 self.push_span(&service_name, resource, span, expires_at);
             }
+            self.service_name = service_name;
         }
     }
 
@@ -495,3 +501,6 @@ pub fn status_code_name(code: i32) -> Cow<'static, str> {
     StatusCode::try_from(code)
         .map_or_else(|_| Cow::Owned(code.to_string()), |c| c.as_str_name().into())
 }
+
+#[cfg(test)]
+mod tests;

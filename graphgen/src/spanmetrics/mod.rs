@@ -187,3 +187,95 @@ fn set(target: &mut String, value: &str) {
     target.clear();
     target.push_str(value);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, Status};
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn spans_of_every_kind_are_counted_with_intrinsic_and_extra_labels() {
+        let span = |kind, code, ms: u64| Span {
+            name: "GET /cart".into(),
+            kind,
+            start_time_unix_nano: 0,
+            end_time_unix_nano: ms * 1_000_000,
+            attributes: vec![kv("http.request.method", "GET"), kv("service", "x")],
+            status: Some(Status {
+                code,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spans = vec![span(2, 2, 3), span(2, 2, 5), span(1, 0, 1)];
+        let size: usize = spans[..2].iter().map(|s| s.encoded_len()).sum();
+        let batch = vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "cart")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let mut sm = SpanMetrics::new(Config {
+            dimensions: vec!["http.request.method".into(), "service".into()],
+            ..Config::default()
+        })
+        .unwrap();
+        sm.push(&batch);
+        let samples: Vec<_> = sm.families().iter().flat_map(|f| f.samples()).collect();
+        let find = |name: &str, kind: &str| {
+            samples
+                .iter()
+                .find(|s| {
+                    s.name == name && s.labels.iter().any(|(k, v)| k == "span_kind" && v == kind)
+                })
+                .unwrap_or_else(|| panic!("{name} {kind} missing"))
+        };
+        let calls = find("traces_spanmetrics_calls_total", "SPAN_KIND_SERVER");
+        assert_eq!(calls.value, 2.0);
+        let labels: Vec<(&str, &str)> = calls
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("service", "cart"),
+                ("span_name", "GET /cart"),
+                ("span_kind", "SPAN_KIND_SERVER"),
+                ("status_code", "STATUS_CODE_ERROR"),
+                ("http_request_method", "GET"),
+                ("__service", "x"),
+            ]
+        );
+        assert_eq!(
+            find("traces_spanmetrics_size_total", "SPAN_KIND_SERVER").value,
+            size as f64
+        );
+        assert!(
+            (find("traces_spanmetrics_latency_sum", "SPAN_KIND_SERVER").value - 0.008).abs()
+                < 1e-12
+        );
+        assert_eq!(
+            find("traces_spanmetrics_calls_total", "SPAN_KIND_INTERNAL").value,
+            1.0
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! In the steady state the engine allocates nothing per span: a counting allocator proves it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use graphgen::clock::ManualClock;
+use graphgen::engine::Engine;
+use graphgen::{graph, spanmetrics, workload};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn steady_state_pushes_allocate_nothing() {
+    let request = workload::client_server_request(100);
+    for prefix in [false, true] {
+        let config = graph::Config {
+            dimensions: vec!["beast".into(), "god".into()],
+            enable_client_server_prefix: prefix,
+            ..graph::Config::default()
+        };
+        let clock = ManualClock::new(1);
+        let mut engine = Engine::new(
+            config,
+            Some(spanmetrics::Config::default()),
+            Arc::new(clock),
+        )
+        .unwrap();
+        engine.push(&request);
+        engine.push(&request);
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for _ in 0..50 {
+            engine.push(&request);
+        }
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        assert_eq!(
+            allocations, 0,
+            "prefix={prefix}: {allocations} allocations in 50 pushes of 200 spans"
+        );
+        assert_eq!(engine.graph().stats().edges_completed, 52 * 100);
+    }
+}
