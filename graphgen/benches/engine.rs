@@ -11,11 +11,14 @@ use graphgen::graph;
 use graphgen::spanmetrics;
 use graphgen::workload::client_server_request;
 
+/// `(name, how it changes the default config, span metrics on)`.
+type Variant = (&'static str, fn(&mut graph::Config), bool);
+
 fn steady_state(c: &mut Criterion) {
     let request = client_server_request(100);
     let mut group = c.benchmark_group("push_spans_steady_state");
     group.throughput(Throughput::Elements(200));
-    let variants: [(&str, fn(&mut graph::Config), bool); 4] = [
+    let variants: [Variant; 4] = [
         ("default", |_| {}, false),
         (
             "dimensions",

@@ -89,12 +89,15 @@ fn batch(spans: &[S]) -> Vec<ResourceSpans> {
         .collect()
 }
 
+/// `(metric, labels, value)`.
+type Want = (&'static str, Vec<(&'static str, &'static str)>, f64);
+
 struct Case {
     name: &'static str,
     config: fn(&mut Config),
     spans: Vec<S>,
     /// `(metric, labels, value)` that must be present.
-    want: Vec<(&'static str, Vec<(&'static str, &'static str)>, f64)>,
+    want: Vec<Want>,
     /// Series of `traces_service_graph_request_total` in all.
     edges: usize,
     expired: &'static [(&'static str, u64)],
