@@ -7,12 +7,25 @@
 //! - [`engine`] puts both behind one door with a [`clock`].
 //! - [`series`] is the metric model they share; [`attributes`] the attribute rules.
 //! - [`workload`] builds the benchmark workload (Tempo's steady-state service-graph benchmark).
+//!
+//! The service around it (sockets and tasks):
+//! - [`config`]: flags, environment and TOML file, resolved into [`config::Settings`].
+//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP in.
+//! - [`export`]: spans out to Tempo, metrics out to Prometheus.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`selfmetrics`]: the `graphgen_*` series.
+//! - [`service`]: starts it all and shuts it down gracefully.
 
+pub mod admin;
 pub mod attributes;
 pub mod clock;
+pub mod config;
 mod duration_serde;
 pub mod engine;
+pub mod export;
 pub mod graph;
+pub mod receiver;
+pub mod selfmetrics;
 pub mod series;
+pub mod service;
 pub mod spanmetrics;
 pub mod workload;

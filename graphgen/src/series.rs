@@ -93,7 +93,7 @@ pub struct Family {
     /// The Prometheus name: `..._total` for counters, the base name for histograms.
     pub name: &'static str,
     pub help: &'static str,
-    /// The unit (`seconds`, `bytes`) for exporters that carry one, else empty.
+    /// The UCUM unit for OTLP (`s`), only where Prometheus' OTLP translation keeps the name as is.
     pub unit: &'static str,
     pub kind: FamilyKind,
     pub series: Vec<Series>,

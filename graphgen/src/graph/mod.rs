@@ -373,20 +373,20 @@ impl ServiceGraph {
             family(
                 "traces_service_graph_request_server_seconds",
                 "Time for a request between two nodes as seen from the server",
-                "seconds",
+                "s",
                 FamilyKind::Histogram,
                 server,
             ),
             family(
                 "traces_service_graph_request_client_seconds",
                 "Time for a request between two nodes as seen from the client",
-                "seconds",
+                "s",
                 FamilyKind::Histogram,
                 client,
             ),
         ];
         if self.config.enable_messaging_system_latency_histogram {
-            families.push(family("traces_service_graph_request_messaging_system_seconds", "Time between publisher and consumer for services communicating through a messaging system", "seconds", FamilyKind::Histogram, messaging));
+            families.push(family("traces_service_graph_request_messaging_system_seconds", "Time between publisher and consumer for services communicating through a messaging system", "s", FamilyKind::Histogram, messaging));
         }
         families
     }

@@ -168,14 +168,16 @@ impl SpanMetrics {
             Family {
                 name: "traces_spanmetrics_latency",
                 help: "Span duration in seconds",
-                unit: "seconds",
+                // No unit: Prometheus' OTLP translation would append `_seconds`, and Tempo's
+                // name has none.
+                unit: "",
                 kind: FamilyKind::Histogram,
                 series: latency,
             },
             Family {
                 name: "traces_spanmetrics_size_total",
                 help: "Protobuf-encoded size of the spans, in bytes",
-                unit: "bytes",
+                unit: "",
                 kind: FamilyKind::Counter,
                 series: size,
             },

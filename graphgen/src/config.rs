@@ -1,0 +1,406 @@
+//! graphgen's configuration, one source of truth: every option is a flag, an environment
+//! variable and a key of the `--config` TOML file. Flags and variables win over the file, the
+//! file over the defaults. Defaults are given in each option's help.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::{graph, spanmetrics};
+
+/// Every option, unset unless given. The same struct reads flags/env (clap) and the file (serde).
+#[derive(Debug, Default, Clone, Parser, Deserialize)]
+#[command(
+    name = "graphgen",
+    version,
+    about = "Receives OTLP traces, builds Tempo-compatible service-graph and span metrics, \
+             forwards the spans to Tempo and the metrics to Prometheus."
+)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// TOML file with any of the options below (keys in snake_case); flags and env override it.
+    #[arg(long, env = "GRAPHGEN_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// OTLP/gRPC listen address [default: 0.0.0.0:4317]
+    #[arg(long, env = "GRAPHGEN_OTLP_GRPC_ADDR")]
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP/HTTP listen address (POST /v1/traces) [default: 0.0.0.0:4318]
+    #[arg(long, env = "GRAPHGEN_OTLP_HTTP_ADDR")]
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// Admin listen address: /metrics, /healthz, /readyz [default: 0.0.0.0:9464]
+    #[arg(long, env = "GRAPHGEN_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// OTLP/gRPC endpoint that receives every span, e.g. http://tempo:4317 [default: none, no forwarding]
+    #[arg(long, env = "GRAPHGEN_TRACES_ENDPOINT")]
+    pub traces_endpoint: Option<String>,
+    /// OTLP/HTTP metrics endpoint, e.g. http://prometheus:9090/api/v1/otlp/v1/metrics [default: none, no push]
+    #[arg(long, env = "GRAPHGEN_METRICS_ENDPOINT")]
+    pub metrics_endpoint: Option<String>,
+    /// How often metrics are pushed to the metrics endpoint [default: 10s]
+    #[arg(long, env = "GRAPHGEN_FLUSH_INTERVAL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub flush_interval: Option<Duration>,
+
+    /// Spans that may wait to be forwarded; when full, clients are told to retry later [default: 50000]
+    #[arg(long, env = "GRAPHGEN_QUEUE_SIZE")]
+    pub queue_size: Option<usize>,
+    /// Largest request accepted, in bytes, also after decompression [default: 4194304]
+    #[arg(long, env = "GRAPHGEN_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Most spans sent to the traces endpoint in one request [default: 8192]
+    #[arg(long, env = "GRAPHGEN_EXPORT_BATCH_SPANS")]
+    pub export_batch_spans: Option<usize>,
+    /// First retry delay of a failed export; doubles up to 30s [default: 500ms]
+    #[arg(long, env = "GRAPHGEN_RETRY_INITIAL_BACKOFF", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub retry_initial_backoff: Option<Duration>,
+    /// Give up on a batch (and count its spans as dropped) after retrying this long; 0s retries forever [default: 5m]
+    #[arg(long, env = "GRAPHGEN_RETRY_MAX_ELAPSED", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub retry_max_elapsed: Option<Duration>,
+    /// On SIGTERM/SIGINT, how long to keep flushing queued spans before exiting [default: 10s]
+    #[arg(long, env = "GRAPHGEN_SHUTDOWN_GRACE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub shutdown_grace: Option<Duration>,
+
+    /// How long an edge waits for its other side [default: 10s]
+    #[arg(long, env = "GRAPHGEN_WAIT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub wait: Option<Duration>,
+    /// Most edges waiting at once; spans beyond are dropped and counted [default: 10000]
+    #[arg(long, env = "GRAPHGEN_MAX_ITEMS")]
+    pub max_items: Option<usize>,
+    /// Attributes added as labels to service-graph series, comma-separated [default: none]
+    #[arg(long, env = "GRAPHGEN_DIMENSIONS", value_delimiter = ',')]
+    pub dimensions: Option<Vec<String>>,
+    /// Label dimensions as client_<dim> and server_<dim> [default: false]
+    #[arg(long, env = "GRAPHGEN_ENABLE_CLIENT_SERVER_PREFIX", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_client_server_prefix: Option<bool>,
+    /// Add virtual_node="client"|"server" to edges with an uninstrumented side [default: false]
+    #[arg(long, env = "GRAPHGEN_ENABLE_VIRTUAL_NODE_LABEL", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_virtual_node_label: Option<bool>,
+    /// Also export traces_service_graph_request_messaging_system_seconds [default: false]
+    #[arg(long, env = "GRAPHGEN_ENABLE_MESSAGING_SYSTEM_LATENCY_HISTOGRAM", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_messaging_system_latency_histogram: Option<bool>,
+    /// Service-graph latency buckets in seconds, comma-separated [default: 0.1,0.2,0.4,0.8,1.6,3.2,6.4,12.8]
+    #[arg(long, env = "GRAPHGEN_HISTOGRAM_BUCKETS", value_delimiter = ',')]
+    pub histogram_buckets: Option<Vec<f64>>,
+    /// Span attributes naming an uninstrumented peer [default: peer.service,db.name,db.system,db.system.name]
+    #[arg(long, env = "GRAPHGEN_PEER_ATTRIBUTES", value_delimiter = ',')]
+    pub peer_attributes: Option<Vec<String>>,
+    /// Attributes marking a client span as a database call [default: db.namespace,db.name,db.system,db.system.name]
+    #[arg(long, env = "GRAPHGEN_DATABASE_NAME_ATTRIBUTES", value_delimiter = ',')]
+    pub database_name_attributes: Option<Vec<String>>,
+    /// Double attribute with the sampling ratio; each span then counts 1/ratio times [default: none]
+    #[arg(long, env = "GRAPHGEN_SPAN_MULTIPLIER_KEY")]
+    pub span_multiplier_key: Option<String>,
+
+    /// Produce traces_spanmetrics_* (Grafana's service-graph table needs them) [default: true]
+    #[arg(long, env = "GRAPHGEN_SPAN_METRICS", num_args = 0..=1, default_missing_value = "true")]
+    pub span_metrics: Option<bool>,
+    /// Attributes added as labels to span-metrics series, comma-separated [default: none]
+    #[arg(long, env = "GRAPHGEN_SPAN_METRICS_DIMENSIONS", value_delimiter = ',')]
+    pub span_metrics_dimensions: Option<Vec<String>>,
+    /// Span-metrics latency buckets in seconds [default: 0.002 × 2ⁿ, 14 buckets]
+    #[arg(
+        long,
+        env = "GRAPHGEN_SPAN_METRICS_HISTOGRAM_BUCKETS",
+        value_delimiter = ','
+    )]
+    pub span_metrics_histogram_buckets: Option<Vec<f64>>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 10s, 500ms, 1m)"))
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A configuration that cannot be used; the message names the option.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{option}: {message}")]
+    Invalid {
+        option: &'static str,
+        message: String,
+    },
+}
+
+/// The resolved configuration the service runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub traces_endpoint: Option<String>,
+    pub metrics_endpoint: Option<String>,
+    pub flush_interval: Duration,
+    pub queue_size: usize,
+    pub max_message_bytes: usize,
+    pub export_batch_spans: usize,
+    pub retry_initial_backoff: Duration,
+    pub retry_max_elapsed: Option<Duration>,
+    pub shutdown_grace: Duration,
+    pub graph: graph::Config,
+    pub span_metrics: Option<spanmetrics::Config>,
+}
+
+impl Options {
+    /// Fills every option the command line left unset from `file`.
+    fn or(self, file: Options) -> Options {
+        macro_rules! pick {
+            ($($field:ident),* $(,)?) => { Options { config: self.config, $($field: self.$field.or(file.$field)),* } };
+        }
+        pick!(
+            otlp_grpc_addr,
+            otlp_http_addr,
+            admin_addr,
+            traces_endpoint,
+            metrics_endpoint,
+            flush_interval,
+            queue_size,
+            max_message_bytes,
+            export_batch_spans,
+            retry_initial_backoff,
+            retry_max_elapsed,
+            shutdown_grace,
+            wait,
+            max_items,
+            dimensions,
+            enable_client_server_prefix,
+            enable_virtual_node_label,
+            enable_messaging_system_latency_histogram,
+            histogram_buckets,
+            peer_attributes,
+            database_name_attributes,
+            span_multiplier_key,
+            span_metrics,
+            span_metrics_dimensions,
+            span_metrics_histogram_buckets,
+        )
+    }
+
+    /// Reads the `--config` file if any, merges, applies defaults and checks every value.
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
+        let merged = match &self.config {
+            Some(path) => self.clone().or(read_file(path)?),
+            None => self,
+        };
+        merged.into_settings()
+    }
+
+    fn into_settings(self) -> Result<Settings, ConfigError> {
+        let invalid =
+            |option: &'static str, message: String| ConfigError::Invalid { option, message };
+        let graph_defaults = graph::Config::default();
+        let graph = graph::Config {
+            wait: self.wait.unwrap_or(graph_defaults.wait),
+            max_items: self.max_items.unwrap_or(graph_defaults.max_items),
+            histogram_buckets: self
+                .histogram_buckets
+                .unwrap_or(graph_defaults.histogram_buckets),
+            dimensions: self.dimensions.unwrap_or_default(),
+            enable_client_server_prefix: self.enable_client_server_prefix.unwrap_or(false),
+            enable_messaging_system_latency_histogram: self
+                .enable_messaging_system_latency_histogram
+                .unwrap_or(false),
+            enable_virtual_node_label: self.enable_virtual_node_label.unwrap_or(false),
+            peer_attributes: self
+                .peer_attributes
+                .unwrap_or(graph_defaults.peer_attributes),
+            database_name_attributes: self
+                .database_name_attributes
+                .unwrap_or(graph_defaults.database_name_attributes),
+            span_multiplier_key: self.span_multiplier_key.clone(),
+        };
+        graph.validate().map_err(|e| {
+            let option = match e {
+                graph::ConfigError::Buckets(_) => "--histogram-buckets",
+                graph::ConfigError::MaxItems => "--max-items",
+                graph::ConfigError::EmptyDimension(_) => "--dimensions",
+            };
+            invalid(option, e.to_string())
+        })?;
+        let span_metrics = if self.span_metrics.unwrap_or(true) {
+            let defaults = spanmetrics::Config::default();
+            let config = spanmetrics::Config {
+                histogram_buckets: self
+                    .span_metrics_histogram_buckets
+                    .unwrap_or(defaults.histogram_buckets),
+                dimensions: self.span_metrics_dimensions.unwrap_or_default(),
+                span_multiplier_key: self.span_multiplier_key,
+            };
+            graph::validate_buckets(&config.histogram_buckets)
+                .map_err(|e| invalid("--span-metrics-histogram-buckets", e.to_string()))?;
+            Some(config)
+        } else {
+            None
+        };
+        for (option, endpoint) in [
+            ("--traces-endpoint", &self.traces_endpoint),
+            ("--metrics-endpoint", &self.metrics_endpoint),
+        ] {
+            if let Some(url) = endpoint {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        option,
+                        format!("{url:?} must start with http:// or https://"),
+                    ));
+                }
+            }
+        }
+        let positive = |option, value: Option<usize>, default: usize| match value.unwrap_or(default)
+        {
+            0 => Err(invalid(option, "must be at least 1".into())),
+            n => Ok(n),
+        };
+        let nonzero = |option, value: Option<Duration>, default| match value.unwrap_or(default) {
+            d if d.is_zero() => Err(invalid(option, "must be longer than 0s".into())),
+            d => Ok(d),
+        };
+        Ok(Settings {
+            otlp_grpc_addr: self.otlp_grpc_addr.unwrap_or(([0, 0, 0, 0], 4317).into()),
+            otlp_http_addr: self.otlp_http_addr.unwrap_or(([0, 0, 0, 0], 4318).into()),
+            admin_addr: self.admin_addr.unwrap_or(([0, 0, 0, 0], 9464).into()),
+            traces_endpoint: self.traces_endpoint,
+            metrics_endpoint: self.metrics_endpoint,
+            flush_interval: nonzero(
+                "--flush-interval",
+                self.flush_interval,
+                Duration::from_secs(10),
+            )?,
+            queue_size: positive("--queue-size", self.queue_size, 50_000)?,
+            max_message_bytes: positive("--max-message-bytes", self.max_message_bytes, 4 << 20)?,
+            export_batch_spans: positive("--export-batch-spans", self.export_batch_spans, 8192)?,
+            retry_initial_backoff: nonzero(
+                "--retry-initial-backoff",
+                self.retry_initial_backoff,
+                Duration::from_millis(500),
+            )?,
+            retry_max_elapsed: Some(self.retry_max_elapsed.unwrap_or(Duration::from_secs(300)))
+                .filter(|d| !d.is_zero()),
+            shutdown_grace: self.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+            graph,
+            span_metrics,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Options, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let options =
+            Options::try_parse_from(std::iter::once("graphgen").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        options.resolve().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.otlp_grpc_addr.to_string(), "0.0.0.0:4317");
+        assert_eq!(s.otlp_http_addr.to_string(), "0.0.0.0:4318");
+        assert_eq!(s.admin_addr.to_string(), "0.0.0.0:9464");
+        assert_eq!(s.flush_interval, Duration::from_secs(10));
+        assert_eq!(s.max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(s.graph, graph::Config::default());
+        assert_eq!(s.span_metrics, Some(spanmetrics::Config::default()));
+        assert!(s.traces_endpoint.is_none());
+    }
+
+    #[test]
+    fn flags_set_every_engine_option() {
+        let s = parse(&[
+            "--wait=3s",
+            "--max-items=5",
+            "--dimensions=http.request.method,db.system",
+            "--enable-client-server-prefix",
+            "--enable-virtual-node-label=true",
+            "--enable-messaging-system-latency-histogram",
+            "--histogram-buckets=0.01,0.1,1",
+            "--peer-attributes=peer.service",
+            "--database-name-attributes=db.name",
+            "--flush-interval=500ms",
+        ])
+        .unwrap();
+        assert_eq!(s.graph.wait, Duration::from_secs(3));
+        assert_eq!(s.graph.max_items, 5);
+        assert_eq!(s.graph.dimensions, ["http.request.method", "db.system"]);
+        assert!(s.graph.enable_client_server_prefix);
+        assert!(s.graph.enable_virtual_node_label);
+        assert!(s.graph.enable_messaging_system_latency_histogram);
+        assert_eq!(s.graph.histogram_buckets, [0.01, 0.1, 1.0]);
+        assert_eq!(s.graph.peer_attributes, ["peer.service"]);
+        assert_eq!(s.graph.database_name_attributes, ["db.name"]);
+        assert_eq!(s.flush_interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("graphgen-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("graphgen.toml");
+        std::fs::write(
+            &file,
+            "wait = \"2s\"\nmax_items = 7\ndimensions = [\"a\"]\nqueue_size = 9\n",
+        )
+        .unwrap();
+        let s = parse(&["--config", file.to_str().unwrap(), "--max-items=8"]).unwrap();
+        assert_eq!(s.graph.wait, Duration::from_secs(2));
+        assert_eq!(s.graph.max_items, 8);
+        assert_eq!(s.graph.dimensions, ["a"]);
+        assert_eq!(s.queue_size, 9);
+
+        std::fs::write(&file, "wiat = \"2s\"\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("wiat"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_option_named() {
+        for (args, want) in [
+            (&["--wait=soon"][..], "--wait"),
+            (&["--histogram-buckets=1,0.5"], "--histogram-buckets"),
+            (&["--max-items=0"], "--max-items"),
+            (&["--queue-size=0"], "--queue-size"),
+            (&["--traces-endpoint=tempo:4317"], "--traces-endpoint"),
+            (&["--otlp-grpc-addr=nowhere"], "--otlp-grpc-addr"),
+            (&["--flush-interval=0s"], "--flush-interval"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The graphgen binary: configuration, logging and signals; everything else is the library.
+
+use anyhow::Context;
+use clap::Parser;
+use graphgen::config::Options;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let settings = Options::parse()
+        .resolve()
+        .context("invalid configuration")?;
+    graphgen::service::run(settings, shutdown_signal())
+        .await
+        .context("graphgen could not start")
+}
+
+/// SIGTERM (docker stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,259 @@
+//! OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies, optionally gzipped.
+//! Answers in the request's encoding; errors carry a `google.rpc.Status` with a message.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use super::{Intake, Protocol, Refused, RETRY_AFTER};
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+pub fn router(intake: Arc<Intake>) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export))
+        .with_state(intake)
+}
+
+/// An error answer: HTTP status, gRPC code for the Status body, message.
+struct Failure {
+    status: StatusCode,
+    code: tonic::Code,
+    message: String,
+    outcome: &'static str,
+}
+
+impl Failure {
+    fn new(
+        status: StatusCode,
+        code: tonic::Code,
+        outcome: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            outcome,
+        }
+    }
+
+    fn into_response(self, encoding: Encoding) -> Response {
+        let status = tonic_types::Status {
+            code: self.code as i32,
+            message: self.message,
+            details: vec![],
+        };
+        let mut response = encode(
+            encoding,
+            self.status,
+            &status,
+            || serde_json::json!({ "code": status.code, "message": status.message }),
+        );
+        if self.status == StatusCode::TOO_MANY_REQUESTS
+            || self.status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER.as_secs()),
+            );
+        }
+        response
+    }
+}
+
+fn encode<M: Message>(
+    encoding: Encoding,
+    status: StatusCode,
+    message: &M,
+    json: impl FnOnce() -> serde_json::Value,
+) -> Response {
+    match encoding {
+        Encoding::Protobuf => (
+            status,
+            [(header::CONTENT_TYPE, PROTOBUF)],
+            message.encode_to_vec(),
+        )
+            .into_response(),
+        Encoding::Json => {
+            (status, [(header::CONTENT_TYPE, JSON)], json().to_string()).into_response()
+        }
+    }
+}
+
+async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Body) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // Parameters such as `; charset=utf-8` do not matter.
+    let encoding = match content_type.split(';').next().map(str::trim) {
+        Some(PROTOBUF) => Encoding::Protobuf,
+        Some(JSON) => Encoding::Json,
+        _ => {
+            let failure = Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                "unsupported",
+                format!("unsupported content type {content_type:?}: use {PROTOBUF} or {JSON}"),
+            );
+            intake.count_request(Protocol::Http, failure.outcome);
+            return failure.into_response(Encoding::Json);
+        }
+    };
+    match handle(&intake, &headers, body, encoding).await {
+        Ok(response) => response,
+        Err(failure) => {
+            if failure.outcome != "queue_full" && failure.outcome != "invalid" {
+                // `accept` counts the outcomes it decides itself.
+                intake.count_request(Protocol::Http, failure.outcome);
+            }
+            failure.into_response(encoding)
+        }
+    }
+}
+
+async fn handle(
+    intake: &Intake,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: Encoding,
+) -> Result<Response, Failure> {
+    let limit = intake.max_message_bytes;
+    let too_large = |what: &str| {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            "too_large",
+            format!("{what} is larger than the limit of {limit} bytes"),
+        )
+    };
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large("request body"))?;
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    let bytes = match content_encoding.trim() {
+        "identity" | "" => bytes,
+        "gzip" => gunzip(&bytes, limit).map_err(|e| match e {
+            Gunzip::TooLarge => too_large("decompressed body"),
+            Gunzip::Corrupt(e) => Failure::new(
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                "malformed",
+                format!("body is not valid gzip: {e}"),
+            ),
+        })?,
+        other => {
+            return Err(Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                "unsupported",
+                format!("unsupported content encoding {other:?}: use gzip or none"),
+            ))
+        }
+    };
+    let request = decode(&bytes, encoding).map_err(|message| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            "malformed",
+            message,
+        )
+    })?;
+
+    match intake.accept(Protocol::Http, request) {
+        Ok(accepted) => {
+            let response = accepted.into_response();
+            Ok(encode(
+                encoding,
+                StatusCode::OK,
+                &response,
+                || match &response.partial_success {
+                    Some(p) => serde_json::json!({
+                        "partialSuccess": { "rejectedSpans": p.rejected_spans, "errorMessage": p.error_message }
+                    }),
+                    None => serde_json::json!({}),
+                },
+            ))
+        }
+        Err(refused @ Refused::Invalid(_)) => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            "invalid",
+            refused.to_string(),
+        )),
+        Err(refused @ Refused::QueueFull { .. }) => Err(Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+            "queue_full",
+            refused.to_string(),
+        )),
+    }
+}
+
+fn decode(bytes: &Bytes, encoding: Encoding) -> Result<ExportTraceServiceRequest, String> {
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes.as_ref())
+            .map_err(|e| format!("invalid protobuf: {e}")),
+        Encoding::Json => {
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid OTLP/JSON: {e}"))
+        }
+    }
+}
+
+enum Gunzip {
+    TooLarge,
+    Corrupt(std::io::Error),
+}
+
+/// Decompresses at most `limit` bytes; a gzip bomb stops there.
+fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes, Gunzip> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(Gunzip::Corrupt)?;
+    if out.len() > limit {
+        return Err(Gunzip::TooLarge);
+    }
+    Ok(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn gunzip_stops_at_the_limit() {
+        let bomb = gzip(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 100 << 10, "compresses well");
+        assert!(matches!(gunzip(&bomb, 1 << 20), Err(Gunzip::TooLarge)));
+        assert_eq!(gunzip(&gzip(b"hello"), 5).ok().unwrap().as_ref(), b"hello");
+        assert!(matches!(gunzip(b"not gzip", 100), Err(Gunzip::Corrupt(_))));
+    }
+}

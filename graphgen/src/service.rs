@@ -1,0 +1,245 @@
+//! The running service: binds the listeners, starts the receivers, the exporters, the expiry
+//! ticker and the admin server, and on shutdown stops intake, flushes the queue and pushes the
+//! final metrics.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::admin::{self, AdminState};
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::export::otlp_metrics;
+use crate::export::prometheus::EngineCollector;
+use crate::export::traces::{self, Drain, Retry};
+use crate::receiver::{grpc, http, Intake};
+use crate::selfmetrics::SelfMetrics;
+
+/// How often edges past their wait are expired.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] crate::graph::ConfigError),
+    #[error(transparent)]
+    Endpoint(#[from] traces::InvalidEndpoint),
+    #[error("cannot build the metrics HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// Resolves once `stop` says so.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs graphgen until `shutdown` resolves, then shuts down gracefully.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let engine = Arc::new(Mutex::new(Engine::new(
+        settings.graph.clone(),
+        settings.span_metrics.clone(),
+        Arc::new(SystemClock),
+    )?));
+    let metrics = Arc::new(SelfMetrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    EngineCollector::register(engine.clone(), &mut registry);
+
+    let (queue, exporter) = match &settings.traces_endpoint {
+        Some(endpoint) => {
+            let retry = Retry {
+                initial_backoff: settings.retry_initial_backoff,
+                max_elapsed: settings.retry_max_elapsed,
+            };
+            let (q, e) = traces::channel(
+                endpoint,
+                settings.queue_size,
+                settings.export_batch_spans,
+                retry,
+                metrics.clone(),
+            )?;
+            (Some(q), Some(e))
+        }
+        None => (None, None),
+    };
+
+    let grpc_listener = bind("OTLP/gRPC", settings.otlp_grpc_addr).await?;
+    let http_listener = bind("OTLP/HTTP", settings.otlp_http_addr).await?;
+    let admin_listener = bind("admin", settings.admin_addr).await?;
+    let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        otlp_grpc = local(&grpc_listener),
+        otlp_http = local(&http_listener),
+        admin = local(&admin_listener),
+        traces_endpoint = settings.traces_endpoint.as_deref().unwrap_or("none"),
+        metrics_endpoint = settings.metrics_endpoint.as_deref().unwrap_or("none"),
+        "graphgen listening"
+    );
+
+    let intake = Arc::new(Intake::new(
+        engine.clone(),
+        queue.clone(),
+        metrics.clone(),
+        settings.max_message_bytes,
+    ));
+    let (stop_intake, intake_stopped) = watch::channel(false);
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(None);
+
+    let grpc_task = tokio::spawn(grpc::serve(
+        grpc_listener,
+        intake.clone(),
+        stopped(intake_stopped.clone()),
+    ));
+    let http_app = http::router(intake.clone());
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(stopped(intake_stopped))
+            .await
+    });
+    let admin_state = Arc::new(AdminState {
+        registry,
+        receivers_up: true.into(),
+        queue: queue.clone(),
+    });
+    let admin_app = admin::router(admin_state.clone());
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(stopped(admin_stopped))
+            .await
+    });
+    let exporter_task = exporter.map(|e| tokio::spawn(e.run(drain_rx)));
+    let expiry_task = tokio::spawn(expire_periodically(engine.clone()));
+    let pusher = match &settings.metrics_endpoint {
+        Some(endpoint) => Some(MetricsPusher::new(
+            endpoint.clone(),
+            engine.clone(),
+            metrics.clone(),
+        )?),
+        None => None,
+    };
+    let push_task = pusher
+        .clone()
+        .map(|p| tokio::spawn(p.run_every(settings.flush_interval)));
+
+    shutdown.await;
+    tracing::info!("shutting down: stopping intake");
+    admin_state.receivers_up.store(false, Ordering::Relaxed);
+    let _ = stop_intake.send(true);
+    log_join("OTLP/gRPC receiver", grpc_task).await;
+    log_join("OTLP/HTTP receiver", http_task).await;
+
+    if let Some(task) = exporter_task {
+        let left = queue.as_ref().map_or(0, |q| q.len());
+        tracing::info!(spans = left, grace = ?settings.shutdown_grace, "flushing queued spans");
+        let _ = drain_tx.send(Some(Drain {
+            deadline: Instant::now() + settings.shutdown_grace,
+        }));
+        let _ = task.await;
+    }
+    expiry_task.abort();
+    if let Some(task) = push_task {
+        task.abort();
+    }
+    if let Some(pusher) = pusher {
+        pusher.push_once().await;
+    }
+    let _ = stop_admin.send(true);
+    log_join("admin server", admin_task).await;
+    tracing::info!("graphgen stopped");
+    Ok(())
+}
+
+async fn log_join<E: std::fmt::Display>(what: &str, task: JoinHandle<Result<(), E>>) {
+    match task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "{what} failed"),
+        Err(e) => tracing::error!(error = %e, "{what} panicked"),
+    }
+}
+
+async fn expire_periodically(engine: Arc<Mutex<Engine>>) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    loop {
+        tick.tick().await;
+        engine.lock().unwrap_or_else(|e| e.into_inner()).expire();
+    }
+}
+
+/// Pushes the engine's series to the metrics endpoint.
+#[derive(Clone)]
+struct MetricsPusher {
+    endpoint: String,
+    client: reqwest::Client,
+    engine: Arc<Mutex<Engine>>,
+    metrics: Arc<SelfMetrics>,
+}
+
+impl MetricsPusher {
+    fn new(
+        endpoint: String,
+        engine: Arc<Mutex<Engine>>,
+        metrics: Arc<SelfMetrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self {
+            endpoint,
+            client,
+            engine,
+            metrics,
+        })
+    }
+
+    async fn run_every(self, period: Duration) {
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        loop {
+            tick.tick().await;
+            self.push_once().await;
+        }
+    }
+
+    async fn push_once(&self) {
+        let request = {
+            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            otlp_metrics::to_request(
+                &engine.families(),
+                engine.started_nanos(),
+                engine.now_nanos(),
+            )
+        };
+        let outcome = match otlp_metrics::push(&self.client, &self.endpoint, &request).await {
+            Ok(()) => "success",
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics push failed; the next one carries the same cumulative values");
+                "failure"
+            }
+        };
+        self.metrics
+            .metrics_pushes
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+}
