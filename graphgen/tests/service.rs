@@ -1,0 +1,639 @@
+//! graphgen as a real process over real sockets: receivers, forwarding, back-pressure, bad
+//! input, shutdown and the OTLP metrics push.
+
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, AggregationTemporality};
+use prost::Message;
+use support::*;
+use tonic::codec::CompressionEncoding;
+use tonic_types::StatusExt;
+
+const EDGES: [(&str, &str, &str); 4] = [
+    ("user", "frontend", "virtual_node"),
+    ("frontend", "checkout", ""),
+    ("checkout", "orders", "database"),
+    ("checkout", "payment-gateway", "virtual_node"),
+];
+
+fn edge_labels<'a>(
+    client: &'a str,
+    server: &'a str,
+    connection_type: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![("client", client), ("server", server)];
+    if !connection_type.is_empty() {
+        labels.push(("connection_type", connection_type));
+    }
+    labels
+}
+
+async fn grpc_client(g: &Graphgen) -> TraceServiceClient<tonic::transport::Channel> {
+    TraceServiceClient::connect(g.grpc_url())
+        .await
+        .expect("connect")
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+async fn post(g: &Graphgen, content_type: &str, gzipped: bool, body: Vec<u8>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(g.http_url())
+        .header("content-type", content_type);
+    if gzipped {
+        request = request.header("content-encoding", "gzip");
+    }
+    request.body(body).send().await.expect("http request")
+}
+
+#[tokio::test]
+async fn grpc_and_http_clients_build_the_expected_edges() {
+    let g = Graphgen::start(&["--wait=1s"]);
+    // 2 traces over gRPC (gzip), 2 over HTTP protobuf, 2 over HTTP JSON+gzip; one of each fails.
+    let mut client = grpc_client(&g)
+        .await
+        .send_compressed(CompressionEncoding::Gzip);
+    for fail in [false, true] {
+        let response = client
+            .export(topology_trace(fail))
+            .await
+            .expect("grpc export")
+            .into_inner();
+        assert_eq!(response.partial_success, None);
+    }
+    for fail in [false, true] {
+        let r = post(
+            &g,
+            "application/x-protobuf",
+            false,
+            topology_trace(fail).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/x-protobuf");
+        let body = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+        assert_eq!(body.partial_success, None);
+
+        let json = serde_json::to_vec(&topology_trace(fail)).unwrap();
+        let r = post(&g, "application/json", true, gzip(&json)).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    eventually(Duration::from_secs(10), "all edges", || async {
+        let m = g.metrics().await;
+        EDGES.iter().all(|(c, s, t)| {
+            find(
+                &m,
+                "traces_service_graph_request_total",
+                &edge_labels(c, s, t),
+            ) == 6.0
+        })
+    })
+    .await;
+    let m = g.metrics().await;
+    assert_eq!(
+        find(
+            &m,
+            "traces_service_graph_request_failed_total",
+            &edge_labels("frontend", "checkout", "")
+        ),
+        3.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "traces_service_graph_request_server_seconds_count",
+            &edge_labels("frontend", "checkout", "")
+        ),
+        6.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "traces_spanmetrics_calls_total",
+            &[
+                ("service", "checkout"),
+                ("span_name", "POST /order"),
+                ("span_kind", "SPAN_KIND_SERVER"),
+                ("status_code", "STATUS_CODE_ERROR")
+            ]
+        ),
+        3.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_receiver_spans_received_total",
+            &[("protocol", "grpc")]
+        ),
+        12.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_receiver_spans_received_total",
+            &[("protocol", "http")]
+        ),
+        24.0
+    );
+}
+
+#[tokio::test]
+async fn forwarding_survives_a_sink_outage_without_losing_a_span() {
+    let sink = Sink::default();
+    let port = free_port();
+    let server = sink.serve(port).await;
+    let g = Graphgen::start(&[
+        &format!("--traces-endpoint=http://127.0.0.1:{port}"),
+        "--retry-initial-backoff=100ms",
+        "--queue-size=100000",
+    ]);
+    let mut client = grpc_client(&g).await;
+    let mut sent = std::collections::HashSet::new();
+    let mut send = |request: ExportTraceServiceRequest| {
+        for span in request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            sent.insert(span.span_id.clone());
+        }
+        request
+    };
+    for _ in 0..50 {
+        client
+            .export(send(topology_trace(false)))
+            .await
+            .expect("export");
+    }
+    eventually(Duration::from_secs(10), "first spans forwarded", || async {
+        sink.count() >= 300
+    })
+    .await;
+
+    server.stop().await;
+    let outage = tokio::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(3) {
+        client
+            .export(send(topology_trace(false)))
+            .await
+            .expect("accepted while the sink is down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let server = sink.serve(port).await;
+    for _ in 0..50 {
+        client
+            .export(send(topology_trace(false)))
+            .await
+            .expect("export");
+    }
+    eventually(Duration::from_secs(30), "every span forwarded", || async {
+        sink.distinct().len() >= sent.len()
+    })
+    .await;
+    assert_eq!(sink.distinct(), sent, "the sink got exactly the spans sent");
+    let retries = g.value("graphgen_exporter_retries_total", &[]).await;
+    assert!(retries > 0.0, "retries visible in self-metrics");
+    assert_eq!(
+        g.value("graphgen_exporter_sent_spans_total", &[]).await,
+        sent.len() as f64
+    );
+    println!(
+        "forwarded {} spans across a 3 s sink outage, {} retries, {} duplicates",
+        sent.len(),
+        retries,
+        sink.count() - sent.len()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_pushes_back_instead_of_dropping() {
+    // The traces endpoint is down, so nothing leaves the 12-span queue.
+    let dead = free_port();
+    let g = Graphgen::start(&[
+        &format!("--traces-endpoint=http://127.0.0.1:{dead}"),
+        "--queue-size=12",
+    ]);
+    let mut client = grpc_client(&g).await;
+    for _ in 0..2 {
+        client
+            .export(topology_trace(false))
+            .await
+            .expect("room for 2 × 6 spans");
+    }
+    let status = client
+        .export(topology_trace(false))
+        .await
+        .expect_err("queue full");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    let retry = status
+        .get_details_retry_info()
+        .expect("RetryInfo makes the client retry");
+    assert!(retry.retry_delay.is_some());
+
+    let r = post(
+        &g,
+        "application/x-protobuf",
+        false,
+        topology_trace(false).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = post(
+        &g,
+        "application/json",
+        false,
+        serde_json::to_vec(&topology_trace(false)).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("queue is full"));
+
+    let m = g.metrics().await;
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_receiver_spans_refused_total",
+            &[("protocol", "grpc"), ("reason", "queue_full")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_receiver_spans_refused_total",
+            &[("protocol", "http"), ("reason", "queue_full")]
+        ),
+        12.0
+    );
+    assert_eq!(find(&m, "graphgen_queue_spans", &[]), 12.0);
+    // Refused spans were not counted into the graph either: the client will send them again.
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_receiver_spans_received_total",
+            &[("protocol", "grpc")]
+        ),
+        12.0
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
+    let g = Graphgen::start(&["--max-message-bytes=65536"]);
+    let good = topology_trace(false).encode_to_vec();
+    let mut random = vec![0u8; 4096];
+    for (i, b) in random.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8;
+    }
+    let mut bad_ids = topology_trace(false);
+    for rs in &mut bad_ids.resource_spans {
+        for span in &mut rs.scope_spans[0].spans {
+            span.trace_id.truncate(5);
+        }
+    }
+    let mut some_bad_ids = topology_trace(false);
+    some_bad_ids.resource_spans[0].scope_spans[0].spans[0].span_id = vec![1, 2, 3];
+
+    // (what, content type, gzipped, body, expected HTTP status, expected message part)
+    type Case<'a> = (&'a str, &'a str, bool, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "truncated protobuf",
+            "application/x-protobuf",
+            false,
+            good[..good.len() / 2].to_vec(),
+            400,
+            "",
+        ),
+        (
+            "random bytes",
+            "application/x-protobuf",
+            false,
+            random.clone(),
+            400,
+            "",
+        ),
+        (
+            "wrong content type",
+            "text/plain",
+            false,
+            b"hello".to_vec(),
+            415,
+            "unsupported content type",
+        ),
+        (
+            "oversized body",
+            "application/x-protobuf",
+            false,
+            vec![0u8; 100_000],
+            413,
+            "larger than the limit",
+        ),
+        (
+            "gzip bomb",
+            "application/x-protobuf",
+            true,
+            gzip(&vec![0u8; 50 << 20]),
+            413,
+            "larger than the limit",
+        ),
+        (
+            "not gzip",
+            "application/x-protobuf",
+            true,
+            b"plain".to_vec(),
+            400,
+            "not valid gzip",
+        ),
+        (
+            "invalid id lengths",
+            "application/json",
+            false,
+            serde_json::to_vec(&bad_ids).unwrap(),
+            400,
+            "trace id must be 16",
+        ),
+        (
+            "JSON with wrong types",
+            "application/json",
+            false,
+            br#"{"resourceSpans": 7}"#.to_vec(),
+            400,
+            "invalid OTLP/JSON",
+        ),
+        (
+            "JSON that is not JSON",
+            "application/json",
+            false,
+            b"{".to_vec(),
+            400,
+            "invalid OTLP/JSON",
+        ),
+        (
+            "empty request",
+            "application/x-protobuf",
+            false,
+            vec![],
+            200,
+            "",
+        ),
+    ];
+    for (name, content_type, gzipped, body, want, message) in cases {
+        let r = post(&g, content_type, gzipped, body).await;
+        assert_eq!(r.status().as_u16(), want, "{name}");
+        let body = r.bytes().await.unwrap();
+        if want != 200 {
+            let text = String::from_utf8_lossy(&body).to_string();
+            let decoded = tonic_types::Status::decode(body.as_ref())
+                .map(|s| s.message)
+                .unwrap_or_default();
+            assert!(
+                text.contains(message) || decoded.contains(message),
+                "{name}: {text}"
+            );
+        }
+    }
+
+    // Some invalid spans: a partial success, in the request's encoding.
+    let r = post(
+        &g,
+        "application/x-protobuf",
+        false,
+        some_bad_ids.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let partial = ExportTraceServiceResponse::decode(r.bytes().await.unwrap())
+        .unwrap()
+        .partial_success
+        .expect("partial success");
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(
+        partial.error_message.contains("span id must be 8"),
+        "{}",
+        partial.error_message
+    );
+
+    // gRPC: oversized → RESOURCE_EXHAUSTED (not retryable), invalid ids → INVALID_ARGUMENT.
+    let mut client = grpc_client(&g).await;
+    let mut huge = topology_trace(false);
+    huge.resource_spans[0].scope_spans[0].spans[0].name = "x".repeat(100_000);
+    let status = client.export(huge).await.expect_err("too large");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.get_details_retry_info().is_none());
+    let status = client.export(bad_ids).await.expect_err("invalid ids");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let partial = client
+        .export(some_bad_ids)
+        .await
+        .unwrap()
+        .into_inner()
+        .partial_success
+        .unwrap();
+    assert_eq!(partial.rejected_spans, 1);
+    let mut client = client.send_compressed(CompressionEncoding::Gzip);
+    let mut bomb = topology_trace(false);
+    bomb.resource_spans[0].scope_spans[0].spans[0].name = "x".repeat(10 << 20);
+    let status = client.export(bomb).await.expect_err("gzip bomb");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+
+    // Still serving well-formed clients on both protocols.
+    grpc_client(&g)
+        .await
+        .export(topology_trace(false))
+        .await
+        .expect("grpc still works");
+    assert_eq!(
+        post(&g, "application/x-protobuf", false, good)
+            .await
+            .status(),
+        200
+    );
+    let m = g.metrics().await;
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_receiver_spans_refused_total",
+            &[("protocol", "http"), ("reason", "invalid")]
+        ),
+        7.0
+    );
+    assert!(
+        find(
+            &m,
+            "graphgen_receiver_requests_total",
+            &[("protocol", "http"), ("outcome", "too_large")]
+        ) >= 2.0
+    );
+}
+
+#[tokio::test]
+async fn sigterm_flushes_queued_spans_before_exit() {
+    let sink = Sink::default();
+    let port = free_port();
+    let mut g = Graphgen::start(&[
+        &format!("--traces-endpoint=http://127.0.0.1:{port}"),
+        "--retry-initial-backoff=100ms",
+        "--shutdown-grace=20s",
+    ]);
+    // The sink is down while the spans arrive, so they wait in the queue.
+    let mut client = grpc_client(&g).await;
+    let mut sent = 0;
+    for _ in 0..100 {
+        let request = topology_trace(false);
+        sent += span_count(&request);
+        client.export(request).await.expect("export");
+    }
+    assert_eq!(g.value("graphgen_queue_spans", &[]).await, sent as f64);
+    let server = sink.serve(port).await;
+    let status = tokio::task::spawn_blocking(move || g.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        sink.distinct().len(),
+        sent,
+        "every queued span reached the sink before exit"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_pushed_as_otlp_with_tempo_names() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let app = axum::Router::new().route(
+        "/api/v1/otlp/v1/metrics",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let content_type = headers["content-type"].to_str().unwrap().to_string();
+                    let _ = tx.send((content_type, body.to_vec()));
+                    ""
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let g = Graphgen::start(&[
+        &format!("--metrics-endpoint=http://{addr}/api/v1/otlp/v1/metrics"),
+        "--flush-interval=500ms",
+        "--wait=1s",
+    ]);
+    grpc_client(&g)
+        .await
+        .export(topology_trace(true))
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let request = loop {
+        let (content_type, body) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("a push")
+            .unwrap();
+        assert_eq!(content_type, "application/x-protobuf");
+        let request = ExportMetricsServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        let has_virtual = metrics.iter().any(|m| {
+            m.name == "traces_service_graph_request_total"
+                && matches!(&m.data, Some(Data::Sum(s)) if s.data_points.len() == 4)
+        });
+        if has_virtual {
+            break request;
+        }
+    };
+    let resource = request.resource_metrics[0].resource.as_ref().unwrap();
+    assert!(resource
+        .attributes
+        .iter()
+        .any(|kv| kv.key == "service.name"));
+    let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+    let by_name = |name: &str| {
+        metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let cumulative = AggregationTemporality::Cumulative as i32;
+
+    for name in [
+        "traces_service_graph_request_total",
+        "traces_service_graph_request_failed_total",
+        "traces_spanmetrics_calls_total",
+        "traces_spanmetrics_size_total",
+    ] {
+        let m = by_name(name);
+        assert_eq!(m.unit, "", "{name}");
+        match &m.data {
+            Some(Data::Sum(s)) => {
+                assert!(s.is_monotonic, "{name}");
+                assert_eq!(s.aggregation_temporality, cumulative, "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    for (name, unit) in [
+        ("traces_service_graph_request_server_seconds", "s"),
+        ("traces_service_graph_request_client_seconds", "s"),
+        ("traces_spanmetrics_latency", ""),
+    ] {
+        let m = by_name(name);
+        assert_eq!(
+            m.unit, unit,
+            "{name}: a unit Prometheus would append to the name must not be set"
+        );
+        match &m.data {
+            Some(Data::Histogram(h)) => {
+                assert_eq!(h.aggregation_temporality, cumulative);
+                for p in &h.data_points {
+                    assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
+                    assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count);
+                    assert!(
+                        p.start_time_unix_nano > 0 && p.start_time_unix_nano <= p.time_unix_nano
+                    );
+                }
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let failed = by_name("traces_service_graph_request_failed_total");
+    let Some(Data::Sum(s)) = &failed.data else {
+        unreachable!()
+    };
+    let point = &s.data_points[0];
+    let attr = |k: &str| {
+        point
+            .attributes
+            .iter()
+            .find(|kv| kv.key == k)
+            .map(|kv| format!("{:?}", kv.value))
+    };
+    assert!(
+        attr("client").unwrap().contains("frontend")
+            && attr("server").unwrap().contains("checkout")
+    );
+    assert_eq!(
+        point.value,
+        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(1.0))
+    );
+}

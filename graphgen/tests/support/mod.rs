@@ -1,0 +1,429 @@
+//! Test helpers: graphgen as a real process on free ports, an OTLP trace sink built on the
+//! official protos, a metrics scraper, and a known multi-service topology.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A graphgen process; killed on drop.
+pub struct Graphgen {
+    child: Option<Child>,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Graphgen {
+    /// Starts the binary with `args` on free loopback ports and waits until it answers.
+    pub fn start(args: &[&str]) -> Self {
+        let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        let (grpc, http, admin) = (addr(free_port()), addr(free_port()), addr(free_port()));
+        let log = std::env::temp_dir().join(format!(
+            "graphgen-test-{}-{}.log",
+            std::process::id(),
+            admin.port()
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_graphgen"))
+            .args(["--otlp-grpc-addr", &grpc.to_string()])
+            .args(["--otlp-http-addr", &http.to_string()])
+            .args(["--admin-addr", &admin.to_string()])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start graphgen");
+        let g = Self {
+            child: Some(child),
+            grpc,
+            http,
+            admin,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(g.admin).is_err()
+            || std::net::TcpStream::connect(g.grpc).is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "graphgen did not start:\n{}",
+                g.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}/v1/traces", self.http)
+    }
+
+    pub async fn metrics(&self) -> Vec<Sample> {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .unwrap();
+        parse_exposition(&text)
+    }
+
+    /// Value of the series `name` with exactly these labels (0 if absent).
+    pub async fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        find(&self.metrics().await, name, labels)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "graphgen did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Graphgen {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+pub fn find(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name && s.labels.len() == labels.len())
+        .find(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map_or(0.0, |s| s.value)
+}
+
+/// Parses Prometheus text exposition (enough of it for our own output).
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.strip_suffix('}').unwrap()),
+            None => (series, ""),
+        };
+        let mut map = BTreeMap::new();
+        let mut rest = labels;
+        while let Some((key, after)) = rest.split_once("=\"") {
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let mut end = after.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, other)) => value.push(other),
+                        None => {}
+                    },
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            map.insert(key.trim_start_matches(',').to_string(), value);
+            rest = &after[end..];
+        }
+        out.push(Sample {
+            name: name.to_string(),
+            labels: map,
+            value: value.parse().unwrap_or(f64::NAN),
+        });
+    }
+    out
+}
+
+/// An OTLP/gRPC trace sink that records every span id it receives.
+#[derive(Clone, Default)]
+pub struct Sink {
+    pub span_ids: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub requests: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let mut ids = self.span_ids.lock().unwrap();
+        for span in request
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            ids.push(span.span_id.clone());
+        }
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// A running sink server; stopping it closes the port.
+pub struct SinkServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sink {
+    pub async fn serve(&self, port: u16) -> SinkServer {
+        let listener = loop {
+            // The port may still be in use for a moment after a previous stop.
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = TraceServiceServer::new(self.clone());
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+                .unwrap();
+        });
+        SinkServer {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.span_ids.lock().unwrap().len()
+    }
+
+    pub fn distinct(&self) -> std::collections::HashSet<Vec<u8>> {
+        self.span_ids.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+impl SinkServer {
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.task.await;
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed) + (std::process::id() as u64) * 1_000_000_000
+}
+
+pub fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Spans of one service in one resource.
+fn resource(service: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", service)],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn span(
+    trace: &[u8],
+    id: u64,
+    parent: Option<u64>,
+    kind: i32,
+    name: &str,
+    attrs: Vec<KeyValue>,
+    error: bool,
+) -> Span {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+        name: name.into(),
+        kind,
+        start_time_unix_nano: now - 20_000_000,
+        end_time_unix_nano: now,
+        attributes: attrs,
+        status: Some(Status {
+            code: if error { 2 } else { 0 },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One trace of the reference topology:
+/// user → frontend → checkout (failing when `fail`), checkout → postgres `orders` (database),
+/// checkout → payment-gateway (uninstrumented, `peer.service`).
+/// Edges once complete/expired: user→frontend (virtual), frontend→checkout, checkout→orders
+/// (database), checkout→payment-gateway (virtual). 6 spans, one of them internal.
+pub fn topology_trace(fail: bool) -> ExportTraceServiceRequest {
+    let trace: Vec<u8> = [next_id().to_be_bytes(), next_id().to_be_bytes()].concat();
+    let (root, call, served, db, pay) = (next_id(), next_id(), next_id(), next_id(), next_id());
+    let internal = next_id();
+    let frontend = vec![
+        span(
+            &trace,
+            root,
+            None,
+            2,
+            "GET /checkout",
+            vec![kv("http.request.method", "GET")],
+            false,
+        ),
+        span(&trace, internal, Some(root), 1, "render", vec![], false),
+        span(
+            &trace,
+            call,
+            Some(root),
+            3,
+            "POST /order",
+            vec![kv("http.request.method", "POST")],
+            false,
+        ),
+    ];
+    let checkout = vec![
+        span(
+            &trace,
+            served,
+            Some(call),
+            2,
+            "POST /order",
+            vec![kv("http.request.method", "POST")],
+            fail,
+        ),
+        span(
+            &trace,
+            db,
+            Some(served),
+            3,
+            "INSERT orders",
+            vec![kv("db.system", "postgresql"), kv("db.name", "orders")],
+            false,
+        ),
+        span(
+            &trace,
+            pay,
+            Some(served),
+            3,
+            "POST /charge",
+            vec![kv("peer.service", "payment-gateway")],
+            false,
+        ),
+    ];
+    ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource("frontend", frontend),
+            resource("checkout", checkout),
+        ],
+    }
+}
+
+pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum()
+}
+
+/// Waits until `check` holds, polling; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
