@@ -18,8 +18,9 @@ use super::{Intake, Protocol, Refused, RETRY_AFTER};
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
+/// The body formats OTLP/HTTP allows.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Encoding {
+pub enum Encoding {
     Protobuf,
     Json,
 }
@@ -135,49 +136,19 @@ async fn handle(
     encoding: Encoding,
 ) -> Result<Response, Failure> {
     let limit = intake.max_message_bytes;
-    let too_large = |what: &str| {
-        Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::ResourceExhausted,
-            "too_large",
-            format!("{what} is larger than the limit of {limit} bytes"),
-        )
-    };
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| too_large("request body"))?;
+        .map_err(|_| {
+            BodyError::TooLarge(format!(
+                "request body is larger than the limit of {limit} bytes"
+            ))
+        })
+        .map_err(Failure::from)?;
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity");
-    let bytes = match content_encoding.trim() {
-        "identity" | "" => bytes,
-        "gzip" => gunzip(&bytes, limit).map_err(|e| match e {
-            Gunzip::TooLarge => too_large("decompressed body"),
-            Gunzip::Corrupt(e) => Failure::new(
-                StatusCode::BAD_REQUEST,
-                tonic::Code::InvalidArgument,
-                "malformed",
-                format!("body is not valid gzip: {e}"),
-            ),
-        })?,
-        other => {
-            return Err(Failure::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                tonic::Code::InvalidArgument,
-                "unsupported",
-                format!("unsupported content encoding {other:?}: use gzip or none"),
-            ))
-        }
-    };
-    let request = decode(&bytes, encoding).map_err(|message| {
-        Failure::new(
-            StatusCode::BAD_REQUEST,
-            tonic::Code::InvalidArgument,
-            "malformed",
-            message,
-        )
-    })?;
+    let request = decode_body(&bytes, encoding, content_encoding, limit).map_err(Failure::from)?;
 
     match intake.accept(Protocol::Http, request) {
         Ok(accepted) => {
@@ -209,13 +180,71 @@ async fn handle(
     }
 }
 
-fn decode(bytes: &Bytes, encoding: Encoding) -> Result<ExportTraceServiceRequest, String> {
-    match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes.as_ref())
-            .map_err(|e| format!("invalid protobuf: {e}")),
-        Encoding::Json => {
-            serde_json::from_slice(bytes).map_err(|e| format!("invalid OTLP/JSON: {e}"))
+/// Why a body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<BodyError> for Failure {
+    fn from(e: BodyError) -> Self {
+        let (status, code, outcome) = match &e {
+            BodyError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                tonic::Code::ResourceExhausted,
+                "too_large",
+            ),
+            BodyError::Malformed(_) => (
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                "malformed",
+            ),
+            BodyError::Unsupported(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                "unsupported",
+            ),
+        };
+        Failure::new(status, code, outcome, e.to_string())
+    }
+}
+
+/// Decompresses (per `content_encoding`) and decodes an OTLP/HTTP body, never reading more
+/// than `limit` bytes after decompression. The fuzz target drives this.
+pub fn decode_body(
+    bytes: &[u8],
+    encoding: Encoding,
+    content_encoding: &str,
+    limit: usize,
+) -> Result<ExportTraceServiceRequest, BodyError> {
+    let decompressed;
+    let bytes = match content_encoding.trim() {
+        "identity" | "" => bytes,
+        "gzip" => {
+            decompressed = gunzip(bytes, limit).map_err(|e| match e {
+                Gunzip::TooLarge => BodyError::TooLarge(format!(
+                    "decompressed body is larger than the limit of {limit} bytes"
+                )),
+                Gunzip::Corrupt(e) => BodyError::Malformed(format!("body is not valid gzip: {e}")),
+            })?;
+            &decompressed[..]
         }
+        other => {
+            return Err(BodyError::Unsupported(format!(
+                "unsupported content encoding {other:?}: use gzip or none"
+            )))
+        }
+    };
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes)
+            .map_err(|e| BodyError::Malformed(format!("invalid protobuf: {e}"))),
+        Encoding::Json => serde_json::from_slice(bytes)
+            .map_err(|e| BodyError::Malformed(format!("invalid OTLP/JSON: {e}"))),
     }
 }
 
