@@ -1,0 +1,32 @@
+//! How a scenario fails, and what the caller sees: a JSON body with the trace id, 500 for a
+//! failure in this service, 502 when a service further down failed.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::trace_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// This service was told to fail (`?fail=<role>`) or failed on its own.
+    #[error("{service} failed: {reason}")]
+    Failed { service: String, reason: String },
+    /// A call to another service failed or answered 5xx.
+    #[error("call to {service} failed: {reason}")]
+    Downstream { service: String, reason: String },
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Downstream { .. } => StatusCode::BAD_GATEWAY,
+        };
+        // An ERROR event marks the current (server) span as failed and records an exception.
+        tracing::error!(exception.message = %self, exception.type = "AppError", "request failed");
+        let body = json!({ "status": "error", "error": self.to_string(), "trace_id": trace_id() });
+        (status, Json(body)).into_response()
+    }
+}
