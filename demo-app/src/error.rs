@@ -24,8 +24,9 @@ impl IntoResponse for AppError {
             Self::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Downstream { .. } => StatusCode::BAD_GATEWAY,
         };
-        // An ERROR event marks the current (server) span as failed and records an exception.
-        tracing::error!(exception.message = %self, exception.type = "AppError", "request failed");
+        // An OpenTelemetry "exception" event on the current (server) span; the 5xx status
+        // marks that span as failed.
+        crate::record_exception("AppError", &self.to_string());
         let body = json!({ "status": "error", "error": self.to_string(), "trace_id": trace_id() });
         (status, Json(body)).into_response()
     }

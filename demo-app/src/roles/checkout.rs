@@ -97,7 +97,7 @@ async fn store_order(app: &App, fail: &Fail) -> Result<u64, AppError> {
     async {
         work(app, 8).await;
         if fail.hits(DATABASE) {
-            tracing::error!(exception.message = "deadlock detected", exception.type = "PostgresError", "query failed");
+            crate::record_exception("PostgresError", "deadlock detected");
             return Err(AppError::Downstream {
                 service: DATABASE.into(),
                 reason: "deadlock detected".into(),

@@ -24,7 +24,7 @@ async fn consume(State(app): State<Arc<App>>, Json(message): Json<Message>) -> S
             let _send = tracing::info_span!("send email", notification.channel = "email").entered();
         }
         if message.fail.as_deref() == Some("notifications") {
-            tracing::error!(exception.message = "mail server unavailable", exception.type = "SmtpError", "order event failed");
+            crate::record_exception("SmtpError", "mail server unavailable");
         }
     }
     .instrument(span)

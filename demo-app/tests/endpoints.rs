@@ -1,0 +1,161 @@
+//! Every endpoint's status and JSON, with all five roles served in this process.
+
+use std::sync::Once;
+
+use demo_app::{Config, Role};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde_json::Value;
+
+/// Spans need a tracer for trace ids to exist; nothing is exported.
+fn install_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The answers are what these tests read; keep the error logs of failing scenarios quiet.
+        std::env::set_var("RUST_LOG", "off");
+        let provider = SdkTracerProvider::builder().build();
+        demo_app::telemetry::install(Some(&provider)).unwrap();
+        std::mem::forget(provider);
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+    });
+}
+
+/// Serves every role on a loopback port; returns the frontend's base URL.
+async fn start_shop() -> String {
+    install_tracing();
+    let roles = [
+        Role::Frontend,
+        Role::Checkout,
+        Role::Inventory,
+        Role::Payments,
+        Role::Notifications,
+    ];
+    let mut listeners = Vec::new();
+    for _ in roles {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let urls: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("http://{}", l.local_addr().unwrap()))
+        .collect();
+    for (role, listener) in roles.into_iter().zip(listeners) {
+        let config = Config {
+            checkout_url: urls[1].clone(),
+            inventory_url: urls[2].clone(),
+            payments_url: urls[3].clone(),
+            notifications_url: urls[4].clone(),
+            grafana_url: "http://grafana.test:3000".into(),
+            ..Config::for_role(role)
+        };
+        tokio::spawn(async move {
+            axum::serve(listener, demo_app::router(config))
+                .await
+                .unwrap()
+        });
+    }
+    urls[0].clone()
+}
+
+async fn get(url: String) -> (u16, Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn is_trace_id(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()) && s != "0".repeat(32)
+    })
+}
+
+#[tokio::test]
+async fn every_scenario_answers_json_with_a_trace_id() {
+    let shop = start_shop().await;
+    // (path, status, a field that must be in the answer)
+    let cases = [
+        ("/simple", 200, "scenario"),
+        ("/nested", 200, "spans"),
+        ("/error", 500, "error"),
+        ("/chain", 200, "order"),
+        ("/delayed-chain", 200, "order"),
+        ("/multi-service", 200, "services"),
+        ("/chain?fail=checkout", 502, "error"),
+        ("/chain?fail=inventory", 502, "error"),
+        ("/chain?fail=payments", 502, "error"),
+        ("/chain?fail=payment-gateway", 502, "error"),
+        ("/chain?fail=postgres", 502, "error"),
+        ("/chain?fail=notifications", 200, "order"),
+        ("/simple?fail=frontend", 500, "error"),
+        ("/multi-service?fail=inventory", 502, "error"),
+    ];
+    for (path, want, field) in cases {
+        let (status, body) = get(format!("{shop}{path}")).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(body.get(field).is_some(), "{path}: no {field} in {body}");
+        assert!(is_trace_id(&body["trace_id"]), "{path}: trace_id in {body}");
+    }
+
+    // The chain's answer carries one trace id through every service.
+    let (_, body) = get(format!("{shop}/chain")).await;
+    let trace = &body["trace_id"];
+    assert_eq!(&body["order"]["trace_id"], trace);
+    assert_eq!(&body["order"]["inventory"]["trace_id"], trace);
+    assert_eq!(&body["order"]["payment"]["trace_id"], trace);
+    let (_, body) = get(format!("{shop}/multi-service")).await;
+    let services: Vec<&str> = body["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        services,
+        ["checkout", "inventory", "payments", "notifications"]
+    );
+    // A failure names the service that failed.
+    let (_, body) = get(format!("{shop}/chain?fail=payment-gateway")).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("payment-gateway"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn landing_page_has_a_button_and_a_plain_link_per_scenario() {
+    let shop = start_shop().await;
+    let response = reqwest::get(format!("{shop}/")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = response.text().await.unwrap();
+    for path in [
+        "/simple",
+        "/nested",
+        "/error",
+        "/chain",
+        "/delayed-chain",
+        "/multi-service",
+    ] {
+        assert!(
+            html.contains(&format!("data-action=\"run\" data-path=\"{path}\"")),
+            "button for {path}"
+        );
+        assert!(
+            html.contains(&format!("data-action=\"burst\" data-path=\"{path}\"")),
+            "burst for {path}"
+        );
+        assert!(
+            html.contains(&format!("<form method=\"get\" action=\"{path}\">")),
+            "no-JS form for {path}"
+        );
+    }
+    assert!(
+        html.contains("http://grafana.test:3000"),
+        "Grafana links use GRAFANA_URL"
+    );
+    let (status, _) = get(format!("{shop}/healthz")).await;
+    assert_eq!(status, 200);
+}
