@@ -1,40 +1,58 @@
-# One place for every command; `make help` lists them.
+# Every command of the project; `make help` lists them.
 SHELL := /bin/bash
-COMPOSE := docker compose -f deploy/compose.yaml --env-file deploy/versions.env
+COMPOSE := docker compose -f deploy/compose.yaml
 VENV := .venv
+PYTEST := $(VENV)/bin/pytest
+export PYTHON := $(abspath $(VENV))/bin/python
 
-.PHONY: help up down logs ps test lint unit bench dev clean
+.PHONY: help up down logs ps test lint unit stack e2e dev bench fuzz clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-7s %s\n", $$1, $$2}'
 
 up: ## build and start the stack (needs Docker), wait until healthy, print the URLs
 	$(COMPOSE) up -d --build --wait
-	@echo "demo:       http://localhost:8080"
-	@echo "grafana:    http://localhost:3000"
-	@echo "prometheus: http://localhost:9090"
-	@echo "graphgen:   http://localhost:9464/metrics"
+	@echo "demo shop:   http://localhost:8080"
+	@echo "grafana:     http://localhost:3000  (Explore → Tempo → Service Graph)"
+	@echo "prometheus:  http://localhost:9090"
+	@echo "tempo:       http://localhost:3200"
+	@echo "graphgen:    http://localhost:9464/metrics  (OTLP on localhost:4317 gRPC, :4318 HTTP)"
 
-down: ## stop the stack
+down: ## stop the stack (keeps the data volumes; `make clean` removes them)
 	$(COMPOSE) down
 
 logs: ## follow the stack's logs
 	$(COMPOSE) logs -f
 
-ps: ## show the stack's containers
+ps: ## show the stack's containers and their health
 	$(COMPOSE) ps
 
-test: lint unit ## every check and test (no Docker needed)
+test: lint unit stack ## every check and test; no Docker needed (.ci/run installs the tools)
 
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-unit: ## unit, conformance and integration tests
-	PYTHON=$(abspath $(VENV))/bin/python cargo test --workspace --locked
+unit: ## Rust tests: engine, conformance, processes over sockets, SDK clients, browser
+	cargo test --workspace --locked
 
-bench: ## engine benchmark (criterion)
+stack: ## static checks of deploy/, prometheus/, tempo/, grafana/ and the end-to-end run
+	cargo build --workspace --locked
+	$(PYTEST) -q tests/stack
+
+e2e: ## only the end-to-end run: Prometheus + graphgen + demo roles + Chromium + Grafana's queries
+	cargo build --workspace --locked
+	$(PYTEST) -q tests/stack/test_e2e.py
+
+dev: ## no Docker: graphgen, the demo roles (and Prometheus if installed) as local processes
+	scripts/dev.sh
+
+bench: ## engine benchmark, Tempo's steady-state workload (criterion)
 	cargo bench -p graphgen --bench engine
 
-clean: ## remove build output
+fuzz: ## fuzz the OTLP/HTTP decode path for 60 s (cargo-fuzz)
+	scripts/fuzz.sh 60
+
+clean: ## remove build output and the stack's volumes
 	cargo clean
+	-$(COMPOSE) down -v

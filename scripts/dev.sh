@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make dev`: the stack without Docker. graphgen and the five demo roles as local processes,
+# plus Prometheus (scraping graphgen's /metrics) when the machine has it. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --locked
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+./target/debug/graphgen --otlp-grpc-addr 127.0.0.1:4317 --otlp-http-addr 127.0.0.1:4318 \
+  --admin-addr 127.0.0.1:9464 --enable-virtual-node-label --enable-messaging-system-latency-histogram &
+pids+=($!)
+for role in frontend checkout inventory payments notifications; do
+  DEMO_ROLE=$role OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 ./target/debug/demo-app &
+  pids+=($!)
+done
+if command -v prometheus >/dev/null; then
+  cat > "$work/prometheus.yml" <<YAML
+global: {scrape_interval: 5s}
+scrape_configs:
+  - job_name: graphgen
+    static_configs: [{targets: ['127.0.0.1:9464']}]
+YAML
+  prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
+    --web.listen-address=127.0.0.1:9090 >"$work/prometheus.log" 2>&1 &
+  pids+=($!)
+  echo "prometheus: http://localhost:9090 (scrapes graphgen)"
+fi
+echo "demo:       http://localhost:8080"
+echo "graphgen:   http://localhost:9464/metrics"
+echo "Ctrl-C to stop."
+wait
