@@ -209,34 +209,33 @@ async fn assert_rust_topology(g: &Graphgen) {
     assert_eq!(failed, 2.0);
 }
 
+/// The exporter `opentelemetry-otlp` builds for `protocol`, aimed at `g`.
+fn rust_exporter(g: &Graphgen, protocol: &str) -> impl Fn() -> opentelemetry_otlp::SpanExporter {
+    use opentelemetry_otlp::WithExportConfig;
+    let (protocol, endpoint) = match protocol {
+        "grpc" => ("grpc", g.grpc_url()),
+        _ => ("http", g.http_url()),
+    };
+    move || {
+        let builder = opentelemetry_otlp::SpanExporter::builder();
+        match protocol {
+            "grpc" => builder.with_tonic().with_endpoint(endpoint.clone()).build(),
+            _ => builder.with_http().with_endpoint(endpoint.clone()).build(),
+        }
+        .unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rust_sdk_over_grpc() {
-    use opentelemetry_otlp::WithExportConfig;
     let g = Graphgen::start(&["--wait=1s"]);
-    let endpoint = g.grpc_url();
-    let exporter = || {
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .build()
-            .unwrap()
-    };
-    send_with_rust_sdk(exporter, 4).await;
+    send_with_rust_sdk(rust_exporter(&g, "grpc"), 4).await;
     assert_rust_topology(&g).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rust_sdk_over_http() {
-    use opentelemetry_otlp::WithExportConfig;
     let g = Graphgen::start(&["--wait=1s"]);
-    let endpoint = g.http_url();
-    let exporter = || {
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(endpoint.clone())
-            .build()
-            .unwrap()
-    };
-    send_with_rust_sdk(exporter, 4).await;
+    send_with_rust_sdk(rust_exporter(&g, "http"), 4).await;
     assert_rust_topology(&g).await;
 }

@@ -5,10 +5,10 @@
 
 mod config;
 mod edge;
+mod recorder;
 mod store;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{
@@ -17,10 +17,11 @@ use opentelemetry_proto::tonic::trace::v1::{
 
 pub use config::{validate_buckets, Config, ConfigError};
 pub use edge::{ConnectionType, Edge, EdgeKey};
+use recorder::Recorder;
 use store::{Store, StoreError, Upsert};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
-use crate::series::{Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue};
+use crate::series::Family;
 
 const VIRTUAL_NODE_LABEL: &str = "virtual_node";
 
@@ -46,16 +47,6 @@ impl Stats {
             .filter(|(_, n)| **n > 0)
             .map(|(kind, n)| (span_kind_name(kind as i32), *n))
     }
-}
-
-/// Per-edge series; failed and messaging series only exist once observed, as in Tempo.
-#[derive(Debug)]
-struct EdgeSeries {
-    total: f64,
-    failed: Option<f64>,
-    server: Histogram,
-    client: Histogram,
-    messaging: Option<Histogram>,
 }
 
 /// Where each dimension's value lives in `Edge::dimensions`, and which labels read them.
@@ -126,13 +117,9 @@ impl Layout {
 #[derive(Debug)]
 pub struct ServiceGraph {
     config: Config,
-    bounds: Arc<[f64]>,
     layout: Layout,
-    label_names: Vec<String>,
     store: Store,
-    series: SeriesMap<EdgeSeries>,
-    /// Label values of the edge being recorded; reused so recording allocates nothing.
-    scratch: Vec<String>,
+    recorder: Recorder,
     /// The current resource's service name, reused across batches.
     service_name: String,
     stats: Stats,
@@ -142,18 +129,14 @@ impl ServiceGraph {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
         let layout = Layout::new(&config);
-        let label_names: Vec<String> = ["client", "server", "connection_type"]
-            .into_iter()
-            .map(String::from)
-            .chain(layout.labels.iter().map(|(name, _)| name.clone()))
-            .collect();
         Ok(Self {
-            bounds: config.histogram_buckets.clone().into(),
             store: Store::new(config.max_items, layout.slots),
-            scratch: vec![String::new(); label_names.len()],
-            label_names,
+            recorder: Recorder::new(
+                &config.histogram_buckets,
+                &layout.labels,
+                config.enable_messaging_system_latency_histogram,
+            ),
             layout,
-            series: SeriesMap::default(),
             service_name: String::new(),
             stats: Stats::default(),
             config,
@@ -166,6 +149,11 @@ impl ServiceGraph {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Every series, as metric families.
+    pub fn families(&self) -> Vec<Family> {
+        self.recorder.families()
     }
 
     /// Edges waiting for their other side.
@@ -215,10 +203,8 @@ impl ServiceGraph {
             config,
             layout,
             store,
-            series,
-            scratch,
+            recorder,
             stats,
-            bounds,
             ..
         } = self;
         let multiplier = attributes::span_multiplier(
@@ -265,12 +251,12 @@ impl ServiceGraph {
             }
         };
         let complete = |e: &mut Edge| {
-            record(config, layout, bounds, series, scratch, e);
+            recorder.record(e);
             stats.edges_completed += 1;
         };
         match store.upsert(key, expires_at, update, complete) {
             Ok(Upsert::Completed { .. } | Upsert::Stored { .. }) => {}
-            Err(StoreError::Full) => self.stats.spans_dropped += 1,
+            Err(StoreError::Full) => stats.spans_dropped += 1,
         }
     }
 
@@ -278,13 +264,10 @@ impl ServiceGraph {
     /// become virtual-node edges, the rest are counted as expired.
     pub fn expire(&mut self, now: u64) {
         let Self {
-            config,
             layout,
             store,
-            series,
-            scratch,
+            recorder,
             stats,
-            bounds,
             ..
         } = self;
         store.expire(now, |e| {
@@ -314,7 +297,7 @@ impl ServiceGraph {
                     if let Some(slot) = layout.virtual_slot {
                         replace(&mut e.dimensions[slot], side);
                     }
-                    record(config, layout, bounds, series, scratch, e);
+                    recorder.record(e);
                     stats.edges_completed += 1;
                 }
                 None => {
@@ -323,88 +306,6 @@ impl ServiceGraph {
                 }
             }
         });
-    }
-
-    /// Every series, as metric families.
-    pub fn families(&self) -> Vec<Family> {
-        let labelled = |values: &[String]| Family::labels(&self.label_names, values);
-        let hist = |h: &Histogram, labels| Series {
-            labels,
-            value: SeriesValue::Histogram {
-                bounds: self.bounds.clone(),
-                cumulative: h.cumulative(),
-                sum: h.sum,
-                count: h.count,
-            },
-        };
-        let counter = |v: f64, labels| Series {
-            labels,
-            value: SeriesValue::Counter(v),
-        };
-        let (mut total, mut failed, mut server, mut client, mut messaging) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        for (values, s) in self.series.iter() {
-            let labels = labelled(values);
-            total.push(counter(s.total, labels.clone()));
-            if let Some(f) = s.failed {
-                failed.push(counter(f, labels.clone()));
-            }
-            server.push(hist(&s.server, labels.clone()));
-            if let Some(m) = &s.messaging {
-                messaging.push(hist(m, labels.clone()));
-            }
-            client.push(hist(&s.client, labels));
-        }
-        let mut families = vec![
-            family(
-                "traces_service_graph_request_total",
-                "Requests between two nodes",
-                "",
-                FamilyKind::Counter,
-                total,
-            ),
-            family(
-                "traces_service_graph_request_failed_total",
-                "Failed requests between two nodes",
-                "",
-                FamilyKind::Counter,
-                failed,
-            ),
-            family(
-                "traces_service_graph_request_server_seconds",
-                "Time for a request between two nodes as seen from the server",
-                "s",
-                FamilyKind::Histogram,
-                server,
-            ),
-            family(
-                "traces_service_graph_request_client_seconds",
-                "Time for a request between two nodes as seen from the client",
-                "s",
-                FamilyKind::Histogram,
-                client,
-            ),
-        ];
-        if self.config.enable_messaging_system_latency_histogram {
-            families.push(family("traces_service_graph_request_messaging_system_seconds", "Time between publisher and consumer for services communicating through a messaging system", "s", FamilyKind::Histogram, messaging));
-        }
-        families
-    }
-}
-
-fn family(
-    name: &'static str,
-    help: &'static str,
-    unit: &'static str,
-    kind: FamilyKind,
-    series: Vec<Series>,
-) -> Family {
-    Family {
-        name,
-        help,
-        unit,
-        kind,
-        series,
     }
 }
 
@@ -439,49 +340,7 @@ fn apply_database(config: &Config, e: &mut Edge, lists: &[&[KeyValue]; 2], durat
     }
 }
 
-/// Adds a completed edge to its series.
-fn record(
-    config: &Config,
-    layout: &Layout,
-    bounds: &[f64],
-    series: &mut SeriesMap<EdgeSeries>,
-    scratch: &mut [String],
-    e: &Edge,
-) {
-    replace(&mut scratch[0], &e.client_service);
-    replace(&mut scratch[1], &e.server_service);
-    replace(&mut scratch[2], e.connection_type.as_label());
-    for (value, (_, slot)) in scratch[3..].iter_mut().zip(&layout.labels) {
-        replace(value, &e.dimensions[*slot]);
-    }
-    let s = series.get_or_insert_with(scratch, || EdgeSeries {
-        total: 0.0,
-        failed: None,
-        server: Histogram::new(bounds),
-        client: Histogram::new(bounds),
-        messaging: None,
-    });
-    let m = e.span_multiplier;
-    s.total += m;
-    if e.failed {
-        *s.failed.get_or_insert(0.0) += m;
-    }
-    s.server.observe(bounds, e.server_latency_sec, m);
-    s.client.observe(bounds, e.client_latency_sec, m);
-    if config.enable_messaging_system_latency_histogram
-        && e.connection_type == ConnectionType::MessagingSystem
-    {
-        let latency = duration_sec(e.client_end_nanos, e.server_start_nanos);
-        // Zero means the consumer started before the producer ended (clock skew): not observed.
-        if latency != 0.0 {
-            s.messaging
-                .get_or_insert_with(|| Histogram::new(bounds))
-                .observe(bounds, latency, m);
-        }
-    }
-}
-
-fn replace(target: &mut String, value: &str) {
+pub(super) fn replace(target: &mut String, value: &str) {
     target.clear();
     target.push_str(value);
 }

@@ -1,0 +1,164 @@
+//! Turns completed edges into series: request and failure counters, server/client (and
+//! messaging) latency histograms, labelled `client`, `server`, `connection_type` + dimensions.
+
+use std::sync::Arc;
+
+use super::edge::{ConnectionType, Edge};
+use super::{duration_sec, replace};
+use crate::series::{Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue};
+
+/// Per-edge series; failed and messaging series only exist once observed, as in Tempo.
+#[derive(Debug)]
+struct EdgeSeries {
+    total: f64,
+    failed: Option<f64>,
+    server: Histogram,
+    client: Histogram,
+    messaging: Option<Histogram>,
+}
+
+#[derive(Debug)]
+pub(super) struct Recorder {
+    bounds: Arc<[f64]>,
+    /// `client`, `server`, `connection_type`, then the dimension labels.
+    label_names: Vec<String>,
+    /// For each dimension label, the `Edge::dimensions` slot it reads.
+    dimension_slots: Vec<usize>,
+    messaging_histogram: bool,
+    series: SeriesMap<EdgeSeries>,
+    /// Label values of the edge being recorded; reused so recording allocates nothing.
+    scratch: Vec<String>,
+}
+
+impl Recorder {
+    /// `dimensions`: each dimension label with the slot it reads.
+    pub(super) fn new(
+        bounds: &[f64],
+        dimensions: &[(String, usize)],
+        messaging_histogram: bool,
+    ) -> Self {
+        let label_names: Vec<String> = ["client", "server", "connection_type"]
+            .into_iter()
+            .map(String::from)
+            .chain(dimensions.iter().map(|(name, _)| name.clone()))
+            .collect();
+        Self {
+            bounds: bounds.into(),
+            scratch: vec![String::new(); label_names.len()],
+            label_names,
+            dimension_slots: dimensions.iter().map(|(_, slot)| *slot).collect(),
+            messaging_histogram,
+            series: SeriesMap::default(),
+        }
+    }
+
+    /// Adds a completed edge to its series.
+    pub(super) fn record(&mut self, e: &Edge) {
+        let scratch = &mut self.scratch;
+        replace(&mut scratch[0], &e.client_service);
+        replace(&mut scratch[1], &e.server_service);
+        replace(&mut scratch[2], e.connection_type.as_label());
+        for (value, slot) in scratch[3..].iter_mut().zip(&self.dimension_slots) {
+            replace(value, &e.dimensions[*slot]);
+        }
+        let bounds = &self.bounds;
+        let s = self.series.get_or_insert_with(scratch, || EdgeSeries {
+            total: 0.0,
+            failed: None,
+            server: Histogram::new(bounds),
+            client: Histogram::new(bounds),
+            messaging: None,
+        });
+        let m = e.span_multiplier;
+        s.total += m;
+        if e.failed {
+            *s.failed.get_or_insert(0.0) += m;
+        }
+        s.server.observe(bounds, e.server_latency_sec, m);
+        s.client.observe(bounds, e.client_latency_sec, m);
+        if self.messaging_histogram && e.connection_type == ConnectionType::MessagingSystem {
+            let latency = duration_sec(e.client_end_nanos, e.server_start_nanos);
+            // Zero means the consumer started before the producer ended (clock skew): not observed.
+            if latency != 0.0 {
+                s.messaging
+                    .get_or_insert_with(|| Histogram::new(bounds))
+                    .observe(bounds, latency, m);
+            }
+        }
+    }
+
+    /// Every series, as metric families.
+    pub(super) fn families(&self) -> Vec<Family> {
+        let hist = |h: &Histogram, labels| Series {
+            labels,
+            value: SeriesValue::Histogram {
+                bounds: self.bounds.clone(),
+                cumulative: h.cumulative(),
+                sum: h.sum,
+                count: h.count,
+            },
+        };
+        let counter = |v: f64, labels| Series {
+            labels,
+            value: SeriesValue::Counter(v),
+        };
+        let (mut total, mut failed, mut server, mut client, mut messaging) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (values, s) in self.series.iter() {
+            let labels = Family::labels(&self.label_names, values);
+            total.push(counter(s.total, labels.clone()));
+            if let Some(f) = s.failed {
+                failed.push(counter(f, labels.clone()));
+            }
+            server.push(hist(&s.server, labels.clone()));
+            if let Some(m) = &s.messaging {
+                messaging.push(hist(m, labels.clone()));
+            }
+            client.push(hist(&s.client, labels));
+        }
+        let counter_family = |name, help, series| Family {
+            name,
+            help,
+            unit: "",
+            kind: FamilyKind::Counter,
+            series,
+        };
+        let seconds_family = |name, help, series| Family {
+            name,
+            help,
+            unit: "s",
+            kind: FamilyKind::Histogram,
+            series,
+        };
+        let mut families = vec![
+            counter_family(
+                "traces_service_graph_request_total",
+                "Requests between two nodes",
+                total,
+            ),
+            counter_family(
+                "traces_service_graph_request_failed_total",
+                "Failed requests between two nodes",
+                failed,
+            ),
+            seconds_family(
+                "traces_service_graph_request_server_seconds",
+                "Time for a request between two nodes as seen from the server",
+                server,
+            ),
+            seconds_family(
+                "traces_service_graph_request_client_seconds",
+                "Time for a request between two nodes as seen from the client",
+                client,
+            ),
+        ];
+        if self.messaging_histogram {
+            families.push(seconds_family(
+                "traces_service_graph_request_messaging_system_seconds",
+                "Time between publisher and consumer for services communicating through a messaging system",
+                messaging,
+            ));
+        }
+        families
+    }
+}
