@@ -61,6 +61,14 @@ async fn post(g: &Graphgen, content_type: &str, gzipped: bool, body: Vec<u8>) ->
 #[tokio::test]
 async fn grpc_and_http_clients_build_the_expected_edges() {
     let g = Graphgen::start(&["--wait=1s"]);
+    let ready = reqwest::get(format!("http://{}/readyz", g.admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "ready: receivers up, no exporter to fail"
+    );
     // 2 traces over gRPC (gzip), 2 over HTTP protobuf, 2 over HTTP JSON+gzip; one of each fails.
     let mut client = grpc_client(&g)
         .await
@@ -282,6 +290,27 @@ async fn a_full_queue_pushes_back_instead_of_dropping() {
         12.0
     );
     assert_eq!(find(&m, "graphgen_queue_spans", &[]), 12.0);
+    // The exporter keeps failing against the dead endpoint: alive, but not ready.
+    let admin = format!("http://{}", g.admin);
+    eventually(
+        Duration::from_secs(10),
+        "/readyz to report the failing exporter",
+        || async {
+            reqwest::get(format!("{admin}/readyz"))
+                .await
+                .unwrap()
+                .status()
+                == 503
+        },
+    )
+    .await;
+    assert_eq!(
+        reqwest::get(format!("{admin}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // Refused spans were not counted into the graph either: the client will send them again.
     assert_eq!(
         find(
