@@ -76,6 +76,9 @@ pub struct Options {
     /// Most edges waiting at once; spans beyond are dropped and counted [default: 10000]
     #[arg(long, env = "GRAPHGEN_MAX_ITEMS")]
     pub max_items: Option<usize>,
+    /// Most label sets each processor keeps; beyond, updates are counted and not recorded [default: 100000]
+    #[arg(long, env = "GRAPHGEN_MAX_SERIES")]
+    pub max_series: Option<usize>,
     /// Attributes added as labels to service-graph series, comma-separated [default: none]
     #[arg(long, env = "GRAPHGEN_DIMENSIONS", value_delimiter = ',')]
     pub dimensions: Option<Vec<String>>,
@@ -184,6 +187,7 @@ impl Options {
             shutdown_grace,
             wait,
             max_items,
+            max_series,
             dimensions,
             enable_client_server_prefix,
             enable_virtual_node_label,
@@ -211,6 +215,7 @@ impl Options {
         let invalid =
             |option: &'static str, message: String| ConfigError::Invalid { option, message };
         let graph_defaults = graph::Config::default();
+        let max_series = self.max_series.unwrap_or(graph_defaults.max_series);
         let graph = graph::Config {
             wait: self.wait.unwrap_or(graph_defaults.wait),
             max_items: self.max_items.unwrap_or(graph_defaults.max_items),
@@ -230,11 +235,13 @@ impl Options {
                 .database_name_attributes
                 .unwrap_or(graph_defaults.database_name_attributes),
             span_multiplier_key: self.span_multiplier_key.clone(),
+            max_series,
         };
         graph.validate().map_err(|e| {
             let option = match e {
                 graph::ConfigError::Buckets(_) => "--histogram-buckets",
                 graph::ConfigError::MaxItems => "--max-items",
+                graph::ConfigError::MaxSeries => "--max-series",
                 graph::ConfigError::EmptyDimension(_) => "--dimensions",
             };
             invalid(option, e.to_string())
@@ -247,6 +254,7 @@ impl Options {
                     .unwrap_or(defaults.histogram_buckets),
                 dimensions: self.span_metrics_dimensions.unwrap_or_default(),
                 span_multiplier_key: self.span_multiplier_key,
+                max_series,
             };
             graph::validate_buckets(&config.histogram_buckets)
                 .map_err(|e| invalid("--span-metrics-histogram-buckets", e.to_string()))?;
@@ -394,6 +402,7 @@ mod tests {
             (&["--wait=soon"][..], "--wait"),
             (&["--histogram-buckets=1,0.5"], "--histogram-buckets"),
             (&["--max-items=0"], "--max-items"),
+            (&["--max-series=0"], "--max-series"),
             (&["--queue-size=0"], "--queue-size"),
             (&["--traces-endpoint=tempo:4317"], "--traces-endpoint"),
             (&["--otlp-grpc-addr=nowhere"], "--otlp-grpc-addr"),

@@ -59,6 +59,10 @@ impl Engine {
         &self.graph
     }
 
+    pub fn span_metrics(&self) -> Option<&SpanMetrics> {
+        self.span_metrics.as_ref()
+    }
+
     pub fn started_nanos(&self) -> u64 {
         self.started_nanos
     }

@@ -44,27 +44,41 @@ impl Histogram {
     }
 }
 
-/// Series keyed by their label values. Look-ups borrow a slice, so a hit allocates nothing.
+/// Series keyed by their label values, at most `max` of them: a new label set beyond that is
+/// refused and counted, so label cardinality cannot grow memory without bound. Look-ups borrow
+/// a slice, so a hit allocates nothing.
 #[derive(Debug)]
 pub struct SeriesMap<V> {
     series: HashMap<Box<[String]>, V, ahash::RandomState>,
-}
-
-impl<V> Default for SeriesMap<V> {
-    fn default() -> Self {
-        Self {
-            series: HashMap::default(),
-        }
-    }
+    max: usize,
+    refused: u64,
 }
 
 impl<V> SeriesMap<V> {
-    pub fn get_or_insert_with(&mut self, labels: &[String], new: impl FnOnce() -> V) -> &mut V {
+    pub fn new(max: usize) -> Self {
+        Self {
+            series: HashMap::default(),
+            max,
+            refused: 0,
+        }
+    }
+
+    /// The series for `labels`, created with `new` if there is room; `None` when the limit
+    /// refuses a new series.
+    pub fn get_or_insert_with(
+        &mut self,
+        labels: &[String],
+        new: impl FnOnce() -> V,
+    ) -> Option<&mut V> {
         // Two look-ups on a miss keep the hit path free of allocation (no owned key is built).
         if !self.series.contains_key(labels) {
+            if self.series.len() >= self.max {
+                self.refused += 1;
+                return None;
+            }
             self.series.insert(labels.into(), new());
         }
-        self.series.get_mut(labels).expect("inserted above")
+        self.series.get_mut(labels)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[String], &V)> {
@@ -77,6 +91,11 @@ impl<V> SeriesMap<V> {
 
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
+    }
+
+    /// Updates refused because the map was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 }
 
@@ -209,6 +228,19 @@ mod tests {
         assert_eq!(h.cumulative(), vec![1.0, 3.0, 4.0]);
         assert_eq!(h.count, 4.0);
         assert!((h.sum - 6.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_full_series_map_refuses_new_label_sets_and_counts_them() {
+        let mut map = SeriesMap::new(1);
+        let a = ["a".to_string()];
+        let b = ["b".to_string()];
+        *map.get_or_insert_with(&a, || 0).unwrap() += 1;
+        assert!(map.get_or_insert_with(&b, || 0).is_none());
+        *map.get_or_insert_with(&a, || 0).unwrap() += 1;
+        assert_eq!(map.len(), 1);
+        assert_eq!(map.refused(), 1);
+        assert_eq!(map.iter().next().map(|(_, v)| *v), Some(2));
     }
 
     #[test]

@@ -26,14 +26,19 @@ impl EngineCollector {
 
 impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (families, stats, pending, max_items) = {
+        let (families, stats, pending, max_items, cardinality) = {
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
             let graph = engine.graph();
+            let mut cardinality = vec![("service_graph", graph.cardinality())];
+            if let Some(sm) = engine.span_metrics() {
+                cardinality.push(("span_metrics", sm.cardinality()));
+            }
             (
                 engine.families(),
                 graph.stats().clone(),
                 graph.pending_edges(),
                 graph.config().max_items,
+                cardinality,
             )
         };
         for family in &families {
@@ -131,6 +136,30 @@ impl Collector for EngineCollector {
             "Spans the engine skipped for ids longer than OTLP allows",
             stats.spans_invalid,
         )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_series",
+                "Label sets held, by processor (bounded by max_series)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (processor, (held, _)) in &cardinality {
+                m.encode_family(&[("processor", *processor)])?
+                    .encode_gauge(&(*held as i64))?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_series_refused",
+                "Updates not recorded because max_series label sets already exist, by processor",
+                None,
+                MetricType::Counter,
+            )?;
+            for (processor, (_, refused)) in &cardinality {
+                m.encode_family(&[("processor", *processor)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(refused, None)?;
+            }
+        }
         gauge(
             &mut encoder,
             "graphgen_store_edges",

@@ -30,6 +30,8 @@ pub struct Config {
     pub database_name_attributes: Vec<String>,
     /// A double attribute holding the sampling ratio; each span then counts `1/ratio` times.
     pub span_multiplier_key: Option<String>,
+    /// Most label sets (edges × dimension values) kept; edges beyond are counted, not recorded.
+    pub max_series: usize,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
                 "db.system.name",
             ]),
             span_multiplier_key: None,
+            max_series: 100_000,
         }
     }
 }
@@ -65,6 +68,8 @@ pub enum ConfigError {
     Buckets(Vec<f64>),
     #[error("max_items must be at least 1")]
     MaxItems,
+    #[error("max_series must be at least 1")]
+    MaxSeries,
     #[error("dimension {0:?} is empty")]
     EmptyDimension(String),
 }
@@ -74,6 +79,9 @@ impl Config {
         validate_buckets(&self.histogram_buckets)?;
         if self.max_items == 0 {
             return Err(ConfigError::MaxItems);
+        }
+        if self.max_series == 0 {
+            return Err(ConfigError::MaxSeries);
         }
         if let Some(d) = self.dimensions.iter().find(|d| d.trim().is_empty()) {
             return Err(ConfigError::EmptyDimension(d.clone()));

@@ -135,6 +135,7 @@ impl ServiceGraph {
                 &config.histogram_buckets,
                 &layout.labels,
                 config.enable_messaging_system_latency_histogram,
+                config.max_series,
             ),
             layout,
             service_name: String::new(),
@@ -154,6 +155,11 @@ impl ServiceGraph {
     /// Every series, as metric families.
     pub fn families(&self) -> Vec<Family> {
         self.recorder.families()
+    }
+
+    /// (label sets held, completed edges not recorded because `max_series` was reached)
+    pub fn cardinality(&self) -> (usize, u64) {
+        self.recorder.cardinality()
     }
 
     /// Edges waiting for their other side.

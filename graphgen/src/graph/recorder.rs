@@ -36,6 +36,7 @@ impl Recorder {
         bounds: &[f64],
         dimensions: &[(String, usize)],
         messaging_histogram: bool,
+        max_series: usize,
     ) -> Self {
         let label_names: Vec<String> = ["client", "server", "connection_type"]
             .into_iter()
@@ -48,7 +49,7 @@ impl Recorder {
             label_names,
             dimension_slots: dimensions.iter().map(|(_, slot)| *slot).collect(),
             messaging_histogram,
-            series: SeriesMap::default(),
+            series: SeriesMap::new(max_series),
         }
     }
 
@@ -62,13 +63,15 @@ impl Recorder {
             replace(value, &e.dimensions[*slot]);
         }
         let bounds = &self.bounds;
-        let s = self.series.get_or_insert_with(scratch, || EdgeSeries {
+        let Some(s) = self.series.get_or_insert_with(scratch, || EdgeSeries {
             total: 0.0,
             failed: None,
             server: Histogram::new(bounds),
             client: Histogram::new(bounds),
             messaging: None,
-        });
+        }) else {
+            return;
+        };
         let m = e.span_multiplier;
         s.total += m;
         if e.failed {
@@ -85,6 +88,11 @@ impl Recorder {
                     .observe(bounds, latency, m);
             }
         }
+    }
+
+    /// (edge label sets held, edges not recorded because `max_series` was reached)
+    pub(super) fn cardinality(&self) -> (usize, u64) {
+        (self.series.len(), self.series.refused())
     }
 
     /// Every series, as metric families.

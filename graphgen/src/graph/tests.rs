@@ -572,6 +572,34 @@ fn a_full_store_drops_and_counts_spans() {
 }
 
 #[test]
+fn label_sets_beyond_max_series_are_counted_not_recorded() {
+    let mut graph = ServiceGraph::new(Config {
+        max_series: 2,
+        ..Config::default()
+    })
+    .unwrap();
+    let spans = [
+        s("a", 3, 1, 9),
+        s("b", 2, 2, 1),
+        s("a", 3, 3, 9),
+        s("c", 2, 4, 3),
+        s("a", 3, 5, 9),
+        s("d", 2, 6, 5),
+        s("a", 3, 7, 9),
+        s("b", 2, 8, 7),
+    ];
+    graph.push(&batch(&spans), NOW);
+    assert_eq!(graph.stats().edges_completed, 4);
+    assert_eq!(graph.cardinality(), (2, 1), "a→d refused; a→b twice fits");
+    let totals: Vec<f64> = graph.families()[0]
+        .samples()
+        .iter()
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(totals.iter().sum::<f64>(), 3.0);
+}
+
+#[test]
 fn edges_wait_exactly_wait_before_expiring() {
     let mut graph = ServiceGraph::new(Config::default()).unwrap();
     graph.push(&batch(&[s("a", 3, 1, 9)]), NOW);
@@ -616,6 +644,13 @@ fn bad_configs_are_refused() {
                 ..Config::default()
             },
             "max_items",
+        ),
+        (
+            Config {
+                max_series: 0,
+                ..Config::default()
+            },
+            "max_series",
         ),
         (
             Config {

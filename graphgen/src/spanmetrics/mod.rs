@@ -33,6 +33,8 @@ pub struct Config {
     pub dimensions: Vec<String>,
     /// A double attribute holding the sampling ratio; calls and latency count `1/ratio` times.
     pub span_multiplier_key: Option<String>,
+    /// Most label sets kept; spans of new label sets beyond are counted, not recorded.
+    pub max_series: usize,
 }
 
 impl Default for Config {
@@ -41,6 +43,7 @@ impl Default for Config {
             histogram_buckets: exponential_buckets(0.002, 2.0, 14),
             dimensions: Vec::new(),
             span_multiplier_key: None,
+            max_series: 100_000,
         }
     }
 }
@@ -80,7 +83,7 @@ impl SpanMetrics {
             bounds: config.histogram_buckets.clone().into(),
             scratch: vec![String::new(); label_names.len()],
             label_names,
-            series: SeriesMap::default(),
+            series: SeriesMap::new(config.max_series.max(1)),
             config,
         })
     }
@@ -122,17 +125,24 @@ impl SpanMetrics {
                     &span.attributes,
                     resource,
                 );
-                let s = series.get_or_insert_with(scratch, || SpanSeries {
+                let Some(s) = series.get_or_insert_with(scratch, || SpanSeries {
                     calls: 0.0,
                     latency: Histogram::new(bounds),
                     size: 0.0,
-                });
+                }) else {
+                    continue;
+                };
                 s.calls += multiplier;
                 let latency = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
                 s.latency.observe(bounds, latency, multiplier);
                 s.size += span.encoded_len() as f64;
             }
         }
+    }
+
+    /// (label sets held, spans not recorded because `max_series` was reached)
+    pub fn cardinality(&self) -> (usize, u64) {
+        (self.series.len(), self.series.refused())
     }
 
     pub fn families(&self) -> Vec<Family> {
