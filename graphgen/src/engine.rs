@@ -46,7 +46,7 @@ impl Engine {
         let now = self.clock.now_nanos();
         self.graph.push(batches, now);
         if let Some(sm) = &mut self.span_metrics {
-            sm.push(batches);
+            sm.push(batches, now);
         }
     }
 

@@ -13,6 +13,16 @@ pub struct Histogram {
     counts: Vec<f64>,
     pub sum: f64,
     pub count: f64,
+    /// The latest observation with the trace it came from, for Grafana's exemplar links.
+    pub exemplar: Option<Exemplar>,
+}
+
+/// One observation tied to its trace (OTLP exemplar; Prometheus stores it with `trace_id`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Exemplar {
+    pub trace_id: [u8; 16],
+    pub value: f64,
+    pub time_nanos: u64,
 }
 
 impl Histogram {
@@ -21,6 +31,7 @@ impl Histogram {
             counts: vec![0.0; bounds.len() + 1],
             sum: 0.0,
             count: 0.0,
+            exemplar: None,
         }
     }
 
@@ -30,6 +41,36 @@ impl Histogram {
         self.counts[bucket] += weight;
         self.sum += value * weight;
         self.count += weight;
+    }
+
+    /// Records `value` and keeps it as the exemplar of `trace_id` (if that is a valid id).
+    pub fn observe_traced(
+        &mut self,
+        bounds: &[f64],
+        value: f64,
+        weight: f64,
+        trace_id: &[u8],
+        now_nanos: u64,
+    ) {
+        self.observe(bounds, value, weight);
+        if let Ok(trace_id) = <[u8; 16]>::try_from(trace_id) {
+            self.exemplar = Some(Exemplar {
+                trace_id,
+                value,
+                time_nanos: now_nanos,
+            });
+        }
+    }
+
+    /// The snapshot of this histogram for exporters.
+    pub fn value(&self, bounds: &Arc<[f64]>) -> SeriesValue {
+        SeriesValue::Histogram {
+            bounds: bounds.clone(),
+            cumulative: self.cumulative(),
+            sum: self.sum,
+            count: self.count,
+            exemplar: self.exemplar,
+        }
     }
 
     /// Cumulative counts per bound, `+Inf` last, as Prometheus exposes `_bucket`.
@@ -134,6 +175,7 @@ pub enum SeriesValue {
         cumulative: Vec<f64>,
         sum: f64,
         count: f64,
+        exemplar: Option<Exemplar>,
     },
 }
 
@@ -171,6 +213,7 @@ impl Family {
                     cumulative,
                     sum,
                     count,
+                    ..
                 } => {
                     let les = bounds
                         .iter()

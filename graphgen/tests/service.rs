@@ -568,11 +568,11 @@ async fn metrics_are_pushed_as_otlp_with_tempo_names() {
         "--flush-interval=500ms",
         "--wait=1s",
     ]);
-    grpc_client(&g)
-        .await
-        .export(topology_trace(true))
-        .await
-        .unwrap();
+    let trace = topology_trace(true);
+    let trace_id = trace.resource_spans[0].scope_spans[0].spans[0]
+        .trace_id
+        .clone();
+    grpc_client(&g).await.export(trace).await.unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let request = loop {
@@ -643,6 +643,23 @@ async fn metrics_are_pushed_as_otlp_with_tempo_names() {
                 }
             }
             other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Histograms carry the trace behind their latest observation, for Grafana's exemplar links.
+    for name in [
+        "traces_service_graph_request_server_seconds",
+        "traces_spanmetrics_latency",
+    ] {
+        let Some(Data::Histogram(h)) = &by_name(name).data else {
+            unreachable!()
+        };
+        for point in &h.data_points {
+            let exemplar = point
+                .exemplars
+                .first()
+                .unwrap_or_else(|| panic!("{name}: no exemplar"));
+            assert_eq!(exemplar.trace_id, trace_id, "{name}");
+            assert!(exemplar.time_unix_nano > 0);
         }
     }
     let failed = by_name("traces_service_graph_request_failed_total");

@@ -8,8 +8,8 @@ use opentelemetry_proto::tonic::common::v1::{
     any_value::Value, AnyValue, InstrumentationScope, KeyValue,
 };
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    exemplar, metric::Data, number_data_point, AggregationTemporality, Exemplar, Histogram,
+    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -70,6 +70,7 @@ pub fn to_request(
                                 cumulative,
                                 sum,
                                 count,
+                                exemplar,
                             } => Some(HistogramDataPoint {
                                 attributes: attributes(&s.labels),
                                 start_time_unix_nano: start_nanos,
@@ -86,6 +87,16 @@ pub fn to_request(
                                     })
                                     .collect(),
                                 explicit_bounds: bounds.to_vec(),
+                                // The trace behind the latest observation: Grafana links to it.
+                                exemplars: exemplar
+                                    .iter()
+                                    .map(|x| Exemplar {
+                                        time_unix_nano: x.time_nanos,
+                                        trace_id: x.trace_id.to_vec(),
+                                        value: Some(exemplar::Value::AsDouble(x.value)),
+                                        ..Default::default()
+                                    })
+                                    .collect(),
                                 ..Default::default()
                             }),
                             _ => None,

@@ -68,6 +68,7 @@ impl Collector for EngineCollector {
                             cumulative,
                             sum,
                             count,
+                            ..
                         } = &series.value
                         {
                             // The encoder accumulates per-bucket counts itself.

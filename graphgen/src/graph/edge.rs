@@ -26,6 +26,10 @@ impl EdgeKey {
         Some(key)
     }
 
+    pub fn trace_id(&self) -> &[u8] {
+        &self.trace_id[..self.trace_id_len as usize]
+    }
+
     /// A server span without a parent keys its edge with an empty span id: it is a root.
     pub fn is_root(&self) -> bool {
         self.span_id_len == 0

@@ -180,13 +180,20 @@ impl ServiceGraph {
             service_name.clear();
             attributes::write_value(service.value.as_ref(), &mut service_name);
             for span in rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()) {
-                self.push_span(&service_name, resource, span, expires_at);
+                self.push_span(&service_name, resource, span, now, expires_at);
             }
             self.service_name = service_name;
         }
     }
 
-    fn push_span(&mut self, service: &str, resource: &[KeyValue], span: &Span, expires_at: u64) {
+    fn push_span(
+        &mut self,
+        service: &str,
+        resource: &[KeyValue],
+        span: &Span,
+        now: u64,
+        expires_at: u64,
+    ) {
         let kind = span.kind;
         let (client_side, connection_type) = match SpanKind::try_from(kind) {
             Ok(SpanKind::Client) => (true, ConnectionType::Unknown),
@@ -257,7 +264,7 @@ impl ServiceGraph {
             }
         };
         let complete = |e: &mut Edge| {
-            recorder.record(e);
+            recorder.record(e, now);
             stats.edges_completed += 1;
         };
         match store.upsert(key, expires_at, update, complete) {
@@ -303,7 +310,7 @@ impl ServiceGraph {
                     if let Some(slot) = layout.virtual_slot {
                         replace(&mut e.dimensions[slot], side);
                     }
-                    recorder.record(e);
+                    recorder.record(e, now);
                     stats.edges_completed += 1;
                 }
                 None => {

@@ -53,8 +53,8 @@ impl Recorder {
         }
     }
 
-    /// Adds a completed edge to its series.
-    pub(super) fn record(&mut self, e: &Edge) {
+    /// Adds a completed edge to its series, at `now` (for the exemplars).
+    pub(super) fn record(&mut self, e: &Edge, now: u64) {
         let scratch = &mut self.scratch;
         replace(&mut scratch[0], &e.client_service);
         replace(&mut scratch[1], &e.server_service);
@@ -77,15 +77,18 @@ impl Recorder {
         if e.failed {
             *s.failed.get_or_insert(0.0) += m;
         }
-        s.server.observe(bounds, e.server_latency_sec, m);
-        s.client.observe(bounds, e.client_latency_sec, m);
+        let trace = e.key.trace_id();
+        s.server
+            .observe_traced(bounds, e.server_latency_sec, m, trace, now);
+        s.client
+            .observe_traced(bounds, e.client_latency_sec, m, trace, now);
         if self.messaging_histogram && e.connection_type == ConnectionType::MessagingSystem {
             let latency = duration_sec(e.client_end_nanos, e.server_start_nanos);
             // Zero means the consumer started before the producer ended (clock skew): not observed.
             if latency != 0.0 {
                 s.messaging
                     .get_or_insert_with(|| Histogram::new(bounds))
-                    .observe(bounds, latency, m);
+                    .observe_traced(bounds, latency, m, trace, now);
             }
         }
     }
@@ -99,12 +102,7 @@ impl Recorder {
     pub(super) fn families(&self) -> Vec<Family> {
         let hist = |h: &Histogram, labels| Series {
             labels,
-            value: SeriesValue::Histogram {
-                bounds: self.bounds.clone(),
-                cumulative: h.cumulative(),
-                sum: h.sum,
-                count: h.count,
-            },
+            value: h.value(&self.bounds),
         };
         let counter = |v: f64, labels| Series {
             labels,

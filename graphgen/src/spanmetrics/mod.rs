@@ -92,8 +92,9 @@ impl SpanMetrics {
         &self.config
     }
 
-    /// Counts every span of every kind, including resources without `service.name`.
-    pub fn push(&mut self, batches: &[ResourceSpans]) {
+    /// Counts every span of every kind, including resources without `service.name`; `now`
+    /// timestamps the latency exemplars.
+    pub fn push(&mut self, batches: &[ResourceSpans], now: u64) {
         let Self {
             config,
             bounds,
@@ -134,7 +135,8 @@ impl SpanMetrics {
                 };
                 s.calls += multiplier;
                 let latency = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
-                s.latency.observe(bounds, latency, multiplier);
+                s.latency
+                    .observe_traced(bounds, latency, multiplier, &span.trace_id, now);
                 s.size += span.encoded_len() as f64;
             }
         }
@@ -159,12 +161,7 @@ impl SpanMetrics {
             });
             latency.push(Series {
                 labels,
-                value: SeriesValue::Histogram {
-                    bounds: self.bounds.clone(),
-                    cumulative: s.latency.cumulative(),
-                    sum: s.latency.sum,
-                    count: s.latency.count,
-                },
+                value: s.latency.value(&self.bounds),
             });
         }
         vec![
@@ -249,7 +246,7 @@ mod tests {
             ..Config::default()
         })
         .unwrap();
-        sm.push(&batch);
+        sm.push(&batch, 1);
         let samples: Vec<_> = sm.families().iter().flat_map(|f| f.samples()).collect();
         let find = |name: &str, kind: &str| {
             samples
