@@ -79,6 +79,10 @@ pub struct Options {
     /// Most label sets each processor keeps; beyond, updates are counted and not recorded [default: 100000]
     #[arg(long, env = "GRAPHGEN_MAX_SERIES")]
     pub max_series: Option<usize>,
+    /// Series not updated for this long are dropped, as Tempo's stale_duration [default: 15m]
+    #[arg(long, env = "GRAPHGEN_STALE_DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub stale_duration: Option<Duration>,
     /// Attributes added as labels to service-graph series, comma-separated [default: none]
     #[arg(long, env = "GRAPHGEN_DIMENSIONS", value_delimiter = ',')]
     pub dimensions: Option<Vec<String>>,
@@ -162,6 +166,7 @@ pub struct Settings {
     pub retry_initial_backoff: Duration,
     pub retry_max_elapsed: Option<Duration>,
     pub shutdown_grace: Duration,
+    pub stale_duration: Duration,
     pub graph: graph::Config,
     pub span_metrics: Option<spanmetrics::Config>,
 }
@@ -188,6 +193,7 @@ impl Options {
             wait,
             max_items,
             max_series,
+            stale_duration,
             dimensions,
             enable_client_server_prefix,
             enable_virtual_node_label,
@@ -306,6 +312,11 @@ impl Options {
             retry_max_elapsed: Some(self.retry_max_elapsed.unwrap_or(Duration::from_secs(300)))
                 .filter(|d| !d.is_zero()),
             shutdown_grace: self.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+            stale_duration: nonzero(
+                "--stale-duration",
+                self.stale_duration,
+                crate::engine::DEFAULT_STALE_AFTER,
+            )?,
             graph,
             span_metrics,
         })

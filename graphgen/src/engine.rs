@@ -2,6 +2,7 @@
 //! Still pure logic; the binary owns it behind a mutex and calls it from its tasks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
@@ -10,12 +11,15 @@ use crate::graph::{self, ServiceGraph};
 use crate::series::Family;
 use crate::spanmetrics::{self, SpanMetrics};
 
+/// Tempo's default `stale_duration`.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+
 pub struct Engine {
     graph: ServiceGraph,
     span_metrics: Option<SpanMetrics>,
     clock: Arc<dyn Clock>,
-    /// When the engine started, reported as the start of every cumulative series.
-    started_nanos: u64,
+    /// Series not updated for this long are dropped, as Tempo's registry does.
+    stale_after: Duration,
 }
 
 impl std::fmt::Debug for Engine {
@@ -37,8 +41,8 @@ impl Engine {
         Ok(Self {
             graph: ServiceGraph::new(graph)?,
             span_metrics: span_metrics.map(SpanMetrics::new).transpose()?,
-            started_nanos: clock.now_nanos(),
             clock,
+            stale_after: DEFAULT_STALE_AFTER,
         })
     }
 
@@ -50,9 +54,21 @@ impl Engine {
         }
     }
 
-    /// Completes or expires every edge whose wait is over.
+    /// Drops series not updated for `stale_after` (default 15 minutes, Tempo's `stale_duration`).
+    pub fn with_stale_after(mut self, stale_after: Duration) -> Self {
+        self.stale_after = stale_after;
+        self
+    }
+
+    /// Completes or expires every edge whose wait is over, and drops stale series.
     pub fn expire(&mut self) {
-        self.graph.expire(self.clock.now_nanos());
+        let now = self.clock.now_nanos();
+        self.graph.expire(now);
+        let cutoff = now.saturating_sub(self.stale_after.as_nanos() as u64);
+        self.graph.purge_series_older_than(cutoff);
+        if let Some(sm) = &mut self.span_metrics {
+            sm.purge_series_older_than(cutoff);
+        }
     }
 
     pub fn graph(&self) -> &ServiceGraph {
@@ -61,10 +77,6 @@ impl Engine {
 
     pub fn span_metrics(&self) -> Option<&SpanMetrics> {
         self.span_metrics.as_ref()
-    }
-
-    pub fn started_nanos(&self) -> u64 {
-        self.started_nanos
     }
 
     pub fn now_nanos(&self) -> u64 {
@@ -78,5 +90,59 @@ impl Engine {
             families.extend(sm.families());
         }
         families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::series::Family;
+    use crate::workload::client_server_request;
+
+    fn totals(families: &[Family]) -> Vec<(f64, u64)> {
+        families
+            .iter()
+            .filter(|f| f.name == "traces_service_graph_request_total")
+            .flat_map(|f| &f.series)
+            .map(|s| match s.value {
+                crate::series::SeriesValue::Counter(v) => (v, s.start_nanos),
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn series_not_updated_for_the_stale_duration_are_dropped_then_start_over() {
+        let clock = ManualClock::new(1_000);
+        let mut engine = Engine::new(
+            graph::Config::default(),
+            Some(spanmetrics::Config::default()),
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
+        .with_stale_after(Duration::from_secs(60));
+        let request = client_server_request(1);
+        engine.push(&request);
+        assert_eq!(totals(&engine.families()), vec![(1.0, 1_000)]);
+
+        clock.advance(Duration::from_secs(59));
+        engine.expire();
+        assert_eq!(totals(&engine.families()).len(), 1, "not stale yet");
+
+        clock.advance(Duration::from_secs(2));
+        engine.expire();
+        assert!(
+            engine.families().iter().all(|f| f.series.is_empty()),
+            "every series dropped"
+        );
+
+        engine.push(&request);
+        let restarted = 1_000 + 61_000_000_000;
+        assert_eq!(
+            totals(&engine.families()),
+            vec![(1.0, restarted)],
+            "counts again from its own start"
+        );
     }
 }

@@ -86,13 +86,22 @@ impl Histogram {
 }
 
 /// Series keyed by their label values, at most `max` of them: a new label set beyond that is
-/// refused and counted, so label cardinality cannot grow memory without bound. Look-ups borrow
+/// refused and counted, so label cardinality cannot grow memory without bound. Series not
+/// updated for a while can be purged, as Tempo's registry drops stale series. Look-ups borrow
 /// a slice, so a hit allocates nothing.
 #[derive(Debug)]
 pub struct SeriesMap<V> {
-    series: HashMap<Box<[String]>, V, ahash::RandomState>,
+    series: HashMap<Box<[String]>, Entry<V>, ahash::RandomState>,
     max: usize,
     refused: u64,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    value: V,
+    /// When the series was created: the start of its cumulative values.
+    created: u64,
+    updated: u64,
 }
 
 impl<V> SeriesMap<V> {
@@ -104,11 +113,12 @@ impl<V> SeriesMap<V> {
         }
     }
 
-    /// The series for `labels`, created with `new` if there is room; `None` when the limit
-    /// refuses a new series.
+    /// The series for `labels`, updated at `now`, created with `new` if there is room; `None`
+    /// when the limit refuses a new series.
     pub fn get_or_insert_with(
         &mut self,
         labels: &[String],
+        now: u64,
         new: impl FnOnce() -> V,
     ) -> Option<&mut V> {
         // Two look-ups on a miss keep the hit path free of allocation (no owned key is built).
@@ -117,13 +127,30 @@ impl<V> SeriesMap<V> {
                 self.refused += 1;
                 return None;
             }
-            self.series.insert(labels.into(), new());
+            let entry = Entry {
+                value: new(),
+                created: now,
+                updated: now,
+            };
+            self.series.insert(labels.into(), entry);
         }
-        self.series.get_mut(labels)
+        let entry = self.series.get_mut(labels)?;
+        entry.updated = now;
+        Some(&mut entry.value)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&[String], &V)> {
-        self.series.iter().map(|(k, v)| (&k[..], v))
+    /// `(label values, value, creation time)` of every series.
+    pub fn iter(&self) -> impl Iterator<Item = (&[String], &V, u64)> {
+        self.series
+            .iter()
+            .map(|(k, e)| (&k[..], &e.value, e.created))
+    }
+
+    /// Removes the series last updated before `cutoff`; returns how many.
+    pub fn purge_older_than(&mut self, cutoff: u64) -> usize {
+        let before = self.series.len();
+        self.series.retain(|_, e| e.updated >= cutoff);
+        before - self.series.len()
     }
 
     pub fn len(&self) -> usize {
@@ -164,6 +191,8 @@ pub struct Series {
     /// Only labels with non-empty values, in the family's label order.
     pub labels: Vec<(String, String)>,
     pub value: SeriesValue,
+    /// Since when the cumulative value counts (nanoseconds since the epoch).
+    pub start_nanos: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -278,12 +307,31 @@ mod tests {
         let mut map = SeriesMap::new(1);
         let a = ["a".to_string()];
         let b = ["b".to_string()];
-        *map.get_or_insert_with(&a, || 0).unwrap() += 1;
-        assert!(map.get_or_insert_with(&b, || 0).is_none());
-        *map.get_or_insert_with(&a, || 0).unwrap() += 1;
+        *map.get_or_insert_with(&a, 1, || 0).unwrap() += 1;
+        assert!(map.get_or_insert_with(&b, 2, || 0).is_none());
+        *map.get_or_insert_with(&a, 3, || 0).unwrap() += 1;
         assert_eq!(map.len(), 1);
         assert_eq!(map.refused(), 1);
-        assert_eq!(map.iter().next().map(|(_, v)| *v), Some(2));
+        assert_eq!(
+            map.iter().next().map(|(_, v, created)| (*v, created)),
+            Some((2, 1))
+        );
+    }
+
+    #[test]
+    fn stale_series_are_purged_and_start_again_from_zero() {
+        let mut map = SeriesMap::new(10);
+        let (a, b) = (["a".to_string()], ["b".to_string()]);
+        *map.get_or_insert_with(&a, 10, || 0).unwrap() += 5;
+        *map.get_or_insert_with(&b, 10, || 0).unwrap() += 1;
+        *map.get_or_insert_with(&b, 20, || 0).unwrap() += 1;
+        assert_eq!(map.purge_older_than(15), 1, "a was last updated at 10");
+        assert_eq!(map.len(), 1);
+        *map.get_or_insert_with(&a, 30, || 0).unwrap() += 1;
+        let mut seen: Vec<(String, i32, u64)> =
+            map.iter().map(|(k, v, c)| (k[0].clone(), *v, c)).collect();
+        seen.sort();
+        assert_eq!(seen, vec![("a".into(), 1, 30), ("b".into(), 2, 10)]);
     }
 
     #[test]

@@ -56,11 +56,14 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// Runs graphgen until `shutdown` resolves, then shuts down gracefully.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let engine = Arc::new(Mutex::new(Engine::new(
-        settings.graph.clone(),
-        settings.span_metrics.clone(),
-        Arc::new(SystemClock),
-    )?));
+    let engine = Arc::new(Mutex::new(
+        Engine::new(
+            settings.graph.clone(),
+            settings.span_metrics.clone(),
+            Arc::new(SystemClock),
+        )?
+        .with_stale_after(settings.stale_duration),
+    ));
     let metrics = Arc::new(SelfMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -224,11 +227,7 @@ impl MetricsPusher {
     async fn push_once(&self) {
         let request = {
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-            otlp_metrics::to_request(
-                &engine.families(),
-                engine.started_nanos(),
-                engine.now_nanos(),
-            )
+            otlp_metrics::to_request(&engine.families(), engine.now_nanos())
         };
         let outcome = match otlp_metrics::push(&self.client, &self.endpoint, &request).await {
             Ok(()) => "success",

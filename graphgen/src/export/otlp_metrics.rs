@@ -26,12 +26,9 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// The OTLP request for `families`, cumulative since `start_nanos`, observed at `now_nanos`.
-pub fn to_request(
-    families: &[Family],
-    start_nanos: u64,
-    now_nanos: u64,
-) -> ExportMetricsServiceRequest {
+/// The OTLP request for `families` observed at `now_nanos`; each series is cumulative since
+/// its own start (a series dropped as stale and seen again starts over).
+pub fn to_request(families: &[Family], now_nanos: u64) -> ExportMetricsServiceRequest {
     let cumulative = AggregationTemporality::Cumulative as i32;
     let attributes = |labels: &[(String, String)]| -> Vec<KeyValue> {
         labels.iter().map(|(k, v)| string_kv(k, v)).collect()
@@ -50,7 +47,7 @@ pub fn to_request(
                         .filter_map(|s| match s.value {
                             SeriesValue::Counter(v) => Some(NumberDataPoint {
                                 attributes: attributes(&s.labels),
-                                start_time_unix_nano: start_nanos,
+                                start_time_unix_nano: s.start_nanos,
                                 time_unix_nano: now_nanos,
                                 value: Some(number_data_point::Value::AsDouble(v)),
                                 ..Default::default()
@@ -73,7 +70,7 @@ pub fn to_request(
                                 exemplar,
                             } => Some(HistogramDataPoint {
                                 attributes: attributes(&s.labels),
-                                start_time_unix_nano: start_nanos,
+                                start_time_unix_nano: s.start_nanos,
                                 time_unix_nano: now_nanos,
                                 count: count.round() as u64,
                                 sum: Some(*sum),

@@ -157,6 +157,11 @@ impl ServiceGraph {
         self.recorder.families()
     }
 
+    /// Drops the series no edge has updated since `cutoff` (nanoseconds since the epoch).
+    pub fn purge_series_older_than(&mut self, cutoff: u64) -> usize {
+        self.recorder.purge_older_than(cutoff)
+    }
+
     /// (label sets held, completed edges not recorded because `max_series` was reached)
     pub fn cardinality(&self) -> (usize, u64) {
         self.recorder.cardinality()

@@ -63,7 +63,7 @@ impl Recorder {
             replace(value, &e.dimensions[*slot]);
         }
         let bounds = &self.bounds;
-        let Some(s) = self.series.get_or_insert_with(scratch, || EdgeSeries {
+        let Some(s) = self.series.get_or_insert_with(scratch, now, || EdgeSeries {
             total: 0.0,
             failed: None,
             server: Histogram::new(bounds),
@@ -93,6 +93,11 @@ impl Recorder {
         }
     }
 
+    /// Drops the series not updated since `cutoff`.
+    pub(super) fn purge_older_than(&mut self, cutoff: u64) -> usize {
+        self.series.purge_older_than(cutoff)
+    }
+
     /// (edge label sets held, edges not recorded because `max_series` was reached)
     pub(super) fn cardinality(&self) -> (usize, u64) {
         (self.series.len(), self.series.refused())
@@ -100,27 +105,29 @@ impl Recorder {
 
     /// Every series, as metric families.
     pub(super) fn families(&self) -> Vec<Family> {
-        let hist = |h: &Histogram, labels| Series {
+        let hist = |h: &Histogram, labels, start_nanos| Series {
             labels,
             value: h.value(&self.bounds),
+            start_nanos,
         };
-        let counter = |v: f64, labels| Series {
+        let counter = |v: f64, labels, start_nanos| Series {
             labels,
             value: SeriesValue::Counter(v),
+            start_nanos,
         };
         let (mut total, mut failed, mut server, mut client, mut messaging) =
             (vec![], vec![], vec![], vec![], vec![]);
-        for (values, s) in self.series.iter() {
+        for (values, s, start) in self.series.iter() {
             let labels = Family::labels(&self.label_names, values);
-            total.push(counter(s.total, labels.clone()));
+            total.push(counter(s.total, labels.clone(), start));
             if let Some(f) = s.failed {
-                failed.push(counter(f, labels.clone()));
+                failed.push(counter(f, labels.clone(), start));
             }
-            server.push(hist(&s.server, labels.clone()));
+            server.push(hist(&s.server, labels.clone(), start));
             if let Some(m) = &s.messaging {
-                messaging.push(hist(m, labels.clone()));
+                messaging.push(hist(m, labels.clone(), start));
             }
-            client.push(hist(&s.client, labels));
+            client.push(hist(&s.client, labels, start));
         }
         let counter_family = |name, help, series| Family {
             name,

@@ -126,7 +126,7 @@ impl SpanMetrics {
                     &span.attributes,
                     resource,
                 );
-                let Some(s) = series.get_or_insert_with(scratch, || SpanSeries {
+                let Some(s) = series.get_or_insert_with(scratch, now, || SpanSeries {
                     calls: 0.0,
                     latency: Histogram::new(bounds),
                     size: 0.0,
@@ -142,6 +142,11 @@ impl SpanMetrics {
         }
     }
 
+    /// Drops the series no span has updated since `cutoff` (nanoseconds since the epoch).
+    pub fn purge_series_older_than(&mut self, cutoff: u64) -> usize {
+        self.series.purge_older_than(cutoff)
+    }
+
     /// (label sets held, spans not recorded because `max_series` was reached)
     pub fn cardinality(&self) -> (usize, u64) {
         (self.series.len(), self.series.refused())
@@ -149,19 +154,22 @@ impl SpanMetrics {
 
     pub fn families(&self) -> Vec<Family> {
         let (mut calls, mut latency, mut size) = (vec![], vec![], vec![]);
-        for (values, s) in self.series.iter() {
+        for (values, s, start_nanos) in self.series.iter() {
             let labels = Family::labels(&self.label_names, values);
             calls.push(Series {
                 labels: labels.clone(),
                 value: SeriesValue::Counter(s.calls),
+                start_nanos,
             });
             size.push(Series {
                 labels: labels.clone(),
                 value: SeriesValue::Counter(s.size),
+                start_nanos,
             });
             latency.push(Series {
                 labels,
                 value: s.latency.value(&self.bounds),
+                start_nanos,
             });
         }
         vec![
