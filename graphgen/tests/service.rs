@@ -422,6 +422,14 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
             200,
             "",
         ),
+        (
+            "media type in capitals, with parameters",
+            "Application/JSON; charset=UTF-8",
+            false,
+            b"{}".to_vec(),
+            200,
+            "",
+        ),
     ];
     for (name, content_type, gzipped, body, want, message) in cases {
         let r = post(&g, content_type, gzipped, body).await;

@@ -102,10 +102,16 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    // Parameters such as `; charset=utf-8` do not matter.
-    let encoding = match content_type.split(';').next().map(str::trim) {
-        Some(PROTOBUF) => Encoding::Protobuf,
-        Some(JSON) => Encoding::Json,
+    // Media types are case-insensitive; parameters such as `; charset=utf-8` do not matter.
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let encoding = match media_type.as_str() {
+        PROTOBUF => Encoding::Protobuf,
+        JSON => Encoding::Json,
         _ => {
             let failure = Failure::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -223,7 +229,7 @@ pub fn decode_body(
     limit: usize,
 ) -> Result<ExportTraceServiceRequest, BodyError> {
     let decompressed;
-    let bytes = match content_encoding.trim() {
+    let bytes = match content_encoding.trim().to_ascii_lowercase().as_str() {
         "identity" | "" => bytes,
         "gzip" => {
             decompressed = gunzip(bytes, limit).map_err(|e| match e {
