@@ -90,40 +90,35 @@ async fn assert_python_topology(g: &Graphgen, traces: f64) {
     assert_eq!(failed, (traces / 2.0).floor());
 }
 
-#[tokio::test]
-async fn python_sdk_over_grpc() {
+/// Runs the Python SDK client over `protocol` against a fresh graphgen and checks the graph.
+async fn python_sdk_over(protocol: &'static str) {
     let g = Graphgen::start(&["--wait=1s"]);
-    let endpoint = g.grpc_url();
-    tokio::task::spawn_blocking(move || send_with_python("grpc", &endpoint, 10))
+    let endpoint = if protocol == "grpc" {
+        g.grpc_url()
+    } else {
+        g.http_url()
+    };
+    tokio::task::spawn_blocking(move || send_with_python(protocol, &endpoint, 10))
         .await
         .unwrap();
     assert_python_topology(&g, 10.0).await;
-    assert_eq!(
-        g.value(
+    let received = g
+        .value(
             "graphgen_receiver_spans_received_total",
-            &[("protocol", "grpc")]
+            &[("protocol", protocol)],
         )
-        .await,
-        60.0
-    );
+        .await;
+    assert_eq!(received, 60.0, "6 spans a trace");
+}
+
+#[tokio::test]
+async fn python_sdk_over_grpc() {
+    python_sdk_over("grpc").await;
 }
 
 #[tokio::test]
 async fn python_sdk_over_http() {
-    let g = Graphgen::start(&["--wait=1s"]);
-    let endpoint = g.http_url();
-    tokio::task::spawn_blocking(move || send_with_python("http", &endpoint, 10))
-        .await
-        .unwrap();
-    assert_python_topology(&g, 10.0).await;
-    assert_eq!(
-        g.value(
-            "graphgen_receiver_spans_received_total",
-            &[("protocol", "http")]
-        )
-        .await,
-        60.0
-    );
+    python_sdk_over("http").await;
 }
 
 /// Two services instrumented with the Rust SDK, exporting through `opentelemetry-otlp`.
