@@ -274,6 +274,22 @@ impl Family {
     }
 }
 
+/// Whole per-bucket counts and total for formats with integer counts (OTLP, Prometheus text).
+/// Rounds the cumulative counts before differencing, so buckets stay monotonic and add up to
+/// the count even when span multipliers make fractional weights.
+pub fn whole_bucket_counts(cumulative: &[f64]) -> (Vec<u64>, u64) {
+    let rounded: Vec<u64> = cumulative.iter().map(|c| c.round() as u64).collect();
+    let per_bucket = rounded
+        .iter()
+        .scan(0u64, |prev, c| {
+            let n = c.saturating_sub(*prev);
+            *prev = *c;
+            Some(n)
+        })
+        .collect();
+    (per_bucket, rounded.last().copied().unwrap_or(0))
+}
+
 /// Formats a bucket bound the way Prometheus prints `le` (shortest float form).
 pub fn format_bound(bound: f64) -> String {
     format!("{bound}")
@@ -332,6 +348,13 @@ mod tests {
             map.iter().map(|(k, v, c)| (k[0].clone(), *v, c)).collect();
         seen.sort();
         assert_eq!(seen, vec![("a".into(), 1, 30), ("b".into(), 2, 10)]);
+    }
+
+    #[test]
+    fn whole_bucket_counts_add_up_to_the_count() {
+        // Three observations of weight 0.4 in three buckets: cumulative 0.4, 0.8, 1.2.
+        assert_eq!(whole_bucket_counts(&[0.4, 0.8, 1.2]), (vec![0, 1, 0], 1));
+        assert_eq!(whole_bucket_counts(&[1.0, 3.0, 3.0]), (vec![1, 2, 0], 3));
     }
 
     #[test]

@@ -148,18 +148,27 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 
     shutdown.await;
     tracing::info!("shutting down: stopping intake");
+    // The whole shutdown is bounded: receivers get the grace period to finish their
+    // requests, then the queue gets the grace period to drain.
+    let grace = settings.shutdown_grace;
     admin_state.receivers_up.store(false, Ordering::Relaxed);
     let _ = stop_intake.send(true);
-    log_join("OTLP/gRPC receiver", grpc_task).await;
-    log_join("OTLP/HTTP receiver", http_task).await;
+    log_join("OTLP/gRPC receiver", grpc_task, grace).await;
+    log_join("OTLP/HTTP receiver", http_task, grace).await;
 
-    if let Some(task) = exporter_task {
+    if let Some(mut task) = exporter_task {
         let left = queue.as_ref().map_or(0, |q| q.len());
-        tracing::info!(spans = left, grace = ?settings.shutdown_grace, "flushing queued spans");
-        let _ = drain_tx.send(Some(Drain {
-            deadline: Instant::now() + settings.shutdown_grace,
-        }));
-        let _ = task.await;
+        tracing::info!(spans = left, ?grace, "flushing queued spans");
+        let deadline = Instant::now() + grace;
+        let _ = drain_tx.send(Some(Drain { deadline }));
+        // The exporter honours the deadline itself; this is the backstop.
+        if tokio::time::timeout_at(deadline + Duration::from_secs(2), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            tracing::error!("the exporter did not stop in time");
+        }
     }
     expiry_task.abort();
     if let Some(task) = push_task {
@@ -169,16 +178,24 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         pusher.push_once().await;
     }
     let _ = stop_admin.send(true);
-    log_join("admin server", admin_task).await;
+    log_join("admin server", admin_task, grace).await;
     tracing::info!("graphgen stopped");
     Ok(())
 }
 
-async fn log_join<E: std::fmt::Display>(what: &str, task: JoinHandle<Result<(), E>>) {
-    match task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "{what} failed"),
-        Err(e) => tracing::error!(error = %e, "{what} panicked"),
+async fn log_join<E: std::fmt::Display>(
+    what: &str,
+    mut task: JoinHandle<Result<(), E>>,
+    limit: Duration,
+) {
+    match tokio::time::timeout(limit, &mut task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "{what} failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "{what} panicked"),
+        Err(_) => {
+            task.abort();
+            tracing::warn!("{what} still had open connections after {limit:?}; closed them");
+        }
     }
 }
 

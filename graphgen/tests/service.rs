@@ -691,3 +691,35 @@ async fn metrics_are_pushed_as_otlp_with_tempo_names() {
         Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(1.0))
     );
 }
+
+#[tokio::test]
+async fn sigterm_with_the_traces_endpoint_down_exits_within_the_grace_period() {
+    let dead = free_port();
+    let mut g = Graphgen::start(&[
+        &format!("--traces-endpoint=http://127.0.0.1:{dead}"),
+        "--retry-initial-backoff=100ms",
+        "--retry-max-elapsed=0s", // retry forever: only the shutdown deadline stops it
+        "--shutdown-grace=2s",
+    ]);
+    grpc_client(&g)
+        .await
+        .export(topology_trace(false))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // the exporter is retrying by now
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = g.terminate();
+        (status, g.logs())
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
+    assert!(
+        status.1.contains("reason=\"shutdown\"") || status.1.contains("shutdown"),
+        "the spans given up on are reported:\n{}",
+        status.1
+    );
+}

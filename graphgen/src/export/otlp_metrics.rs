@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use crate::series::{Family, FamilyKind, SeriesValue};
+use crate::series::{whole_bucket_counts, Family, FamilyKind, SeriesValue};
 
 fn string_kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -66,35 +66,31 @@ pub fn to_request(families: &[Family], now_nanos: u64) -> ExportMetricsServiceRe
                                 bounds,
                                 cumulative,
                                 sum,
-                                count,
                                 exemplar,
-                            } => Some(HistogramDataPoint {
-                                attributes: attributes(&s.labels),
-                                start_time_unix_nano: s.start_nanos,
-                                time_unix_nano: now_nanos,
-                                count: count.round() as u64,
-                                sum: Some(*sum),
-                                // OTLP wants per-bucket counts, one more than bounds.
-                                bucket_counts: cumulative
-                                    .iter()
-                                    .scan(0.0, |prev, c| {
-                                        let n = (c - *prev).round() as u64;
-                                        *prev = *c;
-                                        Some(n)
-                                    })
-                                    .collect(),
-                                explicit_bounds: bounds.to_vec(),
-                                // The trace behind the latest observation: Grafana links to it.
-                                exemplars: exemplar
-                                    .iter()
-                                    .map(|x| Exemplar {
-                                        time_unix_nano: x.time_nanos,
-                                        trace_id: x.trace_id.to_vec(),
-                                        value: Some(exemplar::Value::AsDouble(x.value)),
-                                        ..Default::default()
-                                    })
-                                    .collect(),
-                                ..Default::default()
+                                ..
+                            } => Some({
+                                // OTLP wants whole per-bucket counts, one more than bounds.
+                                let (bucket_counts, count) = whole_bucket_counts(cumulative);
+                                HistogramDataPoint {
+                                    attributes: attributes(&s.labels),
+                                    start_time_unix_nano: s.start_nanos,
+                                    time_unix_nano: now_nanos,
+                                    sum: Some(*sum),
+                                    count,
+                                    bucket_counts,
+                                    explicit_bounds: bounds.to_vec(),
+                                    // The trace behind the latest observation: Grafana links to it.
+                                    exemplars: exemplar
+                                        .iter()
+                                        .map(|x| Exemplar {
+                                            time_unix_nano: x.time_nanos,
+                                            trace_id: x.trace_id.to_vec(),
+                                            value: Some(exemplar::Value::AsDouble(x.value)),
+                                            ..Default::default()
+                                        })
+                                        .collect(),
+                                    ..Default::default()
+                                }
                             }),
                             _ => None,
                         })

@@ -8,7 +8,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::engine::Engine;
-use crate::series::{FamilyKind, SeriesValue};
+use crate::series::{whole_bucket_counts, FamilyKind, SeriesValue};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -67,28 +67,22 @@ impl Collector for EngineCollector {
                             bounds,
                             cumulative,
                             sum,
-                            count,
                             ..
                         } = &series.value
                         {
                             // The encoder accumulates per-bucket counts itself.
-                            let mut previous = 0.0;
+                            let (per_bucket, whole_count) = whole_bucket_counts(cumulative);
                             let buckets: Vec<(f64, u64)> = bounds
                                 .iter()
                                 .copied()
                                 .chain([f64::INFINITY])
-                                .zip(cumulative)
-                                .map(|(bound, c)| {
-                                    let n = (c - previous).round() as u64;
-                                    previous = *c;
-                                    (bound, n)
-                                })
+                                .zip(per_bucket)
                                 .collect();
                             metric
                                 .encode_family(&series.labels)?
                                 .encode_histogram::<NoLabelSet>(
                                     *sum,
-                                    count.round() as u64,
+                                    whole_count,
                                     &buckets,
                                     None,
                                 )?;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -77,7 +79,7 @@ impl TraceQueue {
 
     /// False after an export attempt failed, until one succeeds.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed)
     }
 
     fn update_gauge(&self) {
@@ -158,40 +160,39 @@ pub struct Drain {
 }
 
 impl TraceExporter {
-    /// Sends until `drain` fires, then keeps sending what is queued until the deadline.
-    pub async fn run(mut self, mut drain: tokio::sync::watch::Receiver<Option<Drain>>) {
-        let deadline = loop {
+    /// Sends until `drain` fires, then keeps sending what is queued until its deadline; what
+    /// cannot be sent by then is counted as dropped (reason `shutdown`).
+    pub async fn run(mut self, mut drain: watch::Receiver<Option<Drain>>) {
+        loop {
+            if drain.borrow().is_some() {
+                break;
+            }
             tokio::select! {
                 item = self.rx.recv() => match item {
-                    Some(item) => self.send_batch(item, None).await,
-                    None => return,
+                    Some(item) => self.send_batch(item, &drain).await,
+                    None => break,
                 },
                 changed = drain.changed() => {
-                    let requested = *drain.borrow();
-                    match (changed, requested) {
-                        (Ok(()), Some(d)) => break d.deadline,
-                        (Ok(()), None) => continue,
-                        (Err(_), _) => break Instant::now(),
+                    if changed.is_err() {
+                        break; // the service is gone: flush with no time left
                     }
                 }
             }
-        };
+        }
         // Nothing new arrives after the receivers stopped; flush the rest.
         self.rx.close();
-        let flush = async {
-            while let Some(item) = self.rx.recv().await {
-                self.send_batch(item, Some(deadline)).await;
+        while let Some(item) = self.rx.recv().await {
+            if deadline_of(&drain).is_none_or(|d| Instant::now() < d) {
+                self.send_batch(item, &drain).await;
+            } else {
+                self.queue.drop_spans("shutdown", item.spans);
             }
-        };
-        if tokio::time::timeout_at(deadline, flush).await.is_err() {
-            let left = self.queue.len();
-            self.queue.drop_spans("shutdown", left);
         }
         self.queue.update_gauge();
     }
 
     /// Sends `first` plus whatever else is queued, up to the batch size.
-    async fn send_batch(&mut self, first: Item, deadline: Option<Instant>) {
+    async fn send_batch(&mut self, first: Item, drain: &watch::Receiver<Option<Drain>>) {
         let mut items = vec![first];
         let mut spans = items[0].spans;
         while spans < self.batch_spans {
@@ -209,16 +210,18 @@ impl TraceExporter {
                 .resource_spans
                 .append(&mut item.request.resource_spans);
         }
-        self.send_with_retry(request, spans, deadline).await;
+        self.send_with_retry(request, spans, drain.clone()).await;
         drop(items);
         self.queue.update_gauge();
     }
 
+    /// Retries until sent, given up, or out of time: the shutdown deadline (once `drain` sets
+    /// one, also while waiting between attempts) bounds every attempt and every wait.
     async fn send_with_retry(
         &mut self,
         request: ExportTraceServiceRequest,
         spans: usize,
-        deadline: Option<Instant>,
+        mut drain: watch::Receiver<Option<Drain>>,
     ) {
         let started = Instant::now();
         let mut backoff = self.retry.initial_backoff;
@@ -230,12 +233,21 @@ impl TraceExporter {
                 .inc()
         };
         loop {
-            match self.client.export(request.clone()).await {
+            let attempt = self.client.export(request.clone());
+            let result = match deadline_of(&drain) {
+                Some(deadline) => match tokio::time::timeout_at(deadline, attempt).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        self.queue.drop_spans("shutdown", spans);
+                        return;
+                    }
+                },
+                None => attempt.await,
+            };
+            match result {
                 Ok(response) => {
                     outcome("success");
-                    self.queue
-                        .healthy
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.queue.healthy.store(true, Ordering::Relaxed);
                     let rejected = response
                         .into_inner()
                         .partial_success
@@ -249,30 +261,46 @@ impl TraceExporter {
                 }
                 Err(status) => {
                     outcome("failure");
-                    self.queue
-                        .healthy
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    self.queue.healthy.store(false, Ordering::Relaxed);
                     let Some(server_delay) = retry_delay(&status) else {
                         tracing::error!(code = ?status.code(), message = status.message(), "traces endpoint refused a batch for good");
                         self.queue.drop_spans("non_retryable", spans);
                         return;
                     };
                     let delay = server_delay.unwrap_or(backoff).min(MAX_BACKOFF);
-                    let elapsed = started.elapsed() + delay;
-                    let out_of_time = self.retry.max_elapsed.is_some_and(|max| elapsed > max)
-                        || deadline.is_some_and(|d| Instant::now() + delay > d);
-                    if out_of_time {
+                    if self
+                        .retry
+                        .max_elapsed
+                        .is_some_and(|max| started.elapsed() + delay > max)
+                    {
                         self.queue.drop_spans("retries_exhausted", spans);
+                        return;
+                    }
+                    if deadline_of(&drain).is_some_and(|d| Instant::now() + delay > d) {
+                        self.queue.drop_spans("shutdown", spans);
                         return;
                     }
                     tracing::warn!(code = ?status.code(), message = status.message(), ?delay, "export failed, retrying");
                     metrics.export_retries.inc();
-                    tokio::time::sleep(delay).await;
+                    // A shutdown request cuts the wait short: the deadline is checked again.
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        changed = drain.changed() => {
+                            if changed.is_err() {
+                                tokio::time::sleep(delay).await;
+                            }
+                        }
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
     }
+}
+
+/// The shutdown deadline, once shutdown has been asked for.
+fn deadline_of(drain: &watch::Receiver<Option<Drain>>) -> Option<Instant> {
+    drain.borrow().map(|d| d.deadline)
 }
 
 /// `None` if the status must not be retried; else the delay the server asked for, if any.

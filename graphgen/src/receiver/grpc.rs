@@ -59,7 +59,20 @@ fn otlp_status_codes(
         Code::OutOfRange if message.contains("too%20large") || message.contains("too large") => {
             Some(Code::ResourceExhausted)
         }
-        Code::Internal if message.contains("decode") => Some(Code::InvalidArgument),
+        Code::Internal
+            if [
+                "decode",
+                "decompress",
+                "Missing%20request",
+                "Missing request",
+                "protocol%20error",
+                "protocol error",
+            ]
+            .iter()
+            .any(|m| message.contains(m)) =>
+        {
+            Some(Code::InvalidArgument)
+        }
         _ => None,
     };
     if let Some(code) = replacement {

@@ -85,10 +85,6 @@ impl Intake {
         }
     }
 
-    pub fn metrics(&self) -> &SelfMetrics {
-        &self.metrics
-    }
-
     /// Counts a request by outcome.
     pub fn count_request(&self, protocol: Protocol, outcome: &'static str) {
         self.metrics
