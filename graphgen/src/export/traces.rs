@@ -10,6 +10,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use std::sync::atomic::Ordering;
 
+use prost::Message;
+
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -20,6 +22,9 @@ use crate::selfmetrics::SelfMetrics;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches stop growing past this size, well under the 4 MiB gRPC receive limit of Tempo's
+/// OTLP receiver (a single request may still be up to `--max-message-bytes`).
+const MAX_BATCH_BYTES: usize = 2 << 20;
 
 struct Item {
     request: ExportTraceServiceRequest,
@@ -195,10 +200,12 @@ impl TraceExporter {
     async fn send_batch(&mut self, first: Item, drain: &watch::Receiver<Option<Drain>>) {
         let mut items = vec![first];
         let mut spans = items[0].spans;
-        while spans < self.batch_spans {
+        let mut bytes = items[0].request.encoded_len();
+        while spans < self.batch_spans && bytes < MAX_BATCH_BYTES {
             match self.rx.try_recv() {
                 Ok(item) => {
                     spans += item.spans;
+                    bytes += item.request.encoded_len();
                     items.push(item);
                 }
                 Err(_) => break,
