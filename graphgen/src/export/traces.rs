@@ -3,13 +3,12 @@
 //! retryable. A full queue is reported to the receivers, which push back on their clients, so
 //! nothing is dropped silently; what is given up on is counted.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use std::sync::atomic::Ordering;
-
 use prost::Message;
 
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
