@@ -44,7 +44,10 @@ pub struct Options {
     pub metrics_endpoint: Option<String>,
     /// How often metrics are pushed to the metrics endpoint [default: 10s]
     #[arg(long, env = "GRAPHGEN_FLUSH_INTERVAL", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::duration_serde::deserialize_option"
+    )]
     pub flush_interval: Option<Duration>,
 
     /// Spans that may wait to be forwarded; when full, clients are told to retry later [default: 50000]
@@ -58,20 +61,32 @@ pub struct Options {
     pub export_batch_spans: Option<usize>,
     /// First retry delay of a failed export; doubles up to 30s [default: 500ms]
     #[arg(long, env = "GRAPHGEN_RETRY_INITIAL_BACKOFF", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::duration_serde::deserialize_option"
+    )]
     pub retry_initial_backoff: Option<Duration>,
     /// Give up on a batch (and count its spans as dropped) after retrying this long; 0s retries forever [default: 5m]
     #[arg(long, env = "GRAPHGEN_RETRY_MAX_ELAPSED", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::duration_serde::deserialize_option"
+    )]
     pub retry_max_elapsed: Option<Duration>,
     /// On SIGTERM/SIGINT, how long to keep flushing queued spans before exiting [default: 10s]
     #[arg(long, env = "GRAPHGEN_SHUTDOWN_GRACE", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::duration_serde::deserialize_option"
+    )]
     pub shutdown_grace: Option<Duration>,
 
     /// How long an edge waits for its other side [default: 10s]
     #[arg(long, env = "GRAPHGEN_WAIT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::duration_serde::deserialize_option"
+    )]
     pub wait: Option<Duration>,
     /// Most edges waiting at once; spans beyond are dropped and counted [default: 10000]
     #[arg(long, env = "GRAPHGEN_MAX_ITEMS")]
@@ -81,7 +96,10 @@ pub struct Options {
     pub max_series: Option<usize>,
     /// Series not updated for this long are dropped, as Tempo's stale_duration [default: 15m]
     #[arg(long, env = "GRAPHGEN_STALE_DURATION", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(
+        default,
+        deserialize_with = "crate::duration_serde::deserialize_option"
+    )]
     pub stale_duration: Option<Duration>,
     /// Attributes added as labels to service-graph series, comma-separated [default: none]
     #[arg(long, env = "GRAPHGEN_DIMENSIONS", value_delimiter = ',')]
@@ -125,13 +143,6 @@ pub struct Options {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 10s, 500ms, 1m)"))
-}
-
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
 }
 
 /// A configuration that cannot be used; the message names the option.
