@@ -9,7 +9,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 mkdir -p fuzz/corpus/otlp_http_body
 # Seed the corpus with real requests: the conformance inputs as JSON (selector byte 1).
-for f in ../../shared/conformance/cases/*/input.json; do
+for f in tests/conformance/cases/*/input.json; do
   [ -f "$f" ] || continue
   name=$(basename "$(dirname "$f")")
   python3 - "$f" "fuzz/corpus/otlp_http_body/$name" <<'PY'

@@ -1,4 +1,5 @@
-//! Runs every case of `../shared/conformance` through the engine and compares every series with
+//! Runs every case of `tests/conformance` (a copy kept in the repository; its README says where
+//! the expected series came from) through the engine and compares every series with
 //! what a real Tempo metrics-generator produced from the same spans.
 
 use std::collections::BTreeMap;
@@ -33,18 +34,7 @@ struct ExpectedSeries {
 type SeriesId = (String, BTreeMap<String, String>);
 
 fn cases_dir() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        std::env::var("CONFORMANCE_DIR").map(PathBuf::from).ok(),
-        Some(here.join("../../shared/conformance/cases")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_dir())
-        .expect(
-            "conformance cases not found: set CONFORMANCE_DIR or keep ../shared beside the repo",
-        )
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases")
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> T {
