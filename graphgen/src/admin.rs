@@ -12,13 +12,13 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 
 use crate::export::prometheus::{render, CONTENT_TYPE};
-use crate::export::traces::TraceQueue;
+use crate::queue::SpanQueue;
 
 pub struct AdminState {
     pub registry: Registry,
     /// Set once both receivers are listening.
     pub receivers_up: AtomicBool,
-    pub queue: Option<TraceQueue>,
+    pub queue: Option<SpanQueue>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {

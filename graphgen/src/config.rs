@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::queue::disk::Fsync;
+use crate::queue::Storage;
 use crate::{graph, spanmetrics};
 
 /// Every option, unset unless given. The same struct reads flags/env (clap) and the file (serde).
@@ -53,13 +55,25 @@ pub struct Options {
     /// Spans that may wait to be forwarded; when full, clients are told to retry later [default: 50000]
     #[arg(long, env = "GRAPHGEN_QUEUE_SIZE")]
     pub queue_size: Option<usize>,
+    /// Bytes of requests that may wait to be forwarded; when full, clients are told to retry later [default: 67108864]
+    #[arg(long, env = "GRAPHGEN_QUEUE_MAX_BYTES")]
+    pub queue_max_bytes: Option<usize>,
+    /// Keep the forwarding queue in this directory: accepted spans survive a crash or restart and are sent after it [default: none, in memory]
+    #[arg(long, env = "GRAPHGEN_QUEUE_DIR")]
+    pub queue_dir: Option<PathBuf>,
+    /// When the on-disk queue is flushed to the device: always (before OK, survives power loss), periodic (every second), never (survives a process crash only) [default: periodic]
+    #[arg(long, env = "GRAPHGEN_QUEUE_FSYNC", value_enum)]
+    pub queue_fsync: Option<Fsync>,
+    /// Export requests in flight to the traces endpoint at once [default: 4]
+    #[arg(long, env = "GRAPHGEN_EXPORT_CONCURRENCY")]
+    pub export_concurrency: Option<usize>,
     /// Largest request accepted, in bytes, also after decompression [default: 4194304]
     #[arg(long, env = "GRAPHGEN_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
     /// Most spans sent to the traces endpoint in one request [default: 8192]
     #[arg(long, env = "GRAPHGEN_EXPORT_BATCH_SPANS")]
     pub export_batch_spans: Option<usize>,
-    /// First retry delay of a failed export; doubles up to 30s [default: 500ms]
+    /// First retry delay of a failed export; grows 1.5× (±50 % jitter) up to 30s [default: 500ms]
     #[arg(long, env = "GRAPHGEN_RETRY_INITIAL_BACKOFF", value_parser = parse_duration)]
     #[serde(
         default,
@@ -141,6 +155,9 @@ pub struct Options {
     pub span_metrics_histogram_buckets: Option<Vec<f64>>,
 }
 
+/// Size of one segment file of the on-disk queue.
+const SEGMENT_BYTES: u64 = 16 << 20;
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 10s, 500ms, 1m)"))
 }
@@ -172,6 +189,9 @@ pub struct Settings {
     pub metrics_endpoint: Option<String>,
     pub flush_interval: Duration,
     pub queue_size: usize,
+    pub queue_max_bytes: usize,
+    pub queue_storage: Storage,
+    pub export_concurrency: usize,
     pub max_message_bytes: usize,
     pub export_batch_spans: usize,
     pub retry_initial_backoff: Duration,
@@ -196,6 +216,10 @@ impl Options {
             metrics_endpoint,
             flush_interval,
             queue_size,
+            queue_max_bytes,
+            queue_dir,
+            queue_fsync,
+            export_concurrency,
             max_message_bytes,
             export_batch_spans,
             retry_initial_backoff,
@@ -314,6 +338,16 @@ impl Options {
                 Duration::from_secs(10),
             )?,
             queue_size: positive("--queue-size", self.queue_size, 50_000)?,
+            queue_max_bytes: positive("--queue-max-bytes", self.queue_max_bytes, 64 << 20)?,
+            queue_storage: match self.queue_dir {
+                Some(dir) => Storage::Disk {
+                    dir,
+                    fsync: self.queue_fsync.unwrap_or(Fsync::Periodic),
+                    segment_bytes: SEGMENT_BYTES,
+                },
+                None => Storage::Memory,
+            },
+            export_concurrency: positive("--export-concurrency", self.export_concurrency, 4)?,
             max_message_bytes: positive("--max-message-bytes", self.max_message_bytes, 4 << 20)?,
             export_batch_spans: positive("--export-batch-spans", self.export_batch_spans, 8192)?,
             retry_initial_backoff: nonzero(

@@ -10,7 +10,10 @@
 //!
 //! The service around it (sockets and tasks):
 //! - [`config`]: flags, environment and TOML file, resolved into [`config::Settings`].
-//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP in.
+//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP in; [`codec`] keeps requests as their bytes.
+//! - [`intake`]: checks a request against the queue's room, decodes, validates, feeds the
+//!   engine and queues it.
+//! - [`queue`]: accepted requests waiting to be forwarded, in memory or on disk.
 //! - [`export`]: spans out to Tempo, metrics out to Prometheus.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`selfmetrics`]: the `graphgen_*` series.
 //! - [`service`]: starts it all and shuts it down gracefully.
@@ -18,11 +21,14 @@
 pub mod admin;
 pub mod attributes;
 pub mod clock;
+pub mod codec;
 pub mod config;
 mod duration_serde;
 pub mod engine;
 pub mod export;
 pub mod graph;
+pub mod intake;
+pub mod queue;
 pub mod receiver;
 pub mod selfmetrics;
 pub mod series;

@@ -1,36 +1,181 @@
 //! graphgen's own metrics (`graphgen_*`): what came in, what was refused, what the queue and
 //! the exporters are doing. Exposed on the admin `/metrics` next to the engine's series.
+//! Outcomes and reasons are enums; their label values are derived, never typed as strings.
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// Label pairs; values are fixed words, so they are `'static`.
-pub type Labels = Vec<(&'static str, &'static str)>;
+/// The OTLP transport a request came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Protocol {
+    grpc,
+    http,
+}
+
+/// How a received request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RequestOutcome {
+    accepted,
+    /// Accepted without its invalid spans.
+    partial,
+    invalid,
+    malformed,
+    too_large,
+    unsupported,
+    queue_full,
+    /// The persistent queue could not be written.
+    queue_unavailable,
+}
+
+/// Why spans of a request were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RefuseReason {
+    invalid,
+    queue_full,
+    queue_unavailable,
+}
+
+/// Why accepted spans were given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum DropReason {
+    /// The traces endpoint refused them for good (a non-retryable status).
+    non_retryable,
+    /// Still failing after `--retry-max-elapsed`.
+    retries_exhausted,
+    /// The endpoint's partial success named them.
+    rejected_by_backend,
+    /// Shutdown came before they could be sent (in-memory queue only).
+    shutdown,
+    /// A queued request could not be read back from disk.
+    unreadable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ExportOutcome {
+    success,
+    failure,
+}
+
+/// Where an export failure happened (see `export::retry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum FailureSide {
+    server,
+    transport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum PushOutcome {
+    success,
+    failure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub protocol: Protocol,
+    pub outcome: RequestOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub protocol: Protocol,
+    pub reason: RefuseReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: DropReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ExportLabels {
+    pub outcome: ExportOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub side: FailureSide,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PushLabels {
+    pub outcome: PushOutcome,
+}
+
+/// The forwarding queue.
+#[derive(Debug, Default)]
+pub struct QueueMetrics {
+    pub spans: Gauge,
+    pub bytes: Gauge,
+    pub capacity_spans: Gauge,
+    pub capacity_bytes: Gauge,
+    /// Segment files of the persistent queue.
+    pub segments: Gauge,
+    /// Spans found in the queue directory at start.
+    pub recovered_spans: Counter,
+    /// Spans sent again after a restart that had been sent before it (possible duplicates).
+    pub resent_spans: Counter,
+    pub corrupt_segments: Counter,
+    pub unreadable_bytes: Counter,
+}
 
 #[derive(Debug, Default)]
 pub struct SelfMetrics {
-    /// Requests by `protocol` and `outcome` (accepted, partial, invalid, too_large, unsupported, queue_full).
-    pub requests: Family<Labels, Counter>,
-    /// Spans accepted, by `protocol`.
-    pub spans_received: Family<Labels, Counter>,
-    /// Spans refused, by `protocol` and `reason` (invalid, queue_full).
-    pub spans_refused: Family<Labels, Counter>,
-    /// Spans waiting to be forwarded, and how many may wait.
-    pub queue_spans: Gauge,
-    pub queue_capacity_spans: Gauge,
-    /// Export requests to the traces endpoint by `outcome` (success, failure).
-    pub export_requests: Family<Labels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub spans_received: Family<ProtocolLabels, Counter>,
+    pub spans_refused: Family<RefusedLabels, Counter>,
+    pub queue: QueueMetrics,
+    pub export_requests: Family<ExportLabels, Counter>,
+    pub export_failures: Family<FailureLabels, Counter>,
     pub export_retries: Counter,
     pub export_sent_spans: Counter,
-    /// Spans given up on, by `reason` (non_retryable, retries_exhausted, rejected_by_backend, shutdown).
-    pub export_dropped_spans: Family<Labels, Counter>,
-    /// OTLP metric pushes by `outcome`.
-    pub metrics_pushes: Family<Labels, Counter>,
+    pub export_dropped_spans: Family<DropLabels, Counter>,
+    pub metrics_pushes: Family<PushLabels, Counter>,
+    pub metrics_push_requests: Family<PushLabels, Counter>,
 }
 
 impl SelfMetrics {
+    pub fn count_request(&self, protocol: Protocol, outcome: RequestOutcome) {
+        self.requests
+            .get_or_create(&RequestLabels { protocol, outcome })
+            .inc();
+    }
+
+    pub fn count_refused(&self, protocol: Protocol, reason: RefuseReason, spans: usize) {
+        if spans > 0 {
+            self.spans_refused
+                .get_or_create(&RefusedLabels { protocol, reason })
+                .inc_by(spans as u64);
+        }
+    }
+
+    pub fn count_dropped(&self, reason: DropReason, spans: usize) {
+        if spans > 0 {
+            tracing::error!(
+                spans,
+                ?reason,
+                "spans dropped, not forwarded to the traces endpoint"
+            );
+            self.export_dropped_spans
+                .get_or_create(&DropLabels { reason })
+                .inc_by(spans as u64);
+        }
+    }
+
     /// Registers every metric under `graphgen_`.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("graphgen");
@@ -49,20 +194,61 @@ impl SelfMetrics {
             "Spans refused, by protocol and reason",
             self.spans_refused.clone(),
         );
+        let q = &self.queue;
         r.register(
             "queue_spans",
-            "Spans waiting to be forwarded to the traces endpoint",
-            self.queue_spans.clone(),
+            "Spans waiting to be forwarded to the traces endpoint or being sent",
+            q.spans.clone(),
+        );
+        r.register(
+            "queue_bytes",
+            "Bytes of requests waiting to be forwarded or being sent",
+            q.bytes.clone(),
         );
         r.register(
             "queue_capacity_spans",
             "Most spans that may wait to be forwarded",
-            self.queue_capacity_spans.clone(),
+            q.capacity_spans.clone(),
+        );
+        r.register(
+            "queue_capacity_bytes",
+            "Most bytes that may wait to be forwarded",
+            q.capacity_bytes.clone(),
+        );
+        r.register(
+            "queue_segments",
+            "Segment files of the persistent queue",
+            q.segments.clone(),
+        );
+        r.register(
+            "queue_recovered_spans",
+            "Spans found in the queue directory at start, to be sent again",
+            q.recovered_spans.clone(),
+        );
+        r.register(
+            "queue_resent_spans",
+            "Spans sent again after a restart that had been sent before it (possible duplicates)",
+            q.resent_spans.clone(),
+        );
+        r.register(
+            "queue_corrupt_segments",
+            "Queue segment files without a valid header, skipped at start",
+            q.corrupt_segments.clone(),
+        );
+        r.register(
+            "queue_unreadable_bytes",
+            "Bytes of queue segments after a bad checksum or a truncated record, skipped at start",
+            q.unreadable_bytes.clone(),
         );
         r.register(
             "exporter_requests",
             "Export requests sent to the traces endpoint, by outcome",
             self.export_requests.clone(),
+        );
+        r.register(
+            "exporter_failures",
+            "Failed export attempts, by side: the server's answer or the transport",
+            self.export_failures.clone(),
         );
         r.register(
             "exporter_retries",
@@ -81,8 +267,13 @@ impl SelfMetrics {
         );
         r.register(
             "metrics_pushes",
-            "OTLP metric pushes to the metrics endpoint, by outcome",
+            "OTLP metric pushes to the metrics endpoint, by outcome (failed if any part failed)",
             self.metrics_pushes.clone(),
+        );
+        r.register(
+            "metrics_push_requests",
+            "HTTP requests of OTLP metric pushes (a push is split into parts), by outcome",
+            self.metrics_push_requests.clone(),
         );
     }
 }

@@ -20,12 +20,17 @@ use crate::config::Settings;
 use crate::engine::Engine;
 use crate::export::otlp_metrics;
 use crate::export::prometheus::EngineCollector;
-use crate::export::traces::{self, Drain, Retry};
-use crate::receiver::{grpc, http, Intake};
-use crate::selfmetrics::SelfMetrics;
+use crate::export::traces::{self, Drain, ExportSettings, TraceExporter};
+use crate::intake::Intake;
+use crate::queue::{Limits, SpanQueue};
+use crate::receiver::{grpc, http};
+use crate::selfmetrics::{PushLabels, PushOutcome, SelfMetrics};
 
 /// How often edges past their wait are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// Export batches stop growing past this size, well under the 4 MiB gRPC receive limit of
+/// Tempo's OTLP receiver (a single request may still be up to `--max-message-bytes`).
+const MAX_BATCH_BYTES: usize = 2 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -41,6 +46,11 @@ pub enum StartError {
     Endpoint(#[from] traces::InvalidEndpoint),
     #[error("cannot build the metrics HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("cannot open the queue directory {dir}: {source}")]
+    QueueDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -71,18 +81,39 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 
     let (queue, exporter) = match &settings.traces_endpoint {
         Some(endpoint) => {
-            let retry = Retry {
+            let limits = Limits {
+                max_bytes: settings.queue_max_bytes,
+                max_spans: settings.queue_size,
+            };
+            let (queue, recovered) =
+                SpanQueue::open(&settings.queue_storage, limits, metrics.clone()).map_err(
+                    |source| StartError::QueueDir {
+                        dir: match &settings.queue_storage {
+                            crate::queue::Storage::Disk { dir, .. } => dir.clone(),
+                            crate::queue::Storage::Memory => Default::default(),
+                        },
+                        source,
+                    },
+                )?;
+            if recovered.requests > 0 || recovered.corrupt_segments > 0 {
+                tracing::info!(
+                    spans = recovered.spans,
+                    requests = recovered.requests,
+                    possibly_sent_before = recovered.resent_spans,
+                    corrupt_segments = recovered.corrupt_segments,
+                    unreadable_bytes = recovered.unreadable_bytes,
+                    "queue directory read back; sending what was not acknowledged"
+                );
+            }
+            let export = ExportSettings {
+                batch_spans: settings.export_batch_spans,
+                batch_bytes: MAX_BATCH_BYTES,
+                concurrency: settings.export_concurrency,
                 initial_backoff: settings.retry_initial_backoff,
                 max_elapsed: settings.retry_max_elapsed,
             };
-            let (q, e) = traces::channel(
-                endpoint,
-                settings.queue_size,
-                settings.export_batch_spans,
-                retry,
-                metrics.clone(),
-            )?;
-            (Some(q), Some(e))
+            let exporter = TraceExporter::new(endpoint, queue.clone(), export, metrics.clone())?;
+            (Some(queue), Some(exporter))
         }
         None => (None, None),
     };
@@ -133,6 +164,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             .await
     });
     let exporter_task = exporter.map(|e| tokio::spawn(e.run(drain_rx)));
+    let fsync_task = queue
+        .as_ref()
+        .and_then(|q| Some((q.clone(), q.sync_every()?)))
+        .map(|(q, every)| tokio::spawn(sync_periodically(q, every)));
     let expiry_task = tokio::spawn(expire_periodically(engine.clone()));
     let pusher = match &settings.metrics_endpoint {
         Some(endpoint) => Some(MetricsPusher::new(
@@ -157,7 +192,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     log_join("OTLP/HTTP receiver", http_task, grace).await;
 
     if let Some(mut task) = exporter_task {
-        let left = queue.as_ref().map_or(0, |q| q.len());
+        let left = queue.as_ref().map_or(0, |q| q.spans());
         tracing::info!(spans = left, ?grace, "flushing queued spans");
         let deadline = Instant::now() + grace;
         let _ = drain_tx.send(Some(Drain { deadline }));
@@ -169,6 +204,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             task.abort();
             tracing::error!("the exporter did not stop in time");
         }
+    }
+    if let Some(queue) = &queue {
+        if let Err(e) = queue.sync().await {
+            tracing::error!(error = %e, "cannot sync the queue directory at shutdown");
+        }
+    }
+    if let Some(task) = fsync_task {
+        task.abort();
     }
     expiry_task.abort();
     if let Some(task) = push_task {
@@ -195,6 +238,16 @@ async fn log_join<E: std::fmt::Display>(
         Err(_) => {
             task.abort();
             tracing::warn!("{what} still had open connections after {limit:?}; closed them");
+        }
+    }
+}
+
+async fn sync_periodically(queue: SpanQueue, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = queue.sync().await {
+            tracing::error!(error = %e, "cannot sync the queue directory");
         }
     }
 }
@@ -247,15 +300,15 @@ impl MetricsPusher {
             otlp_metrics::to_request(&engine.families(), engine.now_nanos())
         };
         let outcome = match otlp_metrics::push(&self.client, &self.endpoint, &request).await {
-            Ok(()) => "success",
+            Ok(()) => PushOutcome::success,
             Err(e) => {
                 tracing::warn!(error = %e, "metrics push failed; the next one carries the same cumulative values");
-                "failure"
+                PushOutcome::failure
             }
         };
         self.metrics
             .metrics_pushes
-            .get_or_create(&vec![("outcome", outcome)])
+            .get_or_create(&PushLabels { outcome })
             .inc();
     }
 }

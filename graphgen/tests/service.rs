@@ -273,21 +273,22 @@ async fn a_full_queue_pushes_back_instead_of_dropping() {
     assert!(r.text().await.unwrap().contains("queue is full"));
 
     let m = g.metrics().await;
+    // Refused before decoding (cheap under overload): requests are counted, spans unknown.
     assert_eq!(
         find(
             &m,
-            "graphgen_receiver_spans_refused_total",
-            &[("protocol", "grpc"), ("reason", "queue_full")]
+            "graphgen_receiver_requests_total",
+            &[("protocol", "grpc"), ("outcome", "queue_full")]
         ),
-        6.0
+        1.0
     );
     assert_eq!(
         find(
             &m,
-            "graphgen_receiver_spans_refused_total",
-            &[("protocol", "http"), ("reason", "queue_full")]
+            "graphgen_receiver_requests_total",
+            &[("protocol", "http"), ("outcome", "queue_full")]
         ),
-        12.0
+        2.0
     );
     assert_eq!(find(&m, "graphgen_queue_spans", &[]), 12.0);
     // The exporter keeps failing against the dead endpoint: alive, but not ready.

@@ -3,4 +3,5 @@
 
 pub mod otlp_metrics;
 pub mod prometheus;
+pub mod retry;
 pub mod traces;

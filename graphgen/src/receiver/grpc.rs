@@ -1,42 +1,91 @@
-//! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export` on tonic.
+//! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export` on tonic,
+//! with a codec that hands over the request's bytes undecoded (see [`crate::codec`]).
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use tonic::codec::CompressionEncoding;
-use tonic::codegen::http;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use tonic::body::Body as GrpcBody;
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
+use tonic::codegen::{http, BoxFuture, Service};
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{Intake, Protocol, Refused, RETRY_AFTER};
+use crate::codec::{ReceiveCodec, TRACE_EXPORT_PATH, TRACE_SERVICE_NAME};
+use crate::intake::{Body, Intake, Refused, RETRY_AFTER};
+use crate::selfmetrics::Protocol;
 
-struct OtlpTraceService {
+/// The answer to a refused request.
+fn status_of(refused: Refused) -> Status {
+    match refused {
+        Refused::Invalid(m) | Refused::Malformed(m) => Status::invalid_argument(m),
+        // RetryInfo makes RESOURCE_EXHAUSTED retryable for OTLP clients: back-pressure.
+        refused @ Refused::QueueFull(_) => Status::with_error_details(
+            Code::ResourceExhausted,
+            refused.to_string(),
+            ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+        ),
+        refused @ Refused::QueueUnavailable(_) => Status::unavailable(refused.to_string()),
+    }
+}
+
+/// The export method: bytes in, an OTLP response out.
+struct Export(Arc<Intake>);
+
+impl UnaryService<Bytes> for Export {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let result = self
+            .0
+            .accept(Protocol::grpc, Body::Protobuf(request.into_inner()))
+            .map(|accepted| Response::new(accepted.into_response()))
+            .map_err(status_of);
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// The trace service, as tonic's generated server would be, but with [`ReceiveCodec`].
+#[derive(Clone)]
+struct TraceService {
     intake: Arc<Intake>,
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpTraceService {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        match self.intake.accept(Protocol::Grpc, request.into_inner()) {
-            Ok(accepted) => Ok(Response::new(accepted.into_response())),
-            Err(refused @ Refused::Invalid(_)) => {
-                Err(Status::invalid_argument(refused.to_string()))
+impl NamedService for TraceService {
+    const NAME: &'static str = TRACE_SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for TraceService
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<GrpcBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let intake = self.intake.clone();
+        Box::pin(async move {
+            if request.uri().path() != TRACE_EXPORT_PATH {
+                return Ok(Status::unimplemented("only TraceService/Export is served").into_http());
             }
-            // RetryInfo makes RESOURCE_EXHAUSTED retryable for OTLP clients: back-pressure.
-            Err(refused @ Refused::QueueFull { .. }) => Err(Status::with_error_details(
-                Code::ResourceExhausted,
-                refused.to_string(),
-                ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
-            )),
-        }
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let max = intake.max_message_bytes;
+            let mut grpc = tonic::server::Grpc::new(ReceiveCodec)
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(Export(intake), request).await)
+        })
     }
 }
 
@@ -87,11 +136,7 @@ pub async fn serve(
     intake: Arc<Intake>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let max = intake.max_message_bytes;
-    let service = TraceServiceServer::new(OtlpTraceService { intake })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max);
+    let service = TraceService { intake };
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(otlp_status_codes))
         .add_service(service)

@@ -1,5 +1,6 @@
 //! OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies, optionally gzipped.
 //! Answers in the request's encoding; errors carry a `google.rpc.Status` with a message.
+//! The body is read within the size limit and decompressed here; the intake decides the rest.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use axum::Router;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use super::{Intake, Protocol, Refused, RETRY_AFTER};
+use crate::intake::{Body as OtlpBody, Intake, Refused, RETRY_AFTER};
+use crate::selfmetrics::{Protocol, RequestOutcome};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -36,14 +38,15 @@ struct Failure {
     status: StatusCode,
     code: tonic::Code,
     message: String,
-    outcome: &'static str,
+    /// Counted here; `None` when the intake counted the request itself.
+    outcome: Option<RequestOutcome>,
 }
 
 impl Failure {
     fn new(
         status: StatusCode,
         code: tonic::Code,
-        outcome: &'static str,
+        outcome: Option<RequestOutcome>,
         message: impl Into<String>,
     ) -> Self {
         Self {
@@ -116,19 +119,20 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
             let failure = Failure::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 tonic::Code::InvalidArgument,
-                "unsupported",
+                Some(RequestOutcome::unsupported),
                 format!("unsupported content type {content_type:?}: use {PROTOBUF} or {JSON}"),
             );
-            intake.count_request(Protocol::Http, failure.outcome);
+            intake
+                .metrics()
+                .count_request(Protocol::http, RequestOutcome::unsupported);
             return failure.into_response(Encoding::Json);
         }
     };
     match handle(&intake, &headers, body, encoding).await {
         Ok(response) => response,
         Err(failure) => {
-            if failure.outcome != "queue_full" && failure.outcome != "invalid" {
-                // `accept` counts the outcomes it decides itself.
-                intake.count_request(Protocol::Http, failure.outcome);
+            if let Some(outcome) = failure.outcome {
+                intake.metrics().count_request(Protocol::http, outcome);
             }
             failure.into_response(encoding)
         }
@@ -154,12 +158,15 @@ async fn handle(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity");
-    let request = decode_body(&bytes, encoding, content_encoding, limit).map_err(Failure::from)?;
-
-    match intake.accept(Protocol::Http, request) {
+    let bytes = decompress(bytes, content_encoding, limit).map_err(Failure::from)?;
+    let body = match encoding {
+        Encoding::Protobuf => OtlpBody::Protobuf(bytes),
+        Encoding::Json => OtlpBody::Json(bytes),
+    };
+    let refused = match intake.accept(Protocol::http, body) {
         Ok(accepted) => {
             let response = accepted.into_response();
-            Ok(encode(
+            return Ok(encode(
                 encoding,
                 StatusCode::OK,
                 &response,
@@ -169,21 +176,21 @@ async fn handle(
                     }),
                     None => serde_json::json!({}),
                 },
-            ))
+            ));
         }
-        Err(refused @ Refused::Invalid(_)) => Err(Failure::new(
-            StatusCode::BAD_REQUEST,
-            tonic::Code::InvalidArgument,
-            "invalid",
-            refused.to_string(),
-        )),
-        Err(refused @ Refused::QueueFull { .. }) => Err(Failure::new(
+        Err(refused) => refused,
+    };
+    let (status, code) = match &refused {
+        Refused::Invalid(_) | Refused::Malformed(_) => {
+            (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument)
+        }
+        Refused::QueueFull(_) => (
             StatusCode::TOO_MANY_REQUESTS,
             tonic::Code::ResourceExhausted,
-            "queue_full",
-            refused.to_string(),
-        )),
-    }
+        ),
+        Refused::QueueUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+    };
+    Err(Failure::new(status, code, None, refused.to_string()))
 }
 
 /// Why a body could not be decoded.
@@ -203,53 +210,52 @@ impl From<BodyError> for Failure {
             BodyError::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 tonic::Code::ResourceExhausted,
-                "too_large",
+                RequestOutcome::too_large,
             ),
             BodyError::Malformed(_) => (
                 StatusCode::BAD_REQUEST,
                 tonic::Code::InvalidArgument,
-                "malformed",
+                RequestOutcome::malformed,
             ),
             BodyError::Unsupported(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 tonic::Code::InvalidArgument,
-                "unsupported",
+                RequestOutcome::unsupported,
             ),
         };
-        Failure::new(status, code, outcome, e.to_string())
+        Failure::new(status, code, Some(outcome), e.to_string())
     }
 }
 
-/// Decompresses (per `content_encoding`) and decodes an OTLP/HTTP body, never reading more
-/// than `limit` bytes after decompression. The fuzz target drives this.
+/// Decompresses (per `content_encoding`), never producing more than `limit` bytes.
+pub fn decompress(bytes: Bytes, content_encoding: &str, limit: usize) -> Result<Bytes, BodyError> {
+    match content_encoding.trim().to_ascii_lowercase().as_str() {
+        "identity" | "" => Ok(bytes),
+        "gzip" => gunzip(&bytes, limit).map_err(|e| match e {
+            Gunzip::TooLarge => BodyError::TooLarge(format!(
+                "decompressed body is larger than the limit of {limit} bytes"
+            )),
+            Gunzip::Corrupt(e) => BodyError::Malformed(format!("body is not valid gzip: {e}")),
+        }),
+        other => Err(BodyError::Unsupported(format!(
+            "unsupported content encoding {other:?}: use gzip or none"
+        ))),
+    }
+}
+
+/// Decompresses and decodes an OTLP/HTTP body as the receiver and the intake do. The fuzz
+/// target drives this.
 pub fn decode_body(
     bytes: &[u8],
     encoding: Encoding,
     content_encoding: &str,
     limit: usize,
 ) -> Result<ExportTraceServiceRequest, BodyError> {
-    let decompressed;
-    let bytes = match content_encoding.trim().to_ascii_lowercase().as_str() {
-        "identity" | "" => bytes,
-        "gzip" => {
-            decompressed = gunzip(bytes, limit).map_err(|e| match e {
-                Gunzip::TooLarge => BodyError::TooLarge(format!(
-                    "decompressed body is larger than the limit of {limit} bytes"
-                )),
-                Gunzip::Corrupt(e) => BodyError::Malformed(format!("body is not valid gzip: {e}")),
-            })?;
-            &decompressed[..]
-        }
-        other => {
-            return Err(BodyError::Unsupported(format!(
-                "unsupported content encoding {other:?}: use gzip or none"
-            )))
-        }
-    };
+    let bytes = decompress(Bytes::copy_from_slice(bytes), content_encoding, limit)?;
     match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes)
             .map_err(|e| BodyError::Malformed(format!("invalid protobuf: {e}"))),
-        Encoding::Json => serde_json::from_slice(bytes)
+        Encoding::Json => serde_json::from_slice(&bytes)
             .map_err(|e| BodyError::Malformed(format!("invalid OTLP/JSON: {e}"))),
     }
 }

@@ -1,0 +1,242 @@
+//! The intake, shared by both receivers: a request's bytes are checked against the queue's room
+//! before they are decoded, then validated, fed to the engine and queued for forwarding as the
+//! bytes that arrived (re-encoded only when invalid spans were taken out or the body was JSON).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+use crate::engine::Engine;
+use crate::queue::{QueueError, SpanQueue};
+use crate::selfmetrics::{Protocol, RefuseReason, RequestOutcome, SelfMetrics};
+
+/// How long clients are asked to wait when the forwarding queue is full.
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// A request body as it arrived (decompressed).
+#[derive(Debug, Clone)]
+pub enum Body {
+    Protobuf(Bytes),
+    Json(Bytes),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Protobuf(b) | Body::Json(b) => b.len(),
+        }
+    }
+}
+
+/// A request taken in; `rejected_spans` were invalid and left out (a partial success).
+#[derive(Debug, PartialEq)]
+pub struct Accepted {
+    pub rejected_spans: i64,
+    pub message: String,
+}
+
+impl Accepted {
+    /// The OTLP answer: `partial_success` only when spans were rejected, as the spec asks.
+    pub fn into_response(self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (self.rejected_spans > 0).then_some(ExportTracePartialSuccess {
+                rejected_spans: self.rejected_spans,
+                error_message: self.message,
+            }),
+        }
+    }
+}
+
+/// Why a request was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Decoded, but no span in it is valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Not a decodable OTLP request.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    QueueFull(QueueError),
+    /// The persistent queue could not be written; nothing was taken.
+    #[error("{0}")]
+    QueueUnavailable(QueueError),
+}
+
+impl From<QueueError> for Refused {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Full { .. } => Refused::QueueFull(e),
+            QueueError::Io(_) => Refused::QueueUnavailable(e),
+        }
+    }
+}
+
+/// Shared by both receivers.
+pub struct Intake {
+    engine: Arc<Mutex<Engine>>,
+    queue: Option<SpanQueue>,
+    metrics: Arc<SelfMetrics>,
+    pub max_message_bytes: usize,
+}
+
+impl Intake {
+    pub fn new(
+        engine: Arc<Mutex<Engine>>,
+        queue: Option<SpanQueue>,
+        metrics: Arc<SelfMetrics>,
+        max_message_bytes: usize,
+    ) -> Self {
+        Self {
+            engine,
+            queue,
+            metrics,
+            max_message_bytes,
+        }
+    }
+
+    pub fn metrics(&self) -> &SelfMetrics {
+        &self.metrics
+    }
+
+    /// Takes a request, counting its outcome. A request refused for a full queue is refused
+    /// before it is decoded and touches neither the engine nor the queue, so the client's
+    /// retry is not counted twice.
+    pub fn accept(&self, protocol: Protocol, body: Body) -> Result<Accepted, Refused> {
+        let result = self.try_accept(protocol, body);
+        let outcome = match &result {
+            Ok(a) if a.rejected_spans > 0 => RequestOutcome::partial,
+            Ok(_) => RequestOutcome::accepted,
+            Err(Refused::Invalid(_)) => RequestOutcome::invalid,
+            Err(Refused::Malformed(_)) => RequestOutcome::malformed,
+            Err(Refused::QueueFull(_)) => RequestOutcome::queue_full,
+            Err(Refused::QueueUnavailable(_)) => RequestOutcome::queue_unavailable,
+        };
+        self.metrics.count_request(protocol, outcome);
+        result
+    }
+
+    fn try_accept(&self, protocol: Protocol, body: Body) -> Result<Accepted, Refused> {
+        let reservation = match &self.queue {
+            // Refused before decoding: only the request is counted, its spans are unknown.
+            Some(queue) => Some(queue.try_reserve(body.len())?),
+            None => None,
+        };
+        let (mut request, raw) = match body {
+            Body::Protobuf(bytes) => (
+                ExportTraceServiceRequest::decode(bytes.clone())
+                    .map_err(|e| Refused::Malformed(format!("invalid protobuf: {e}")))?,
+                Some(bytes),
+            ),
+            Body::Json(bytes) => (
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Refused::Malformed(format!("invalid OTLP/JSON: {e}")))?,
+                None,
+            ),
+        };
+        let (invalid, first_problem) = remove_invalid_spans(&mut request);
+        let valid: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        self.metrics
+            .count_refused(protocol, RefuseReason::invalid, invalid);
+        if invalid > 0 && valid == 0 {
+            return Err(Refused::Invalid(format!(
+                "all {invalid} spans are invalid; first: {}",
+                first_problem.unwrap_or_default()
+            )));
+        }
+
+        if let (Some(reservation), 1..) = (reservation, valid) {
+            // Forward the bytes as they arrived unless spans were taken out of them.
+            let payload = match raw {
+                Some(bytes) if invalid == 0 => bytes,
+                _ => request.encode_to_vec().into(),
+            };
+            if let Err(e) = reservation.commit(payload, valid) {
+                let reason = match e {
+                    QueueError::Full { .. } => RefuseReason::queue_full,
+                    QueueError::Io(_) => RefuseReason::queue_unavailable,
+                };
+                self.metrics.count_refused(protocol, reason, valid);
+                return Err(e.into());
+            }
+        }
+        self.engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(&request.resource_spans);
+        self.metrics
+            .spans_received
+            .get_or_create(&crate::selfmetrics::ProtocolLabels { protocol })
+            .inc_by(valid as u64);
+        Ok(if invalid > 0 {
+            Accepted {
+                rejected_spans: invalid as i64,
+                message: format!(
+                    "{invalid} invalid spans rejected; first: {}",
+                    first_problem.unwrap_or_default()
+                ),
+            }
+        } else {
+            Accepted {
+                rejected_spans: 0,
+                message: String::new(),
+            }
+        })
+    }
+}
+
+/// What is wrong with a span's ids, if anything (OTLP: 16-byte non-zero trace id, 8-byte
+/// non-zero span id, parent empty or 8 bytes).
+fn span_problem(span: &Span) -> Option<String> {
+    if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
+        return Some(format!(
+            "trace id must be 16 non-zero bytes, got {} bytes",
+            span.trace_id.len()
+        ));
+    }
+    if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
+        return Some(format!(
+            "span id must be 8 non-zero bytes, got {} bytes",
+            span.span_id.len()
+        ));
+    }
+    if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
+        return Some(format!(
+            "parent span id must be empty or 8 bytes, got {} bytes",
+            span.parent_span_id.len()
+        ));
+    }
+    None
+}
+
+/// Drops invalid spans in place; returns how many and the first problem found.
+fn remove_invalid_spans(request: &mut ExportTraceServiceRequest) -> (usize, Option<String>) {
+    let mut removed = 0;
+    let mut first = None;
+    for ss in request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|rs| rs.scope_spans.iter_mut())
+    {
+        ss.spans.retain(|span| match span_problem(span) {
+            None => true,
+            Some(problem) => {
+                removed += 1;
+                first.get_or_insert(format!("span {:?}: {problem}", span.name));
+                false
+            }
+        });
+    }
+    (removed, first)
+}
