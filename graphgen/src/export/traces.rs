@@ -162,7 +162,7 @@ impl TraceExporter {
                 // Not finished: it stays on disk and is sent again on the next start.
                 tracing::warn!(
                     spans = batch.spans,
-                    "shutdown while sending; the batch stays in the queue directory"
+                    "shutdown while sending: spans left in the queue directory for the next start"
                 );
                 self.queue.keep_for_next_start(batch);
                 return;
