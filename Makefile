@@ -1,14 +1,17 @@
 # Every command of the project; `make help` lists them.
 SHELL := /bin/bash
 COMPOSE := docker compose -f deploy/compose.yaml
+# graphgen ×REPLICAS behind the OpenTelemetry Collector's load_balancing exporter (Compose v2.24+).
+SCALE_COMPOSE := docker compose -f deploy/compose.yaml -f deploy/compose.scale.yaml
+REPLICAS ?= 3
 VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 export PYTHON := $(abspath $(VENV))/bin/python
 
-.PHONY: help up down logs ps test lint unit stack e2e dev bench fuzz clean
+.PHONY: help up down up-scale down-scale logs ps test lint unit stack e2e dev bench fuzz clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 up: ## build and start the stack (needs Docker), wait until healthy, print the URLs
 	$(COMPOSE) up -d --build --wait
@@ -20,6 +23,15 @@ up: ## build and start the stack (needs Docker), wait until healthy, print the U
 
 down: ## stop the stack (keeps the data volumes; `make clean` removes them)
 	$(COMPOSE) down
+
+up-scale: ## the stack with graphgen ×REPLICAS (default 3) behind the OpenTelemetry Collector
+	REPLICAS=$(REPLICAS) $(SCALE_COMPOSE) up -d --build --wait
+	@echo "OTLP:        localhost:4317 gRPC, :4318 HTTP (the collector, routing by trace id)"
+	@echo "graphgen:    $(REPLICAS) replicas, each scraped by Prometheus (dashboard: graphgen health)"
+	@echo "grafana:     http://localhost:3000   prometheus: http://localhost:9090"
+
+down-scale: ## stop the scaled stack (keeps the data volumes)
+	REPLICAS=$(REPLICAS) $(SCALE_COMPOSE) down
 
 logs: ## follow the stack's logs
 	$(COMPOSE) logs -f

