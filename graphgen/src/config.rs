@@ -44,6 +44,12 @@ pub struct Options {
     /// OTLP/HTTP metrics endpoint, e.g. http://prometheus:9090/api/v1/otlp/v1/metrics [default: none, no push]
     #[arg(long, env = "GRAPHGEN_METRICS_ENDPOINT")]
     pub metrics_endpoint: Option<String>,
+    /// Largest OTLP request of a metrics push, in bytes before gzip; a larger push is split [default: 4194304]
+    #[arg(long, env = "GRAPHGEN_METRICS_MAX_REQUEST_BYTES")]
+    pub metrics_max_request_bytes: Option<usize>,
+    /// This instance's identity in pushed metrics (service.instance.id, Prometheus' `instance`); unique per replica [default: the host name]
+    #[arg(long, env = "GRAPHGEN_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// How often metrics are pushed to the metrics endpoint [default: 10s]
     #[arg(long, env = "GRAPHGEN_FLUSH_INTERVAL", value_parser = parse_duration)]
     #[serde(
@@ -158,6 +164,16 @@ pub struct Options {
 /// Size of one segment file of the on-disk queue.
 const SEGMENT_BYTES: u64 = 16 << 20;
 
+/// The host name: the container id under Docker, the pod name under Kubernetes.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "graphgen".into())
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 10s, 500ms, 1m)"))
 }
@@ -187,6 +203,8 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     pub traces_endpoint: Option<String>,
     pub metrics_endpoint: Option<String>,
+    pub metrics_max_request_bytes: usize,
+    pub instance_id: String,
     pub flush_interval: Duration,
     pub queue_size: usize,
     pub queue_max_bytes: usize,
@@ -214,6 +232,8 @@ impl Options {
             admin_addr,
             traces_endpoint,
             metrics_endpoint,
+            metrics_max_request_bytes,
+            instance_id,
             flush_interval,
             queue_size,
             queue_max_bytes,
@@ -332,6 +352,18 @@ impl Options {
             admin_addr: self.admin_addr.unwrap_or(([0, 0, 0, 0], 9464).into()),
             traces_endpoint: self.traces_endpoint,
             metrics_endpoint: self.metrics_endpoint,
+            metrics_max_request_bytes: positive(
+                "--metrics-max-request-bytes",
+                self.metrics_max_request_bytes,
+                4 << 20,
+            )?,
+            instance_id: match self.instance_id {
+                Some(id) if id.trim().is_empty() => {
+                    return Err(invalid("--instance-id", "must not be empty".into()))
+                }
+                Some(id) => id,
+                None => host_name(),
+            },
             flush_interval: nonzero(
                 "--flush-interval",
                 self.flush_interval,

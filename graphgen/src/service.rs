@@ -18,13 +18,13 @@ use crate::admin::{self, AdminState};
 use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::engine::Engine;
-use crate::export::otlp_metrics;
+use crate::export::otlp_metrics::{Identity, MetricsPusher};
 use crate::export::prometheus::EngineCollector;
 use crate::export::traces::{self, Drain, ExportSettings, TraceExporter};
 use crate::intake::Intake;
 use crate::queue::{Limits, SpanQueue};
 use crate::receiver::{grpc, http};
-use crate::selfmetrics::{PushLabels, PushOutcome, SelfMetrics};
+use crate::selfmetrics::SelfMetrics;
 
 /// How often edges past their wait are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -128,6 +128,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         admin = local(&admin_listener),
         traces_endpoint = settings.traces_endpoint.as_deref().unwrap_or("none"),
         metrics_endpoint = settings.metrics_endpoint.as_deref().unwrap_or("none"),
+        instance_id = settings.instance_id,
         "graphgen listening"
     );
 
@@ -174,6 +175,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             endpoint.clone(),
             engine.clone(),
             metrics.clone(),
+            Identity::new(settings.instance_id.clone()),
+            settings.metrics_max_request_bytes,
         )?),
         None => None,
     };
@@ -257,58 +260,5 @@ async fn expire_periodically(engine: Arc<Mutex<Engine>>) {
     loop {
         tick.tick().await;
         engine.lock().unwrap_or_else(|e| e.into_inner()).expire();
-    }
-}
-
-/// Pushes the engine's series to the metrics endpoint.
-#[derive(Clone)]
-struct MetricsPusher {
-    endpoint: String,
-    client: reqwest::Client,
-    engine: Arc<Mutex<Engine>>,
-    metrics: Arc<SelfMetrics>,
-}
-
-impl MetricsPusher {
-    fn new(
-        endpoint: String,
-        engine: Arc<Mutex<Engine>>,
-        metrics: Arc<SelfMetrics>,
-    ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(Self {
-            endpoint,
-            client,
-            engine,
-            metrics,
-        })
-    }
-
-    async fn run_every(self, period: Duration) {
-        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-        loop {
-            tick.tick().await;
-            self.push_once().await;
-        }
-    }
-
-    async fn push_once(&self) {
-        let request = {
-            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-            otlp_metrics::to_request(&engine.families(), engine.now_nanos())
-        };
-        let outcome = match otlp_metrics::push(&self.client, &self.endpoint, &request).await {
-            Ok(()) => PushOutcome::success,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics push failed; the next one carries the same cumulative values");
-                PushOutcome::failure
-            }
-        };
-        self.metrics
-            .metrics_pushes
-            .get_or_create(&PushLabels { outcome })
-            .inc();
     }
 }

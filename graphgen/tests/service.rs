@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::io::Read;
+
 use std::io::Write;
 use std::time::Duration;
 
@@ -554,15 +556,24 @@ async fn sigterm_flushes_queued_spans_before_exit() {
 
 #[tokio::test]
 async fn metrics_are_pushed_as_otlp_with_tempo_names() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, Vec<u8>)>();
     let app = axum::Router::new().route(
         "/api/v1/otlp/v1/metrics",
         axum::routing::post(
             move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let tx = tx.clone();
                 async move {
-                    let content_type = headers["content-type"].to_str().unwrap().to_string();
-                    let _ = tx.send((content_type, body.to_vec()));
+                    let header = |h: &str| {
+                        headers
+                            .get(h)
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default()
+                    };
+                    let _ = tx.send((
+                        header("content-type"),
+                        header("content-encoding"),
+                        body.to_vec(),
+                    ));
                     ""
                 }
             },
@@ -574,6 +585,7 @@ async fn metrics_are_pushed_as_otlp_with_tempo_names() {
 
     let g = Graphgen::start(&[
         &format!("--metrics-endpoint=http://{addr}/api/v1/otlp/v1/metrics"),
+        "--instance-id=graphgen-test-7",
         "--flush-interval=500ms",
         "--wait=1s",
     ]);
@@ -585,26 +597,51 @@ async fn metrics_are_pushed_as_otlp_with_tempo_names() {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let request = loop {
-        let (content_type, body) = tokio::time::timeout_at(deadline, rx.recv())
+        let (content_type, content_encoding, body) = tokio::time::timeout_at(deadline, rx.recv())
             .await
             .expect("a push")
             .unwrap();
         assert_eq!(content_type, "application/x-protobuf");
-        let request = ExportMetricsServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+        assert_eq!(content_encoding, "gzip");
+        let mut decompressed = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut decompressed)
+            .expect("gzip");
+        let request =
+            ExportMetricsServiceRequest::decode(decompressed.as_slice()).expect("OTLP protobuf");
         let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        // A push after the one that introduced the virtual edges: one point per series (the
+        // first push of a series also carries its zero point).
         let has_virtual = metrics.iter().any(|m| {
             m.name == "traces_service_graph_request_total"
-                && matches!(&m.data, Some(Data::Sum(s)) if s.data_points.len() == 4)
+                && matches!(&m.data, Some(Data::Sum(s)) if s.data_points.len() == 4
+                    && s.data_points.iter().all(|p| p.value != Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(0.0))))
         });
         if has_virtual {
             break request;
         }
     };
     let resource = request.resource_metrics[0].resource.as_ref().unwrap();
-    assert!(resource
-        .attributes
-        .iter()
-        .any(|kv| kv.key == "service.name"));
+    let attribute = |key: &str| {
+        resource
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone())
+    };
+    let string = |s: &str| {
+        Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+            value: Some(
+                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s.into()),
+            ),
+        })
+    };
+    assert_eq!(attribute("service.name"), string("graphgen"));
+    assert_eq!(attribute("service.instance.id"), string("graphgen-test-7"));
+    assert_eq!(
+        attribute("service.version"),
+        string(env!("CARGO_PKG_VERSION"))
+    );
     let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
     let by_name = |name: &str| {
         metrics

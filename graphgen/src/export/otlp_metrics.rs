@@ -2,6 +2,25 @@
 //! Prometheus' OTLP receiver. Prometheus translates names: monotonic sums keep their `_total`,
 //! and a unit is only set where the name already ends with it, so the stored names are exactly
 //! Tempo's. A failed push loses nothing: the next one carries the same cumulative values.
+//!
+//! What a Prometheus 3 receiver needs from a writer (v3.13.1, `storage/remote/`):
+//! - Identity: `service.name` becomes `job` and `service.instance.id` becomes `instance`
+//!   (`otlptranslator/prometheusremotewrite/metrics_to_prw.go:420-430`). Without an instance
+//!   id, two graphgen processes write the same series and their samples interleave.
+//! - Bounded requests: at most 32 MiB is read after decompression (`codec.go:43`, `:1011`); a
+//!   longer body is cut and the whole push refused. Pushes are split into gzip parts of at most
+//!   `--metrics-max-request-bytes` each, every series in exactly one part.
+//! - A zero before the first value: start times are ignored unless the experimental
+//!   `created-timestamp-zero-ingestion` feature is on (`tsdb/head_append_v2.go:145`), so a new
+//!   series' first value would be invisible to `rate()`/`increase()`. As Tempo's registry does
+//!   (`modules/generator/registry/counter.go:140-151`, `histogram.go:230-260`), a series' first
+//!   push carries a 0 point before its first real one.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -13,8 +32,37 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+use tokio::time::Instant;
 
-use crate::series::{whole_bucket_counts, Family, FamilyKind, SeriesValue};
+use crate::engine::Engine;
+use crate::selfmetrics::{PushLabels, PushOutcome, SelfMetrics};
+use crate::series::{whole_bucket_counts, Family, FamilyKind, Series, SeriesValue};
+
+/// Who is pushing: becomes `job` and `instance` in Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub service_name: String,
+    pub instance_id: String,
+    pub version: String,
+}
+
+impl Identity {
+    pub fn new(instance_id: impl Into<String>) -> Self {
+        Self {
+            service_name: "graphgen".into(),
+            instance_id: instance_id.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![
+            string_kv("service.name", &self.service_name),
+            string_kv("service.instance.id", &self.instance_id),
+            string_kv("service.version", &self.version),
+        ]
+    }
+}
 
 fn string_kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -26,104 +74,263 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// The OTLP request for `families` observed at `now_nanos`; each series is cumulative since
-/// its own start (a series dropped as stale and seen again starts over).
-pub fn to_request(families: &[Family], now_nanos: u64) -> ExportMetricsServiceRequest {
-    let cumulative = AggregationTemporality::Cumulative as i32;
-    let attributes = |labels: &[(String, String)]| -> Vec<KeyValue> {
-        labels.iter().map(|(k, v)| string_kv(k, v)).collect()
-    };
-    let metrics = families
-        .iter()
-        .filter(|f| !f.series.is_empty())
-        .map(|family| {
-            let data = match family.kind {
-                FamilyKind::Counter => Data::Sum(Sum {
-                    aggregation_temporality: cumulative,
-                    is_monotonic: true,
-                    data_points: family
-                        .series
-                        .iter()
-                        .filter_map(|s| match s.value {
-                            SeriesValue::Counter(v) => Some(NumberDataPoint {
-                                attributes: attributes(&s.labels),
-                                start_time_unix_nano: s.start_nanos,
-                                time_unix_nano: now_nanos,
-                                value: Some(number_data_point::Value::AsDouble(v)),
-                                ..Default::default()
-                            }),
-                            _ => None,
-                        })
-                        .collect(),
-                }),
-                FamilyKind::Histogram => Data::Histogram(Histogram {
-                    aggregation_temporality: cumulative,
-                    data_points: family
-                        .series
-                        .iter()
-                        .filter_map(|s| match &s.value {
-                            SeriesValue::Histogram {
-                                bounds,
-                                cumulative,
-                                sum,
-                                exemplar,
-                                ..
-                            } => Some({
-                                // OTLP wants whole per-bucket counts, one more than bounds.
-                                let (bucket_counts, count) = whole_bucket_counts(cumulative);
-                                HistogramDataPoint {
-                                    attributes: attributes(&s.labels),
-                                    start_time_unix_nano: s.start_nanos,
-                                    time_unix_nano: now_nanos,
-                                    sum: Some(*sum),
-                                    count,
-                                    bucket_counts,
-                                    explicit_bounds: bounds.to_vec(),
-                                    // The trace behind the latest observation: Grafana links to it.
-                                    exemplars: exemplar
-                                        .iter()
-                                        .map(|x| Exemplar {
-                                            time_unix_nano: x.time_nanos,
-                                            trace_id: x.trace_id.to_vec(),
-                                            value: Some(exemplar::Value::AsDouble(x.value)),
-                                            ..Default::default()
-                                        })
-                                        .collect(),
-                                    ..Default::default()
-                                }
-                            }),
-                            _ => None,
-                        })
-                        .collect(),
-                }),
+/// One data point of either kind, before it is placed in a request.
+enum Point {
+    Number(NumberDataPoint),
+    Histogram(HistogramDataPoint),
+}
+
+impl Point {
+    fn encoded_len(&self) -> usize {
+        match self {
+            Point::Number(p) => p.encoded_len(),
+            Point::Histogram(p) => p.encoded_len(),
+        }
+    }
+}
+
+/// The points of one series: a zero point first if it is new, then its value at `now_nanos`.
+fn points_of(series: &Series, now_nanos: u64, new: bool) -> Vec<Point> {
+    let attributes: Vec<KeyValue> = series.labels.iter().map(|(k, v)| string_kv(k, v)).collect();
+    // Strictly before the real point, in Prometheus' milliseconds too.
+    let zero_at = series.start_nanos.min(now_nanos.saturating_sub(1_000_000));
+    match &series.value {
+        SeriesValue::Counter(value) => {
+            let point = |time_unix_nano, value| {
+                Point::Number(NumberDataPoint {
+                    attributes: attributes.clone(),
+                    start_time_unix_nano: series.start_nanos,
+                    time_unix_nano,
+                    value: Some(number_data_point::Value::AsDouble(value)),
+                    ..Default::default()
+                })
             };
-            Metric {
-                name: family.name.to_string(),
-                description: family.help.to_string(),
-                unit: family.unit.to_string(),
-                data: Some(data),
-                ..Default::default()
+            let mut points = Vec::with_capacity(2);
+            if new {
+                points.push(point(zero_at, 0.0));
             }
-        })
-        .collect();
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![string_kv("service.name", "graphgen")],
+            points.push(point(now_nanos, *value));
+            points
+        }
+        SeriesValue::Histogram {
+            bounds,
+            cumulative,
+            sum,
+            exemplar,
+            ..
+        } => {
+            // OTLP wants whole per-bucket counts, one more than bounds.
+            let (bucket_counts, count) = whole_bucket_counts(cumulative);
+            let mut points = Vec::with_capacity(2);
+            if new {
+                points.push(Point::Histogram(HistogramDataPoint {
+                    attributes: attributes.clone(),
+                    start_time_unix_nano: series.start_nanos,
+                    time_unix_nano: zero_at,
+                    sum: Some(0.0),
+                    count: 0,
+                    bucket_counts: vec![0; bucket_counts.len()],
+                    explicit_bounds: bounds.to_vec(),
+                    ..Default::default()
+                }));
+            }
+            points.push(Point::Histogram(HistogramDataPoint {
+                attributes,
+                start_time_unix_nano: series.start_nanos,
+                time_unix_nano: now_nanos,
+                sum: Some(*sum),
+                count,
+                bucket_counts,
+                explicit_bounds: bounds.to_vec(),
+                // The trace behind the latest observation: Grafana links to it.
+                exemplars: exemplar
+                    .iter()
+                    .map(|x| Exemplar {
+                        time_unix_nano: x.time_nanos,
+                        trace_id: x.trace_id.to_vec(),
+                        value: Some(exemplar::Value::AsDouble(x.value)),
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: "graphgen".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
+            }));
+            points
+        }
+    }
+}
+
+/// The series already pushed, so each gets its zero point once. A series is its family, its
+/// labels and its start (a stale series seen again starts over, and gets a new zero).
+#[derive(Debug, Default)]
+pub struct PushedSeries {
+    keys: HashSet<u64>,
+    hasher: ahash::RandomState,
+}
+
+impl PushedSeries {
+    fn key(&self, family: &Family, series: &Series) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        family.name.hash(&mut h);
+        series.labels.hash(&mut h);
+        series.start_nanos.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// One request of a push, with the keys of the series it carries.
+pub struct Part {
+    pub request: ExportMetricsServiceRequest,
+    keys: Vec<u64>,
+}
+
+/// Grows requests point by point, starting a new one before `max_bytes` would be passed.
+struct Packer<'a> {
+    identity: &'a Identity,
+    max_bytes: usize,
+    parts: Vec<Part>,
+    current: Part,
+    size: usize,
+}
+
+/// Bytes a field of `len` bytes takes inside its message: tag and length prefix.
+fn field_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// Headroom for the length prefixes of the four enclosing messages, which grow with them.
+const NESTING: usize = 4 * 10;
+
+impl<'a> Packer<'a> {
+    fn new(identity: &'a Identity, max_bytes: usize) -> Self {
+        let mut packer = Self {
+            identity,
+            max_bytes,
+            parts: Vec::new(),
+            current: Part {
+                request: Default::default(),
+                keys: Vec::new(),
+            },
+            size: 0,
+        };
+        packer.start_part();
+        packer
+    }
+
+    fn empty_request(&self) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: self.identity.attributes(),
                     ..Default::default()
                 }),
-                metrics,
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "graphgen".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    metrics: Vec::new(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
-            ..Default::default()
-        }],
+        }
     }
+
+    fn start_part(&mut self) {
+        let fresh = Part {
+            request: self.empty_request(),
+            keys: Vec::new(),
+        };
+        let previous = std::mem::replace(&mut self.current, fresh);
+        if !previous.keys.is_empty() {
+            self.parts.push(previous);
+        }
+        self.size = self.current.request.encoded_len() + NESTING;
+    }
+
+    fn metrics(&mut self) -> &mut Vec<Metric> {
+        &mut self.current.request.resource_metrics[0].scope_metrics[0].metrics
+    }
+
+    /// Adds one series' points (never split across parts).
+    fn add(&mut self, family: &Family, key: u64, points: Vec<Point>) {
+        let points_len: usize = points.iter().map(|p| field_len(p.encoded_len())).sum();
+        let header = Metric {
+            name: family.name.to_string(),
+            description: family.help.to_string(),
+            unit: family.unit.to_string(),
+            data: Some(empty_data(family.kind)),
+            ..Default::default()
+        };
+        let same_metric = self.current.request.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .last()
+            .is_some_and(|m| m.name == family.name);
+        let added = if same_metric {
+            points_len
+        } else {
+            field_len(header.encoded_len() + points_len)
+        };
+        if !self.current.keys.is_empty() && self.size + added > self.max_bytes {
+            self.start_part();
+            return self.add(family, key, points);
+        }
+        if !same_metric {
+            self.metrics().push(header);
+        }
+        let metric = self.metrics().last_mut().expect("pushed above");
+        for point in points {
+            match (&mut metric.data, point) {
+                (Some(Data::Sum(s)), Point::Number(p)) => s.data_points.push(p),
+                (Some(Data::Histogram(h)), Point::Histogram(p)) => h.data_points.push(p),
+                _ => unreachable!("a family's points are of its kind"),
+            }
+        }
+        self.size += added;
+        self.current.keys.push(key);
+    }
+
+    fn finish(mut self) -> Vec<Part> {
+        self.start_part();
+        self.parts
+    }
+}
+
+fn empty_data(kind: FamilyKind) -> Data {
+    let cumulative = AggregationTemporality::Cumulative as i32;
+    match kind {
+        FamilyKind::Counter => Data::Sum(Sum {
+            aggregation_temporality: cumulative,
+            is_monotonic: true,
+            data_points: Vec::new(),
+        }),
+        FamilyKind::Histogram => Data::Histogram(Histogram {
+            aggregation_temporality: cumulative,
+            data_points: Vec::new(),
+        }),
+    }
+}
+
+/// The push of `families` observed at `now_nanos`, as parts of at most `max_bytes` encoded
+/// bytes each (a single series larger than that still gets a part of its own). Series not in
+/// `pushed` get a zero point first.
+pub fn to_parts(
+    families: &[Family],
+    now_nanos: u64,
+    identity: &Identity,
+    pushed: &PushedSeries,
+    max_bytes: usize,
+) -> Vec<Part> {
+    let mut packer = Packer::new(identity, max_bytes);
+    for family in families {
+        for series in &family.series {
+            let key = pushed.key(family, series);
+            let new = !pushed.keys.contains(&key);
+            packer.add(family, key, points_of(series, now_nanos, new));
+        }
+    }
+    packer.finish()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,16 +341,21 @@ pub enum PushError {
     Refused { status: u16, body: String },
 }
 
-/// POSTs one request as protobuf.
+/// POSTs one request as gzip-compressed protobuf.
 pub async fn push(
     client: &reqwest::Client,
     endpoint: &str,
     request: &ExportMetricsServiceRequest,
 ) -> Result<(), PushError> {
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(&request.encode_to_vec())
+        .expect("writing to memory");
+    let body = gzip.finish().expect("writing to memory");
     let response = client
         .post(endpoint)
         .header("content-type", "application/x-protobuf")
-        .body(request.encode_to_vec())
+        .header("content-encoding", "gzip")
+        .body(body)
         .send()
         .await?;
     let status = response.status();
@@ -155,4 +367,271 @@ pub async fn push(
         status: status.as_u16(),
         body: body.chars().take(500).collect(),
     })
+}
+
+/// Pushes the engine's series to the metrics endpoint every flush, and once more at shutdown.
+#[derive(Clone)]
+pub struct MetricsPusher {
+    endpoint: String,
+    client: reqwest::Client,
+    engine: Arc<Mutex<Engine>>,
+    metrics: Arc<SelfMetrics>,
+    identity: Identity,
+    max_request_bytes: usize,
+    pushed: Arc<tokio::sync::Mutex<PushedSeries>>,
+}
+
+impl MetricsPusher {
+    pub fn new(
+        endpoint: String,
+        engine: Arc<Mutex<Engine>>,
+        metrics: Arc<SelfMetrics>,
+        identity: Identity,
+        max_request_bytes: usize,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self {
+            endpoint,
+            client,
+            engine,
+            metrics,
+            identity,
+            max_request_bytes,
+            pushed: Default::default(),
+        })
+    }
+
+    pub async fn run_every(self, period: Duration) {
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        loop {
+            tick.tick().await;
+            self.push_once().await;
+        }
+    }
+
+    /// One push: every part is sent on its own; a part that fails is counted and its series
+    /// keep their zero point for the next push. Returns whether every part went through.
+    pub async fn push_once(&self) -> bool {
+        // One push at a time, so the set of pushed series stays consistent.
+        let mut pushed = self.pushed.lock().await;
+        let parts = {
+            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            to_parts(
+                &engine.families(),
+                engine.now_nanos(),
+                &self.identity,
+                &pushed,
+                self.max_request_bytes,
+            )
+        };
+        let mut still_there = HashSet::with_capacity(pushed.keys.len());
+        let mut all_ok = true;
+        for part in parts {
+            let outcome = match push(&self.client, &self.endpoint, &part.request).await {
+                Ok(()) => {
+                    still_there.extend(part.keys);
+                    PushOutcome::success
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics push failed; the next one carries the same cumulative values");
+                    // Keep what was pushed before: its zero point is already stored.
+                    still_there.extend(part.keys.into_iter().filter(|k| pushed.keys.contains(k)));
+                    all_ok = false;
+                    PushOutcome::failure
+                }
+            };
+            self.metrics
+                .metrics_push_requests
+                .get_or_create(&PushLabels { outcome })
+                .inc();
+        }
+        // Forget series that are gone (stale), so the set stays as large as the engine.
+        pushed.keys = still_there;
+        let outcome = if all_ok {
+            PushOutcome::success
+        } else {
+            PushOutcome::failure
+        };
+        self.metrics
+            .metrics_pushes
+            .get_or_create(&PushLabels { outcome })
+            .inc();
+        all_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::Exemplar as SeriesExemplar;
+
+    fn counter_family(n: usize, start: u64) -> Family {
+        Family {
+            name: "traces_service_graph_request_total",
+            help: "requests",
+            unit: "",
+            kind: FamilyKind::Counter,
+            series: (0..n)
+                .map(|i| Series {
+                    labels: vec![
+                        ("client".into(), format!("client-{i}")),
+                        ("server".into(), "server".into()),
+                    ],
+                    value: SeriesValue::Counter(5.0),
+                    start_nanos: start,
+                })
+                .collect(),
+        }
+    }
+
+    fn histogram_family(n: usize, start: u64) -> Family {
+        Family {
+            name: "traces_service_graph_request_server_seconds",
+            help: "latency",
+            unit: "s",
+            kind: FamilyKind::Histogram,
+            series: (0..n)
+                .map(|i| Series {
+                    labels: vec![("client".into(), format!("client-{i}"))],
+                    value: SeriesValue::Histogram {
+                        bounds: Arc::from(vec![0.1, 1.0]),
+                        cumulative: vec![1.0, 2.0, 3.0],
+                        sum: 2.5,
+                        count: 3.0,
+                        exemplar: Some(SeriesExemplar {
+                            trace_id: [7; 16],
+                            value: 0.5,
+                            time_nanos: start,
+                        }),
+                    },
+                    start_nanos: start,
+                })
+                .collect(),
+        }
+    }
+
+    /// (name, labels) of every series with a non-zero point, and how many zero points.
+    fn contents(parts: &[Part]) -> (Vec<(String, Vec<String>)>, usize) {
+        let mut series = Vec::new();
+        let mut zeros = 0;
+        for part in parts {
+            for m in &part.request.resource_metrics[0].scope_metrics[0].metrics {
+                let points: Vec<(Vec<KeyValue>, bool)> = match &m.data {
+                    Some(Data::Sum(s)) => s
+                        .data_points
+                        .iter()
+                        .map(|p| {
+                            let zero = p.value == Some(number_data_point::Value::AsDouble(0.0));
+                            (p.attributes.clone(), zero)
+                        })
+                        .collect(),
+                    Some(Data::Histogram(h)) => h
+                        .data_points
+                        .iter()
+                        .map(|p| (p.attributes.clone(), p.count == 0))
+                        .collect(),
+                    _ => unreachable!(),
+                };
+                for (attributes, zero) in points {
+                    if zero {
+                        zeros += 1;
+                    } else {
+                        let labels = attributes
+                            .iter()
+                            .map(|kv| format!("{}={:?}", kv.key, kv.value))
+                            .collect();
+                        series.push((m.name.clone(), labels));
+                    }
+                }
+            }
+        }
+        (series, zeros)
+    }
+
+    #[test]
+    fn a_large_push_is_split_into_bounded_parts_with_every_series_exactly_once() {
+        let families = [
+            counter_family(60_000, 1_000),
+            histogram_family(50_000, 1_000),
+        ];
+        let identity = Identity::new("host-a");
+        let mut pushed = PushedSeries::default();
+        let max = 4 << 20;
+        let parts = to_parts(&families, 10_000_000_000, &identity, &pushed, max);
+        assert!(parts.len() > 1);
+        let sizes: Vec<usize> = parts.iter().map(|p| p.request.encoded_len()).collect();
+        assert!(sizes.iter().all(|s| *s <= max), "{sizes:?}");
+        let (series, zeros) = contents(&parts);
+        assert_eq!(series.len(), 110_000, "every series present");
+        let distinct: HashSet<_> = series.iter().collect();
+        assert_eq!(distinct.len(), 110_000, "each exactly once");
+        assert_eq!(
+            zeros, 110_000,
+            "a zero point before every new series' first value"
+        );
+        for part in &parts {
+            let resource = part.request.resource_metrics[0].resource.as_ref().unwrap();
+            let keys: Vec<&str> = resource
+                .attributes
+                .iter()
+                .map(|kv| kv.key.as_str())
+                .collect();
+            assert_eq!(
+                keys,
+                ["service.name", "service.instance.id", "service.version"]
+            );
+        }
+        println!(
+            "110,000 series: {} parts, largest {} bytes",
+            parts.len(),
+            sizes.iter().max().unwrap()
+        );
+
+        // Once pushed, no more zero points; a series that started over gets one again.
+        pushed.keys = parts.into_iter().flat_map(|p| p.keys).collect();
+        let parts = to_parts(&families, 20_000_000_000, &identity, &pushed, max);
+        assert_eq!(contents(&parts).1, 0);
+        let restarted = [counter_family(1, 15_000_000_000)];
+        let parts = to_parts(&restarted, 20_000_000_000, &identity, &pushed, max);
+        assert_eq!(contents(&parts).1, 1);
+    }
+
+    #[test]
+    fn zero_points_come_strictly_before_the_first_value_and_are_all_zero() {
+        let families = [
+            counter_family(1, 5_000_000_000),
+            histogram_family(1, 5_000_000_000),
+        ];
+        let now = 5_000_000_000; // a series pushed in the millisecond it started
+        let parts = to_parts(
+            &families,
+            now,
+            &Identity::new("a"),
+            &PushedSeries::default(),
+            1 << 20,
+        );
+        let metrics = &parts[0].request.resource_metrics[0].scope_metrics[0].metrics;
+        let Some(Data::Sum(sum)) = &metrics[0].data else {
+            unreachable!()
+        };
+        let [zero, real] = &sum.data_points[..] else {
+            panic!("two points")
+        };
+        assert_eq!(zero.value, Some(number_data_point::Value::AsDouble(0.0)));
+        assert_eq!(real.value, Some(number_data_point::Value::AsDouble(5.0)));
+        assert!(zero.time_unix_nano / 1_000_000 < real.time_unix_nano / 1_000_000);
+        let Some(Data::Histogram(h)) = &metrics[1].data else {
+            unreachable!()
+        };
+        let [zero, real] = &h.data_points[..] else {
+            panic!("two points")
+        };
+        assert_eq!((zero.count, zero.sum), (0, Some(0.0)));
+        assert_eq!(zero.bucket_counts, vec![0, 0, 0]);
+        assert!(zero.exemplars.is_empty());
+        assert_eq!((real.count, real.bucket_counts.clone()), (3, vec![1, 1, 1]));
+        assert!(zero.time_unix_nano < real.time_unix_nano);
+    }
 }

@@ -299,7 +299,7 @@ impl SinkServer {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn next_id() -> u64 {
+pub fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed) + (std::process::id() as u64) * 1_000_000_000
 }
 
@@ -314,7 +314,7 @@ pub fn kv(key: &str, value: &str) -> KeyValue {
 }
 
 /// Spans of one service in one resource.
-fn resource(service: &str, spans: Vec<Span>) -> ResourceSpans {
+pub fn resource(service: &str, spans: Vec<Span>) -> ResourceSpans {
     ResourceSpans {
         resource: Some(Resource {
             attributes: vec![kv("service.name", service)],
@@ -328,7 +328,7 @@ fn resource(service: &str, spans: Vec<Span>) -> ResourceSpans {
     }
 }
 
-fn span(
+pub fn span(
     trace: &[u8],
     id: u64,
     parent: Option<u64>,
@@ -448,3 +448,4 @@ where
 }
 pub mod prometheus;
 pub mod proxy;
+pub mod remote_write;

@@ -14,6 +14,16 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `targets` (host:port, path /metrics) every second.
     pub fn start(targets: &[String]) -> Self {
+        Self::start_with(targets, &[])
+    }
+
+    /// Starts Prometheus with no scrape targets and its remote-write receiver on
+    /// (`POST /api/v1/write`), which Prometheus 2.42 has; its OTLP receiver it has not.
+    pub fn start_receiver() -> Self {
+        Self::start_with(&[], &["--web.enable-remote-write-receiver"])
+    }
+
+    fn start_with(targets: &[String], flags: &[&str]) -> Self {
         let binary = std::env::var("PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
         let port = super::free_port();
         let dir =
@@ -35,6 +45,7 @@ impl Prometheus {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
             .spawn()
