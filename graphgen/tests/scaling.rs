@@ -73,8 +73,8 @@ async fn the_first_value_of_a_new_series_counts_in_increase() {
 /// One trace: the reference topology (virtual client, HTTP call, database, uninstrumented
 /// peer; failing every 7th) plus, every 3rd, a message from checkout to notifications.
 fn mixed_trace(i: usize) -> ExportTraceServiceRequest {
-    let mut request = topology_trace(i % 7 == 0);
-    if i % 3 == 0 {
+    let mut request = topology_trace(i.is_multiple_of(7));
+    if i.is_multiple_of(3) {
         let trace = request.resource_spans[0].scope_spans[0].spans[0]
             .trace_id
             .clone();
@@ -95,7 +95,7 @@ fn mixed_trace(i: usize) -> ExportTraceServiceRequest {
             5,
             "process order",
             vec![kv("messaging.system", "kafka")],
-            i % 5 == 0,
+            i.is_multiple_of(5),
         );
         request
             .resource_spans
