@@ -137,7 +137,7 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies():
         for dependency, condition in (service.get("depends_on") or {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
             assert condition == {"condition": "service_healthy"}, f"{name} → {dependency}: {condition}"
-    assert set(compose()["volumes"]) == {"tempo-data", "prometheus-data", "grafana-data"}
+    assert set(compose()["volumes"]) == {"graphgen-queue", "tempo-data", "prometheus-data", "grafana-data"}
 
 
 def test_scaled_stack_routes_the_apps_through_the_collector():
@@ -270,6 +270,8 @@ TEMPO_3_0_3_KEYS = {
     "storage.trace.wal": {"path"},
     "storage.trace.local": {"path"},
     "usage_report": {"reporting_enabled"},
+    "backend_worker": {"backend_scheduler_addr", "finish_on_shutdown_timeout", "ring", "compaction", "backoff",
+                       "override_ring_key"},
 }
 
 
@@ -289,6 +291,8 @@ def test_tempo_config_uses_only_keys_of_the_pinned_version():
     assert config["usage_report"]["reporting_enabled"] is False
     receivers = config["distributor"]["receivers"]["otlp"]["protocols"]
     assert receivers["grpc"]["endpoint"].endswith(":4317")
+    # Tempo stops within Docker's stop timeout (its default waits 30 s for backend jobs).
+    assert config["backend_worker"]["finish_on_shutdown_timeout"] == "1s"
     graphgen_env = compose()["services"]["graphgen"]["environment"]
     assert graphgen_env["GRAPHGEN_TRACES_ENDPOINT"] == "http://tempo:4317"
     assert graphgen_env["GRAPHGEN_METRICS_ENDPOINT"] == "http://prometheus:9090/api/v1/otlp/v1/metrics"
@@ -625,3 +629,22 @@ def test_make_has_the_scale_targets():
     assert "REPLICAS ?= 3" in makefile
     help_lines = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "up-scale" in help_lines and "down-scale" in help_lines
+
+
+def test_graphgen_keeps_its_queue_on_a_volume_and_every_service_has_time_to_stop():
+    services = compose()["services"]
+    graphgen = services["graphgen"]
+    queue_dir = graphgen["environment"]["GRAPHGEN_QUEUE_DIR"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in graphgen["volumes"]}
+    volume = next(source for target, source in mounts.items() if queue_dir.startswith(target))
+    assert volume in compose()["volumes"], "a named volume survives container re-creation"
+    # The image makes the mount point owned by graphgen's non-root user, so a new named volume
+    # starts writable (Docker copies the ownership of the image's directory into it).
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"install -d -o 10001 -g 10001 /var/lib/graphgen", dockerfile)
+    assert queue_dir.startswith("/var/lib/graphgen")
+    # Time to flush the queue and push metrics (graphgen), finish writes (Tempo, Prometheus).
+    seconds = lambda d: int(d.rstrip("s"))
+    assert seconds(graphgen["stop_grace_period"]) > 10 + 2  # --shutdown-grace 10s + the final push
+    for name in ("tempo", "prometheus"):
+        assert seconds(services[name]["stop_grace_period"]) >= 15, name

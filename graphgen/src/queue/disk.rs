@@ -85,6 +85,8 @@ struct Active {
 }
 
 pub struct DiskLog {
+    /// Held for the process' lifetime: two processes never share a queue directory.
+    _lock: File,
     dir: PathBuf,
     segments: BTreeMap<u64, Segment>,
     active: Option<Active>,
@@ -112,6 +114,14 @@ impl DiskLog {
     /// Opens (or creates) the queue in `dir` and reads back what it holds.
     pub fn open(dir: &Path, segment_bytes: u64, fsync: Fsync) -> io::Result<(Self, Recovery)> {
         fs::create_dir_all(dir)?;
+        let lock = File::create(dir.join("lock"))?;
+        lock.try_lock().map_err(|e| match e {
+            fs::TryLockError::WouldBlock => io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "another graphgen is using this queue directory",
+            ),
+            fs::TryLockError::Error(e) => e,
+        })?;
         let mut ids: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -121,6 +131,7 @@ impl DiskLog {
             .collect();
         ids.sort_unstable();
         let mut log = DiskLog {
+            _lock: lock,
             dir: dir.to_path_buf(),
             segments: BTreeMap::new(),
             active: None,
@@ -458,6 +469,17 @@ mod tests {
             payloads(&recovery, &log),
             vec![vec![0; 40], vec![1; 40], vec![3; 40]]
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_queue_directory_is_used_by_one_process_at_a_time() {
+        let dir = temp_dir("lock");
+        let (log, _) = DiskLog::open(&dir, 1 << 20, Fsync::Never).unwrap();
+        let err = DiskLog::open(&dir, 1 << 20, Fsync::Never).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
+        drop(log);
+        DiskLog::open(&dir, 1 << 20, Fsync::Never).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 
