@@ -8,10 +8,10 @@ VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 export PYTHON := $(abspath $(VENV))/bin/python
 
-.PHONY: help up down up-scale down-scale logs ps test lint unit stack e2e dev bench fuzz clean
+.PHONY: help up down up-scale down-scale logs ps test lint unit stack e2e dev bench bench-e2e load fuzz clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 up: ## build and start the stack (needs Docker), wait until healthy, print the URLs
 	$(COMPOSE) up -d --build --wait
@@ -61,6 +61,14 @@ dev: ## no Docker: graphgen, the demo roles (and Prometheus if installed) as loc
 
 bench: ## engine benchmark, Tempo's steady-state workload (criterion)
 	cargo bench -p graphgen --bench engine
+
+bench-e2e: ## graphgen end to end vs a decode baseline (and rotel-agent if its wheel installs): spans per CPU-second
+	cargo build --release --locked -p graphgen
+	python3 scripts/bench_e2e.py
+
+LOAD_ARGS ?= --rate 5000 --duration 60s
+load: ## drive a running stack or `make dev` with shop traces: make load LOAD_ARGS="--rate 20000 --duration 30s"
+	cargo run --release --locked -p graphgen --bin graphgen-load -- send --endpoint http://127.0.0.1:4317 $(LOAD_ARGS)
 
 fuzz: ## fuzz the OTLP/HTTP decode path for 60 s (cargo-fuzz)
 	scripts/fuzz.sh 60

@@ -5,6 +5,11 @@ use clap::Parser;
 use graphgen::config::Options;
 use tracing_subscriber::EnvFilter;
 
+// Decoding a request allocates for every attribute; mimalloc's thread-local free lists make
+// that measurably cheaper than glibc's malloc (see the README's figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

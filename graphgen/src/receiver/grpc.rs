@@ -32,35 +32,59 @@ fn status_of(refused: Refused) -> Status {
     }
 }
 
-/// The export method: bytes in, an OTLP response out.
-struct Export(Arc<Intake>);
+/// What a [`BytesTraceService`] does with a request's bytes.
+pub trait Export: Clone + Send + Sync + 'static {
+    fn export(
+        &self,
+        request: Bytes,
+    ) -> impl std::future::Future<Output = Result<ExportTraceServiceResponse, Status>> + Send;
+}
 
-impl UnaryService<Bytes> for Export {
+impl Export for Arc<Intake> {
+    async fn export(&self, request: Bytes) -> Result<ExportTraceServiceResponse, Status> {
+        self.accept(Protocol::grpc, Body::Protobuf(request))
+            .map(|accepted| accepted.into_response())
+            .map_err(status_of)
+    }
+}
+
+/// The export method as tonic's unary service.
+struct Method<E>(E);
+
+impl<E: Export> UnaryService<Bytes> for Method<E> {
     type Response = ExportTraceServiceResponse;
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let result = self
-            .0
-            .accept(Protocol::grpc, Body::Protobuf(request.into_inner()))
-            .map(|accepted| Response::new(accepted.into_response()))
-            .map_err(status_of);
-        Box::pin(std::future::ready(result))
+        let export = self.0.clone();
+        Box::pin(async move { export.export(request.into_inner()).await.map(Response::new) })
     }
 }
 
-/// The trace service, as tonic's generated server would be, but with [`ReceiveCodec`].
+/// The OTLP trace service, as tonic's generated server would be, but handing each request's
+/// bytes (decompressed, within `max_message_bytes`) to `E` undecoded (see [`ReceiveCodec`]).
 #[derive(Clone)]
-struct TraceService {
-    intake: Arc<Intake>,
+pub struct BytesTraceService<E> {
+    export: E,
+    max_message_bytes: usize,
 }
 
-impl NamedService for TraceService {
+impl<E> BytesTraceService<E> {
+    pub fn new(export: E, max_message_bytes: usize) -> Self {
+        Self {
+            export,
+            max_message_bytes,
+        }
+    }
+}
+
+impl<E> NamedService for BytesTraceService<E> {
     const NAME: &'static str = TRACE_SERVICE_NAME;
 }
 
-impl<B> Service<http::Request<B>> for TraceService
+impl<E, B> Service<http::Request<B>> for BytesTraceService<E>
 where
+    E: Export,
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
@@ -73,18 +97,18 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let intake = self.intake.clone();
+        let export = self.export.clone();
+        let max = self.max_message_bytes;
         Box::pin(async move {
             if request.uri().path() != TRACE_EXPORT_PATH {
                 return Ok(Status::unimplemented("only TraceService/Export is served").into_http());
             }
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
-            let max = intake.max_message_bytes;
             let mut grpc = tonic::server::Grpc::new(ReceiveCodec)
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(Export(intake), request).await)
+            Ok(grpc.unary(Method(export), request).await)
         })
     }
 }
@@ -136,7 +160,8 @@ pub async fn serve(
     intake: Arc<Intake>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service = TraceService { intake };
+    let max = intake.max_message_bytes;
+    let service = BytesTraceService::new(intake, max);
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(otlp_status_codes))
         .add_service(service)

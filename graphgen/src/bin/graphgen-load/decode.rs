@@ -1,0 +1,73 @@
+//! The decode-only baseline: what a full protobuf decode of the same requests costs.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use graphgen::workload::ShopTraces;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use crate::{cpu_seconds, Shape};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    shape: Shape,
+    /// Distinct requests to build (decoded round-robin)
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+    /// How long to decode, in seconds
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Print the summary as one JSON line
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut traces = ShopTraces::new(args.shape.seed);
+    let now = now_nanos();
+    let requests: Vec<Bytes> = (0..args.requests.max(1))
+        .map(|_| {
+            ExportTraceServiceRequest {
+                resource_spans: traces.request(args.shape.traces_per_request, now),
+            }
+            .encode_to_vec()
+            .into()
+        })
+        .collect();
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let mut spans = 0usize;
+    while wall0.elapsed().as_secs_f64() < args.seconds {
+        for bytes in &requests {
+            let request = ExportTraceServiceRequest::decode(bytes.clone())?;
+            spans += request
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum::<usize>();
+        }
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let spans = spans as f64;
+    let per_cpu_second = spans / cpu.max(1e-9);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "spans": spans, "cpu_seconds": cpu, "spans_per_cpu_second": per_cpu_second })
+        );
+    } else {
+        println!(
+            "decoded {spans:.0} spans in {cpu:.2} CPU-s: {per_cpu_second:.0} spans per CPU-second"
+        );
+    }
+    Ok(())
+}
+
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}

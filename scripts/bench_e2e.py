@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""`make bench-e2e`: graphgen end to end, as processes over loopback, in one run.
+
+The collector under test is pinned to core 0; the load generator and the sink share core 1.
+For each mode it reads the collector's CPU time (utime + stime from /proc/PID/stat) over the
+measured window and its peak RSS (VmHWM), and the load generator's summary (accepted spans,
+wall rate, latency). Every target gets identical requests (`graphgen-load --replay`, fixed
+seed). A decode-only baseline (prost, same requests) runs in the same script, and, if the
+`rotel` wheel installs, rotel-agent (a Rust OTLP collector) is measured as a peer.
+
+Figures are spans per CPU-second of the collector process (steadier than wall time on a
+shared machine) and ratios between rows of the same run.
+
+Usage: scripts/bench_e2e.py [--seconds 15] [--overload-seconds 0] [--no-rotel]
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+GRAPHGEN = Path(os.environ.get("GRAPHGEN_BIN", RELEASE / "graphgen"))
+LOAD = RELEASE / "graphgen-load"
+TICKS = os.sysconf("SC_CLK_TCK")
+SHAPE = ["--traces-per-request", "100", "--replay", "200", "--seed", "7"]
+LOGS = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start(name, cmd, core):
+    log = open(LOGS / f"{name}.log", "w")
+    return subprocess.Popen(["taskset", "-c", str(core), *map(str, cmd)], stdout=log, stderr=log)
+
+
+def stop(process):
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def load(endpoint, protocol, seconds, extra=()):
+    cmd = ["taskset", "-c", "1", LOAD, "send", "--endpoint", endpoint, "--protocol", protocol,
+           "--duration", f"{seconds}s", "--concurrency", "16", "--json", *SHAPE, *extra]
+    out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def graphgen_metric(admin_port, name):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics").read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+def measure(name, collector, protocol, seconds, extra_load=()):
+    """Runs `collector` (name, cmd, grpc port, http port), warms it up, measures one window."""
+    cmd, grpc, http = collector
+    process = start(name, cmd, 0)
+    try:
+        wait_port(grpc)
+        endpoint = f"http://127.0.0.1:{grpc if protocol == 'grpc' else http}"
+        load(endpoint, protocol, 2, extra_load)  # warm-up
+        cpu0 = cpu_seconds(process.pid)
+        summary = load(endpoint, protocol, seconds, extra_load)
+        cpu = cpu_seconds(process.pid) - cpu0
+        rss = peak_rss_mib(process.pid)
+    finally:
+        stop(process)
+    return {
+        "mode": name,
+        "spans": summary["accepted_spans"],
+        "cpu": cpu,
+        "per_cpu_s": summary["accepted_spans"] / max(cpu, 1e-9),
+        "wall": summary["spans_per_second"],
+        "rss": rss,
+        "p99": summary["latency_ms_p99"],
+        "pushed_back": summary["pushed_back"],
+        "summary": summary,
+    }
+
+
+def graphgen_cmd(traces_endpoint=None, extra=()):
+    grpc, http, admin = free_port(), free_port(), free_port()
+    cmd = [GRAPHGEN, "--otlp-grpc-addr", f"127.0.0.1:{grpc}", "--otlp-http-addr", f"127.0.0.1:{http}",
+           "--admin-addr", f"127.0.0.1:{admin}", *extra]
+    if traces_endpoint:
+        cmd += ["--traces-endpoint", traces_endpoint]
+    return (cmd, grpc, http), admin
+
+
+def rotel_agent():
+    """The rotel-agent binary from the `rotel` wheel, installed into a venv of its own."""
+    venv = ROOT / ".tools" / "rotel-venv"
+    agent = next(venv.glob("lib/python*/site-packages/rotel/rotel-agent"), None)
+    if agent is None:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        ok = subprocess.run([venv / "bin" / "pip", "install", "-q", "rotel==0.0.1a15"]).returncode == 0
+        agent = next(venv.glob("lib/python*/site-packages/rotel/rotel-agent"), None) if ok else None
+    return agent
+
+
+def rotel_cmd(agent, exporter_endpoint=None):
+    grpc, http = free_port(), free_port()
+    cmd = [agent, "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc}",
+           "--otlp-http-endpoint", f"127.0.0.1:{http}"]
+    if exporter_endpoint:
+        cmd += ["--exporter", "otlp", "--otlp-exporter-endpoint", exporter_endpoint]
+    else:
+        cmd += ["--exporter", "blackhole"]
+    return cmd, grpc, http
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--overload-seconds", type=float, default=0,
+                        help="also forward to a slow sink this long and report peak RSS")
+    parser.add_argument("--no-rotel", action="store_true")
+    args = parser.parse_args()
+    for binary in (GRAPHGEN, LOAD):
+        if not binary.exists():
+            sys.exit(f"{binary} missing: `make bench-e2e` builds it (cargo build --release -p graphgen)")
+
+    sink_port = free_port()
+    sink = start("sink", [LOAD, "sink", "--listen", f"127.0.0.1:{sink_port}"], 1)
+    wait_port(sink_port)
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    rows = []
+    try:
+        decode = subprocess.run(list(map(str, ["taskset", "-c", "0", LOAD, "decode", "--seconds", args.seconds / 2,
+                                               "--json", *SHAPE[:2], "--seed", "7"])),
+                                capture_output=True, text=True, check=True)
+        decode = json.loads(decode.stdout.strip().splitlines()[-1])
+        rows.append({"mode": "prost decode alone (baseline)", "per_cpu_s": decode["spans_per_cpu_second"],
+                     "wall": None, "rss": None, "p99": None, "cpu": decode["cpu_seconds"], "spans": decode["spans"]})
+
+        collector, _ = graphgen_cmd()
+        rows.append(measure("graphgen ingest (gRPC, both processors)", collector, "grpc", args.seconds))
+        collector, _ = graphgen_cmd()
+        rows.append(measure("graphgen ingest (HTTP protobuf)", collector, "http", args.seconds))
+        collector, admin = graphgen_cmd(sink_url)
+        rows.append(measure("graphgen ingest + forward (gRPC)", collector, "grpc", args.seconds))
+
+        # Refusal: a dead traces endpoint and a 1-byte queue: every request after the first is
+        # refused; the load generator does not wait, so graphgen does nothing but refuse.
+        collector, admin = graphgen_cmd(f"http://127.0.0.1:{free_port()}",
+                                        ["--queue-max-bytes", "1", "--retry-max-elapsed", "0s"])
+        refused = measure("graphgen refusing (queue full)", collector, "grpc", args.seconds / 2,
+                          ["--ignore-pushback"])
+        refusals = sum(refused["pushed_back"].values())
+        refused["refusals_per_cpu_s"] = refusals / max(refused["cpu"], 1e-9)
+        rows.append(refused)
+
+        agent = None if args.no_rotel else rotel_agent()
+        if agent:
+            rows.append(measure("rotel-agent blackhole (gRPC)", rotel_cmd(agent), "grpc", args.seconds))
+            rows.append(measure("rotel-agent blackhole (HTTP)", rotel_cmd(agent), "http", args.seconds))
+            rows.append(measure("rotel-agent forward (gRPC)", rotel_cmd(agent, sink_url), "grpc", args.seconds))
+        else:
+            print("rotel-agent not available: peer rows left out", file=sys.stderr)
+
+        if args.overload_seconds:
+            slow_port = free_port()
+            slow = start("slow-sink", [LOAD, "sink", "--listen", f"127.0.0.1:{slow_port}", "--delay", "200ms"], 1)
+            wait_port(slow_port)
+            collector, _ = graphgen_cmd(f"http://127.0.0.1:{slow_port}")
+            row = measure("graphgen forward to a slow sink (overload)", collector, "grpc", args.overload_seconds)
+            rows.append(row)
+            stop(slow)
+    finally:
+        stop(sink)
+
+    by_mode = {r["mode"]: r for r in rows}
+    print(f"\nbench-e2e, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; collector pinned to core 0,"
+          f" load generator and sink on core 1; 500 spans a request; {args.seconds:.0f} s a mode\n")
+    print(f"| {'mode':<44} | spans per CPU-s | wall spans/s | peak RSS MiB | p99 ms |")
+    print(f"|{'-' * 46}|-----------------|--------------|--------------|--------|")
+    for r in rows:
+        wall = f"{r['wall']:>12,.0f}" if r.get("wall") is not None else " " * 12
+        rss = f"{r['rss']:>12.0f}" if r.get("rss") is not None else " " * 12
+        p99 = f"{r['p99']:>6.1f}" if r.get("p99") is not None else " " * 6
+        figure = r.get("refusals_per_cpu_s")
+        per = f"{figure:>9,.0f} req" if figure else f"{r['per_cpu_s']:>13,.0f}"
+        print(f"| {r['mode']:<44} | {per:>15} | {wall} | {rss} | {p99} |")
+
+    def ratio(a, b):
+        if a in by_mode and b in by_mode:
+            print(f"  {a} / {b}: {by_mode[a]['per_cpu_s'] / by_mode[b]['per_cpu_s']:.2f}×")
+    print("\nratios (spans per CPU-second):")
+    ratio("graphgen ingest + forward (gRPC)", "rotel-agent forward (gRPC)")
+    ratio("graphgen ingest (gRPC, both processors)", "rotel-agent blackhole (gRPC)")
+    ratio("graphgen ingest (HTTP protobuf)", "rotel-agent blackhole (HTTP)")
+    ratio("graphgen ingest (gRPC, both processors)", "prost decode alone (baseline)")
+    accepted = by_mode["graphgen ingest (gRPC, both processors)"]
+    refused = by_mode["graphgen refusing (queue full)"]
+    if refused.get("refusals_per_cpu_s"):
+        accepted_cpu_per_request = accepted["cpu"] / max(accepted["summary"]["accepted_requests"], 1)
+        refused_cpu_per_request = 1 / refused["refusals_per_cpu_s"]
+        print(f"  CPU of a refused request / an accepted one: {refused_cpu_per_request / accepted_cpu_per_request:.3f}")
+    print(f"\nlogs: {LOGS}")
+
+
+if __name__ == "__main__":
+    main()
