@@ -105,6 +105,18 @@ impl Intake {
         &self.metrics
     }
 
+    /// Refuses a request before its body is read when the queue has no room for it
+    /// (`bytes`: its announced size, if any), counting it. The cheapest refusal there is.
+    pub fn refuse_early(&self, protocol: Protocol, bytes: Option<usize>) -> Option<Refused> {
+        let queue = self.queue.as_ref()?;
+        if queue.has_room(bytes.unwrap_or(1)) {
+            return None;
+        }
+        self.metrics
+            .count_request(protocol, RequestOutcome::queue_full);
+        Some(Refused::QueueFull(queue.full_error()))
+    }
+
     /// Takes a request, counting its outcome. A request refused for a full queue is refused
     /// before it is decoded and touches neither the engine nor the queue, so the client's
     /// retry is not counted twice.

@@ -186,11 +186,25 @@ impl SpanQueue {
             .set(state.disk.as_ref().map_or(0, |d| d.segment_count()) as i64);
     }
 
+    /// The error a full queue answers with.
+    pub fn full_error(&self) -> QueueError {
+        self.full(&self.lock())
+    }
+
     fn full(&self, state: &State) -> QueueError {
         QueueError::Full {
             spans: state.spans,
             bytes: state.bytes,
         }
+    }
+
+    /// Whether a request of `bytes` would be let in now (nothing is reserved).
+    pub fn has_room(&self, bytes: usize) -> bool {
+        let state = self.lock();
+        let busy = state.bytes > 0 || state.spans > 0;
+        !busy
+            || (state.bytes + bytes <= self.0.limits.max_bytes
+                && state.spans < self.0.limits.max_spans)
     }
 
     /// Reserves room for a request of `bytes`, before it is decoded. A request larger than the

@@ -34,6 +34,11 @@ fn status_of(refused: Refused) -> Status {
 
 /// What a [`BytesTraceService`] does with a request's bytes.
 pub trait Export: Clone + Send + Sync + 'static {
+    /// A refusal decided before the request is read, if any.
+    fn refuse_early(&self) -> Option<Status> {
+        None
+    }
+
     fn export(
         &self,
         request: Bytes,
@@ -41,6 +46,12 @@ pub trait Export: Clone + Send + Sync + 'static {
 }
 
 impl Export for Arc<Intake> {
+    fn refuse_early(&self) -> Option<Status> {
+        self.as_ref()
+            .refuse_early(Protocol::grpc, None)
+            .map(status_of)
+    }
+
     async fn export(&self, request: Bytes) -> Result<ExportTraceServiceResponse, Status> {
         self.accept(Protocol::grpc, Body::Protobuf(request))
             .map(|accepted| accepted.into_response())
@@ -102,6 +113,10 @@ where
         Box::pin(async move {
             if request.uri().path() != TRACE_EXPORT_PATH {
                 return Ok(Status::unimplemented("only TraceService/Export is served").into_http());
+            }
+            // A full queue answers before the body is read or decompressed.
+            if let Some(status) = export.refuse_early() {
+                return Ok(status.into_http());
             }
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);

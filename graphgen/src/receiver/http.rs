@@ -128,6 +128,20 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
             return failure.into_response(Encoding::Json);
         }
     };
+    // A full queue answers before the body is read: its announced size is enough.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if let Some(refused) = intake.refuse_early(Protocol::http, announced) {
+        return Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+            None,
+            refused.to_string(),
+        )
+        .into_response(encoding);
+    }
     match handle(&intake, &headers, body, encoding).await {
         Ok(response) => response,
         Err(failure) => {
