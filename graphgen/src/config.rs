@@ -181,7 +181,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// A configuration that cannot be used; the message names the option.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -1,5 +1,7 @@
 //! The graphgen binary: configuration, logging and signals; everything else is the library.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use graphgen::config::Options;
@@ -14,6 +16,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or `docker logs`.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

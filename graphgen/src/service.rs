@@ -34,7 +34,7 @@ const MAX_BATCH_BYTES: usize = 2 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error("cannot listen on {addr} ({what})")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -46,7 +46,7 @@ pub enum StartError {
     Endpoint(#[from] traces::InvalidEndpoint),
     #[error("cannot build the metrics HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
-    #[error("cannot open the queue directory {dir}: {source}")]
+    #[error("cannot open the queue directory {dir}")]
     QueueDir {
         dir: std::path::PathBuf,
         source: std::io::Error,

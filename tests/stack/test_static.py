@@ -648,3 +648,32 @@ def test_graphgen_keeps_its_queue_on_a_volume_and_every_service_has_time_to_stop
     assert seconds(graphgen["stop_grace_period"]) > 10 + 2  # --shutdown-grace 10s + the final push
     for name in ("tempo", "prometheus"):
         assert seconds(services[name]["stop_grace_period"]) >= 15, name
+
+
+# Our own code's floor: `std::fs::File::try_lock` (graphgen's queue directory lock) is stable
+# since 1.89; clippy's `incompatible_msrv` (run with -D warnings) catches any newer std API.
+OWN_CODE_RUST_FLOOR = (1, 89)
+
+
+def test_rust_version_is_the_real_minimum():
+    """The workspace's rust-version is the highest rust-version any dependency declares (for
+    the Linux build), or our own floor if that is higher: not lower (a build would fail on it),
+    not higher (users would be turned away for nothing)."""
+    cargo_toml = (ROOT / "Cargo.toml").read_text()
+    declared = tuple(int(x) for x in re.search(r'^rust-version = "([\d.]+)"', cargo_toml, re.M).group(1).split("."))
+    out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--locked",
+                          "--filter-platform", "x86_64-unknown-linux-gnu"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    metadata = json.loads(out.stdout)
+    used = {node["id"] for node in metadata["resolve"]["nodes"]}
+    members = set(metadata["workspace_members"])
+    needed = [(tuple(int(x) for x in p["rust_version"].split(".")[:2]), f"{p['name']} {p['version']}")
+              for p in metadata["packages"]
+              if p["id"] in used and p["id"] not in members and p.get("rust_version")]
+    highest, who = max(needed)
+    real_minimum = max(highest, OWN_CODE_RUST_FLOOR)
+    assert declared[:2] == real_minimum, f"rust-version {declared} but {who} needs {highest} (own code: {OWN_CODE_RUST_FLOOR})"
+    # The image that builds the binaries must be at least that new.
+    image = env_file()["RUST_IMAGE"]
+    image_version = tuple(int(x) for x in re.match(r"rust:(\d+\.\d+)", image).group(1).split("."))
+    assert image_version >= real_minimum, image

@@ -1,7 +1,6 @@
 //! The five roles as real processes, and an OTLP receiver that keeps what they export.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,13 +21,9 @@ pub const ROLES: [&str; 5] = [
     "notifications",
 ];
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../../tests/rust/tools.rs"]
+pub mod tools;
+pub use tools::free_port;
 
 /// Keeps every batch of spans it receives.
 #[derive(Clone, Default)]

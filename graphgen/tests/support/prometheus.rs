@@ -12,19 +12,20 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts Prometheus scraping `targets` (host:port, path /metrics) every second.
-    pub fn start(targets: &[String]) -> Self {
+    /// Starts Prometheus scraping `targets` (host:port, path /metrics) every second; `None`
+    /// when Prometheus is not installed (see `tools`).
+    pub fn start(targets: &[String]) -> Option<Self> {
         Self::start_with(targets, &[])
     }
 
     /// Starts Prometheus with no scrape targets and its remote-write receiver on
     /// (`POST /api/v1/write`), which Prometheus 2.42 has; its OTLP receiver it has not.
-    pub fn start_receiver() -> Self {
+    pub fn start_receiver() -> Option<Self> {
         Self::start_with(&[], &["--web.enable-remote-write-receiver"])
     }
 
-    fn start_with(targets: &[String], flags: &[&str]) -> Self {
-        let binary = std::env::var("PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+    fn start_with(targets: &[String], flags: &[&str]) -> Option<Self> {
+        let binary = super::tools::prometheus()?;
         let port = super::free_port();
         let dir =
             std::env::temp_dir().join(format!("graphgen-prometheus-{}-{port}", std::process::id()));
@@ -49,11 +50,7 @@ impl Prometheus {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {binary} ({e}): `.ci/run` installs Debian's prometheus package"
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let p = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -64,7 +61,7 @@ impl Prometheus {
             assert!(Instant::now() < deadline, "prometheus did not become ready");
             std::thread::sleep(Duration::from_millis(200));
         }
-        p
+        Some(p)
     }
 
     /// Runs an instant query; returns `(labels, value)` per series.

@@ -1,0 +1,71 @@
+//! Shared by the Rust test suites of both crates (`#[path]`-included from each
+//! `tests/support/mod.rs`): free ports, and the programs some tests need besides Rust.
+//!
+//! Under `make test` (which sets `GRAPHGEN_REQUIRE_TOOLS=1`) a missing program fails the test;
+//! under a bare `cargo test` the test is skipped with a message that names the program and the
+//! target that installs it.
+
+use std::path::PathBuf;
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `None` (and a loud SKIPPED line) when `what` is missing outside `make`; a panic under it.
+fn missing<T>(what: &str) -> Option<T> {
+    let message = format!(
+        "{what} is missing: `make tools` installs it (Debian, as root); `make test` runs every test"
+    );
+    if std::env::var_os("GRAPHGEN_REQUIRE_TOOLS").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED: {message}");
+    None
+}
+
+/// The Python of the project's venv (`PYTHON`, which the Makefile sets, or `.venv/bin/python`)
+/// with the packages of `tests/requirements.txt`.
+pub fn python() -> Option<PathBuf> {
+    let path = std::env::var_os("PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"))
+        });
+    if path.exists() {
+        Some(path)
+    } else {
+        missing(&format!(
+            "the Python venv ({}, with tests/requirements.txt)",
+            path.display()
+        ))
+    }
+}
+
+/// Debian's `prometheus` (or `$PROMETHEUS`).
+pub fn prometheus() -> Option<PathBuf> {
+    let binary = std::env::var_os("PROMETHEUS").unwrap_or_else(|| "prometheus".into());
+    let found = std::process::Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        Some(PathBuf::from(binary))
+    } else {
+        missing("Prometheus (`prometheus` on PATH, Debian's package, or $PROMETHEUS)")
+    }
+}
+
+/// Debian's Chromium and its driver, which the browser test drives through selenium.
+pub fn chromium() -> Option<()> {
+    let has = |p: &str| std::path::Path::new(p).exists();
+    if has("/usr/bin/chromium") && has("/usr/bin/chromedriver") {
+        Some(())
+    } else {
+        missing("Chromium and chromedriver (/usr/bin/chromium, /usr/bin/chromedriver: Debian's chromium, chromium-driver)")
+    }
+}
