@@ -21,6 +21,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// The roles other roles call (every role but the frontend).
+    pub const DOWNSTREAM: [Role; 4] = [
+        Role::Checkout,
+        Role::Inventory,
+        Role::Payments,
+        Role::Notifications,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Frontend => "frontend",
@@ -98,5 +106,26 @@ impl Config {
     /// Settings for tests and local runs: every neighbour on localhost, no delays.
     pub fn for_role(role: Role) -> Self {
         Self::parse_from(["demo-app", "--role", role.name(), "--latency-scale", "0"])
+    }
+}
+
+/// A downstream role and where it listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    pub role: Role,
+    pub url: &'a str,
+}
+
+impl Config {
+    /// Where `role` listens, as configured (`DEMO_<ROLE>_URL`).
+    pub fn peer(&self, role: Role) -> Peer<'_> {
+        let url = match role {
+            Role::Frontend => "",
+            Role::Checkout => &self.checkout_url,
+            Role::Inventory => &self.inventory_url,
+            Role::Payments => &self.payments_url,
+            Role::Notifications => &self.notifications_url,
+        };
+        Peer { role, url }
     }
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::trace_id;
+use crate::telemetry::trace_id;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -26,7 +26,7 @@ impl IntoResponse for AppError {
         };
         // An OpenTelemetry "exception" event on the current (server) span; the 5xx status
         // marks that span as failed.
-        crate::record_exception("AppError", &self.to_string());
+        crate::telemetry::record_exception("AppError", &self.to_string());
         let body = json!({ "status": "error", "error": self.to_string(), "trace_id": trace_id() });
         (status, Json(body)).into_response()
     }

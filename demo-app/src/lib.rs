@@ -4,8 +4,9 @@
 //! - [`roles`]: each role's HTTP endpoints (frontend, checkout, inventory, payments, notifications).
 //! - [`outbound`]: traced calls to other services (CLIENT spans, `traceparent` injected).
 //! - [`messaging`]: order events as PRODUCER/CONSUMER spans with the context in the message.
-//! - [`failure`]: the `?fail=<role>` knob; [`error`]: what callers see when things fail.
-//! - [`telemetry`]: `tracing` + OpenTelemetry set-up, honouring the `OTEL_*` variables.
+//! - [`failure`]: the `?fail=<service>` knob, parsed at the edge; [`error`]: what callers see when things fail.
+//! - [`telemetry`]: `tracing` + OpenTelemetry set-up, honouring the `OTEL_*` variables; the
+//!   current trace id and exception events.
 
 pub mod config;
 pub mod error;
@@ -42,27 +43,6 @@ pub fn router(config: Config) -> Router {
                 .filter(|path| path != "/healthz" && path != messaging::EVENTS_PATH),
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-}
-
-/// The current trace id (hex), for answers and logs.
-pub fn trace_id() -> String {
-    tracing_opentelemetry_instrumentation_sdk::find_current_trace_id().unwrap_or_default()
-}
-
-/// Marks the current span as failed with an OpenTelemetry `exception` event, and logs it.
-pub fn record_exception(kind: &str, message: &str) {
-    use opentelemetry::KeyValue;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let span = tracing::Span::current();
-    span.add_event(
-        "exception",
-        vec![
-            KeyValue::new("exception.type", kind.to_string()),
-            KeyValue::new("exception.message", message.to_string()),
-        ],
-    );
-    span.set_status(opentelemetry::trace::Status::error(message.to_string()));
-    tracing::warn!(exception.type = kind, "{message}");
 }
 
 /// Simulated work: sleeps `ms` milliseconds times the latency scale.

@@ -12,6 +12,8 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_opentelemetry_instrumentation_sdk::{find_context_from_tracing, otel_trace_span};
 
+use crate::failure::FailTarget;
+
 pub const EVENTS_PATH: &str = "/events";
 pub const TOPIC: &str = "orders";
 
@@ -21,7 +23,7 @@ pub struct Message {
     pub headers: HashMap<String, String>,
     pub payload: Value,
     /// The failure knob travels with the message.
-    pub fail: Option<String>,
+    pub fail: Option<FailTarget>,
 }
 
 /// Publishes `payload` to the notifications service under a PRODUCER span.
@@ -29,7 +31,7 @@ pub async fn publish(
     http: &reqwest::Client,
     notifications_url: &str,
     payload: Value,
-    fail: Option<&str>,
+    fail: Option<FailTarget>,
 ) {
     let span = otel_trace_span!(
         "orders publish",
@@ -47,7 +49,7 @@ pub async fn publish(
     let message = Message {
         headers,
         payload,
-        fail: fail.map(String::from),
+        fail,
     };
     async {
         let url = format!("{}{EVENTS_PATH}", notifications_url.trim_end_matches('/'));

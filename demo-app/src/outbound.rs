@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use reqwest::Method;
 use serde_json::Value;
 use tracing::field::Empty;
@@ -11,6 +11,7 @@ use tracing::Instrument;
 use tracing_opentelemetry_instrumentation_sdk::http::inject_context;
 use tracing_opentelemetry_instrumentation_sdk::{find_context_from_tracing, otel_trace_span};
 
+use crate::config::Peer;
 use crate::error::AppError;
 use crate::failure::{Fail, FAIL_HEADER};
 
@@ -36,17 +37,17 @@ impl Client {
         &self.http
     }
 
-    /// Calls `service` at `base` + `path`, passing the failure knob along. A 5xx answer or a
+    /// Calls `peer` at its URL + `path`, passing the failure knob along. A 5xx answer or a
     /// transport error becomes [`AppError::Downstream`] and marks the client span as failed.
     pub async fn call(
         &self,
-        service: &str,
+        peer: Peer<'_>,
         method: Method,
-        base: &str,
         path: &str,
         fail: &Fail,
     ) -> Result<Value, AppError> {
-        let url = format!("{}{}", base.trim_end_matches('/'), path);
+        let service = peer.role.name();
+        let url = format!("{}{}", peer.url.trim_end_matches('/'), path);
         let parsed = reqwest::Url::parse(&url).map_err(|e| AppError::Downstream {
             service: service.into(),
             reason: format!("bad url {url}: {e}"),
@@ -65,11 +66,8 @@ impl Client {
         );
         let mut headers = HeaderMap::new();
         inject_context(&find_context_from_tracing(&span), &mut headers);
-        if let Some(role) = fail.target() {
-            headers.insert(
-                FAIL_HEADER,
-                role.parse().expect("role names are valid header values"),
-            );
+        if let Some(target) = fail.target() {
+            headers.insert(FAIL_HEADER, HeaderValue::from_static(target.name()));
         }
         let request = self.http.request(method, parsed).headers(headers);
         async {

@@ -109,3 +109,24 @@ impl Telemetry {
         }
     }
 }
+
+/// The current trace id (hex), for answers and logs.
+pub fn trace_id() -> String {
+    tracing_opentelemetry_instrumentation_sdk::find_current_trace_id().unwrap_or_default()
+}
+
+/// Marks the current span as failed with an OpenTelemetry `exception` event, and logs it.
+pub fn record_exception(kind: &str, message: &str) {
+    use opentelemetry::KeyValue;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::Span::current();
+    span.add_event(
+        "exception",
+        vec![
+            KeyValue::new("exception.type", kind.to_string()),
+            KeyValue::new("exception.message", message.to_string()),
+        ],
+    );
+    span.set_status(opentelemetry::trace::Status::error(message.to_string()));
+    tracing::warn!(exception.type = kind, "{message}");
+}

@@ -122,6 +122,37 @@ async fn every_scenario_answers_json_with_a_trace_id() {
 }
 
 #[tokio::test]
+async fn an_unknown_fail_name_is_a_400_listing_the_valid_ones_and_the_shop_keeps_serving() {
+    let shop = start_shop().await;
+    let valid = serde_json::json!([
+        "frontend",
+        "checkout",
+        "inventory",
+        "payments",
+        "payment-gateway",
+        "postgres",
+        "notifications"
+    ]);
+    for path in [
+        "/chain?fail=%0A",
+        "/chain?fail=bogus",
+        "/simple?fail=payments&fail=inventory",
+        "/multi-service?fail=%3Cscript%3E",
+    ] {
+        let (status, body) = get(format!("{shop}{path}")).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["valid"], valid, "{path}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}"
+        );
+    }
+    // Nothing broke: the next request is served as usual.
+    let (status, body) = get(format!("{shop}/chain")).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
 async fn landing_page_has_a_button_and_a_plain_link_per_scenario() {
     let shop = start_shop().await;
     let response = reqwest::get(format!("{shop}/")).await.unwrap();

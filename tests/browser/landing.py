@@ -77,6 +77,21 @@ def main():
         seen["/chain?fail=payments"] = run(driver, "/chain", lambda t: "HTTP 502" in t)
         assert TRACE_ID.search(seen["/chain?fail=payments"]), seen["/chain?fail=payments"]
 
+        # A name the server does not know (here a hostile one, put into the selector by hand):
+        # the page shows the 400's message and the valid names, as text, never as markup.
+        hostile = '<img src=x onerror="window.pwned=1">'
+        driver.execute_script(
+            "const o = document.createElement('option'); o.value = arguments[0]; o.textContent = 'hostile';"
+            "document.getElementById('fail').append(o);", hostile)
+        Select(driver.find_element(By.ID, "fail")).select_by_visible_text("hostile")
+        text = run(driver, "/simple", lambda t: "HTTP 400" in t)
+        seen["/simple?fail=<hostile>"] = text
+        assert "names no service" in text and "valid: frontend, checkout" in text, text
+        assert "<img" in text, f"shown as text: {text}"
+        assert not driver.find_elements(By.CSS_SELECTOR, '[data-result="/simple"] img')
+        assert driver.execute_script("return window.pwned === undefined"), "markup was run"
+        Select(driver.find_element(By.ID, "fail")).select_by_value("")
+
         graph = driver.find_element(By.ID, "graph-link").get_attribute("href")
         assert "serviceMap" in urllib.parse.unquote(graph), graph
         driver.save_screenshot(screenshot)

@@ -16,10 +16,12 @@ use tracing_opentelemetry_instrumentation_sdk::otel_trace_span;
 use super::inventory::Slow;
 use super::{fail_if_targeted, Routes};
 use crate::error::AppError;
-use crate::failure::Fail;
-use crate::{messaging, trace_id, work, App};
+use crate::failure::{Fail, FailTarget};
+use crate::telemetry::trace_id;
+use crate::{messaging, work, App, Role};
 
-pub const DATABASE: &str = "postgres";
+/// The database checkout writes orders to (a database node in the graph).
+const DATABASE: FailTarget = FailTarget::Postgres;
 
 static NEXT_ORDER: AtomicU64 = AtomicU64::new(1000);
 
@@ -32,7 +34,7 @@ async fn checkout(
     Query(slow): Query<Slow>,
     fail: Fail,
 ) -> Result<Json<Value>, AppError> {
-    fail_if_targeted(&fail, "checkout")?;
+    fail_if_targeted(&fail, Role::Checkout)?;
     let config = &app.config;
     let reserve = if slow.slow {
         "/reserve?slow=true"
@@ -41,34 +43,22 @@ async fn checkout(
     };
     let inventory = app
         .client
-        .call(
-            "inventory",
-            Method::POST,
-            &config.inventory_url,
-            reserve,
-            &fail,
-        )
+        .call(config.peer(Role::Inventory), Method::POST, reserve, &fail)
         .await?;
     let payment = app
         .client
-        .call(
-            "payments",
-            Method::POST,
-            &config.payments_url,
-            "/charge",
-            &fail,
-        )
+        .call(config.peer(Role::Payments), Method::POST, "/charge", &fail)
         .await?;
     let order_id = store_order(&app, &fail).await?;
     messaging::publish(
         app.client.http(),
-        &config.notifications_url,
+        config.peer(Role::Notifications).url,
         json!({ "order_id": order_id }),
         fail.target(),
     )
     .await;
     Ok(Json(json!({
-        "service": "checkout",
+        "service": Role::Checkout.name(),
         "order_id": order_id,
         "inventory": inventory,
         "payment": payment,
@@ -91,15 +81,15 @@ async fn store_order(app: &App, fail: &Fail) -> Result<u64, AppError> {
         db.operation.name = "INSERT",
         db.collection.name = "orders",
         db.query.text = "INSERT INTO orders (sku, qty) VALUES ($1, $2) RETURNING id",
-        server.address = DATABASE,
+        server.address = DATABASE.name(),
         server.port = 5432i64,
     );
     async {
         work(app, 8).await;
         if fail.hits(DATABASE) {
-            crate::record_exception("PostgresError", "deadlock detected");
+            crate::telemetry::record_exception("PostgresError", "deadlock detected");
             return Err(AppError::Downstream {
-                service: DATABASE.into(),
+                service: DATABASE.name().into(),
                 reason: "deadlock detected".into(),
             });
         }

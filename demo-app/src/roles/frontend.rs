@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 
 use super::{fail_if_targeted, Routes};
 use crate::error::AppError;
-use crate::failure::Fail;
-use crate::{trace_id, work, App};
+use crate::failure::{Fail, FailTarget};
+use crate::telemetry::trace_id;
+use crate::{work, App, Role};
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -51,20 +52,19 @@ struct Landing<'a> {
 }
 
 async fn landing(State(app): State<Arc<App>>) -> Result<Html<String>, AppError> {
+    // Every service but the frontend itself (whose failure the Error scenario shows).
+    let failable: Vec<&str> = FailTarget::ALL
+        .iter()
+        .filter(|t| **t != FailTarget::Role(Role::Frontend))
+        .map(|t| t.name())
+        .collect();
     let page = Landing {
         scenarios: &SCENARIOS,
         grafana_url: app.config.grafana_url.trim_end_matches('/'),
-        failable: &[
-            "checkout",
-            "inventory",
-            "payments",
-            "payment-gateway",
-            "postgres",
-            "notifications",
-        ],
+        failable: &failable,
     };
     page.render().map(Html).map_err(|e| AppError::Failed {
-        service: "frontend".into(),
+        service: Role::Frontend.name().into(),
         reason: format!("template: {e}"),
     })
 }
@@ -78,13 +78,13 @@ fn ok(scenario: &str, extra: Value) -> Json<Value> {
 }
 
 async fn simple(State(app): State<Arc<App>>, fail: Fail) -> Result<Json<Value>, AppError> {
-    fail_if_targeted(&fail, "frontend")?;
+    fail_if_targeted(&fail, Role::Frontend)?;
     work(&app, 20).await;
     Ok(ok("simple", json!({})))
 }
 
 async fn nested(State(app): State<Arc<App>>, fail: Fail) -> Result<Json<Value>, AppError> {
-    fail_if_targeted(&fail, "frontend")?;
+    fail_if_targeted(&fail, Role::Frontend)?;
     use tracing::Instrument;
     let parent = tracing::info_span!("load cart", cart.id = "c-7", cart.items = 3i64);
     async {
@@ -110,7 +110,7 @@ async fn nested(State(app): State<Arc<App>>, fail: Fail) -> Result<Json<Value>, 
 
 async fn error() -> Result<Json<Value>, AppError> {
     Err(AppError::Failed {
-        service: "frontend".into(),
+        service: Role::Frontend.name().into(),
         reason: "simulated failure in /error".into(),
     })
 }
@@ -129,29 +129,26 @@ async fn checkout(
     path: &str,
     scenario: &str,
 ) -> Result<Json<Value>, AppError> {
-    fail_if_targeted(fail, "frontend")?;
+    fail_if_targeted(fail, Role::Frontend)?;
     let order = app
         .client
-        .call(
-            "checkout",
-            Method::POST,
-            &app.config.checkout_url,
-            path,
-            fail,
-        )
+        .call(app.config.peer(Role::Checkout), Method::POST, path, fail)
         .await?;
     Ok(ok(scenario, json!({ "order": order })))
 }
 
 async fn multi_service(State(app): State<Arc<App>>, fail: Fail) -> Result<Json<Value>, AppError> {
-    fail_if_targeted(&fail, "frontend")?;
-    let c = &app.config;
-    let call = |service, base| app.client.call(service, Method::GET, base, "/work", &fail);
+    fail_if_targeted(&fail, Role::Frontend)?;
+    let call = |role| {
+        app.client
+            .call(app.config.peer(role), Method::GET, "/work", &fail)
+    };
+    let [checkout, inventory, payments, notifications] = Role::DOWNSTREAM;
     let (a, b, p, n) = tokio::join!(
-        call("checkout", &c.checkout_url),
-        call("inventory", &c.inventory_url),
-        call("payments", &c.payments_url),
-        call("notifications", &c.notifications_url),
+        call(checkout),
+        call(inventory),
+        call(payments),
+        call(notifications),
     );
     Ok(ok("multi-service", json!({ "services": [a?, b?, p?, n?] })))
 }

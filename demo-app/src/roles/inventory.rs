@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use super::{fail_if_targeted, Routes};
 use crate::error::AppError;
 use crate::failure::Fail;
-use crate::{trace_id, work, App};
+use crate::telemetry::trace_id;
+use crate::{work, App, Role};
 
 pub fn routes() -> Routes {
     Routes::new().route("/reserve", post(reserve))
@@ -28,7 +29,7 @@ async fn reserve(
     Query(slow): Query<Slow>,
     fail: Fail,
 ) -> Result<Json<Value>, AppError> {
-    fail_if_targeted(&fail, "inventory")?;
+    fail_if_targeted(&fail, Role::Inventory)?;
     {
         let _span = tracing::info_span!(
             "check stock",
@@ -39,6 +40,6 @@ async fn reserve(
     }
     work(&app, if slow.slow { 1500 } else { 15 }).await;
     Ok(Json(
-        json!({ "service": "inventory", "reserved": 1, "trace_id": trace_id() }),
+        json!({ "service": Role::Inventory.name(), "reserved": 1, "trace_id": trace_id() }),
     ))
 }

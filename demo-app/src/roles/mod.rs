@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::error::AppError;
 use crate::failure::Fail;
-use crate::{trace_id, work, App, Role};
+use crate::telemetry::trace_id;
+use crate::{work, App, Role};
 
 pub type Routes = Router<Arc<App>>;
 
@@ -32,19 +33,19 @@ pub fn routes(role: Role) -> Routes {
 
 /// A little work in this service, for `/multi-service`.
 async fn generic_work(State(app): State<Arc<App>>, fail: Fail) -> Result<Json<Value>, AppError> {
-    let service = app.config.role.name();
-    fail_if_targeted(&fail, service)?;
+    let role = app.config.role;
+    fail_if_targeted(&fail, role)?;
     work(&app, 10).await;
     Ok(Json(
-        json!({ "service": service, "status": "ok", "trace_id": trace_id() }),
+        json!({ "service": role.name(), "status": "ok", "trace_id": trace_id() }),
     ))
 }
 
-/// `Err` when the failure knob names `service`.
-fn fail_if_targeted(fail: &Fail, service: &str) -> Result<(), AppError> {
-    if fail.hits(service) {
+/// `Err` when the failure knob names this role.
+fn fail_if_targeted(fail: &Fail, role: Role) -> Result<(), AppError> {
+    if fail.hits_role(role) {
         return Err(AppError::Failed {
-            service: service.into(),
+            service: role.name().into(),
             reason: "failure requested with ?fail".into(),
         });
     }

@@ -9,8 +9,9 @@ use axum::Json;
 use tracing::Instrument;
 
 use super::Routes;
+use crate::failure::FailTarget;
 use crate::messaging::{consumer_span, Message, EVENTS_PATH};
-use crate::{work, App};
+use crate::{work, App, Role};
 
 pub fn routes() -> Routes {
     Routes::new().route(EVENTS_PATH, post(consume))
@@ -23,8 +24,8 @@ async fn consume(State(app): State<Arc<App>>, Json(message): Json<Message>) -> S
         {
             let _send = tracing::info_span!("send email", notification.channel = "email").entered();
         }
-        if message.fail.as_deref() == Some("notifications") {
-            crate::record_exception("SmtpError", "mail server unavailable");
+        if message.fail == Some(FailTarget::Role(Role::Notifications)) {
+            crate::telemetry::record_exception("SmtpError", "mail server unavailable");
         }
     }
     .instrument(span)

@@ -13,23 +13,25 @@ use tracing_opentelemetry_instrumentation_sdk::otel_trace_span;
 
 use super::{fail_if_targeted, Routes};
 use crate::error::AppError;
-use crate::failure::Fail;
-use crate::{trace_id, work, App};
+use crate::failure::{Fail, FailTarget};
+use crate::telemetry::trace_id;
+use crate::{work, App, Role};
 
-pub const GATEWAY: &str = "payment-gateway";
+/// The uninstrumented gateway payments calls (a virtual node in the graph).
+const GATEWAY: FailTarget = FailTarget::PaymentGateway;
 
 pub fn routes() -> Routes {
     Routes::new().route("/charge", post(charge))
 }
 
 async fn charge(State(app): State<Arc<App>>, fail: Fail) -> Result<Json<Value>, AppError> {
-    fail_if_targeted(&fail, "payments")?;
+    fail_if_targeted(&fail, Role::Payments)?;
     let span = otel_trace_span!(
         "HTTP client request",
         otel.name = "POST /v1/charges",
         otel.kind = ?opentelemetry::trace::SpanKind::Client,
         otel.status_code = Empty,
-        peer.service = GATEWAY,
+        peer.service = GATEWAY.name(),
         http.request.method = "POST",
         server.address = "api.payment-gateway.example",
         url.full = "https://api.payment-gateway.example/v1/charges",
@@ -43,7 +45,7 @@ async fn charge(State(app): State<Arc<App>>, fail: Fail) -> Result<Json<Value>, 
             current.record("http.response.status_code", 503i64);
             current.record("otel.status_code", "ERROR");
             return Err(AppError::Downstream {
-                service: GATEWAY.into(),
+                service: GATEWAY.name().into(),
                 reason: "gateway answered 503".into(),
             });
         }
@@ -53,6 +55,6 @@ async fn charge(State(app): State<Arc<App>>, fail: Fail) -> Result<Json<Value>, 
     .instrument(span)
     .await?;
     Ok(Json(
-        json!({ "service": "payments", "charged": true, "trace_id": trace_id() }),
+        json!({ "service": Role::Payments.name(), "charged": true, "trace_id": trace_id() }),
     ))
 }
