@@ -317,7 +317,7 @@ impl Options {
                 span_multiplier_key: self.span_multiplier_key,
                 max_series,
             };
-            graph::validate_buckets(&config.histogram_buckets)
+            crate::series::validate_buckets(&config.histogram_buckets)
                 .map_err(|e| invalid("--span-metrics-histogram-buckets", e.to_string()))?;
             Some(config)
         } else {

@@ -11,6 +11,15 @@ use crate::graph::{self, ServiceGraph};
 use crate::series::Family;
 use crate::spanmetrics::{self, SpanMetrics};
 
+/// Options one of the processors cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("service graph: {0}")]
+    Graph(#[from] graph::ConfigError),
+    #[error("span metrics: {0}")]
+    SpanMetrics(#[from] spanmetrics::ConfigError),
+}
+
 /// Tempo's default `stale_duration`.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 
@@ -37,7 +46,7 @@ impl Engine {
         graph: graph::Config,
         span_metrics: Option<spanmetrics::Config>,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, graph::ConfigError> {
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
             graph: ServiceGraph::new(graph)?,
             span_metrics: span_metrics.map(SpanMetrics::new).transpose()?,

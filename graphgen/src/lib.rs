@@ -5,7 +5,8 @@
 //! - [`graph`] pairs client and server spans into edges (`traces_service_graph_*`).
 //! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`).
 //! - [`engine`] puts both behind one door with a [`clock`].
-//! - [`series`] is the metric model they share; [`attributes`] the attribute rules.
+//! - [`series`] is the metric model they share; [`attributes`] the attribute rules;
+//!   [`spans`] how both read a span's kind, status and duration.
 //! - [`workload`] builds the benchmark workload (Tempo's steady-state service-graph benchmark).
 //!
 //! The service around it (sockets and tasks):
@@ -34,4 +35,5 @@ pub mod selfmetrics;
 pub mod series;
 pub mod service;
 pub mod spanmetrics;
+pub mod spans;
 pub mod workload;

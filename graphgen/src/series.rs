@@ -290,6 +290,20 @@ pub fn whole_bucket_counts(cumulative: &[f64]) -> (Vec<u64>, u64) {
     (per_bucket, rounded.last().copied().unwrap_or(0))
 }
 
+/// Histogram bounds that are not finite and strictly increasing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("histogram buckets must be finite and strictly increasing, got {0:?}")]
+pub struct InvalidBuckets(pub Vec<f64>);
+
+/// Checks histogram bounds (both processors' `histogram_buckets`).
+pub fn validate_buckets(buckets: &[f64]) -> Result<(), InvalidBuckets> {
+    let increasing = buckets.windows(2).all(|w| w[0] < w[1]);
+    if buckets.is_empty() || !increasing || buckets.iter().any(|b| !b.is_finite()) {
+        return Err(InvalidBuckets(buckets.to_vec()));
+    }
+    Ok(())
+}
+
 /// Formats a bucket bound the way Prometheus prints `le` (shortest float form).
 pub fn format_bound(bound: f64) -> String {
     format!("{bound}")

@@ -41,7 +41,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Engine(#[from] crate::graph::ConfigError),
+    Engine(#[from] crate::engine::ConfigError),
     #[error(transparent)]
     Endpoint(#[from] traces::InvalidEndpoint),
     #[error("cannot build the metrics HTTP client: {0}")]

@@ -1,5 +1,6 @@
 //! Options of the service-graph processor, named as in Tempo's `service_graphs` overrides.
 
+use crate::series::{validate_buckets, InvalidBuckets};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -64,8 +65,8 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// A problem with the options, found before any span is processed.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
-    #[error("histogram_buckets must be finite and strictly increasing, got {0:?}")]
-    Buckets(Vec<f64>),
+    #[error(transparent)]
+    Buckets(#[from] InvalidBuckets),
     #[error("max_items must be at least 1")]
     MaxItems,
     #[error("max_series must be at least 1")]
@@ -88,12 +89,4 @@ impl Config {
         }
         Ok(())
     }
-}
-
-pub fn validate_buckets(buckets: &[f64]) -> Result<(), ConfigError> {
-    let increasing = buckets.windows(2).all(|w| w[0] < w[1]);
-    if buckets.is_empty() || !increasing || buckets.iter().any(|b| !b.is_finite()) {
-        return Err(ConfigError::Buckets(buckets.to_vec()));
-    }
-    Ok(())
 }

@@ -8,20 +8,19 @@ mod edge;
 mod recorder;
 mod store;
 
-use std::borrow::Cow;
-
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status::StatusCode, ResourceSpans, Span,
 };
 
-pub use config::{validate_buckets, Config, ConfigError};
+pub use config::{Config, ConfigError};
 pub use edge::{ConnectionType, Edge, EdgeKey};
 use recorder::Recorder;
 use store::{Store, StoreError, Upsert};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
 use crate::series::Family;
+use crate::spans::{duration_sec, span_kind_name};
 
 const VIRTUAL_NODE_LABEL: &str = "virtual_node";
 
@@ -31,22 +30,46 @@ pub struct Stats {
     /// Edges recorded as metrics, paired or virtual.
     pub edges_completed: u64,
     /// Edges that expired with no way to complete them, by the kind of the span that was seen.
-    pub edges_expired: [u64; 6],
+    pub edges_expired: ExpiredByKind,
     /// Spans that could not be stored because `max_items` edges were waiting.
     pub spans_dropped: u64,
     /// Spans skipped because their ids are longer than OTLP allows.
     pub spans_invalid: u64,
 }
 
+/// Expired edges counted by the OTLP span kind of the side that was seen.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExpiredByKind([u64; 6]);
+
+impl ExpiredByKind {
+    fn add(&mut self, kind: SpanKind) {
+        self.0[kind as usize] += 1;
+    }
+
+    pub fn get(&self, kind: SpanKind) -> u64 {
+        self.0[kind as usize]
+    }
+}
+
 impl Stats {
     /// `(span kind, count)` for every kind that has expired edges.
     pub fn expired_by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.edges_expired
+            .0
             .iter()
             .enumerate()
             .filter(|(_, n)| **n > 0)
             .map(|(kind, n)| (span_kind_name(kind as i32), *n))
     }
+}
+
+/// Which side of an edge a span is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// CLIENT or PRODUCER: keyed by its own span id.
+    Client,
+    /// SERVER or CONSUMER: keyed by its parent's span id.
+    Server,
 }
 
 /// Where each dimension's value lives in `Edge::dimensions`, and which labels read them.
@@ -200,17 +223,16 @@ impl ServiceGraph {
         expires_at: u64,
     ) {
         let kind = span.kind;
-        let (client_side, connection_type) = match SpanKind::try_from(kind) {
-            Ok(SpanKind::Client) => (true, ConnectionType::Unknown),
-            Ok(SpanKind::Producer) => (true, ConnectionType::MessagingSystem),
-            Ok(SpanKind::Server) => (false, ConnectionType::Unknown),
-            Ok(SpanKind::Consumer) => (false, ConnectionType::MessagingSystem),
+        let (side, connection_type) = match SpanKind::try_from(kind) {
+            Ok(SpanKind::Client) => (Side::Client, ConnectionType::Unknown),
+            Ok(SpanKind::Producer) => (Side::Client, ConnectionType::MessagingSystem),
+            Ok(SpanKind::Server) => (Side::Server, ConnectionType::Unknown),
+            Ok(SpanKind::Consumer) => (Side::Server, ConnectionType::MessagingSystem),
             _ => return,
         };
-        let key_span_id = if client_side {
-            &span.span_id
-        } else {
-            &span.parent_span_id
+        let key_span_id = match side {
+            Side::Client => &span.span_id,
+            Side::Server => &span.parent_span_id,
         };
         let Some(key) = EdgeKey::new(&span.trace_id, key_span_id) else {
             self.stats.spans_invalid += 1;
@@ -242,20 +264,22 @@ impl ServiceGraph {
             e.connection_type = connection_type;
             e.failed |= failed;
             e.span_multiplier = multiplier;
-            if client_side {
-                replace(&mut e.client_service, service);
-                e.client_latency_sec = duration;
-                e.client_end_nanos = span.end_time_unix_nano;
-            } else {
-                replace(&mut e.server_service, service);
-                e.server_latency_sec = duration;
-                e.server_start_nanos = span.start_time_unix_nano;
+            match side {
+                Side::Client => {
+                    replace(&mut e.client_service, service);
+                    e.client_latency_sec = duration;
+                    e.client_end_nanos = span.end_time_unix_nano;
+                }
+                Side::Server => {
+                    replace(&mut e.server_service, service);
+                    e.server_latency_sec = duration;
+                    e.server_start_nanos = span.start_time_unix_nano;
+                }
             }
             for (attribute, client_slot, server_slot) in &layout.dimensions {
-                let slot = if client_side {
-                    *client_slot
-                } else {
-                    *server_slot
+                let slot = match side {
+                    Side::Client => *client_slot,
+                    Side::Server => *server_slot,
                 };
                 copy_into(attribute, &lists, &mut e.dimensions[slot]);
             }
@@ -264,7 +288,7 @@ impl ServiceGraph {
                     break;
                 }
             }
-            if client_side {
+            if side == Side::Client {
                 apply_database(config, e, &lists, duration);
             }
         };
@@ -319,8 +343,8 @@ impl ServiceGraph {
                     stats.edges_completed += 1;
                 }
                 None => {
-                    let kind = e.span_kind.clamp(0, 5) as usize;
-                    stats.edges_expired[kind] += 1;
+                    let kind = SpanKind::try_from(e.span_kind).unwrap_or(SpanKind::Unspecified);
+                    stats.edges_expired.add(kind);
                 }
             }
         });
@@ -361,22 +385,6 @@ fn apply_database(config: &Config, e: &mut Edge, lists: &[&[KeyValue]; 2], durat
 pub(super) fn replace(target: &mut String, value: &str) {
     target.clear();
     target.push_str(value);
-}
-
-/// Seconds from `start` to `end`, 0 when `end` is earlier.
-pub fn duration_sec(start: u64, end: u64) -> f64 {
-    end.saturating_sub(start) as f64 / 1e9
-}
-
-/// `SPAN_KIND_SERVER` etc., as Tempo labels span kinds.
-pub fn span_kind_name(kind: i32) -> &'static str {
-    SpanKind::try_from(kind).map_or("SPAN_KIND_UNSPECIFIED", |k| k.as_str_name())
-}
-
-/// `STATUS_CODE_OK` etc.; unknown codes are spelled as their number, as Go's enum `String` does.
-pub fn status_code_name(code: i32) -> Cow<'static, str> {
-    StatusCode::try_from(code)
-        .map_or_else(|_| Cow::Owned(code.to_string()), |c| c.as_str_name().into())
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::edge::{ConnectionType, Edge};
-use super::{duration_sec, replace};
+use super::replace;
 use crate::series::{Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue};
+use crate::spans::duration_sec;
 
 /// Per-edge series; failed and messaging series only exist once observed, as in Tempo.
 #[derive(Debug)]

@@ -10,10 +10,11 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
-use crate::graph::{duration_sec, span_kind_name, status_code_name, validate_buckets, ConfigError};
+use crate::series::InvalidBuckets;
 use crate::series::{
     exponential_buckets, Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue,
 };
+use crate::spans::{duration_sec, span_kind_name, status_code_name};
 
 /// Labels Tempo sets itself; a dimension that sanitizes to one of them is prefixed with `__`.
 const INTRINSIC_LABELS: [&str; 5] = [
@@ -55,6 +56,13 @@ struct SpanSeries {
     size: f64,
 }
 
+/// A problem with the span-metrics options, found before any span is processed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Buckets(#[from] InvalidBuckets),
+}
+
 #[derive(Debug)]
 pub struct SpanMetrics {
     config: Config,
@@ -66,7 +74,7 @@ pub struct SpanMetrics {
 
 impl SpanMetrics {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
-        validate_buckets(&config.histogram_buckets)?;
+        crate::series::validate_buckets(&config.histogram_buckets)?;
         let label_names: Vec<String> = INTRINSIC_LABELS[..4]
             .iter()
             .map(|s| s.to_string())
