@@ -1,8 +1,17 @@
 //! graphgen's own metrics (`graphgen_*`): what came in, what was refused, what the queue and
 //! the exporters are doing. Exposed on the admin `/metrics` next to the engine's series.
 //! Outcomes and reasons are enums; their label values are derived, never typed as strings.
+//! [`EngineStats`] reads the engine's own counters (edges, store, series) at scrape time.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+
+use crate::engine::Engine;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -275,5 +284,113 @@ impl SelfMetrics {
             "HTTP requests of OTLP metric pushes (a push is split into parts), by outcome",
             self.metrics_push_requests.clone(),
         );
+    }
+}
+
+/// The engine's own counters and gauges (`graphgen_edges_*`, `graphgen_store_*`,
+/// `graphgen_series*`), read from the engine at every scrape.
+#[derive(Debug)]
+pub struct EngineStats {
+    engine: Arc<Mutex<Engine>>,
+}
+
+impl EngineStats {
+    pub fn register(engine: Arc<Mutex<Engine>>, registry: &mut Registry) {
+        registry.register_collector(Box::new(Self { engine }));
+    }
+}
+
+impl Collector for EngineStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (stats, pending, max_items, cardinality) = {
+            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let graph = engine.graph();
+            let mut cardinality = vec![("service_graph", graph.cardinality())];
+            if let Some(sm) = engine.span_metrics() {
+                cardinality.push(("span_metrics", sm.cardinality()));
+            }
+            (
+                graph.stats().clone(),
+                graph.pending_edges(),
+                graph.config().max_items,
+                cardinality,
+            )
+        };
+        let counter =
+            |encoder: &mut DescriptorEncoder, name, help, value: u64| -> std::fmt::Result {
+                let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                m.encode_counter::<NoLabelSet, u64, u64>(&value, None)
+            };
+        let gauge = |encoder: &mut DescriptorEncoder, name, help, value: i64| -> std::fmt::Result {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            m.encode_gauge(&value)
+        };
+        counter(
+            &mut encoder,
+            "graphgen_edges_completed",
+            "Edges recorded as service-graph metrics (paired or virtual)",
+            stats.edges_completed,
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_edges_expired",
+                "Edges that expired unmatched, by the kind of the span that was seen",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, n) in stats.expired_by_kind() {
+                m.encode_family(&[("unmatched_span_kind", kind)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "graphgen_store_dropped_spans",
+            "Spans dropped because max_items edges were already waiting",
+            stats.spans_dropped,
+        )?;
+        counter(
+            &mut encoder,
+            "graphgen_engine_invalid_spans",
+            "Spans the engine skipped for ids longer than OTLP allows",
+            stats.spans_invalid,
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_series",
+                "Label sets held, by processor (bounded by max_series)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (processor, (held, _)) in &cardinality {
+                m.encode_family(&[("processor", *processor)])?
+                    .encode_gauge(&(*held as i64))?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_series_refused",
+                "Updates not recorded because max_series label sets already exist, by processor",
+                None,
+                MetricType::Counter,
+            )?;
+            for (processor, (_, refused)) in &cardinality {
+                m.encode_family(&[("processor", *processor)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(refused, None)?;
+            }
+        }
+        gauge(
+            &mut encoder,
+            "graphgen_store_edges",
+            "Edges waiting for their other side",
+            pending as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "graphgen_store_capacity_edges",
+            "Most edges that may wait (max_items)",
+            max_items as i64,
+        )?;
+        Ok(())
     }
 }

@@ -24,7 +24,7 @@ use crate::export::traces::{self, Drain, ExportSettings, TraceExporter};
 use crate::intake::Intake;
 use crate::queue::{Limits, SpanQueue};
 use crate::receiver::{grpc, http};
-use crate::selfmetrics::SelfMetrics;
+use crate::selfmetrics::{EngineStats, SelfMetrics};
 
 /// How often edges past their wait are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -78,6 +78,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     EngineCollector::register(engine.clone(), &mut registry);
+    EngineStats::register(engine.clone(), &mut registry);
 
     let (queue, exporter) = match &settings.traces_endpoint {
         Some(endpoint) => {

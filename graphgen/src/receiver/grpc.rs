@@ -123,49 +123,27 @@ where
             let mut grpc = tonic::server::Grpc::new(ReceiveCodec)
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(Method(export), request).await)
+            Ok(otlp_status_codes(grpc.unary(Method(export), request).await))
         })
     }
 }
 
-/// Tonic reports a too-large message as OUT_OF_RANGE and undecodable protobuf as INTERNAL;
-/// OTLP clients retry the first and should not see the second. Rewrite them to
-/// RESOURCE_EXHAUSTED (no RetryInfo: not retried) and INVALID_ARGUMENT.
-fn otlp_status_codes(
-    mut response: http::Response<tonic::body::Body>,
-) -> http::Response<tonic::body::Body> {
+/// Tonic answers a message over the size limit with OUT_OF_RANGE and one it cannot read (bad
+/// gzip, a truncated frame, no message at all) with INTERNAL. No [`Export`] answers either code
+/// (see [`status_of`]), so both can only come from reading the request, and are rewritten by
+/// code alone, never by message text: RESOURCE_EXHAUSTED (no RetryInfo, so OTLP clients do not
+/// retry it) and INVALID_ARGUMENT, as OTLP asks.
+fn otlp_status_codes(mut response: http::Response<GrpcBody>) -> http::Response<GrpcBody> {
     let headers = response.headers_mut();
     let code = headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok());
-    let message = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let replacement = match Code::from_i32(code.unwrap_or(0)) {
-        Code::OutOfRange if message.contains("too%20large") || message.contains("too large") => {
-            Some(Code::ResourceExhausted)
-        }
-        Code::Internal
-            if [
-                "decode",
-                "decompress",
-                "Missing%20request",
-                "Missing request",
-                "protocol%20error",
-                "protocol error",
-            ]
-            .iter()
-            .any(|m| message.contains(m)) =>
-        {
-            Some(Code::InvalidArgument)
-        }
-        _ => None,
+        .get(Status::GRPC_STATUS)
+        .map(|v| Code::from_bytes(v.as_bytes()));
+    let replacement = match code {
+        Some(Code::OutOfRange) => Code::ResourceExhausted,
+        Some(Code::Internal) => Code::InvalidArgument,
+        _ => return response,
     };
-    if let Some(code) = replacement {
-        headers.insert("grpc-status", http::HeaderValue::from(code as i32));
-    }
+    headers.insert(Status::GRPC_STATUS, http::HeaderValue::from(replacement as i32));
     response
 }
 
@@ -178,7 +156,6 @@ pub async fn serve(
     let max = intake.max_message_bytes;
     let service = BytesTraceService::new(intake, max);
     tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(otlp_status_codes))
         .add_service(service)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
