@@ -415,6 +415,7 @@ fn read_file(path: &Path) -> Result<Options, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Settings, String> {
         let options =
@@ -504,5 +505,72 @@ mod tests {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");
         }
+    }
+
+    /// `(--flag, default)` for every option, from its help text: the one place a default is
+    /// written for users.
+    fn help_defaults() -> Vec<(String, String)> {
+        Options::command()
+            .get_arguments()
+            .filter_map(|arg| {
+                let help = arg.get_help()?.to_string();
+                let default = help.rsplit_once("[default: ")?.1.strip_suffix(']')?;
+                Some((format!("--{}", arg.get_long()?), default.to_string()))
+            })
+            .collect()
+    }
+
+    /// Defaults described in words rather than given as a value.
+    const DESCRIBED: [&str; 2] = ["--instance-id", "--span-metrics-histogram-buckets"];
+
+    #[test]
+    fn every_default_is_the_same_in_help_settings_and_readme() {
+        let defaults = help_defaults();
+        let options: Vec<String> = Options::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| *l != "config")
+            .map(|l| format!("--{l}"))
+            .collect();
+        let documented: Vec<String> = defaults.iter().map(|(f, _)| f.clone()).collect();
+        assert_eq!(documented, options, "every option's help gives its default");
+
+        // The settings: giving each default explicitly changes nothing. (A queue directory in
+        // both, so that the fsync policy is part of what is compared.)
+        let base_args = ["--queue-dir=/graphgen-test-not-created"];
+        let base = format!("{:?}", parse(&base_args).unwrap());
+        let mut wrong = Vec::new();
+        for (flag, default) in &defaults {
+            if default.starts_with("none") || DESCRIBED.contains(&flag.as_str()) {
+                continue;
+            }
+            let arg = format!("{flag}={default}");
+            match parse(&[base_args[0], &arg]) {
+                Ok(s) if format!("{s:?}") == base => {}
+                Ok(_) => wrong.push(format!(
+                    "{flag}: --help says {default}, the settings differ"
+                )),
+                Err(e) => wrong.push(format!(
+                    "{flag}: --help's default {default} does not parse: {e}"
+                )),
+            }
+        }
+
+        // The README's table says the same.
+        let readme = include_str!("../../README.md");
+        for (flag, default) in &defaults {
+            let row = readme.lines().find(|l| {
+                l.starts_with(&format!("| `{flag}`")) || l.starts_with(&format!("| `{flag} "))
+            });
+            match row.and_then(|r| r.split('|').nth(3)) {
+                Some(cell) if cell.trim().trim_matches('`') == default => {}
+                Some(cell) => wrong.push(format!(
+                    "README {flag}: {:?}, --help: {default:?}",
+                    cell.trim()
+                )),
+                None => wrong.push(format!("README has no row for {flag}")),
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 }

@@ -27,7 +27,11 @@ impl EngineCollector {
 
 impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let families = self.engine.lock().unwrap_or_else(|e| e.into_inner()).families();
+        let families = self
+            .engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .families();
         for family in &families {
             match family.kind {
                 FamilyKind::Counter => {

@@ -143,7 +143,10 @@ fn otlp_status_codes(mut response: http::Response<GrpcBody>) -> http::Response<G
         Some(Code::Internal) => Code::InvalidArgument,
         _ => return response,
     };
-    headers.insert(Status::GRPC_STATUS, http::HeaderValue::from(replacement as i32));
+    headers.insert(
+        Status::GRPC_STATUS,
+        http::HeaderValue::from(replacement as i32),
+    );
     response
 }
 
