@@ -50,6 +50,20 @@ async fn send_accepted(g: &Graphgen, requests: usize, traces: usize) -> HashSet<
     accepted
 }
 
+/// Waits until the sink has every accepted span, then checks it has exactly those.
+async fn all_arrive(sink: &Sink, accepted: &HashSet<Vec<u8>>, within: Duration) {
+    eventually(within, "every accepted span at the sink", || async {
+        sink.distinct().len() >= accepted.len()
+    })
+    .await;
+    assert_eq!(&sink.distinct(), accepted);
+}
+
+/// graphgen with these arguments (owned, as the tests build them).
+fn start(args: &[String]) -> Graphgen {
+    Graphgen::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn queue_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "graphgen-reliability-{name}-{}",
@@ -111,13 +125,7 @@ async fn connections_cut_mid_request_lose_no_accepted_span() {
     for sender in senders {
         accepted.extend(sender.await.unwrap());
     }
-    eventually(
-        Duration::from_secs(90),
-        "every accepted span at the sink",
-        || async { sink.distinct().len() >= accepted.len() },
-    )
-    .await;
-    assert_eq!(sink.distinct(), accepted);
+    all_arrive(&sink, &accepted, Duration::from_secs(90)).await;
     let m = g.metrics().await;
     let transport_failures = find(
         &m,
@@ -152,11 +160,7 @@ async fn sigkill_with_spans_queued_on_disk_loses_nothing_after_a_restart() {
             "--retry-initial-backoff=50ms".into(),
         ]
     };
-    let start = |dir: &Path| {
-        let args = args(dir);
-        Graphgen::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    };
-    let mut g = start(&dir);
+    let mut g = start(&args(&dir));
     let accepted = send_accepted(&g, 120, 50).await; // 36,000 spans
     assert_eq!(accepted.len(), 36_000);
     g.kill();
@@ -164,14 +168,8 @@ async fn sigkill_with_spans_queued_on_disk_loses_nothing_after_a_restart() {
 
     let sink = Sink::default();
     let server = sink.serve(endpoint_port).await;
-    let g = start(&dir);
-    eventually(
-        Duration::from_secs(60),
-        "every accepted span at the sink",
-        || async { sink.distinct().len() >= accepted.len() },
-    )
-    .await;
-    assert_eq!(sink.distinct(), accepted);
+    let g = start(&args(&dir));
+    all_arrive(&sink, &accepted, Duration::from_secs(60)).await;
     let m = g.metrics().await;
     assert_eq!(
         find(&m, "graphgen_queue_recovered_spans_total", &[]),
@@ -207,16 +205,12 @@ async fn sigterm_leaves_the_queue_consistent_and_damaged_segments_are_skipped_an
             "--retry-initial-backoff=50ms".into(),
         ]
     };
-    let start = |dir: &Path| {
-        let args = args(dir);
-        Graphgen::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    };
 
     // Two runs, each stopped with SIGTERM while Tempo is down: two segments on disk.
     let mut first_run = HashSet::new();
     let mut second_run = HashSet::new();
     for run in [&mut first_run, &mut second_run] {
-        let mut g = start(&dir);
+        let mut g = start(&args(&dir));
         *run = send_accepted(&g, 20, 50).await;
         assert!(g.terminate().success(), "clean exit:\n{}", g.logs());
         assert!(
@@ -240,7 +234,7 @@ async fn sigterm_leaves_the_queue_consistent_and_damaged_segments_are_skipped_an
 
     let sink = Sink::default();
     let server = sink.serve(endpoint_port).await;
-    let g = start(&dir);
+    let g = start(&args(&dir));
     // The first run's spans all arrive; of the second, all but the cut last request.
     eventually(
         Duration::from_secs(60),
@@ -336,13 +330,7 @@ async fn a_long_outage_fills_the_disk_queue_with_flat_memory_then_pushes_back() 
 
     let sink = Sink::default();
     let server = sink.serve(endpoint_port).await;
-    eventually(
-        Duration::from_secs(90),
-        "every accepted span at the sink",
-        || async { sink.distinct().len() >= accepted.len() },
-    )
-    .await;
-    assert_eq!(sink.distinct(), accepted);
+    all_arrive(&sink, &accepted, Duration::from_secs(90)).await;
     assert_eq!(dropped(&g).await, 0.0);
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
