@@ -3,7 +3,7 @@
 //! A family has fixed label names; a series is identified by its label values in that order.
 //! An empty value means "label absent", as Prometheus treats it.
 
-use std::collections::HashMap;
+use hashbrown::hash_table::{self, HashTable};
 use std::sync::Arc;
 
 /// A classic (fixed-bucket) histogram with float counts, so span multipliers can weigh observations.
@@ -91,13 +91,22 @@ impl Histogram {
 /// a slice, so a hit allocates nothing.
 #[derive(Debug)]
 pub struct SeriesMap<V> {
-    series: HashMap<Box<[String]>, Entry<V>, ahash::RandomState>,
+    /// Keyed by the label values packed into one byte string (each value length-prefixed), so
+    /// a look-up hashes and compares one slice instead of one per label; a `HashTable` so that
+    /// a hit costs one hash and one compare (a `HashMap` needs a second look-up to insert
+    /// without building an owned key first).
+    series: HashTable<Entry<V>>,
+    hasher: ahash::RandomState,
+    /// The packed key of the current look-up, reused.
+    key: Vec<u8>,
     max: usize,
     refused: u64,
 }
 
 #[derive(Debug)]
 struct Entry<V> {
+    key: Box<[u8]>,
+    labels: Box<[String]>,
     value: V,
     /// When the series was created: the start of its cumulative values.
     created: u64,
@@ -107,7 +116,9 @@ struct Entry<V> {
 impl<V> SeriesMap<V> {
     pub fn new(max: usize) -> Self {
         Self {
-            series: HashMap::default(),
+            series: HashTable::new(),
+            hasher: ahash::RandomState::new(),
+            key: Vec::new(),
             max,
             refused: 0,
         }
@@ -121,20 +132,35 @@ impl<V> SeriesMap<V> {
         now: u64,
         new: impl FnOnce() -> V,
     ) -> Option<&mut V> {
-        // Two look-ups on a miss keep the hit path free of allocation (no owned key is built).
-        if !self.series.contains_key(labels) {
-            if self.series.len() >= self.max {
-                self.refused += 1;
-                return None;
-            }
-            let entry = Entry {
-                value: new(),
-                created: now,
-                updated: now,
-            };
-            self.series.insert(labels.into(), entry);
+        self.key.clear();
+        for value in labels {
+            self.key.extend((value.len() as u32).to_le_bytes());
+            self.key.extend(value.as_bytes());
         }
-        let entry = self.series.get_mut(labels)?;
+        let key = &self.key[..];
+        let hash = self.hasher.hash_one(key);
+        let hasher = &self.hasher;
+        let full = self.series.len() >= self.max;
+        let entry =
+            match self
+                .series
+                .entry(hash, |e| &e.key[..] == key, |e| hasher.hash_one(&e.key[..]))
+            {
+                hash_table::Entry::Occupied(e) => e.into_mut(),
+                hash_table::Entry::Vacant(_) if full => {
+                    self.refused += 1;
+                    return None;
+                }
+                hash_table::Entry::Vacant(e) => e
+                    .insert(Entry {
+                        key: key.into(),
+                        labels: labels.into(),
+                        value: new(),
+                        created: now,
+                        updated: now,
+                    })
+                    .into_mut(),
+            };
         entry.updated = now;
         Some(&mut entry.value)
     }
@@ -143,13 +169,13 @@ impl<V> SeriesMap<V> {
     pub fn iter(&self) -> impl Iterator<Item = (&[String], &V, u64)> {
         self.series
             .iter()
-            .map(|(k, e)| (&k[..], &e.value, e.created))
+            .map(|e| (&e.labels[..], &e.value, e.created))
     }
 
     /// Removes the series last updated before `cutoff`; returns how many.
     pub fn purge_older_than(&mut self, cutoff: u64) -> usize {
         let before = self.series.len();
-        self.series.retain(|_, e| e.updated >= cutoff);
+        self.series.retain(|e| e.updated >= cutoff);
         before - self.series.len()
     }
 
