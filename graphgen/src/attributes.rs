@@ -5,6 +5,17 @@ use std::fmt::Write;
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 
+/// A string attribute, as OTLP carries `service.name` and most span attributes.
+pub fn string_attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
 /// The first attribute named `key`, searching `lists` in order (resource before span).
 /// An attribute that is present with an empty value still counts as found, as in Tempo.
 pub fn find<'a>(key: &str, lists: &[&'a [KeyValue]]) -> Option<&'a KeyValue> {

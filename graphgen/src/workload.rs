@@ -1,21 +1,13 @@
 //! The steady-state workload of Tempo's `BenchmarkServiceGraphsPushSpansSteadyState`, shared by
 //! our benchmark and the allocation test so both measure the same thing.
 
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, ResourceSpans, ScopeSpans, Span, Status,
 };
 
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
+use crate::attributes::string_attribute as kv;
 
 fn trace_id(i: u64) -> Vec<u8> {
     let mut id = (0x1020304050607080u64 + i).to_be_bytes().to_vec();
