@@ -114,6 +114,12 @@ pub struct Options {
     /// Most label sets each processor keeps; beyond, updates are counted and not recorded [default: 100000]
     #[arg(long, env = "GRAPHGEN_MAX_SERIES")]
     pub max_series: Option<usize>,
+    /// Label values are cut to this many bytes (at a character boundary), as Tempo's max_label_value_length [default: 2048]
+    #[arg(long, env = "GRAPHGEN_MAX_LABEL_VALUE_LENGTH")]
+    pub max_label_value_length: Option<usize>,
+    /// Label names are cut to this many bytes, as Tempo's max_label_name_length [default: 1024]
+    #[arg(long, env = "GRAPHGEN_MAX_LABEL_NAME_LENGTH")]
+    pub max_label_name_length: Option<usize>,
     /// Series not updated for this long are dropped, as Tempo's stale_duration [default: 15m]
     #[arg(long, env = "GRAPHGEN_STALE_DURATION", value_parser = parse_duration)]
     #[serde(
@@ -248,6 +254,8 @@ impl Options {
             wait,
             max_items,
             max_series,
+            max_label_value_length,
+            max_label_name_length,
             stale_duration,
             dimensions,
             enable_client_server_prefix,
@@ -277,6 +285,20 @@ impl Options {
             |option: &'static str, message: String| ConfigError::Invalid { option, message };
         let graph_defaults = graph::Config::default();
         let max_series = self.max_series.unwrap_or(graph_defaults.max_series);
+        let max_label_value_length = self
+            .max_label_value_length
+            .unwrap_or(graph_defaults.max_label_value_length);
+        let max_label_name_length = self
+            .max_label_name_length
+            .unwrap_or(graph_defaults.max_label_name_length);
+        for (option, value) in [
+            ("--max-label-value-length", max_label_value_length),
+            ("--max-label-name-length", max_label_name_length),
+        ] {
+            if value == 0 {
+                return Err(invalid(option, "must be at least 1".into()));
+            }
+        }
         let graph = graph::Config {
             wait: self.wait.unwrap_or(graph_defaults.wait),
             max_items: self.max_items.unwrap_or(graph_defaults.max_items),
@@ -297,6 +319,8 @@ impl Options {
                 .unwrap_or(graph_defaults.database_name_attributes),
             span_multiplier_key: self.span_multiplier_key.clone(),
             max_series,
+            max_label_name_length,
+            max_label_value_length,
         };
         graph.validate().map_err(|e| {
             let option = match e {
@@ -316,6 +340,8 @@ impl Options {
                 dimensions: self.span_metrics_dimensions.unwrap_or_default(),
                 span_multiplier_key: self.span_multiplier_key,
                 max_series,
+                max_label_name_length,
+                max_label_value_length,
             };
             crate::series::validate_buckets(&config.histogram_buckets)
                 .map_err(|e| invalid("--span-metrics-histogram-buckets", e.to_string()))?;

@@ -362,9 +362,9 @@ impl Collector for EngineStats {
                 None,
                 MetricType::Gauge,
             )?;
-            for (processor, (held, _)) in &cardinality {
+            for (processor, c) in &cardinality {
                 m.encode_family(&[("processor", *processor)])?
-                    .encode_gauge(&(*held as i64))?;
+                    .encode_gauge(&(c.series as i64))?;
             }
         }
         {
@@ -374,9 +374,21 @@ impl Collector for EngineStats {
                 None,
                 MetricType::Counter,
             )?;
-            for (processor, (_, refused)) in &cardinality {
+            for (processor, c) in &cardinality {
                 m.encode_family(&[("processor", *processor)])?
-                    .encode_counter::<NoLabelSet, u64, u64>(refused, None)?;
+                    .encode_counter::<NoLabelSet, u64, u64>(&c.refused, None)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_label_values_truncated",
+                "Label values cut to --max-label-value-length bytes, by processor",
+                None,
+                MetricType::Counter,
+            )?;
+            for (processor, c) in &cardinality {
+                m.encode_family(&[("processor", *processor)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(&c.truncated_values, None)?;
             }
         }
         gauge(

@@ -99,6 +99,10 @@ pub struct SeriesMap<V> {
     hasher: ahash::RandomState,
     /// The packed key of the current look-up, reused.
     key: Vec<u8>,
+    /// Label values longer than this are cut (a hostile 900 KB attribute must not become a
+    /// 900 KB label), and counted in `truncated`.
+    max_value_length: usize,
+    truncated: u64,
     max: usize,
     refused: u64,
 }
@@ -114,8 +118,10 @@ struct Entry<V> {
 }
 
 impl<V> SeriesMap<V> {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, max_value_length: usize) -> Self {
         Self {
+            max_value_length,
+            truncated: 0,
             series: HashTable::new(),
             hasher: ahash::RandomState::new(),
             key: Vec::new(),
@@ -124,14 +130,20 @@ impl<V> SeriesMap<V> {
         }
     }
 
-    /// The series for `labels`, updated at `now`, created with `new` if there is room; `None`
-    /// when the limit refuses a new series.
+    /// The series for `labels` (values over the length limit are cut in place first), updated
+    /// at `now`, created with `new` if there is room; `None` when the limit refuses a new series.
     pub fn get_or_insert_with(
         &mut self,
-        labels: &[String],
+        labels: &mut [String],
         now: u64,
         new: impl FnOnce() -> V,
     ) -> Option<&mut V> {
+        for value in labels.iter_mut() {
+            if truncate_label(value, self.max_value_length) {
+                self.truncated += 1;
+            }
+        }
+        let labels = &*labels;
         self.key.clear();
         for value in labels {
             self.key.extend((value.len() as u32).to_le_bytes());
@@ -190,6 +202,19 @@ impl<V> SeriesMap<V> {
     /// Updates refused because the map was full.
     pub fn refused(&self) -> u64 {
         self.refused
+    }
+
+    /// Label values cut to the length limit.
+    pub fn truncated(&self) -> u64 {
+        self.truncated
+    }
+
+    pub fn cardinality(&self) -> Cardinality {
+        Cardinality {
+            series: self.len(),
+            refused: self.refused,
+            truncated_values: self.truncated,
+        }
     }
 }
 
@@ -316,6 +341,37 @@ pub fn whole_bucket_counts(cumulative: &[f64]) -> (Vec<u64>, u64) {
     (per_bucket, rounded.last().copied().unwrap_or(0))
 }
 
+/// Tempo's defaults for label lengths (`modules/generator/registry/config.go`:
+/// `max_label_name_length` 1024, `max_label_value_length` 2048, applied in `builder.go`).
+pub const MAX_LABEL_NAME_LENGTH: usize = 1024;
+pub const MAX_LABEL_VALUE_LENGTH: usize = 2048;
+
+/// Cuts `text` to at most `max` bytes, at a UTF-8 character boundary (Tempo cuts at the byte,
+/// which can split a character; for ASCII both keep the same first `max` bytes). Returns
+/// whether it was cut.
+pub fn truncate_label(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    true
+}
+
+/// How full a processor's series map is, for graphgen's own metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cardinality {
+    /// Label sets held (bounded by `max_series`).
+    pub series: usize,
+    /// Updates not recorded because `max_series` label sets existed.
+    pub refused: u64,
+    /// Label values cut to `max_label_value_length`.
+    pub truncated_values: u64,
+}
+
 /// Histogram bounds that are not finite and strictly increasing.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("histogram buckets must be finite and strictly increasing, got {0:?}")]
@@ -360,12 +416,12 @@ mod tests {
 
     #[test]
     fn a_full_series_map_refuses_new_label_sets_and_counts_them() {
-        let mut map = SeriesMap::new(1);
-        let a = ["a".to_string()];
-        let b = ["b".to_string()];
-        *map.get_or_insert_with(&a, 1, || 0).unwrap() += 1;
-        assert!(map.get_or_insert_with(&b, 2, || 0).is_none());
-        *map.get_or_insert_with(&a, 3, || 0).unwrap() += 1;
+        let mut map = SeriesMap::new(1, MAX_LABEL_VALUE_LENGTH);
+        let mut a = ["a".to_string()];
+        let mut b = ["b".to_string()];
+        *map.get_or_insert_with(&mut a, 1, || 0).unwrap() += 1;
+        assert!(map.get_or_insert_with(&mut b, 2, || 0).is_none());
+        *map.get_or_insert_with(&mut a, 3, || 0).unwrap() += 1;
         assert_eq!(map.len(), 1);
         assert_eq!(map.refused(), 1);
         assert_eq!(
@@ -376,14 +432,14 @@ mod tests {
 
     #[test]
     fn stale_series_are_purged_and_start_again_from_zero() {
-        let mut map = SeriesMap::new(10);
-        let (a, b) = (["a".to_string()], ["b".to_string()]);
-        *map.get_or_insert_with(&a, 10, || 0).unwrap() += 5;
-        *map.get_or_insert_with(&b, 10, || 0).unwrap() += 1;
-        *map.get_or_insert_with(&b, 20, || 0).unwrap() += 1;
+        let mut map = SeriesMap::new(10, MAX_LABEL_VALUE_LENGTH);
+        let (mut a, mut b) = (["a".to_string()], ["b".to_string()]);
+        *map.get_or_insert_with(&mut a, 10, || 0).unwrap() += 5;
+        *map.get_or_insert_with(&mut b, 10, || 0).unwrap() += 1;
+        *map.get_or_insert_with(&mut b, 20, || 0).unwrap() += 1;
         assert_eq!(map.purge_older_than(15), 1, "a was last updated at 10");
         assert_eq!(map.len(), 1);
-        *map.get_or_insert_with(&a, 30, || 0).unwrap() += 1;
+        *map.get_or_insert_with(&mut a, 30, || 0).unwrap() += 1;
         let mut seen: Vec<(String, i32, u64)> =
             map.iter().map(|(k, v, c)| (k[0].clone(), *v, c)).collect();
         seen.sort();
@@ -414,5 +470,31 @@ mod tests {
             Family::labels(&names, &values),
             vec![("client".to_string(), "a".to_string())]
         );
+    }
+
+    #[test]
+    fn long_label_values_are_cut_at_a_character_boundary_and_counted() {
+        let mut map = SeriesMap::new(10, 8);
+        let mut labels = [
+            "x".repeat(900_000),
+            "ééééé".to_string(),
+            "short".to_string(),
+        ];
+        *map.get_or_insert_with(&mut labels, 1, || 0).unwrap() += 1;
+        // 10 bytes of "é" (2 bytes each) cut to 8 bytes is 4 characters, never half of one.
+        assert_eq!(
+            labels,
+            ["x".repeat(8), "éééé".to_string(), "short".to_string()]
+        );
+        assert_eq!(map.truncated(), 2);
+        let stored: Vec<&[String]> = map.iter().map(|(l, _, _)| l).collect();
+        assert_eq!(stored, [&labels[..]]);
+        // The same long value again lands on the same series.
+        let mut again = ["x".repeat(50), "éééééé".to_string(), "short".to_string()];
+        *map.get_or_insert_with(&mut again, 2, || 0).unwrap() += 1;
+        assert_eq!(map.len(), 1);
+        let mut three_bytes = "€€€".to_string(); // 9 bytes
+        assert!(truncate_label(&mut three_bytes, 8));
+        assert_eq!(three_bytes, "€€");
     }
 }

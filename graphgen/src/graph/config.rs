@@ -1,6 +1,8 @@
 //! Options of the service-graph processor, named as in Tempo's `service_graphs` overrides.
 
-use crate::series::{validate_buckets, InvalidBuckets};
+use crate::series::{
+    validate_buckets, InvalidBuckets, MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH,
+};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,9 @@ pub struct Config {
     pub span_multiplier_key: Option<String>,
     /// Most label sets (edges × dimension values) kept; edges beyond are counted, not recorded.
     pub max_series: usize,
+    /// Label names and values are cut to these many bytes (Tempo's registry limits).
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
 }
 
 impl Default for Config {
@@ -54,6 +59,8 @@ impl Default for Config {
             ]),
             span_multiplier_key: None,
             max_series: 100_000,
+            max_label_name_length: MAX_LABEL_NAME_LENGTH,
+            max_label_value_length: MAX_LABEL_VALUE_LENGTH,
         }
     }
 }

@@ -19,7 +19,7 @@ use recorder::Recorder;
 use store::{Store, StoreError, Upsert};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
-use crate::series::Family;
+use crate::series::{truncate_label, Cardinality, Family};
 use crate::spans::{duration_sec, span_kind_name};
 
 const VIRTUAL_NODE_LABEL: &str = "virtual_node";
@@ -103,6 +103,11 @@ impl Layout {
         let mut dimensions = Vec::new();
         let mut labels = Vec::new();
         let prefix = config.enable_client_server_prefix;
+        let sanitize_label_name = |name: &str| {
+            let mut label = sanitize_label_name(name);
+            truncate_label(&mut label, config.max_label_name_length);
+            label
+        };
         for name in &names {
             let (client_key, server_key) = if prefix {
                 (format!("client_{name}"), format!("server_{name}"))
@@ -159,6 +164,7 @@ impl ServiceGraph {
                 &layout.labels,
                 config.enable_messaging_system_latency_histogram,
                 config.max_series,
+                config.max_label_value_length,
             ),
             layout,
             service_name: String::new(),
@@ -186,7 +192,7 @@ impl ServiceGraph {
     }
 
     /// (label sets held, completed edges not recorded because `max_series` was reached)
-    pub fn cardinality(&self) -> (usize, u64) {
+    pub fn cardinality(&self) -> Cardinality {
         self.recorder.cardinality()
     }
 

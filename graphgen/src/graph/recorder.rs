@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::edge::{ConnectionType, Edge};
 use super::replace;
-use crate::series::{Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue};
+use crate::series::{Cardinality, Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue};
 use crate::spans::duration_sec;
 
 /// Per-edge series; failed and messaging series only exist once observed, as in Tempo.
@@ -38,6 +38,7 @@ impl Recorder {
         dimensions: &[(String, usize)],
         messaging_histogram: bool,
         max_series: usize,
+        max_label_value_length: usize,
     ) -> Self {
         let label_names: Vec<String> = ["client", "server", "connection_type"]
             .into_iter()
@@ -50,7 +51,7 @@ impl Recorder {
             label_names,
             dimension_slots: dimensions.iter().map(|(_, slot)| *slot).collect(),
             messaging_histogram,
-            series: SeriesMap::new(max_series),
+            series: SeriesMap::new(max_series, max_label_value_length),
         }
     }
 
@@ -100,8 +101,8 @@ impl Recorder {
     }
 
     /// (edge label sets held, edges not recorded because `max_series` was reached)
-    pub(super) fn cardinality(&self) -> (usize, u64) {
-        (self.series.len(), self.series.refused())
+    pub(super) fn cardinality(&self) -> Cardinality {
+        self.series.cardinality()
     }
 
     /// Every series, as metric families.

@@ -162,10 +162,17 @@ async fn handle(
     let limit = intake.max_message_bytes;
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| {
-            BodyError::TooLarge(format!(
-                "request body is larger than the limit of {limit} bytes"
-            ))
+        .map_err(|e| {
+            // Over the limit, or cut short (shorter than its Content-Length, broken chunking).
+            let over_limit = std::error::Error::source(&e)
+                .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                BodyError::TooLarge(format!(
+                    "request body is larger than the limit of {limit} bytes"
+                ))
+            } else {
+                BodyError::Malformed(format!("request body is incomplete: {e}"))
+            }
         })
         .map_err(Failure::from)?;
     let content_encoding = headers

@@ -10,9 +10,11 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
-use crate::series::InvalidBuckets;
 use crate::series::{
     exponential_buckets, Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue,
+};
+use crate::series::{
+    truncate_label, Cardinality, InvalidBuckets, MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH,
 };
 use crate::spans::{duration_sec, span_kind_name, status_code_name};
 
@@ -36,6 +38,9 @@ pub struct Config {
     pub span_multiplier_key: Option<String>,
     /// Most label sets kept; spans of new label sets beyond are counted, not recorded.
     pub max_series: usize,
+    /// Label names and values are cut to these many bytes (Tempo's registry limits).
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
 }
 
 impl Default for Config {
@@ -45,6 +50,8 @@ impl Default for Config {
             dimensions: Vec::new(),
             span_multiplier_key: None,
             max_series: 100_000,
+            max_label_name_length: MAX_LABEL_NAME_LENGTH,
+            max_label_value_length: MAX_LABEL_VALUE_LENGTH,
         }
     }
 }
@@ -79,7 +86,8 @@ impl SpanMetrics {
             .iter()
             .map(|s| s.to_string())
             .chain(config.dimensions.iter().map(|d| {
-                let label = sanitize_label_name(d);
+                let mut label = sanitize_label_name(d);
+                truncate_label(&mut label, config.max_label_name_length);
                 if INTRINSIC_LABELS.contains(&label.as_str()) {
                     format!("__{label}")
                 } else {
@@ -91,7 +99,7 @@ impl SpanMetrics {
             bounds: config.histogram_buckets.clone().into(),
             scratch: vec![String::new(); label_names.len()],
             label_names,
-            series: SeriesMap::new(config.max_series.max(1)),
+            series: SeriesMap::new(config.max_series.max(1), config.max_label_value_length),
             config,
         })
     }
@@ -156,8 +164,8 @@ impl SpanMetrics {
     }
 
     /// (label sets held, spans not recorded because `max_series` was reached)
-    pub fn cardinality(&self) -> (usize, u64) {
-        (self.series.len(), self.series.refused())
+    pub fn cardinality(&self) -> Cardinality {
+        self.series.cardinality()
     }
 
     pub fn families(&self) -> Vec<Family> {
