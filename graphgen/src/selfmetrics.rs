@@ -12,6 +12,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 
 use crate::engine::Engine;
+use crate::series::Cardinality;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -355,42 +356,45 @@ impl Collector for EngineStats {
             "Spans the engine skipped for ids longer than OTLP allows",
             stats.spans_invalid,
         )?;
-        {
-            let mut m = encoder.encode_descriptor(
-                "graphgen_series",
-                "Label sets held, by processor (bounded by max_series)",
-                None,
-                MetricType::Gauge,
-            )?;
+        // One series per processor, from its `Cardinality`.
+        let per_processor = |encoder: &mut DescriptorEncoder,
+                             name,
+                             help,
+                             kind,
+                             value: fn(&Cardinality) -> u64|
+         -> std::fmt::Result {
+            let mut m = encoder.encode_descriptor(name, help, None, kind)?;
             for (processor, c) in &cardinality {
-                m.encode_family(&[("processor", *processor)])?
-                    .encode_gauge(&(c.series as i64))?;
+                let labels = [("processor", *processor)];
+                let mut family = m.encode_family(&labels)?;
+                match kind {
+                    MetricType::Gauge => family.encode_gauge(&(value(c) as i64))?,
+                    _ => family.encode_counter::<NoLabelSet, u64, u64>(&value(c), None)?,
+                }
             }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "graphgen_series_refused",
-                "Updates not recorded because max_series label sets already exist, by processor",
-                None,
-                MetricType::Counter,
-            )?;
-            for (processor, c) in &cardinality {
-                m.encode_family(&[("processor", *processor)])?
-                    .encode_counter::<NoLabelSet, u64, u64>(&c.refused, None)?;
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "graphgen_label_values_truncated",
-                "Label values cut to --max-label-value-length bytes, by processor",
-                None,
-                MetricType::Counter,
-            )?;
-            for (processor, c) in &cardinality {
-                m.encode_family(&[("processor", *processor)])?
-                    .encode_counter::<NoLabelSet, u64, u64>(&c.truncated_values, None)?;
-            }
-        }
+            Ok(())
+        };
+        per_processor(
+            &mut encoder,
+            "graphgen_series",
+            "Label sets held, by processor (bounded by max_series)",
+            MetricType::Gauge,
+            |c| c.series as u64,
+        )?;
+        per_processor(
+            &mut encoder,
+            "graphgen_series_refused",
+            "Updates not recorded because max_series label sets already exist, by processor",
+            MetricType::Counter,
+            |c| c.refused,
+        )?;
+        per_processor(
+            &mut encoder,
+            "graphgen_label_values_truncated",
+            "Label values cut to --max-label-value-length bytes, by processor",
+            MetricType::Counter,
+            |c| c.truncated_values,
+        )?;
         gauge(
             &mut encoder,
             "graphgen_store_edges",
