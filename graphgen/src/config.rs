@@ -120,6 +120,9 @@ pub struct Options {
     /// Label names are cut to this many bytes, as Tempo's max_label_name_length [default: 1024]
     #[arg(long, env = "GRAPHGEN_MAX_LABEL_NAME_LENGTH")]
     pub max_label_name_length: Option<usize>,
+    /// A label with more distinct values than this (within --stale-duration) has them replaced by __cardinality_overflow__, as Tempo's max_cardinality_per_label; 0 turns it off [default: 0]
+    #[arg(long, env = "GRAPHGEN_MAX_CARDINALITY_PER_LABEL")]
+    pub max_cardinality_per_label: Option<usize>,
     /// Series not updated for this long are dropped, as Tempo's stale_duration [default: 15m]
     #[arg(long, env = "GRAPHGEN_STALE_DURATION", value_parser = parse_duration)]
     #[serde(
@@ -256,6 +259,7 @@ impl Options {
             max_series,
             max_label_value_length,
             max_label_name_length,
+            max_cardinality_per_label,
             stale_duration,
             dimensions,
             enable_client_server_prefix,
@@ -291,6 +295,7 @@ impl Options {
         let max_label_name_length = self
             .max_label_name_length
             .unwrap_or(graph_defaults.max_label_name_length);
+        let max_cardinality_per_label = self.max_cardinality_per_label.unwrap_or(0);
         for (option, value) in [
             ("--max-label-value-length", max_label_value_length),
             ("--max-label-name-length", max_label_name_length),
@@ -321,6 +326,7 @@ impl Options {
             max_series,
             max_label_name_length,
             max_label_value_length,
+            max_cardinality_per_label,
         };
         graph.validate().map_err(|e| {
             let option = match e {
@@ -342,6 +348,7 @@ impl Options {
                 max_series,
                 max_label_name_length,
                 max_label_value_length,
+                max_cardinality_per_label,
             };
             crate::series::validate_buckets(&config.histogram_buckets)
                 .map_err(|e| invalid("--span-metrics-histogram-buckets", e.to_string()))?;

@@ -6,7 +6,8 @@
 //! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`).
 //! - [`engine`] puts both behind one door with a [`clock`].
 //! - [`series`] is the metric model they share; [`attributes`] the attribute rules;
-//!   [`spans`] how both read a span's kind, status and duration.
+//!   [`spans`] how both read a span's kind, status and duration; [`label_limits`] how long
+//!   and how varied label values may be.
 //! - [`workload`] builds the benchmark workload (Tempo's steady-state service-graph benchmark).
 //!
 //! The service around it (sockets and tasks):
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod export;
 pub mod graph;
 pub mod intake;
+pub mod label_limits;
 pub mod queue;
 pub mod receiver;
 pub mod selfmetrics;

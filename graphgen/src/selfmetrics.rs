@@ -388,6 +388,21 @@ impl Collector for EngineStats {
             MetricType::Counter,
             |c| c.refused,
         )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_label_values_limited",
+                "Label values replaced by __cardinality_overflow__ (--max-cardinality-per-label), by processor and label",
+                None,
+                MetricType::Counter,
+            )?;
+            for (processor, c) in &cardinality {
+                for (label, n) in c.limited_values.iter().filter(|(_, n)| *n > 0) {
+                    let labels = [("processor", *processor), ("label", label.as_str())];
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, u64, u64>(n, None)?;
+                }
+            }
+        }
         per_processor(
             &mut encoder,
             "graphgen_label_values_truncated",

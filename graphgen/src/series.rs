@@ -4,6 +4,8 @@
 //! An empty value means "label absent", as Prometheus treats it.
 
 use hashbrown::hash_table::{self, HashTable};
+
+use crate::label_limits::{truncate_label, PerLabelLimiter};
 use std::sync::Arc;
 
 /// A classic (fixed-bucket) histogram with float counts, so span multipliers can weigh observations.
@@ -103,6 +105,9 @@ pub struct SeriesMap<V> {
     /// 900 KB label), and counted in `truncated`.
     max_value_length: usize,
     truncated: u64,
+    limiter: PerLabelLimiter,
+    /// The label names, for the limiter's log and metrics.
+    names: Vec<String>,
     max: usize,
     refused: u64,
 }
@@ -118,14 +123,16 @@ struct Entry<V> {
 }
 
 impl<V> SeriesMap<V> {
-    pub fn new(max: usize, max_value_length: usize) -> Self {
+    pub fn new(limits: SeriesLimits, names: Vec<String>) -> Self {
         Self {
-            max_value_length,
+            max_value_length: limits.max_label_value_length,
             truncated: 0,
+            limiter: PerLabelLimiter::new(names.len(), limits.max_cardinality_per_label),
+            names,
             series: HashTable::new(),
             hasher: ahash::RandomState::new(),
             key: Vec::new(),
-            max,
+            max: limits.max_series,
             refused: 0,
         }
     }
@@ -143,6 +150,7 @@ impl<V> SeriesMap<V> {
                 self.truncated += 1;
             }
         }
+        self.limiter.limit(labels, now);
         let labels = &*labels;
         self.key.clear();
         for value in labels {
@@ -186,6 +194,8 @@ impl<V> SeriesMap<V> {
 
     /// Removes the series last updated before `cutoff`; returns how many.
     pub fn purge_older_than(&mut self, cutoff: u64) -> usize {
+        // The per-label limiter forgets values over the same window and decides again.
+        self.limiter.maintain(cutoff, &self.names);
         let before = self.series.len();
         self.series.retain(|e| e.updated >= cutoff);
         before - self.series.len()
@@ -214,6 +224,12 @@ impl<V> SeriesMap<V> {
             series: self.len(),
             refused: self.refused,
             truncated_values: self.truncated,
+            limited_values: self
+                .names
+                .iter()
+                .cloned()
+                .zip(self.limiter.limited())
+                .collect(),
         }
     }
 }
@@ -341,28 +357,8 @@ pub fn whole_bucket_counts(cumulative: &[f64]) -> (Vec<u64>, u64) {
     (per_bucket, rounded.last().copied().unwrap_or(0))
 }
 
-/// Tempo's defaults for label lengths (`modules/generator/registry/config.go`:
-/// `max_label_name_length` 1024, `max_label_value_length` 2048, applied in `builder.go`).
-pub const MAX_LABEL_NAME_LENGTH: usize = 1024;
-pub const MAX_LABEL_VALUE_LENGTH: usize = 2048;
-
-/// Cuts `text` to at most `max` bytes, at a UTF-8 character boundary (Tempo cuts at the byte,
-/// which can split a character; for ASCII both keep the same first `max` bytes). Returns
-/// whether it was cut.
-pub fn truncate_label(text: &mut String, max: usize) -> bool {
-    if text.len() <= max {
-        return false;
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
-    true
-}
-
 /// How full a processor's series map is, for graphgen's own metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cardinality {
     /// Label sets held (bounded by `max_series`).
     pub series: usize,
@@ -370,6 +366,17 @@ pub struct Cardinality {
     pub refused: u64,
     /// Label values cut to `max_label_value_length`.
     pub truncated_values: u64,
+    /// Values replaced by the overflow value, per label name.
+    pub limited_values: Vec<(String, u64)>,
+}
+
+/// The bounds of a processor's series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesLimits {
+    pub max_series: usize,
+    pub max_label_value_length: usize,
+    /// 0: no per-label limit.
+    pub max_cardinality_per_label: usize,
 }
 
 /// Histogram bounds that are not finite and strictly increasing.
@@ -402,6 +409,18 @@ pub fn exponential_buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
 mod tests {
     use super::*;
 
+    fn limits(max_series: usize, max_label_value_length: usize) -> SeriesLimits {
+        SeriesLimits {
+            max_series,
+            max_label_value_length,
+            max_cardinality_per_label: 0,
+        }
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("l{i}")).collect()
+    }
+
     #[test]
     fn histogram_buckets_are_upper_inclusive() {
         let bounds = [0.1, 1.0];
@@ -416,7 +435,7 @@ mod tests {
 
     #[test]
     fn a_full_series_map_refuses_new_label_sets_and_counts_them() {
-        let mut map = SeriesMap::new(1, MAX_LABEL_VALUE_LENGTH);
+        let mut map = SeriesMap::new(limits(1, 2048), names(1));
         let mut a = ["a".to_string()];
         let mut b = ["b".to_string()];
         *map.get_or_insert_with(&mut a, 1, || 0).unwrap() += 1;
@@ -432,7 +451,7 @@ mod tests {
 
     #[test]
     fn stale_series_are_purged_and_start_again_from_zero() {
-        let mut map = SeriesMap::new(10, MAX_LABEL_VALUE_LENGTH);
+        let mut map = SeriesMap::new(limits(10, 2048), names(1));
         let (mut a, mut b) = (["a".to_string()], ["b".to_string()]);
         *map.get_or_insert_with(&mut a, 10, || 0).unwrap() += 5;
         *map.get_or_insert_with(&mut b, 10, || 0).unwrap() += 1;
@@ -474,7 +493,7 @@ mod tests {
 
     #[test]
     fn long_label_values_are_cut_at_a_character_boundary_and_counted() {
-        let mut map = SeriesMap::new(10, 8);
+        let mut map = SeriesMap::new(limits(10, 8), names(3));
         let mut labels = [
             "x".repeat(900_000),
             "ééééé".to_string(),
@@ -493,8 +512,5 @@ mod tests {
         let mut again = ["x".repeat(50), "éééééé".to_string(), "short".to_string()];
         *map.get_or_insert_with(&mut again, 2, || 0).unwrap() += 1;
         assert_eq!(map.len(), 1);
-        let mut three_bytes = "€€€".to_string(); // 9 bytes
-        assert!(truncate_label(&mut three_bytes, 8));
-        assert_eq!(three_bytes, "€€");
     }
 }

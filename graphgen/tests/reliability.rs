@@ -270,7 +270,7 @@ async fn a_long_outage_fills_the_disk_queue_with_flat_memory_then_pushes_back() 
     );
     let dir = queue_dir("outage");
     let endpoint_port = free_port();
-    let max_bytes: u64 = 12 << 20; // about 35 s of this load (≈ 115 B a span)
+    let max_bytes: u64 = 32 << 20; // about 45 s of this load (≈ 115 B a span)
     let g = Graphgen::start(&[
         &format!("--traces-endpoint=http://127.0.0.1:{endpoint_port}"),
         &format!("--queue-dir={}", dir.display()),
@@ -288,8 +288,8 @@ async fn a_long_outage_fills_the_disk_queue_with_flat_memory_then_pushes_back() 
     let mut rss_peak = 0;
     while started.elapsed() < outage {
         tick.tick().await;
-        // 300 spans every 100 ms: 3,000 spans a second.
-        let (request, ids) = request_of(50);
+        // 600 spans every 100 ms: 6,000 spans a second.
+        let (request, ids) = request_of(100);
         match client.export(request).await {
             Ok(_) => accepted.extend(ids),
             Err(status) => {

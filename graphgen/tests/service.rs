@@ -820,3 +820,70 @@ async fn a_hostile_label_value_is_cut_and_an_incomplete_body_is_a_400() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("incomplete"), "{answer}");
 }
+
+#[tokio::test]
+async fn an_exploding_attribute_overflows_its_own_label_only() {
+    // user.id as a span-metrics dimension: a new value on every request.
+    let g = Graphgen::start(&[
+        "--span-metrics-dimensions=user.id",
+        "--max-cardinality-per-label=5",
+    ]);
+    let mut client = grpc_client(&g).await;
+    let send = |n: usize| {
+        let requests: Vec<_> = (0..n)
+            .map(|i| {
+                let mut request = topology_trace(false);
+                for rs in &mut request.resource_spans {
+                    for span in rs.scope_spans.iter_mut().flat_map(|ss| ss.spans.iter_mut()) {
+                        span.attributes.push(support::kv(
+                            "user.id",
+                            &format!("user-{i}-{}", rand_suffix()),
+                        ));
+                    }
+                }
+                request
+            })
+            .collect();
+        requests
+    };
+    for request in send(20) {
+        client.export(request).await.unwrap();
+    }
+    // The limit is decided on the next expiry tick (every second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for request in send(5) {
+        client.export(request).await.unwrap();
+    }
+    let m = g.metrics().await;
+    let overflowed = m
+        .iter()
+        .filter(|s| s.name == "traces_spanmetrics_calls_total")
+        .filter(|s| s.labels.get("user_id").map(String::as_str) == Some("__cardinality_overflow__"))
+        .map(|s| s.value)
+        .sum::<f64>();
+    assert_eq!(overflowed, 30.0, "the 5 later requests' 6 spans each");
+    assert!(
+        m.iter()
+            .filter(|s| s.name == "traces_spanmetrics_calls_total"
+                && s.labels.get("user_id").map(String::as_str) == Some("__cardinality_overflow__"))
+            .all(|s| s
+                .labels
+                .get("service")
+                .is_some_and(|v| v == "frontend" || v == "checkout")),
+        "other labels keep their values"
+    );
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_label_values_limited_total",
+            &[("processor", "span_metrics"), ("label", "user_id")]
+        ),
+        30.0
+    );
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,8 +1,7 @@
 //! Options of the service-graph processor, named as in Tempo's `service_graphs` overrides.
 
-use crate::series::{
-    validate_buckets, InvalidBuckets, MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH,
-};
+use crate::label_limits::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
+use crate::series::{validate_buckets, InvalidBuckets, SeriesLimits};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +37,9 @@ pub struct Config {
     /// Label names and values are cut to these many bytes (Tempo's registry limits).
     pub max_label_name_length: usize,
     pub max_label_value_length: usize,
+    /// A label with more distinct values than this (over `stale_duration`) has them replaced
+    /// by `__cardinality_overflow__`; 0 turns the limit off (Tempo's default).
+    pub max_cardinality_per_label: usize,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             max_series: 100_000,
             max_label_name_length: MAX_LABEL_NAME_LENGTH,
             max_label_value_length: MAX_LABEL_VALUE_LENGTH,
+            max_cardinality_per_label: 0,
         }
     }
 }
@@ -83,6 +86,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The bounds of the processor's series.
+    pub fn series_limits(&self) -> SeriesLimits {
+        SeriesLimits {
+            max_series: self.max_series,
+            max_label_value_length: self.max_label_value_length,
+            max_cardinality_per_label: self.max_cardinality_per_label,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_buckets(&self.histogram_buckets)?;
         if self.max_items == 0 {

@@ -19,7 +19,8 @@ use recorder::Recorder;
 use store::{Store, StoreError, Upsert};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
-use crate::series::{truncate_label, Cardinality, Family};
+use crate::label_limits::truncate_label;
+use crate::series::{Cardinality, Family};
 use crate::spans::{duration_sec, span_kind_name};
 
 const VIRTUAL_NODE_LABEL: &str = "virtual_node";
@@ -163,8 +164,7 @@ impl ServiceGraph {
                 &config.histogram_buckets,
                 &layout.labels,
                 config.enable_messaging_system_latency_histogram,
-                config.max_series,
-                config.max_label_value_length,
+                config.series_limits(),
             ),
             layout,
             service_name: String::new(),

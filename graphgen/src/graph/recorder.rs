@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use super::edge::{ConnectionType, Edge};
 use super::replace;
-use crate::series::{Cardinality, Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue};
+use crate::series::{
+    Cardinality, Family, FamilyKind, Histogram, Series, SeriesLimits, SeriesMap, SeriesValue,
+};
 use crate::spans::duration_sec;
 
 /// Per-edge series; failed and messaging series only exist once observed, as in Tempo.
@@ -37,8 +39,7 @@ impl Recorder {
         bounds: &[f64],
         dimensions: &[(String, usize)],
         messaging_histogram: bool,
-        max_series: usize,
-        max_label_value_length: usize,
+        limits: SeriesLimits,
     ) -> Self {
         let label_names: Vec<String> = ["client", "server", "connection_type"]
             .into_iter()
@@ -48,10 +49,10 @@ impl Recorder {
         Self {
             bounds: bounds.into(),
             scratch: vec![String::new(); label_names.len()],
-            label_names,
+            label_names: label_names.clone(),
             dimension_slots: dimensions.iter().map(|(_, slot)| *slot).collect(),
             messaging_histogram,
-            series: SeriesMap::new(max_series, max_label_value_length),
+            series: SeriesMap::new(limits, label_names),
         }
     }
 

@@ -10,12 +10,11 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
+use crate::label_limits::{truncate_label, MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
 use crate::series::{
     exponential_buckets, Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue,
 };
-use crate::series::{
-    truncate_label, Cardinality, InvalidBuckets, MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH,
-};
+use crate::series::{Cardinality, InvalidBuckets, SeriesLimits};
 use crate::spans::{duration_sec, span_kind_name, status_code_name};
 
 /// Labels Tempo sets itself; a dimension that sanitizes to one of them is prefixed with `__`.
@@ -41,6 +40,9 @@ pub struct Config {
     /// Label names and values are cut to these many bytes (Tempo's registry limits).
     pub max_label_name_length: usize,
     pub max_label_value_length: usize,
+    /// A label with more distinct values than this (over `stale_duration`) has them replaced
+    /// by `__cardinality_overflow__`; 0 turns the limit off (Tempo's default).
+    pub max_cardinality_per_label: usize,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             max_series: 100_000,
             max_label_name_length: MAX_LABEL_NAME_LENGTH,
             max_label_value_length: MAX_LABEL_VALUE_LENGTH,
+            max_cardinality_per_label: 0,
         }
     }
 }
@@ -98,8 +101,15 @@ impl SpanMetrics {
         Ok(Self {
             bounds: config.histogram_buckets.clone().into(),
             scratch: vec![String::new(); label_names.len()],
-            label_names,
-            series: SeriesMap::new(config.max_series.max(1), config.max_label_value_length),
+            label_names: label_names.clone(),
+            series: SeriesMap::new(
+                SeriesLimits {
+                    max_series: config.max_series.max(1),
+                    max_label_value_length: config.max_label_value_length,
+                    max_cardinality_per_label: config.max_cardinality_per_label,
+                },
+                label_names,
+            ),
             config,
         })
     }
