@@ -114,12 +114,33 @@ pub struct SeriesMap<V> {
 
 #[derive(Debug)]
 struct Entry<V> {
+    /// The label values, packed (see `pack`); unpacked only when series are listed.
     key: Box<[u8]>,
-    labels: Box<[String]>,
     value: V,
     /// When the series was created: the start of its cumulative values.
     created: u64,
     updated: u64,
+}
+
+/// Packs label values into one byte string, each value length-prefixed (so values may hold
+/// any byte, and one slice is hashed and compared per look-up).
+fn pack(values: &[String], out: &mut Vec<u8>) {
+    out.clear();
+    for value in values {
+        out.extend((value.len() as u32).to_le_bytes());
+        out.extend(value.as_bytes());
+    }
+}
+
+/// The label values of a packed key.
+fn unpack(mut key: &[u8]) -> Vec<String> {
+    let mut values = Vec::new();
+    while let Some((len, rest)) = key.split_first_chunk::<4>() {
+        let (value, rest) = rest.split_at(u32::from_le_bytes(*len) as usize);
+        values.push(String::from_utf8_lossy(value).into_owned());
+        key = rest;
+    }
+    values
 }
 
 impl<V> SeriesMap<V> {
@@ -151,12 +172,7 @@ impl<V> SeriesMap<V> {
             }
         }
         self.limiter.limit(labels, now);
-        let labels = &*labels;
-        self.key.clear();
-        for value in labels {
-            self.key.extend((value.len() as u32).to_le_bytes());
-            self.key.extend(value.as_bytes());
-        }
+        pack(labels, &mut self.key);
         let key = &self.key[..];
         let hash = self.hasher.hash_one(key);
         let hasher = &self.hasher;
@@ -174,7 +190,6 @@ impl<V> SeriesMap<V> {
                 hash_table::Entry::Vacant(e) => e
                     .insert(Entry {
                         key: key.into(),
-                        labels: labels.into(),
                         value: new(),
                         created: now,
                         updated: now,
@@ -186,10 +201,10 @@ impl<V> SeriesMap<V> {
     }
 
     /// `(label values, value, creation time)` of every series.
-    pub fn iter(&self) -> impl Iterator<Item = (&[String], &V, u64)> {
+    pub fn iter(&self) -> impl Iterator<Item = (Vec<String>, &V, u64)> {
         self.series
             .iter()
-            .map(|e| (&e.labels[..], &e.value, e.created))
+            .map(|e| (unpack(&e.key), &e.value, e.created))
     }
 
     /// Removes the series last updated before `cutoff`; returns how many.
@@ -506,8 +521,8 @@ mod tests {
             ["x".repeat(8), "éééé".to_string(), "short".to_string()]
         );
         assert_eq!(map.truncated(), 2);
-        let stored: Vec<&[String]> = map.iter().map(|(l, _, _)| l).collect();
-        assert_eq!(stored, [&labels[..]]);
+        let stored: Vec<Vec<String>> = map.iter().map(|(l, _, _)| l).collect();
+        assert_eq!(stored, [labels.to_vec()]);
         // The same long value again lands on the same series.
         let mut again = ["x".repeat(50), "éééééé".to_string(), "short".to_string()];
         *map.get_or_insert_with(&mut again, 2, || 0).unwrap() += 1;

@@ -64,6 +64,18 @@ fn start(args: &[String]) -> Graphgen {
     Graphgen::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
+/// graphgen forwarding to `endpoint_port` with its queue in `dir`, plus `extra`.
+fn disk_queue_args(endpoint_port: u16, dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        format!("--traces-endpoint=http://127.0.0.1:{endpoint_port}"),
+        format!("--queue-dir={}", dir.display()),
+        "--queue-size=1000000".into(),
+        "--retry-initial-backoff=50ms".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 fn queue_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "graphgen-reliability-{name}-{}",
@@ -152,14 +164,7 @@ async fn connections_cut_mid_request_lose_no_accepted_span() {
 async fn sigkill_with_spans_queued_on_disk_loses_nothing_after_a_restart() {
     let dir = queue_dir("sigkill");
     let endpoint_port = free_port(); // nothing listens yet: Tempo is down
-    let args = |dir: &Path| {
-        vec![
-            format!("--traces-endpoint=http://127.0.0.1:{endpoint_port}"),
-            format!("--queue-dir={}", dir.display()),
-            "--queue-size=1000000".into(),
-            "--retry-initial-backoff=50ms".into(),
-        ]
-    };
+    let args = |dir: &Path| disk_queue_args(endpoint_port, dir, &[]);
     let mut g = start(&args(&dir));
     let accepted = send_accepted(&g, 120, 50).await; // 36,000 spans
     assert_eq!(accepted.len(), 36_000);
@@ -196,15 +201,7 @@ async fn sigkill_with_spans_queued_on_disk_loses_nothing_after_a_restart() {
 async fn sigterm_leaves_the_queue_consistent_and_damaged_segments_are_skipped_and_counted() {
     let dir = queue_dir("damaged");
     let endpoint_port = free_port();
-    let args = |dir: &Path| {
-        vec![
-            format!("--traces-endpoint=http://127.0.0.1:{endpoint_port}"),
-            format!("--queue-dir={}", dir.display()),
-            "--queue-size=1000000".into(),
-            "--shutdown-grace=1s".into(),
-            "--retry-initial-backoff=50ms".into(),
-        ]
-    };
+    let args = |dir: &Path| disk_queue_args(endpoint_port, dir, &["--shutdown-grace=1s"]);
 
     // Two runs, each stopped with SIGTERM while Tempo is down: two segments on disk.
     let mut first_run = HashSet::new();

@@ -16,6 +16,14 @@ use support::prometheus::Prometheus;
 use support::remote_write::OtlpRelay;
 use support::*;
 
+/// A real Prometheus (remote-write receiver) behind the OTLP stand-in; `None` when
+/// Prometheus is not installed (see `tools`).
+async fn prometheus_with_relay() -> Option<(Prometheus, OtlpRelay)> {
+    let prometheus = Prometheus::start_receiver()?;
+    let relay = OtlpRelay::start(&prometheus.url).await;
+    Some((prometheus, relay))
+}
+
 fn start_pushing(relay: &OtlpRelay, instance: &str) -> Graphgen {
     Graphgen::start(&[
         &format!("--metrics-endpoint={}", relay.url()),
@@ -34,10 +42,9 @@ async fn send(g: &Graphgen, requests: Vec<ExportTraceServiceRequest>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_value_of_a_new_series_counts_in_increase() {
-    let Some(prometheus) = Prometheus::start_receiver() else {
+    let Some((prometheus, relay)) = prometheus_with_relay().await else {
         return;
     };
-    let relay = OtlpRelay::start(&prometheus.url).await;
     let g = start_pushing(&relay, "only");
     const N: usize = 37;
     // All N within one flush: the series is born with the value N.
@@ -164,10 +171,9 @@ async fn totals(prometheus: &Prometheus, selector: &str) -> Totals {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_split_by_trace_id_over_three_instances_add_up_to_one_instance() {
-    let Some(prometheus) = Prometheus::start_receiver() else {
+    let Some((prometheus, relay)) = prometheus_with_relay().await else {
         return;
     };
-    let relay = OtlpRelay::start(&prometheus.url).await;
     let single = start_pushing(&relay, "single");
     let shards: Vec<Graphgen> = ["shard-a", "shard-b", "shard-c"]
         .iter()

@@ -121,7 +121,7 @@ impl Recorder {
         let (mut total, mut failed, mut server, mut client, mut messaging) =
             (vec![], vec![], vec![], vec![], vec![]);
         for (values, s, start) in self.series.iter() {
-            let labels = Family::labels(&self.label_names, values);
+            let labels = Family::labels(&self.label_names, &values);
             total.push(counter(s.total, labels.clone(), start));
             if let Some(f) = s.failed {
                 failed.push(counter(f, labels.clone(), start));

@@ -181,7 +181,7 @@ impl SpanMetrics {
     pub fn families(&self) -> Vec<Family> {
         let (mut calls, mut latency, mut size) = (vec![], vec![], vec![]);
         for (values, s, start_nanos) in self.series.iter() {
-            let labels = Family::labels(&self.label_names, values);
+            let labels = Family::labels(&self.label_names, &values);
             calls.push(Series {
                 labels: labels.clone(),
                 value: SeriesValue::Counter(s.calls),
