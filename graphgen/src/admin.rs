@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-use crate::export::prometheus::{render, CONTENT_TYPE};
+use crate::export::prometheus::{stream, CONTENT_TYPE};
 use crate::queue::SpanQueue;
 
 pub struct AdminState {
@@ -35,10 +35,26 @@ async fn index() -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        render(&state.registry),
-    )
+    let chunks = stream(RegistryOf(state));
+    let body = futures_body(chunks);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
+}
+
+/// The registry of the shared admin state, owned by the encoding thread.
+struct RegistryOf(Arc<AdminState>);
+
+impl std::ops::Deref for RegistryOf {
+    type Target = Registry;
+    fn deref(&self) -> &Registry {
+        &self.0.registry
+    }
+}
+
+fn futures_body(chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> axum::body::Body {
+    use tokio_stream::StreamExt;
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(chunks).map(Ok::<_, std::convert::Infallible>);
+    axum::body::Body::from_stream(stream)
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

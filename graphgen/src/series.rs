@@ -106,16 +106,17 @@ pub struct SeriesMap<V> {
     max_value_length: usize,
     truncated: u64,
     limiter: PerLabelLimiter,
-    /// The label names, for the limiter's log and metrics.
-    names: Vec<String>,
+    /// The label names, shared with every listed series' [`Labels`].
+    names: Arc<[String]>,
     max: usize,
     refused: u64,
 }
 
 #[derive(Debug)]
 struct Entry<V> {
-    /// The label values, packed (see `pack`); unpacked only when series are listed.
-    key: Box<[u8]>,
+    /// The label values, packed (see `pack`); shared with the [`Labels`] of listed series,
+    /// so a listing copies no label bytes.
+    key: Arc<[u8]>,
     value: V,
     /// When the series was created: the start of its cumulative values.
     created: u64,
@@ -132,15 +133,84 @@ fn pack(values: &[String], out: &mut Vec<u8>) {
     }
 }
 
-/// The label values of a packed key.
-fn unpack(mut key: &[u8]) -> Vec<String> {
-    let mut values = Vec::new();
-    while let Some((len, rest)) = key.split_first_chunk::<4>() {
+/// The label values of a packed key, in order.
+fn unpack(mut key: &[u8]) -> impl Iterator<Item = &str> {
+    std::iter::from_fn(move || {
+        let (len, rest) = key.split_first_chunk::<4>()?;
         let (value, rest) = rest.split_at(u32::from_le_bytes(*len) as usize);
-        values.push(String::from_utf8_lossy(value).into_owned());
         key = rest;
+        // Packed from `String`s, so always UTF-8.
+        Some(std::str::from_utf8(value).unwrap_or_default())
+    })
+}
+
+/// A series' labels as its map holds them: the map's label names and the series' packed
+/// values, both shared. Listing every series (for `/metrics` or a push) therefore copies no
+/// label bytes: a page full of 2048-byte values is encoded from the engine's only copy.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    names: Arc<[String]>,
+    packed: Arc<[u8]>,
+}
+
+impl Labels {
+    /// Labels from `(name, value)` pairs (tests and hand-made series).
+    pub fn from_pairs<N: Into<String>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        let (names, values): (Vec<String>, Vec<String>) = pairs
+            .into_iter()
+            .map(|(n, v)| (n.into(), v.as_ref().to_string()))
+            .unzip();
+        let mut packed = Vec::new();
+        pack(&values, &mut packed);
+        Self {
+            names: names.into(),
+            packed: packed.into(),
+        }
     }
-    values
+
+    /// `(name, value)` of every label with a non-empty value (an empty value is an absent label,
+    /// as Prometheus treats it), in the family's label order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(unpack(&self.packed))
+            .filter(|(_, v)| !v.is_empty())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    pub fn to_vec(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for (n, v) in self.iter() {
+            n.hash(state);
+            v.hash(state);
+        }
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelSet for Labels {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        for label in self.iter() {
+            label.encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 impl<V> SeriesMap<V> {
@@ -149,7 +219,7 @@ impl<V> SeriesMap<V> {
             max_value_length: limits.max_label_value_length,
             truncated: 0,
             limiter: PerLabelLimiter::new(names.len(), limits.max_cardinality_per_label),
-            names,
+            names: names.into(),
             series: HashTable::new(),
             hasher: ahash::RandomState::new(),
             key: Vec::new(),
@@ -189,7 +259,7 @@ impl<V> SeriesMap<V> {
                 }
                 hash_table::Entry::Vacant(e) => e
                     .insert(Entry {
-                        key: key.into(),
+                        key: Arc::from(key),
                         value: new(),
                         created: now,
                         updated: now,
@@ -200,11 +270,15 @@ impl<V> SeriesMap<V> {
         Some(&mut entry.value)
     }
 
-    /// `(label values, value, creation time)` of every series.
-    pub fn iter(&self) -> impl Iterator<Item = (Vec<String>, &V, u64)> {
-        self.series
-            .iter()
-            .map(|e| (unpack(&e.key), &e.value, e.created))
+    /// `(labels, value, creation time)` of every series.
+    pub fn iter(&self) -> impl Iterator<Item = (Labels, &V, u64)> {
+        self.series.iter().map(|e| {
+            let labels = Labels {
+                names: self.names.clone(),
+                packed: e.key.clone(),
+            };
+            (labels, &e.value, e.created)
+        })
     }
 
     /// Removes the series last updated before `cutoff`; returns how many.
@@ -270,8 +344,7 @@ pub struct Family {
 
 #[derive(Debug, Clone)]
 pub struct Series {
-    /// Only labels with non-empty values, in the family's label order.
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: SeriesValue,
     /// Since when the cumulative value counts (nanoseconds since the epoch).
     pub start_nanos: u64,
@@ -299,16 +372,6 @@ pub struct Sample {
 }
 
 impl Family {
-    /// Pairs non-empty label values with their names.
-    pub fn labels(names: &[String], values: &[String]) -> Vec<(String, String)> {
-        names
-            .iter()
-            .zip(values)
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect()
-    }
-
     /// The samples this family shows to a Prometheus query.
     pub fn samples(&self) -> Vec<Sample> {
         let mut out = Vec::new();
@@ -316,7 +379,7 @@ impl Family {
             match &series.value {
                 SeriesValue::Counter(v) => out.push(Sample {
                     name: self.name.to_string(),
-                    labels: series.labels.clone(),
+                    labels: series.labels.to_vec(),
                     value: *v,
                 }),
                 SeriesValue::Histogram {
@@ -331,7 +394,7 @@ impl Family {
                         .map(|b| format_bound(*b))
                         .chain(["+Inf".to_string()]);
                     for (le, value) in les.zip(cumulative) {
-                        let mut labels = series.labels.clone();
+                        let mut labels = series.labels.to_vec();
                         labels.push(("le".into(), le));
                         out.push(Sample {
                             name: format!("{}_bucket", self.name),
@@ -341,12 +404,12 @@ impl Family {
                     }
                     out.push(Sample {
                         name: format!("{}_sum", self.name),
-                        labels: series.labels.clone(),
+                        labels: series.labels.to_vec(),
                         value: *sum,
                     });
                     out.push(Sample {
                         name: format!("{}_count", self.name),
-                        labels: series.labels.clone(),
+                        labels: series.labels.to_vec(),
                         value: *count,
                     });
                 }
@@ -474,8 +537,10 @@ mod tests {
         assert_eq!(map.purge_older_than(15), 1, "a was last updated at 10");
         assert_eq!(map.len(), 1);
         *map.get_or_insert_with(&mut a, 30, || 0).unwrap() += 1;
-        let mut seen: Vec<(String, i32, u64)> =
-            map.iter().map(|(k, v, c)| (k[0].clone(), *v, c)).collect();
+        let mut seen: Vec<(String, i32, u64)> = map
+            .iter()
+            .map(|(k, v, c)| (k.to_vec()[0].1.clone(), *v, c))
+            .collect();
         seen.sort();
         assert_eq!(seen, vec![("a".into(), 1, 30), ("b".into(), 2, 10)]);
     }
@@ -498,12 +563,12 @@ mod tests {
 
     #[test]
     fn empty_label_values_are_dropped() {
-        let names = ["client".to_string(), "connection_type".to_string()];
-        let values = ["a".to_string(), String::new()];
+        let labels = Labels::from_pairs([("client", "a"), ("connection_type", "")]);
         assert_eq!(
-            Family::labels(&names, &values),
+            labels.to_vec(),
             vec![("client".to_string(), "a".to_string())]
         );
+        assert_eq!(labels.get("connection_type"), None);
     }
 
     #[test]
@@ -521,8 +586,9 @@ mod tests {
             ["x".repeat(8), "éééé".to_string(), "short".to_string()]
         );
         assert_eq!(map.truncated(), 2);
-        let stored: Vec<Vec<String>> = map.iter().map(|(l, _, _)| l).collect();
-        assert_eq!(stored, [labels.to_vec()]);
+        let stored: Vec<Vec<(String, String)>> = map.iter().map(|(l, _, _)| l.to_vec()).collect();
+        let expected: Vec<(String, String)> = names(3).into_iter().zip(labels.clone()).collect();
+        assert_eq!(stored, [expected]);
         // The same long value again lands on the same series.
         let mut again = ["x".repeat(50), "éééééé".to_string(), "short".to_string()];
         *map.get_or_insert_with(&mut again, 2, || 0).unwrap() += 1;

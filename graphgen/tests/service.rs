@@ -6,6 +6,7 @@ mod support;
 use std::io::Read;
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -918,4 +919,109 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn serving_metrics_full_of_maximum_length_labels_holds_no_second_copy() {
+    // Every series at the limit: 2048-byte service and span names, --max-series edges.
+    const EDGES: usize = 400;
+    // The OTLP push of the same series runs every second meanwhile, into a sink that counts,
+    // in parts of 1 MiB: a push is 10-20 parts, built one at a time.
+    let pushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pushed_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (p, b) = (pushes.clone(), pushed_bytes.clone());
+    let sink = axum::Router::new().route(
+        "/v1/metrics",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            b.fetch_add(body.len(), std::sync::atomic::Ordering::Relaxed);
+            ""
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, sink).await.unwrap() });
+    let g = Graphgen::start(&[
+        "--wait=1s",
+        &format!("--max-series={EDGES}"),
+        &format!("--metrics-endpoint=http://{sink_addr}/v1/metrics"),
+        "--flush-interval=1s",
+        "--metrics-max-request-bytes=1048576",
+    ]);
+    let long = |prefix: &str, i: usize| format!("{prefix}{i:06}-").repeat(400)[..2048].to_string();
+    let mut client = grpc_client(&g).await;
+    for chunk in (0..EDGES).collect::<Vec<_>>().chunks(50) {
+        let mut resource_spans = Vec::new();
+        for &i in chunk {
+            let trace: Vec<u8> = [next_id().to_be_bytes(), next_id().to_be_bytes()].concat();
+            let (call, served) = (next_id(), next_id());
+            let name = long("operation", i);
+            resource_spans.push(support::resource(
+                &long("client", i),
+                vec![support::span(&trace, call, None, 3, &name, vec![], false)],
+            ));
+            resource_spans.push(support::resource(
+                &long("server", i),
+                vec![support::span(
+                    &trace,
+                    served,
+                    Some(call),
+                    2,
+                    &name,
+                    vec![],
+                    false,
+                )],
+            ));
+        }
+        client
+            .export(ExportTraceServiceRequest { resource_spans })
+            .await
+            .unwrap();
+    }
+    let page_len = || async {
+        let mut response = reqwest::get(format!("http://{}/metrics", g.admin))
+            .await
+            .unwrap();
+        let mut len = 0;
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            len += chunk.len();
+        }
+        len
+    };
+    let rss_before = g.rss_bytes();
+    let mut peak = rss_before;
+    let mut first = 0;
+    for _ in 0..3 {
+        let serving = page_len();
+        tokio::pin!(serving);
+        first = loop {
+            tokio::select! {
+                len = &mut serving => break len,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => peak = peak.max(g.rss_bytes()),
+            }
+        };
+    }
+    // Two more seconds of pushes alone.
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        peak = peak.max(g.rss_bytes());
+    }
+    let growth = peak.saturating_sub(rss_before);
+    let pushes = pushes.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "/metrics with {EDGES} edges of 2048-byte labels: {} MB page; RSS {} MiB, peak +{} MiB while serving it 3 times and pushing {pushes} requests ({} MB gzip)",
+        first >> 20,
+        rss_before >> 20,
+        growth >> 20,
+        pushed_bytes.load(std::sync::atomic::Ordering::Relaxed) >> 20,
+    );
+    assert!(pushes >= 2, "the push ran meanwhile");
+    assert!(first > 50 << 20, "the page is large: {first} bytes");
+    // Before: +260 MiB for the scrapes alone (every series' labels copied five times, then the
+    // whole text), and every part of a push built before the first was sent. Measured after:
+    // +3 MiB for the scrapes alone, +13 MiB for the pushes alone, ~+30 MiB for both at once.
+    assert!(
+        growth < 48 << 20,
+        "RSS grew {growth} bytes while serving it"
+    );
 }

@@ -173,13 +173,18 @@ pub struct Part {
     keys: Vec<u64>,
 }
 
-/// Grows requests point by point, starting a new one before `max_bytes` would be passed.
-struct Packer<'a> {
+/// Builds the requests of one push one at a time, so a push holds one request in memory
+/// however many series there are: each part is filled series by series until the next series
+/// would pass `max_bytes` (a single series larger than that still gets a part of its own).
+/// Series not in `pushed` get a zero point first.
+pub struct Parts<'a> {
+    families: &'a [Family],
+    /// The next series to add: (family, series) indexes.
+    next: (usize, usize),
+    now_nanos: u64,
     identity: &'a Identity,
+    pushed: &'a PushedSeries,
     max_bytes: usize,
-    parts: Vec<Part>,
-    current: Part,
-    size: usize,
 }
 
 /// Bytes a field of `len` bytes takes inside its message: tag and length prefix.
@@ -190,100 +195,74 @@ fn field_len(len: usize) -> usize {
 /// Headroom for the length prefixes of the four enclosing messages, which grow with them.
 const NESTING: usize = 4 * 10;
 
-impl<'a> Packer<'a> {
-    fn new(identity: &'a Identity, max_bytes: usize) -> Self {
-        let mut packer = Self {
-            identity,
-            max_bytes,
-            parts: Vec::new(),
-            current: Part {
-                request: Default::default(),
-                keys: Vec::new(),
-            },
-            size: 0,
-        };
-        packer.start_part();
-        packer
-    }
-
-    fn empty_request(&self) -> ExportMetricsServiceRequest {
-        ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: self.identity.attributes(),
+fn empty_request(identity: &Identity) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: identity.attributes(),
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "graphgen".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
                     ..Default::default()
                 }),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(InstrumentationScope {
-                        name: "graphgen".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
-                    }),
-                    metrics: Vec::new(),
-                    ..Default::default()
-                }],
+                metrics: Vec::new(),
                 ..Default::default()
             }],
-        }
+            ..Default::default()
+        }],
     }
+}
 
-    fn start_part(&mut self) {
-        let fresh = Part {
-            request: self.empty_request(),
+impl Iterator for Parts<'_> {
+    type Item = Part;
+
+    fn next(&mut self) -> Option<Part> {
+        let mut part = Part {
+            request: empty_request(self.identity),
             keys: Vec::new(),
         };
-        let previous = std::mem::replace(&mut self.current, fresh);
-        if !previous.keys.is_empty() {
-            self.parts.push(previous);
-        }
-        self.size = self.current.request.encoded_len() + NESTING;
-    }
-
-    fn metrics(&mut self) -> &mut Vec<Metric> {
-        &mut self.current.request.resource_metrics[0].scope_metrics[0].metrics
-    }
-
-    /// Adds one series' points (never split across parts).
-    fn add(&mut self, family: &Family, key: u64, points: Vec<Point>) {
-        let points_len: usize = points.iter().map(|p| field_len(p.encoded_len())).sum();
-        let header = Metric {
-            name: family.name.to_string(),
-            description: family.help.to_string(),
-            unit: family.unit.to_string(),
-            data: Some(empty_data(family.kind)),
-            ..Default::default()
-        };
-        let same_metric = self.current.request.resource_metrics[0].scope_metrics[0]
-            .metrics
-            .last()
-            .is_some_and(|m| m.name == family.name);
-        let added = if same_metric {
-            points_len
-        } else {
-            field_len(header.encoded_len() + points_len)
-        };
-        if !self.current.keys.is_empty() && self.size + added > self.max_bytes {
-            self.start_part();
-            return self.add(family, key, points);
-        }
-        if !same_metric {
-            self.metrics().push(header);
-        }
-        let metric = self.metrics().last_mut().expect("pushed above");
-        for point in points {
-            match (&mut metric.data, point) {
-                (Some(Data::Sum(s)), Point::Number(p)) => s.data_points.push(p),
-                (Some(Data::Histogram(h)), Point::Histogram(p)) => h.data_points.push(p),
-                _ => unreachable!("a family's points are of its kind"),
+        let mut size = part.request.encoded_len() + NESTING;
+        while let Some(family) = self.families.get(self.next.0) {
+            let Some(series) = family.series.get(self.next.1) else {
+                self.next = (self.next.0 + 1, 0);
+                continue;
+            };
+            let key = self.pushed.key(family, series);
+            let points = points_of(series, self.now_nanos, !self.pushed.keys.contains(&key));
+            let points_len: usize = points.iter().map(|p| field_len(p.encoded_len())).sum();
+            let metrics = &mut part.request.resource_metrics[0].scope_metrics[0].metrics;
+            let same_metric = metrics.last().is_some_and(|m| m.name == family.name);
+            let header = (!same_metric).then(|| Metric {
+                name: family.name.to_string(),
+                description: family.help.to_string(),
+                unit: family.unit.to_string(),
+                data: Some(empty_data(family.kind)),
+                ..Default::default()
+            });
+            let added = match &header {
+                None => points_len,
+                Some(h) => field_len(h.encoded_len() + points_len),
+            };
+            if !part.keys.is_empty() && size + added > self.max_bytes {
+                break; // this series opens the next part
             }
+            metrics.extend(header);
+            let metric = metrics.last_mut().expect("pushed above");
+            for point in points {
+                match (&mut metric.data, point) {
+                    (Some(Data::Sum(s)), Point::Number(p)) => s.data_points.push(p),
+                    (Some(Data::Histogram(h)), Point::Histogram(p)) => h.data_points.push(p),
+                    _ => unreachable!("a family's points are of its kind"),
+                }
+            }
+            size += added;
+            part.keys.push(key);
+            self.next.1 += 1;
         }
-        self.size += added;
-        self.current.keys.push(key);
-    }
-
-    fn finish(mut self) -> Vec<Part> {
-        self.start_part();
-        self.parts
+        (!part.keys.is_empty()).then_some(part)
     }
 }
 
@@ -303,24 +282,22 @@ fn empty_data(kind: FamilyKind) -> Data {
 }
 
 /// The push of `families` observed at `now_nanos`, as parts of at most `max_bytes` encoded
-/// bytes each (a single series larger than that still gets a part of its own). Series not in
-/// `pushed` get a zero point first.
-pub fn to_parts(
-    families: &[Family],
+/// bytes each, built as they are taken (see [`Parts`]).
+pub fn to_parts<'a>(
+    families: &'a [Family],
     now_nanos: u64,
-    identity: &Identity,
-    pushed: &PushedSeries,
+    identity: &'a Identity,
+    pushed: &'a PushedSeries,
     max_bytes: usize,
-) -> Vec<Part> {
-    let mut packer = Packer::new(identity, max_bytes);
-    for family in families {
-        for series in &family.series {
-            let key = pushed.key(family, series);
-            let new = !pushed.keys.contains(&key);
-            packer.add(family, key, points_of(series, now_nanos, new));
-        }
+) -> Parts<'a> {
+    Parts {
+        families,
+        next: (0, 0),
+        now_nanos,
+        identity,
+        pushed,
+        max_bytes,
     }
-    packer.finish()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -406,18 +383,20 @@ impl MetricsPusher {
     pub async fn push_once(&self) -> bool {
         // One push at a time, so the set of pushed series stays consistent.
         let mut pushed = self.pushed.lock().await;
-        let parts = {
+        // The lock is held only to list the series; labels are shared, not copied.
+        let (families, now) = {
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-            to_parts(
-                &engine.families(),
-                engine.now_nanos(),
-                &self.identity,
-                &pushed,
-                self.max_request_bytes,
-            )
+            (engine.families(), engine.now_nanos())
         };
         let mut still_there = HashSet::with_capacity(pushed.keys.len());
         let mut all_ok = true;
+        let parts = to_parts(
+            &families,
+            now,
+            &self.identity,
+            &pushed,
+            self.max_request_bytes,
+        );
         for part in parts {
             let outcome = match push(&self.client, &self.endpoint, &part.request).await {
                 Ok(()) => {
@@ -455,7 +434,7 @@ impl MetricsPusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::series::Exemplar as SeriesExemplar;
+    use crate::series::{Exemplar as SeriesExemplar, Labels};
 
     fn counter_family(n: usize, start: u64) -> Family {
         Family {
@@ -465,10 +444,10 @@ mod tests {
             kind: FamilyKind::Counter,
             series: (0..n)
                 .map(|i| Series {
-                    labels: vec![
-                        ("client".into(), format!("client-{i}")),
-                        ("server".into(), "server".into()),
-                    ],
+                    labels: Labels::from_pairs([
+                        ("client", format!("client-{i}")),
+                        ("server", "server".into()),
+                    ]),
                     value: SeriesValue::Counter(5.0),
                     start_nanos: start,
                 })
@@ -484,7 +463,7 @@ mod tests {
             kind: FamilyKind::Histogram,
             series: (0..n)
                 .map(|i| Series {
-                    labels: vec![("client".into(), format!("client-{i}"))],
+                    labels: Labels::from_pairs([("client", format!("client-{i}"))]),
                     value: SeriesValue::Histogram {
                         bounds: Arc::from(vec![0.1, 1.0]),
                         cumulative: vec![1.0, 2.0, 3.0],
@@ -549,7 +528,8 @@ mod tests {
         let identity = Identity::new("host-a");
         let mut pushed = PushedSeries::default();
         let max = 4 << 20;
-        let parts = to_parts(&families, 10_000_000_000, &identity, &pushed, max);
+        let parts: Vec<Part> =
+            to_parts(&families, 10_000_000_000, &identity, &pushed, max).collect();
         assert!(parts.len() > 1);
         let sizes: Vec<usize> = parts.iter().map(|p| p.request.encoded_len()).collect();
         assert!(sizes.iter().all(|s| *s <= max), "{sizes:?}");
@@ -581,10 +561,12 @@ mod tests {
 
         // Once pushed, no more zero points; a series that started over gets one again.
         pushed.keys = parts.into_iter().flat_map(|p| p.keys).collect();
-        let parts = to_parts(&families, 20_000_000_000, &identity, &pushed, max);
+        let parts: Vec<Part> =
+            to_parts(&families, 20_000_000_000, &identity, &pushed, max).collect();
         assert_eq!(contents(&parts).1, 0);
         let restarted = [counter_family(1, 15_000_000_000)];
-        let parts = to_parts(&restarted, 20_000_000_000, &identity, &pushed, max);
+        let parts: Vec<Part> =
+            to_parts(&restarted, 20_000_000_000, &identity, &pushed, max).collect();
         assert_eq!(contents(&parts).1, 1);
     }
 
@@ -601,7 +583,8 @@ mod tests {
             &Identity::new("a"),
             &PushedSeries::default(),
             1 << 20,
-        );
+        )
+        .collect::<Vec<_>>();
         let metrics = &parts[0].request.resource_metrics[0].scope_metrics[0].metrics;
         let Some(Data::Sum(sum)) = &metrics[0].data else {
             unreachable!()

@@ -23,11 +23,10 @@ struct EdgeSeries {
 #[derive(Debug)]
 pub(super) struct Recorder {
     bounds: Arc<[f64]>,
-    /// `client`, `server`, `connection_type`, then the dimension labels.
-    label_names: Vec<String>,
     /// For each dimension label, the `Edge::dimensions` slot it reads.
     dimension_slots: Vec<usize>,
     messaging_histogram: bool,
+    /// Labelled `client`, `server`, `connection_type`, then the dimension labels.
     series: SeriesMap<EdgeSeries>,
     /// Label values of the edge being recorded; reused so recording allocates nothing.
     scratch: Vec<String>,
@@ -49,7 +48,6 @@ impl Recorder {
         Self {
             bounds: bounds.into(),
             scratch: vec![String::new(); label_names.len()],
-            label_names: label_names.clone(),
             dimension_slots: dimensions.iter().map(|(_, slot)| *slot).collect(),
             messaging_histogram,
             series: SeriesMap::new(limits, label_names),
@@ -120,8 +118,7 @@ impl Recorder {
         };
         let (mut total, mut failed, mut server, mut client, mut messaging) =
             (vec![], vec![], vec![], vec![], vec![]);
-        for (values, s, start) in self.series.iter() {
-            let labels = Family::labels(&self.label_names, &values);
+        for (labels, s, start) in self.series.iter() {
             total.push(counter(s.total, labels.clone(), start));
             if let Some(f) = s.failed {
                 failed.push(counter(f, labels.clone(), start));

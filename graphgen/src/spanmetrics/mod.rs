@@ -77,7 +77,6 @@ pub enum ConfigError {
 pub struct SpanMetrics {
     config: Config,
     bounds: Arc<[f64]>,
-    label_names: Vec<String>,
     series: SeriesMap<SpanSeries>,
     scratch: Vec<String>,
 }
@@ -101,7 +100,6 @@ impl SpanMetrics {
         Ok(Self {
             bounds: config.histogram_buckets.clone().into(),
             scratch: vec![String::new(); label_names.len()],
-            label_names: label_names.clone(),
             series: SeriesMap::new(
                 SeriesLimits {
                     max_series: config.max_series.max(1),
@@ -180,8 +178,7 @@ impl SpanMetrics {
 
     pub fn families(&self) -> Vec<Family> {
         let (mut calls, mut latency, mut size) = (vec![], vec![], vec![]);
-        for (values, s, start_nanos) in self.series.iter() {
-            let labels = Family::labels(&self.label_names, &values);
+        for (labels, s, start_nanos) in self.series.iter() {
             calls.push(Series {
                 labels: labels.clone(),
                 value: SeriesValue::Counter(s.calls),
