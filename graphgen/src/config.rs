@@ -34,9 +34,15 @@ pub struct Options {
     /// OTLP/HTTP listen address (POST /v1/traces) [default: 0.0.0.0:4318]
     #[arg(long, env = "GRAPHGEN_OTLP_HTTP_ADDR")]
     pub otlp_http_addr: Option<SocketAddr>,
-    /// Admin listen address: /metrics, /healthz, /readyz [default: 0.0.0.0:9464]
+    /// Admin listen address: /metrics, /healthz, /readyz, the service map /graph [default: 0.0.0.0:9464]
     #[arg(long, env = "GRAPHGEN_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
+    /// Grafana's base URL, e.g. http://localhost:3000: the service map links trace ids to Explore [default: none, no links]
+    #[arg(long, env = "GRAPHGEN_GRAFANA_URL")]
+    pub grafana_url: Option<String>,
+    /// Most edges the service map keeps and shows, the busiest first; its memory is bounded by this [default: 1000]
+    #[arg(long, env = "GRAPHGEN_SERVICE_MAP_MAX_EDGES")]
+    pub service_map_max_edges: Option<usize>,
 
     /// OTLP/gRPC endpoint that receives every span, e.g. http://tempo:4317 [default: none, no forwarding]
     #[arg(long, env = "GRAPHGEN_TRACES_ENDPOINT")]
@@ -183,6 +189,18 @@ fn host_name() -> String {
         .unwrap_or_else(|| "graphgen".into())
 }
 
+/// Grafana's base URL without a trailing slash; it ends up in links, so only a plain http(s)
+/// URL is taken.
+fn grafana_url(url: &str) -> Result<String, String> {
+    let plain = url
+        .chars()
+        .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '<' | '>' | '`' | '\\'));
+    if !(url.starts_with("http://") || url.starts_with("https://")) || !plain {
+        return Err(format!("{url:?} must be an http:// or https:// URL"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 10s, 500ms, 1m)"))
 }
@@ -210,6 +228,8 @@ pub struct Settings {
     pub otlp_grpc_addr: SocketAddr,
     pub otlp_http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub grafana_url: Option<String>,
+    pub service_map_max_edges: usize,
     pub traces_endpoint: Option<String>,
     pub metrics_endpoint: Option<String>,
     pub metrics_max_request_bytes: usize,
@@ -239,6 +259,8 @@ impl Options {
             otlp_grpc_addr,
             otlp_http_addr,
             admin_addr,
+            grafana_url,
+            service_map_max_edges,
             traces_endpoint,
             metrics_endpoint,
             metrics_max_request_bytes,
@@ -383,6 +405,15 @@ impl Options {
             otlp_grpc_addr: self.otlp_grpc_addr.unwrap_or(([0, 0, 0, 0], 4317).into()),
             otlp_http_addr: self.otlp_http_addr.unwrap_or(([0, 0, 0, 0], 4318).into()),
             admin_addr: self.admin_addr.unwrap_or(([0, 0, 0, 0], 9464).into()),
+            grafana_url: match self.grafana_url {
+                Some(url) => Some(grafana_url(&url).map_err(|m| invalid("--grafana-url", m))?),
+                None => None,
+            },
+            service_map_max_edges: positive(
+                "--service-map-max-edges",
+                self.service_map_max_edges,
+                1000,
+            )?,
             traces_endpoint: self.traces_endpoint,
             metrics_endpoint: self.metrics_endpoint,
             metrics_max_request_bytes: positive(

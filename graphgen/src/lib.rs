@@ -18,6 +18,8 @@
 //! - [`queue`]: accepted requests waiting to be forwarded, in memory or on disk.
 //! - [`export`]: spans out to Tempo, metrics out to Prometheus.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`selfmetrics`]: the `graphgen_*` series.
+//! - [`servicemap`]: the live service map, `/graph` and `/api/graph`, with figures over a
+//!   window from snapshots of the counters.
 //! - [`service`]: starts it all and shuts it down gracefully.
 
 pub mod admin;
@@ -36,6 +38,7 @@ pub mod receiver;
 pub mod selfmetrics;
 pub mod series;
 pub mod service;
+pub mod servicemap;
 pub mod spanmetrics;
 pub mod spans;
 pub mod workload;

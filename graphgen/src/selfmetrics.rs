@@ -156,6 +156,15 @@ pub struct SelfMetrics {
     pub export_dropped_spans: Family<DropLabels, Counter>,
     pub metrics_pushes: Family<PushLabels, Counter>,
     pub metrics_push_requests: Family<PushLabels, Counter>,
+    pub service_map: ServiceMapMetrics,
+}
+
+/// What the service map's history holds (`/graph`).
+#[derive(Debug, Default)]
+pub struct ServiceMapMetrics {
+    pub snapshots: Gauge,
+    pub snapshot_edges: Gauge,
+    pub omitted_edges: Gauge,
 }
 
 impl SelfMetrics {
@@ -279,6 +288,22 @@ impl SelfMetrics {
             "metrics_pushes",
             "OTLP metric pushes to the metrics endpoint, by outcome (failed if any part failed)",
             self.metrics_pushes.clone(),
+        );
+        let m = &self.service_map;
+        r.register(
+            "service_map_snapshots",
+            "Snapshots of the edges' counters the service map keeps for its windows",
+            m.snapshots.clone(),
+        );
+        r.register(
+            "service_map_snapshot_edges",
+            "Edge entries over all service-map snapshots (bounded by snapshots × --service-map-max-edges)",
+            m.snapshot_edges.clone(),
+        );
+        r.register(
+            "service_map_omitted_edges",
+            "Edges left off the service map because --service-map-max-edges busier ones were kept",
+            m.omitted_edges.clone(),
         );
         r.register(
             "metrics_push_requests",

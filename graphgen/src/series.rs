@@ -75,6 +75,11 @@ impl Histogram {
         }
     }
 
+    /// Per-bucket (not cumulative) counts, one per bound plus `+Inf`.
+    pub fn bucket_counts(&self) -> &[f64] {
+        &self.counts
+    }
+
     /// Cumulative counts per bound, `+Inf` last, as Prometheus exposes `_bucket`.
     pub fn cumulative(&self) -> Vec<f64> {
         self.counts

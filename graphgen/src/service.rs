@@ -25,6 +25,7 @@ use crate::intake::Intake;
 use crate::queue::{Limits, SpanQueue};
 use crate::receiver::{grpc, http};
 use crate::selfmetrics::{EngineStats, SelfMetrics};
+use crate::servicemap::{self, http::MapState};
 
 /// How often edges past their wait are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -159,7 +160,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         receivers_up: true.into(),
         queue: queue.clone(),
     });
-    let admin_app = admin::router(admin_state.clone());
+    let service_map = Arc::new(MapState::new(
+        engine.clone(),
+        settings.service_map_max_edges,
+        settings.grafana_url.clone(),
+        metrics.clone(),
+    ));
+    let snapshot_task = tokio::spawn(service_map.clone().run_snapshots());
+    let admin_app = admin::router(admin_state.clone()).merge(servicemap::http::router(service_map));
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin_app)
             .with_graceful_shutdown(stopped(admin_stopped))
@@ -218,6 +226,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         task.abort();
     }
     expiry_task.abort();
+    snapshot_task.abort();
     if let Some(task) = push_task {
         task.abort();
     }

@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 
 pub use config::{Config, ConfigError};
 pub use edge::{ConnectionType, Edge, EdgeKey};
+pub use recorder::EdgeFigures;
 use recorder::Recorder;
 use store::{Store, StoreError, Upsert};
 
@@ -184,6 +185,11 @@ impl ServiceGraph {
     /// Every series, as metric families.
     pub fn families(&self) -> Vec<Family> {
         self.recorder.families()
+    }
+
+    /// Visits every edge series' cumulative figures (for the service map), without copying them.
+    pub fn for_each_edge(&self, visit: impl FnMut(EdgeFigures<'_>)) {
+        self.recorder.for_each_edge(visit)
     }
 
     /// Drops the series no edge has updated since `cutoff` (nanoseconds since the epoch).

@@ -10,6 +10,24 @@ use crate::series::{
 };
 use crate::spans::duration_sec;
 
+/// One edge series' cumulative figures, as the service map reads them (several series share
+/// a client and server when dimensions are configured).
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeFigures<'a> {
+    pub client: &'a str,
+    pub server: &'a str,
+    /// Empty for a plain service-to-service edge.
+    pub connection_type: &'a str,
+    /// `client` or `server` when `enable_virtual_node_label` names the uninstrumented side.
+    pub virtual_node: &'a str,
+    pub total: f64,
+    pub failed: f64,
+    /// When the series started counting (its counters' start time).
+    pub created_nanos: u64,
+    /// `traces_service_graph_request_server_seconds`, with its latest exemplar.
+    pub server_latency: &'a Histogram,
+}
+
 /// Per-edge series; failed and messaging series only exist once observed, as in Tempo.
 #[derive(Debug)]
 struct EdgeSeries {
@@ -102,6 +120,22 @@ impl Recorder {
     /// (edge label sets held, edges not recorded because `max_series` was reached)
     pub(super) fn cardinality(&self) -> Cardinality {
         self.series.cardinality()
+    }
+
+    /// Visits every edge series with its cumulative figures.
+    pub(super) fn for_each_edge(&self, mut visit: impl FnMut(EdgeFigures<'_>)) {
+        for (labels, s, created) in self.series.iter() {
+            visit(EdgeFigures {
+                created_nanos: created,
+                client: labels.get("client").unwrap_or_default(),
+                server: labels.get("server").unwrap_or_default(),
+                connection_type: labels.get("connection_type").unwrap_or_default(),
+                virtual_node: labels.get("virtual_node").unwrap_or_default(),
+                total: s.total,
+                failed: s.failed.unwrap_or(0.0),
+                server_latency: &s.server,
+            });
+        }
     }
 
     /// Every series, as metric families.

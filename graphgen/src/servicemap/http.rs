@@ -1,0 +1,190 @@
+//! The service map's routes on the admin port — `GET /graph` (the page) and `GET /api/graph`
+//! (JSON) — and the task that takes a snapshot every 5 s.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use super::api::GraphResponse;
+use super::history::{History, FINE_EVERY, LONGEST_WINDOW};
+use super::model::ServiceMap;
+use super::page;
+use crate::engine::Engine;
+use crate::selfmetrics::SelfMetrics;
+
+/// The window when none is asked for, as in the issue and Grafana's default range.
+pub const DEFAULT_WINDOW: &str = "5m";
+/// The shortest window: two snapshots.
+const SHORTEST_WINDOW: Duration = Duration::from_secs(10);
+
+pub struct MapState {
+    engine: Arc<Mutex<Engine>>,
+    history: Mutex<History>,
+    /// Base URL of Grafana, for links to traces in Explore.
+    pub grafana_url: Option<String>,
+    metrics: Arc<SelfMetrics>,
+}
+
+impl MapState {
+    pub fn new(
+        engine: Arc<Mutex<Engine>>,
+        max_edges: usize,
+        grafana_url: Option<String>,
+        metrics: Arc<SelfMetrics>,
+    ) -> Self {
+        let started = engine.lock().unwrap_or_else(|e| e.into_inner()).now_nanos();
+        Self {
+            engine,
+            history: Mutex::new(History::new(started, max_edges)),
+            grafana_url,
+            metrics,
+        }
+    }
+
+    /// Takes a snapshot of every edge and keeps it.
+    pub fn snapshot(&self) {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = {
+            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            history.read(engine.graph(), engine.now_nanos())
+        };
+        history.record(snapshot);
+        let stats = history.stats();
+        let m = &self.metrics.service_map;
+        m.snapshots.set(stats.snapshots as i64);
+        m.snapshot_edges.set(stats.edge_entries as i64);
+        m.omitted_edges.set(stats.omitted_edges as i64);
+    }
+
+    /// The map over `window`, ending now.
+    pub fn map(&self, window: Duration) -> ServiceMap {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let (current, bounds) = {
+            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let bounds = engine.graph().config().histogram_buckets.clone();
+            (history.read(engine.graph(), engine.now_nanos()), bounds)
+        };
+        ServiceMap::compute(&history, &current, window, &bounds)
+    }
+
+    /// Snapshots every [`FINE_EVERY`] until dropped.
+    pub async fn run_snapshots(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(FINE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.snapshot();
+        }
+    }
+}
+
+pub fn router(state: Arc<MapState>) -> Router {
+    Router::new()
+        .route("/graph", get(graph_page))
+        .route("/api/graph", get(graph_json))
+        .with_state(state)
+}
+
+/// What the page and the API read from the query string.
+#[derive(Debug, Default, Deserialize)]
+pub struct MapQuery {
+    pub window: Option<String>,
+    /// A selected node…
+    pub node: Option<String>,
+    /// …or a selected edge.
+    pub client: Option<String>,
+    pub server: Option<String>,
+    /// `off` pauses the page's refresh.
+    pub refresh: Option<String>,
+}
+
+/// A window the user may ask for: 10s to 15m.
+pub fn parse_window(text: Option<&str>) -> Result<(Duration, String), String> {
+    let text = text.unwrap_or(DEFAULT_WINDOW).trim();
+    let window = humantime::parse_duration(text)
+        .map_err(|e| format!("window {text:?}: {e} (write e.g. 1m, 5m, 15m)"))?;
+    if !(SHORTEST_WINDOW..=LONGEST_WINDOW).contains(&window) {
+        return Err(format!(
+            "window {text:?}: must be between {} and {}",
+            humantime::format_duration(SHORTEST_WINDOW),
+            humantime::format_duration(LONGEST_WINDOW)
+        ));
+    }
+    Ok((window, humantime::format_duration(window).to_string()))
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+async fn graph_json(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>) -> Response {
+    let (window, text) = match parse_window(q.window.as_deref()) {
+        Ok(w) => w,
+        Err(message) => return bad_request(message),
+    };
+    let map = state.map(window);
+    let body = serde_json::to_vec(&GraphResponse::new(&map, &text)).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn graph_page(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>) -> Response {
+    let (window, text) = match parse_window(q.window.as_deref()) {
+        Ok(w) => w,
+        Err(message) => return bad_request(message),
+    };
+    let map = state.map(window);
+    match page::render(&map, &text, &q, state.grafana_url.as_deref()) {
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "service map page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page failed to render\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_checked() {
+        assert_eq!(
+            parse_window(None).unwrap(),
+            (Duration::from_secs(300), "5m".into())
+        );
+        assert_eq!(
+            parse_window(Some("15m")).unwrap().0,
+            Duration::from_secs(900)
+        );
+        assert_eq!(parse_window(Some("30s")).unwrap().1, "30s");
+        assert!(parse_window(Some("1h"))
+            .unwrap_err()
+            .contains("between 10s and 15m"));
+        assert!(parse_window(Some("1s")).is_err());
+        assert!(parse_window(Some("<script>"))
+            .unwrap_err()
+            .contains("write e.g."));
+    }
+}

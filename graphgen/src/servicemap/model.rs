@@ -1,0 +1,280 @@
+//! The service map over one window: nodes and edges with their figures, computed from the
+//! current counts and the history's counts at the window's start. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::history::{Connection, EdgeCounts, EdgeId, History, Snapshot, VirtualSide};
+use super::quantile::{histogram_quantile, increase};
+use crate::series::Exemplar;
+
+/// Trace ids listed per node or edge.
+pub const RECENT_TRACES: usize = 5;
+
+/// What happened on an edge (or into a node) over the window, as Grafana's queries compute it:
+/// `rate(…[window])` of the counters and `histogram_quantile(0.9, rate(…_bucket[window]))`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    /// Requests counted in the window (the counters' increase).
+    pub requests: f64,
+    pub failed: f64,
+    pub requests_per_second: f64,
+    pub errors_per_second: f64,
+    /// failed / requests; `None` without requests.
+    pub error_ratio: Option<f64>,
+    /// p90 of the server-side latency in seconds; `None` without requests.
+    pub p90_seconds: Option<f64>,
+    /// Cumulative bucket increases, kept to sum nodes' figures.
+    latency: Vec<f64>,
+}
+
+impl Figures {
+    fn from_increases(
+        requests: f64,
+        failed: f64,
+        latency: Vec<f64>,
+        window: Duration,
+        bounds: &[f64],
+    ) -> Self {
+        let seconds = window.as_secs_f64();
+        Self {
+            requests,
+            failed,
+            requests_per_second: requests / seconds,
+            errors_per_second: failed / seconds,
+            error_ratio: (requests > 0.0).then(|| (failed / requests).min(1.0)),
+            p90_seconds: histogram_quantile(0.9, bounds, &latency),
+            latency,
+        }
+    }
+
+    /// The increase of `now` over `before` (absent: the edge is new, so all of it counts).
+    fn between(
+        before: Option<&EdgeCounts>,
+        now: &EdgeCounts,
+        window: Duration,
+        bounds: &[f64],
+    ) -> Self {
+        let zero = EdgeCounts::default();
+        let before = before.unwrap_or(&zero);
+        // A total that went down means the series were dropped and started again.
+        let before = if now.total < before.total {
+            &zero
+        } else {
+            before
+        };
+        let latency = now
+            .latency
+            .iter()
+            .enumerate()
+            .map(|(i, c)| increase(before.latency.get(i).copied().unwrap_or(0.0), *c))
+            .collect();
+        Self::from_increases(
+            increase(before.total, now.total),
+            increase(before.failed, now.failed),
+            latency,
+            window,
+            bounds,
+        )
+    }
+
+    /// The figures of several edges together (a node's incoming edges).
+    fn sum<'a>(
+        all: impl IntoIterator<Item = &'a Figures>,
+        window: Duration,
+        bounds: &[f64],
+    ) -> Self {
+        let (mut requests, mut failed, mut latency) = (0.0, 0.0, vec![0.0; bounds.len() + 1]);
+        for f in all {
+            requests += f.requests;
+            failed += f.failed;
+            for (sum, c) in latency.iter_mut().zip(&f.latency) {
+                *sum += c;
+            }
+        }
+        Self::from_increases(requests, failed, latency, window, bounds)
+    }
+}
+
+/// What a node stands for, to draw it as such.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Service,
+    Database,
+    /// Seen only through the other side of its edges (a caller outside, or a peer named by
+    /// `peer.service`): drawn dashed, as Grafana draws uninstrumented nodes.
+    Virtual,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Database => "database",
+            Self::Virtual => "virtual",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: Arc<str>,
+    pub kind: NodeKind,
+    /// Requests into the node (it is the server), credited as Grafana credits them; `None`
+    /// when nothing calls it.
+    pub incoming: Option<Figures>,
+    pub recent: Vec<Exemplar>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub id: EdgeId,
+    pub connection: Connection,
+    pub figures: Figures,
+    pub recent: Vec<Exemplar>,
+}
+
+impl Edge {
+    pub fn failing(&self) -> bool {
+        self.figures.failed > 0.0
+    }
+}
+
+/// The map over one window.
+#[derive(Debug, Clone)]
+pub struct ServiceMap {
+    pub window: Duration,
+    pub computed_at_nanos: u64,
+    /// Sorted by id.
+    pub nodes: Vec<Node>,
+    /// Sorted by (client, server).
+    pub edges: Vec<Edge>,
+    /// Edges left out beyond `--service-map-max-edges`.
+    pub omitted_edges: usize,
+}
+
+impl ServiceMap {
+    /// The map of `current` over the `window` before it.
+    pub fn compute(
+        history: &History,
+        current: &Snapshot,
+        window: Duration,
+        bounds: &[f64],
+    ) -> Self {
+        let start = current.at_nanos.saturating_sub(window.as_nanos() as u64);
+        let before = history.counts_at(start, current);
+        let mut edges: Vec<Edge> = current
+            .edges
+            .iter()
+            .map(|(id, now)| Edge {
+                id: id.clone(),
+                connection: now.connection,
+                // Started within the window: all of it is new, however the snapshots around
+                // the window's start interpolate.
+                figures: Figures::between(
+                    before.get(id).filter(|_| now.created_nanos <= start),
+                    now,
+                    window,
+                    bounds,
+                ),
+                recent: history.recent_exemplars(id, start, current, RECENT_TRACES),
+            })
+            .collect();
+        edges.sort_by(|a, b| a.id.cmp(&b.id));
+
+        let kinds = node_kinds(current);
+        let nodes = kinds
+            .into_iter()
+            .map(|(id, kind)| {
+                let incoming: Vec<&Edge> = edges.iter().filter(|e| e.id.server == id).collect();
+                let mut all: Vec<Exemplar> = incoming
+                    .iter()
+                    .flat_map(|e| e.recent.iter().copied())
+                    .collect();
+                all.sort_by_key(|x| std::cmp::Reverse(x.time_nanos));
+                let mut recent: Vec<Exemplar> = Vec::new();
+                for x in all {
+                    if !recent.iter().any(|r| r.trace_id == x.trace_id) {
+                        recent.push(x);
+                    }
+                }
+                recent.truncate(RECENT_TRACES);
+                Node {
+                    kind,
+                    incoming: (!incoming.is_empty())
+                        .then(|| Figures::sum(incoming.iter().map(|e| &e.figures), window, bounds)),
+                    recent,
+                    id,
+                }
+            })
+            .collect();
+        Self {
+            window,
+            computed_at_nanos: current.at_nanos,
+            nodes,
+            edges,
+            omitted_edges: current.omitted,
+        }
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| &*n.id == id)
+    }
+
+    pub fn edge(&self, client: &str, server: &str) -> Option<&Edge> {
+        self.edges
+            .iter()
+            .find(|e| &*e.id.client == client && &*e.id.server == server)
+    }
+}
+
+/// Decides what each node is. Only a span's own service is instrumented: both sides of a plain
+/// or messaging edge, the client of a database edge. A virtual edge has one uninstrumented side:
+/// the one Tempo's `virtual_node` label names, else the side not known from other edges, else
+/// the client (a request from outside, such as Tempo's `user`).
+fn node_kinds(current: &Snapshot) -> BTreeMap<Arc<str>, NodeKind> {
+    let mut instrumented: BTreeSet<&Arc<str>> = BTreeSet::new();
+    let mut databases: BTreeSet<&Arc<str>> = BTreeSet::new();
+    for (id, c) in &current.edges {
+        match (c.connection, c.virtual_side) {
+            (Connection::Direct | Connection::Messaging, _) => {
+                instrumented.extend([&id.client, &id.server]);
+            }
+            (Connection::Database, _) => {
+                instrumented.insert(&id.client);
+                databases.insert(&id.server);
+            }
+            (Connection::Virtual, Some(VirtualSide::Client)) => {
+                instrumented.insert(&id.server);
+            }
+            (Connection::Virtual, Some(VirtualSide::Server)) => {
+                instrumented.insert(&id.client);
+            }
+            (Connection::Virtual, None) => {}
+        }
+    }
+    for (id, c) in &current.edges {
+        if c.connection == Connection::Virtual && c.virtual_side.is_none() {
+            if instrumented.contains(&id.server) || !instrumented.contains(&id.client) {
+                instrumented.insert(&id.server);
+            } else {
+                instrumented.insert(&id.client);
+            }
+        }
+    }
+    let mut kinds = BTreeMap::new();
+    for id in current.edges.keys() {
+        for node in [&id.client, &id.server] {
+            let kind = if instrumented.contains(node) {
+                NodeKind::Service
+            } else if databases.contains(node) {
+                NodeKind::Database
+            } else {
+                NodeKind::Virtual
+            };
+            kinds.insert(node.clone(), kind);
+        }
+    }
+    kinds
+}

@@ -1,0 +1,417 @@
+//! `/graph`: the map as a server-rendered page — an inline SVG laid out by [`super::layout`],
+//! figures as text, a details panel for the selected node or edge — that works with JavaScript
+//! off; a small inline script only refreshes it in place and copies trace ids. Every name is
+//! rendered by askama, which escapes it: a service called `<script>` is text.
+
+use askama::Template;
+
+use super::api::{dashes, hex};
+use super::history::Connection;
+use super::http::MapQuery;
+use super::layout::{layered, Layout};
+use super::model::{Figures, ServiceMap};
+use crate::series::Exemplar;
+
+/// Node radius in the drawing.
+const RADIUS: f64 = 30.0;
+/// Names longer than this are shortened on the drawing (the full name is in the tooltip and
+/// the details).
+const LABEL_CHARS: usize = 24;
+/// How often the page refreshes itself.
+pub const REFRESH_SECONDS: u32 = 5;
+/// The windows offered.
+const WINDOWS: [&str; 3] = ["1m", "5m", "15m"];
+
+#[derive(Template)]
+#[template(path = "graph.html")]
+struct Page {
+    window: String,
+    windows: Vec<Choice>,
+    refresh_on: bool,
+    refresh_seconds: u32,
+    /// The same page with the refresh toggled.
+    toggle_refresh_href: String,
+    api_href: String,
+    computed_at: String,
+    width: f64,
+    height: f64,
+    nodes: Vec<NodeView>,
+    edges: Vec<EdgeView>,
+    omitted_edges: usize,
+    details: Option<Details>,
+    /// Set when a selection names nothing on the map.
+    not_found: Option<String>,
+}
+
+struct Choice {
+    label: &'static str,
+    href: String,
+    selected: bool,
+}
+
+struct NodeView {
+    name: String,
+    label: String,
+    kind: &'static str,
+    x: f64,
+    y: f64,
+    /// Length of the red part of the ring (SVG dash), the failed share of its requests.
+    failed_dash: f64,
+    circumference: f64,
+    has_requests: bool,
+    rate: String,
+    errors_and_p90: String,
+    href: String,
+    selected: bool,
+}
+
+struct EdgeView {
+    client: String,
+    server: String,
+    path: String,
+    label_x: f64,
+    label_y: f64,
+    rate: String,
+    errors_and_p90: String,
+    connection: &'static str,
+    class: String,
+    dashes: &'static str,
+    href: String,
+    selected: bool,
+}
+
+struct Details {
+    kind: &'static str,
+    title: String,
+    rows: Vec<(&'static str, String)>,
+    traces: Vec<TraceView>,
+    close_href: String,
+}
+
+struct TraceView {
+    id: String,
+    grafana_href: Option<String>,
+}
+
+/// The query string of this page with `window`, the selection and the refresh state.
+fn href(window: &str, select: &Selection, refresh_on: bool) -> String {
+    let mut pairs: Vec<(&str, &str)> = vec![("window", window)];
+    match select {
+        Selection::None => {}
+        Selection::Node(n) => pairs.push(("node", n)),
+        Selection::Edge(c, s) => pairs.extend([("client", c.as_str()), ("server", s.as_str())]),
+    }
+    if !refresh_on {
+        pairs.push(("refresh", "off"));
+    }
+    format!(
+        "?{}",
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    )
+}
+
+enum Selection {
+    None,
+    Node(String),
+    Edge(String, String),
+}
+
+impl Selection {
+    fn of(q: &MapQuery) -> Self {
+        match (&q.node, &q.client, &q.server) {
+            (Some(n), _, _) => Self::Node(n.clone()),
+            (None, Some(c), Some(s)) => Self::Edge(c.clone(), s.clone()),
+            _ => Self::None,
+        }
+    }
+}
+
+/// `name`, shortened to [`LABEL_CHARS`] characters.
+fn short(name: &str) -> String {
+    match name.char_indices().nth(LABEL_CHARS) {
+        Some((cut, _)) => format!("{}…", &name[..cut]),
+        None => name.to_string(),
+    }
+}
+
+pub fn rate_text(per_second: f64) -> String {
+    match per_second {
+        r if r >= 100.0 => format!("{r:.0} req/s"),
+        r if r >= 10.0 => format!("{r:.1} req/s"),
+        r => format!("{r:.2} req/s"),
+    }
+}
+
+pub fn latency_text(seconds: Option<f64>) -> String {
+    match seconds {
+        Some(s) if s.is_finite() && s >= 1.0 => format!("{s:.2} s"),
+        Some(s) if s.is_finite() => format!("{:.0} ms", s * 1000.0),
+        _ => "–".into(),
+    }
+}
+
+pub fn percent_text(ratio: Option<f64>) -> String {
+    ratio.map_or("–".into(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn errors_and_p90(f: &Figures) -> String {
+    format!(
+        "{} err · p90 {}",
+        percent_text(f.error_ratio),
+        latency_text(f.p90_seconds)
+    )
+}
+
+fn figure_rows(f: &Figures) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "Requests",
+            format!(
+                "{} ({:.0} in the window)",
+                rate_text(f.requests_per_second),
+                f.requests
+            ),
+        ),
+        (
+            "Errors",
+            format!(
+                "{:.2}/s ({:.0} in the window)",
+                f.errors_per_second, f.failed
+            ),
+        ),
+        ("Error share", percent_text(f.error_ratio)),
+        ("p90 latency (server)", latency_text(f.p90_seconds)),
+    ]
+}
+
+/// Grafana Explore showing one trace from the provisioned Tempo data source (uid `tempo`).
+fn explore_href(grafana: &str, trace_id: &str) -> String {
+    let panes = serde_json::json!({"a": {
+        "datasource": "tempo",
+        "queries": [{"refId": "A", "datasource": {"type": "tempo", "uid": "tempo"},
+                     "queryType": "traceql", "query": trace_id}],
+        "range": {"from": "now-1h", "to": "now"}}});
+    let query = serde_urlencoded::to_string([
+        ("schemaVersion", "1"),
+        ("orgId", "1"),
+        ("panes", &panes.to_string()),
+    ])
+    .unwrap_or_default();
+    format!("{grafana}/explore?{query}")
+}
+
+fn traces(recent: &[Exemplar], grafana: Option<&str>) -> Vec<TraceView> {
+    recent
+        .iter()
+        .map(|x| {
+            let id = hex(&x.trace_id);
+            TraceView {
+                grafana_href: grafana.map(|g| explore_href(g, &id)),
+                id,
+            }
+        })
+        .collect()
+}
+
+/// A cubic curve from the caller's right side to the callee's left side; a call back to an
+/// earlier layer (or within one) arcs over both nodes; a self-call loops above its node.
+/// Returns the path and its midpoint, where the label goes.
+fn edge_path(from: (f64, f64), to: (f64, f64), self_call: bool) -> (String, (f64, f64)) {
+    let (x1, y1) = from;
+    let (x2, y2) = to;
+    let points = if self_call {
+        [
+            (x1 - 12.0, y1 - RADIUS),
+            (x1 - 50.0, y1 - RADIUS - 70.0),
+            (x1 + 50.0, y1 - RADIUS - 70.0),
+            (x1 + 12.0, y1 - RADIUS),
+        ]
+    } else if x2 > x1 + 1.0 {
+        let mid = (x1 + x2) / 2.0;
+        [
+            (x1 + RADIUS, y1),
+            (mid, y1),
+            (mid, y2),
+            (x2 - RADIUS - 6.0, y2),
+        ]
+    } else {
+        let lift = 90.0 + (x1 - x2).abs() / 6.0;
+        let top = y1.min(y2) - RADIUS - lift;
+        [
+            (x1, y1 - RADIUS),
+            (x1, top),
+            (x2, top),
+            (x2, y2 - RADIUS - 6.0),
+        ]
+    };
+    let [p0, p1, p2, p3] = points;
+    let mid = (
+        (p0.0 + 3.0 * p1.0 + 3.0 * p2.0 + p3.0) / 8.0,
+        (p0.1 + 3.0 * p1.1 + 3.0 * p2.1 + p3.1) / 8.0,
+    );
+    let d = format!(
+        "M{:.1},{:.1} C{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}",
+        p0.0, p0.1, p1.0, p1.1, p2.0, p2.1, p3.0, p3.1
+    );
+    (d, mid)
+}
+
+/// The whole page for `map`.
+pub fn render(
+    map: &ServiceMap,
+    window: &str,
+    q: &MapQuery,
+    grafana: Option<&str>,
+) -> Result<String, askama::Error> {
+    let refresh_on = q.refresh.as_deref() != Some("off");
+    let selection = Selection::of(q);
+    let index_of = |name: &str| map.nodes.iter().position(|n| &*n.id == name);
+    let links: Vec<(usize, usize)> = map
+        .edges
+        .iter()
+        .filter_map(|e| Some((index_of(&e.id.client)?, index_of(&e.id.server)?)))
+        .collect();
+    let Layout {
+        positions,
+        width,
+        height,
+    } = layered(map.nodes.len(), &links);
+    let circumference = 2.0 * std::f64::consts::PI * RADIUS;
+
+    let nodes = map
+        .nodes
+        .iter()
+        .zip(&positions)
+        .map(|(n, &(x, y))| {
+            let f = n.incoming.as_ref();
+            NodeView {
+                name: n.id.to_string(),
+                label: short(&n.id),
+                kind: n.kind.as_str(),
+                x,
+                y,
+                failed_dash: f.and_then(|f| f.error_ratio).unwrap_or(0.0) * circumference,
+                circumference,
+                has_requests: f.is_some_and(|f| f.requests > 0.0),
+                rate: f.map_or(String::new(), |f| rate_text(f.requests_per_second)),
+                errors_and_p90: f.map_or(String::new(), errors_and_p90),
+                href: href(window, &Selection::Node(n.id.to_string()), refresh_on),
+                selected: matches!(&selection, Selection::Node(s) if **s == *n.id),
+            }
+        })
+        .collect();
+
+    let edges = map
+        .edges
+        .iter()
+        .zip(&links)
+        .map(|(e, &(a, b))| {
+            let (path, (label_x, label_y)) = edge_path(positions[a], positions[b], a == b);
+            let mut class = String::from("edge");
+            if e.failing() {
+                class.push_str(" failing");
+            }
+            if e.connection != Connection::Direct {
+                class.push(' ');
+                class.push_str(e.connection.label());
+            }
+            let (client, server) = (e.id.client.to_string(), e.id.server.to_string());
+            EdgeView {
+                path,
+                label_x,
+                label_y,
+                rate: rate_text(e.figures.requests_per_second),
+                errors_and_p90: errors_and_p90(&e.figures),
+                connection: e.connection.label(),
+                class,
+                dashes: dashes(e.connection).unwrap_or(""),
+                href: href(window, &Selection::Edge(client.clone(), server.clone()), refresh_on),
+                selected: matches!(&selection, Selection::Edge(c, s) if *c == client && *s == server),
+                client,
+                server,
+            }
+        })
+        .collect();
+
+    let close_href = href(window, &Selection::None, refresh_on);
+    let mut not_found = None;
+    let details = match &selection {
+        Selection::None => None,
+        Selection::Node(name) => match map.node(name) {
+            Some(n) => {
+                let mut rows = vec![("Kind", n.kind.as_str().to_string())];
+                match &n.incoming {
+                    Some(f) => rows.extend(figure_rows(f)),
+                    None => rows.push(("Requests", "nothing calls it (a caller only)".into())),
+                }
+                let calls = map.edges.iter().filter(|e| e.id.client == n.id).count();
+                rows.push(("Calls", format!("{calls} other node(s)")));
+                Some(Details {
+                    kind: "node",
+                    title: n.id.to_string(),
+                    rows,
+                    traces: traces(&n.recent, grafana),
+                    close_href: close_href.clone(),
+                })
+            }
+            None => {
+                not_found = Some(format!("no node {name:?} on the map"));
+                None
+            }
+        },
+        Selection::Edge(c, s) => match map.edge(c, s) {
+            Some(e) => {
+                let mut rows = vec![(
+                    "Connection",
+                    match e.connection {
+                        Connection::Direct => "service to service".to_string(),
+                        other => other.label().to_string(),
+                    },
+                )];
+                rows.extend(figure_rows(&e.figures));
+                Some(Details {
+                    kind: "edge",
+                    title: format!("{c} → {s}"),
+                    rows,
+                    traces: traces(&e.recent, grafana),
+                    close_href: close_href.clone(),
+                })
+            }
+            None => {
+                not_found = Some(format!("no edge {c:?} → {s:?} on the map"));
+                None
+            }
+        },
+    };
+
+    Page {
+        window: window.to_string(),
+        windows: WINDOWS
+            .iter()
+            .map(|w| Choice {
+                label: w,
+                href: href(w, &selection, refresh_on),
+                selected: *w == window,
+            })
+            .collect(),
+        refresh_on,
+        refresh_seconds: REFRESH_SECONDS,
+        toggle_refresh_href: href(window, &selection, !refresh_on),
+        api_href: format!(
+            "api/graph?{}",
+            serde_urlencoded::to_string([("window", window)]).unwrap_or_default()
+        ),
+        computed_at: humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(map.computed_at_nanos),
+        )
+        .to_string(),
+        width,
+        height,
+        nodes,
+        edges,
+        omitted_edges: map.omitted_edges,
+        details,
+        not_found,
+    }
+    .render()
+}
