@@ -415,3 +415,119 @@ pub fn render(
     }
     .render()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::servicemap::history::{EdgeCounts, EdgeId, History, Snapshot};
+
+    fn map_of(edges: &[(&str, &str, Connection, f64, f64)]) -> ServiceMap {
+        let current = Snapshot {
+            at_nanos: 2_000_000_000_000,
+            edges: edges
+                .iter()
+                .map(|(c, s, connection, total, failed)| {
+                    let id = EdgeId {
+                        client: Arc::from(*c),
+                        server: Arc::from(*s),
+                    };
+                    let counts = EdgeCounts {
+                        total: *total,
+                        failed: *failed,
+                        latency: vec![*total; 4],
+                        connection: *connection,
+                        exemplar: Some(Exemplar {
+                            trace_id: [0xab; 16],
+                            value: 0.01,
+                            time_nanos: 1_999_000_000_000,
+                        }),
+                        ..Default::default()
+                    };
+                    (id, counts)
+                })
+                .collect::<HashMap<_, _>>(),
+            omitted: 0,
+        };
+        let history = History::new(1_000_000_000_000, 100);
+        ServiceMap::compute(
+            &history,
+            &current,
+            Duration::from_secs(300),
+            &[0.1, 0.2, 0.4],
+        )
+    }
+
+    #[test]
+    fn an_empty_map_says_what_to_do() {
+        let html = render(&map_of(&[]), "5m", &MapQuery::default(), None).unwrap();
+        assert!(html.contains("No edges yet"));
+        assert!(html.contains(":4317") && html.contains("--wait"));
+        assert!(!html.contains("<svg"));
+    }
+
+    #[test]
+    fn hostile_names_are_text_never_markup() {
+        let evil = "<script>alert(\"x\")</script>' onload='alert(1)";
+        let html = render(
+            &map_of(&[(evil, "b&b", Connection::Direct, 3.0, 1.0)]),
+            "5m",
+            &MapQuery {
+                node: Some(evil.into()),
+                ..Default::default()
+            },
+            Some("http://localhost:3000"),
+        )
+        .unwrap();
+        assert!(!html.contains("<script>alert"), "the name escaped");
+        assert!(!html.contains("' onload='"), "no attribute breaks out");
+        // askama escapes with numeric references.
+        assert!(
+            html.contains("&#60;script&#62;alert"),
+            "the name shown as text"
+        );
+        assert!(html.contains("b&#38;b"));
+        // The page's own script is the only one.
+        assert_eq!(html.matches("<script>").count(), 1);
+    }
+
+    #[test]
+    fn a_selected_edge_lists_its_traces_with_grafana_links() {
+        let map = map_of(&[
+            ("checkout", "payment-gateway", Connection::Virtual, 4.0, 4.0),
+            ("checkout", "postgres", Connection::Database, 2.0, 0.0),
+        ]);
+        let q = MapQuery {
+            client: Some("checkout".into()),
+            server: Some("payment-gateway".into()),
+            ..Default::default()
+        };
+        let html = render(&map, "5m", &q, Some("http://localhost:3000")).unwrap();
+        let trace = "ab".repeat(16);
+        assert!(html.contains(&format!("<code class=\"trace-id\">{trace}</code>")));
+        assert!(html.contains("http://localhost:3000/explore?schemaVersion=1"));
+        assert!(html.contains(&trace), "the link names the trace");
+        assert!(html.contains("class=\"edge failing virtual_node selected\""));
+        assert!(html.contains("data-kind=\"database\""));
+        // Without --grafana-url, ids only, no links.
+        let bare = render(&map, "5m", &q, None).unwrap();
+        assert!(bare.contains(&trace) && !bare.contains("/explore?"));
+    }
+
+    #[test]
+    fn a_long_name_is_shortened_on_the_drawing_only() {
+        let long = "ü".repeat(60);
+        let html = render(
+            &map_of(&[(&long, "b", Connection::Direct, 1.0, 0.0)]),
+            "5m",
+            &MapQuery::default(),
+            None,
+        )
+        .unwrap();
+        assert!(html.contains(&format!("{}…", "ü".repeat(LABEL_CHARS))));
+        assert!(html.contains(&format!("<title>{long} (service)</title>")));
+    }
+}
