@@ -30,5 +30,6 @@ YAML
 fi
 echo "demo:       http://localhost:8080"
 echo "graphgen:   http://localhost:9464/metrics"
+echo "service map: http://localhost:9464/graph (graphgen's own, no Grafana needed)"
 echo "Ctrl-C to stop."
 wait

@@ -95,6 +95,9 @@ pub struct Config {
     /// Grafana, for the landing page's links to traces and the service graph
     #[arg(long, env = "GRAFANA_URL", default_value = "http://localhost:3000")]
     pub grafana_url: String,
+    /// graphgen's admin port, for the landing page's link to its live service map (/graph)
+    #[arg(long, env = "GRAPHGEN_URL", default_value = "http://localhost:9464")]
+    pub graphgen_url: String,
 }
 
 impl Config {

@@ -46,6 +46,7 @@ async fn start_shop() -> String {
             payments_url: urls[3].clone(),
             notifications_url: urls[4].clone(),
             grafana_url: "http://grafana.test:3000".into(),
+            graphgen_url: "http://graphgen.test:9464".into(),
             ..Config::for_role(role)
         };
         tokio::spawn(async move {
@@ -186,6 +187,10 @@ async fn landing_page_has_a_button_and_a_plain_link_per_scenario() {
     assert!(
         html.contains("http://grafana.test:3000"),
         "Grafana links use GRAFANA_URL"
+    );
+    assert!(
+        html.contains("href=\"http://graphgen.test:9464/graph\">Service map</a>"),
+        "the service map link uses GRAPHGEN_URL"
     );
     let (status, _) = get(format!("{shop}/healthz")).await;
     assert_eq!(status, 200);

@@ -94,6 +94,8 @@ def main():
 
         graph = driver.find_element(By.ID, "graph-link").get_attribute("href")
         assert "serviceMap" in urllib.parse.unquote(graph), graph
+        service_map = driver.find_element(By.ID, "map-link")
+        assert service_map.text == "Service map" and service_map.get_attribute("href").endswith("/graph"), service_map
         driver.save_screenshot(screenshot)
     finally:
         driver.quit()

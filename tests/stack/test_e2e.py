@@ -8,17 +8,25 @@ Prometheus 2.42 has no OTLP receiver, so it scrapes graphgen's /metrics, which c
 series under the same names as graphgen's OTLP push (tested in graphgen's own tests).
 """
 
+import json
+import re
+import math
 import os
 import pathlib
+import sys
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
 
-from conftest import PYTHON, ROOT, TRACE_ID, prom_query, prometheus_exprs, substitute
+from conftest import PYTHON, ROOT, TRACE_ID, http_get_json, prom_query, prometheus_exprs, substitute
+
+sys.path.insert(0, str(ROOT / "tests" / "browser"))
+import service_map  # noqa: E402  (Chromium helpers, next to landing.py)
 
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
 ROLES = ["frontend", "checkout", "inventory", "payments", "notifications"]
@@ -43,12 +51,21 @@ def wait_http(url, timeout=30):
     pytest.fail(f"{url} did not answer")
 
 
+TRACES_SEEN = set()
+
+
 def get(url):
+    """GETs a demo endpoint; remembers the trace id it answers with (errors carry one too)."""
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status
+            status, body = r.status, r.read()
     except urllib.error.HTTPError as e:
-        return e.code
+        status, body = e.code, e.read()
+    try:
+        TRACES_SEEN.add(json.loads(body).get("trace_id", ""))
+    except ValueError:
+        pass
+    return status
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +83,8 @@ def stack():
         assert (TARGET / binary).exists(), f"{TARGET / binary} missing: `make e2e` builds it"
     start([str(TARGET / "graphgen"), f"--otlp-grpc-addr=127.0.0.1:{ports['grpc']}",
            f"--otlp-http-addr=127.0.0.1:{ports['http']}", f"--admin-addr=127.0.0.1:{ports['admin']}",
-           "--wait=2s", "--enable-virtual-node-label", "--enable-messaging-system-latency-histogram"],
+           "--wait=2s", "--enable-virtual-node-label", "--enable-messaging-system-latency-histogram",
+           "--grafana-url=http://localhost:3000"],
           log="graphgen")
     (work / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -82,6 +100,7 @@ def stack():
             "DEMO_PAYMENTS_URL": url["payments"], "DEMO_NOTIFICATIONS_URL": url["notifications"],
             "DEMO_LATENCY_SCALE": "0.02", "RUST_LOG": "warn",
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['grpc']}", "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "GRAPHGEN_URL": f"http://127.0.0.1:{ports['admin']}",
         })
     wait_http(f"http://127.0.0.1:{ports['admin']}/readyz")
     wait_http(f"http://127.0.0.1:{ports['prometheus']}/-/ready")
@@ -220,8 +239,120 @@ def test_every_dashboard_panel_returns_data(stack, traffic, dashboard, panel, ex
 
 
 def test_the_browser_saw_a_trace_id_for_every_button(traffic):
-    import json
     seen = json.loads(traffic)
     for path in ["/simple", "/nested", "/error", "/chain", "/delayed-chain", "/multi-service"]:
         trace = seen[path].rsplit(" ", 1)[-1]
         assert TRACE_ID.match(trace), seen[path]
+
+
+# --- graphgen's own service map (/graph, /api/graph) -------------------------------------------
+
+MAP_NODES = ["frontend", "checkout", "inventory", "payments", "payment-gateway", "postgres", "notifications", "user"]
+
+
+def browser_traces(traffic):
+    return {m.group(0) for text in json.loads(traffic).values() for m in re.finditer(r"\b[0-9a-f]{32}\b", text)}
+
+
+def test_service_map_in_chromium(stack, traffic):
+    """The demo's map in a real browser: every node, failing edges marked, rates, the window
+    switch, a click listing trace ids that graphgen holds and the demo answered with."""
+    shot = ROOT / "target" / "e2e-service-map.png"
+    seen = service_map.check_demo(
+        stack["admin"] + "/graph", stack["admin"] + "/api/graph", MAP_NODES,
+        failing_edges=[("payments", "payment-gateway"), ("checkout", "payments")],
+        known_traces=TRACES_SEEN | browser_traces(traffic), screenshot=str(shot))
+    assert shot.exists()
+    print(json.dumps(seen, indent=2))
+
+
+def edge_values(results):
+    return {(r["metric"].get("client"), r["metric"].get("server")): float(r["value"][1]) for r in results}
+
+
+def test_service_map_figures_equal_grafanas_queries(stack, traffic):
+    """A quiet spell, a round of traffic, then the same window asked of graphgen and of the real
+    Prometheus (through the PromQL Grafana's edge links use) at the same instant.
+
+    The window starts in the quiet spell, so both see exactly the round's requests. Prometheus
+    (scraping every second) extrapolates its first and last sample in the window to the
+    window's edges: its rate is the increase divided by the sampled interval, W - 2 s at
+    worst, where graphgen divides by W. So per edge: graphgen ≤ Prometheus ≤ graphgen ×
+    W / (W - 2) (1 % slack for float rounding); p90 is a ratio of bucket rates and must agree
+    to 1e-6; so must the error share."""
+    window = 30
+    prom = stack["prometheus"]
+    # Quiet: the window's start and graphgen's snapshots around it (5 s apart) see no traffic.
+    time.sleep(15)
+    started = time.time()
+    for _ in range(2):
+        for path in PATHS:
+            get(stack["frontend"] + path)
+    deadline = time.time() + 30
+    while float(prom_query(prom, "graphgen_store_edges")[0]["value"][1]) != 0 or time.time() < started + 8:
+        assert time.time() < deadline, "edges of the round never completed"
+        time.sleep(0.5)
+    time.sleep(max(0.0, started + window - 8 - time.time()))  # the window starts 8 s before the round
+    api = http_get_json(f"{stack['admin']}/api/graph?window={window}s")
+    at = api["computed_at_unix_ms"] / 1000
+    assert started - 14 < at - window < started - 6, "the window starts in the quiet spell"
+
+    def query(expr):
+        url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+        return http_get_json(url)["data"]["result"]
+
+    rates = edge_values(query(f"sum by (client, server)(rate(traces_service_graph_request_total[{window}s]))"))
+    failed = edge_values(query(f"sum by (client, server)(rate(traces_service_graph_request_failed_total[{window}s]))"))
+    p90 = edge_values(query("histogram_quantile(0.9, sum(rate(traces_service_graph_request_server_seconds_bucket"
+                            f"[{window}s])) by (le, client, server))"))
+    compared = []
+    for edge in api["edges"]:
+        key = (edge["source"], edge["target"])
+        ours = edge["detail__requests_per_second"]
+        theirs = rates.get(key, 0.0)
+        compared.append((key, ours, theirs))
+        assert ours * 0.99 <= theirs <= ours * window / (window - 2) * 1.01 + 1e-12, (key, ours, theirs)
+        if ours == 0:
+            continue
+        share = edge["detail__error_percent"] / 100
+        assert math.isclose(share, failed.get(key, 0.0) / theirs, rel_tol=1e-6, abs_tol=1e-9), (key, share, failed.get(key))
+        if math.isnan(p90.get(key, math.nan)):
+            assert edge["detail__p90_ms"] is None, key
+        else:
+            assert math.isclose(edge["detail__p90_ms"] / 1000, p90[key], rel_tol=1e-6), (key, edge["detail__p90_ms"], p90[key])
+    busy = [c for c in compared if c[1] > 0]
+    assert len(busy) >= len(EDGES), f"the round crossed every edge: {compared}"
+    print(json.dumps([[f"{c} -> {s}", ours, theirs] for (c, s), ours, theirs in compared], indent=1))
+
+
+@pytest.fixture
+def lone_graphgen():
+    """A graphgen of its own, for maps the demo does not make."""
+    ports = {name: free_port() for name in ["grpc", "http", "admin"]}
+    log = open(tempfile.mkstemp(prefix="graphgen-map-", suffix=".log")[1], "w")
+    proc = subprocess.Popen([str(TARGET / "graphgen"), f"--otlp-grpc-addr=127.0.0.1:{ports['grpc']}",
+                             f"--otlp-http-addr=127.0.0.1:{ports['http']}", f"--admin-addr=127.0.0.1:{ports['admin']}",
+                             "--wait=1s"], stdout=log, stderr=subprocess.STDOUT)
+    admin = f"http://127.0.0.1:{ports['admin']}"
+    wait_http(admin + "/readyz")
+    yield {"admin": admin, "http": f"http://127.0.0.1:{ports['http']}/v1/traces"}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror="window.pwned=1">', "' onmouseover='alert(1)",
+           "svc-" + "x" * 300, "сервис-платежей ✓ 支付"]
+
+
+def test_service_map_empty_then_fifty_services_and_hostile_names(lone_graphgen):
+    service_map.check_empty(lone_graphgen["admin"] + "/graph")
+    services = [f"service-{i:02d}" for i in range(50)]
+    body, calls = service_map.synthetic_spans(services, HOSTILE)
+    service_map.send_json(lone_graphgen["http"], body)
+    deadline = time.time() + 20
+    while len(http_get_json(lone_graphgen["admin"] + "/api/graph")["edges"]) < len(set(calls)):
+        assert time.time() < deadline, "the synthetic edges never all showed"
+        time.sleep(0.3)
+    shot = ROOT / "target" / "e2e-service-map-50.png"
+    service_map.check_large_and_hostile(lone_graphgen["admin"] + "/graph", services, HOSTILE, str(shot))
+    assert shot.exists()

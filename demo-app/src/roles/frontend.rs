@@ -48,6 +48,7 @@ pub const SCENARIOS: [Scenario; 6] = [
 struct Landing<'a> {
     scenarios: &'a [Scenario],
     grafana_url: &'a str,
+    graphgen_url: &'a str,
     failable: &'a [&'a str],
 }
 
@@ -61,6 +62,7 @@ async fn landing(State(app): State<Arc<App>>) -> Result<Html<String>, AppError> 
     let page = Landing {
         scenarios: &SCENARIOS,
         grafana_url: app.config.grafana_url.trim_end_matches('/'),
+        graphgen_url: app.config.graphgen_url.trim_end_matches('/'),
         failable: &failable,
     };
     page.render().map(Html).map_err(|e| AppError::Failed {

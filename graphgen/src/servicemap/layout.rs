@@ -79,11 +79,16 @@ pub fn layered(nodes: usize, edges: &[(usize, usize)]) -> Layout {
         } else {
             NODE_GAP
         };
+        // The crate's coordinates may start anywhere: the topmost node goes to `top`.
+        let lowest = placed
+            .iter()
+            .map(|(_, (x, _))| *x)
+            .fold(f64::INFINITY, f64::min);
         let mut bottom = top;
         for (layer, members) in by_layer.iter().enumerate() {
             let mut previous: Option<f64> = None;
             for (id, x) in members.iter() {
-                let wanted = top + x * scale;
+                let wanted = top + (x - lowest) * scale;
                 let y = previous.map_or(wanted, |p| wanted.max(p + NODE_GAP));
                 positions[*id] = (MARGIN + layer as f64 * LAYER_GAP, y);
                 previous = Some(y);

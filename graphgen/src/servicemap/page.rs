@@ -134,11 +134,14 @@ fn short(name: &str) -> String {
     }
 }
 
+/// Three significant figures at most, never rounding a trickle down to zero.
 pub fn rate_text(per_second: f64) -> String {
     match per_second {
         r if r >= 100.0 => format!("{r:.0} req/s"),
         r if r >= 10.0 => format!("{r:.1} req/s"),
-        r => format!("{r:.2} req/s"),
+        r if r >= 0.1 => format!("{r:.2} req/s"),
+        r if r > 0.0 => format!("{r:.3} req/s"),
+        _ => "0 req/s".into(),
     }
 }
 
