@@ -39,6 +39,19 @@ def label_boxes(driver):
         return out;""")
 
 
+def edge_label_boxes(driver):
+    """client -> server: the box around each edge's figures."""
+    return driver.execute_script("""
+        const out = {};
+        for (const g of document.querySelectorAll("g.edge")) {
+          const a = g.querySelector("text.rate").getBoundingClientRect();
+          const b = g.querySelector("text.err").getBoundingClientRect();
+          out[g.dataset.client + " -> " + g.dataset.server] =
+            [Math.min(a.left, b.left), a.top, Math.max(a.right, b.right), b.bottom];
+        }
+        return out;""")
+
+
 def overlapping(boxes):
     names = sorted(boxes)
     pairs = []
@@ -86,6 +99,7 @@ def check_demo(url, api_url, expected_nodes, failing_edges, known_traces, screen
         assert set(expected_nodes) <= set(nodes), f"missing {set(expected_nodes) - set(nodes)}"
         assert nodes["postgres"] == "database" and nodes["user"] == "virtual" and nodes["payment-gateway"] == "virtual", nodes
         assert not overlapping(node_boxes(driver)), overlapping(node_boxes(driver))
+        assert not overlapping(edge_label_boxes(driver)), overlapping(edge_label_boxes(driver))
 
         edges = {(g.get_attribute("data-client"), g.get_attribute("data-server")): g
                  for g in driver.find_elements(By.CSS_SELECTOR, "g.edge")}
@@ -184,6 +198,8 @@ def check_large_and_hostile(url, services, hostile, screenshot):
         assert not overlapping(boxes), overlapping(boxes)
         labels = label_boxes(driver)
         assert not overlapping(labels), f"labels overlap: {overlapping(labels)}"
+        figures = edge_label_boxes(driver)
+        assert not overlapping(figures), f"edge figures overlap: {overlapping(figures)}"
         width = driver.execute_script("return document.querySelector('#map svg').getBoundingClientRect().width")
         for name, (left, top, right, bottom) in labels.items():
             assert right - left < 240, f"{name!r}: a label {right - left}px wide"

@@ -8,7 +8,7 @@ use askama::Template;
 use super::api::{dashes, hex};
 use super::history::Connection;
 use super::http::MapQuery;
-use super::layout::{layered, Layout};
+use super::layout::{layered, Layout, LAYER_GAP};
 use super::model::{Figures, ServiceMap};
 use crate::series::Exemplar;
 
@@ -248,15 +248,52 @@ fn edge_path(from: (f64, f64), to: (f64, f64), self_call: bool) -> (String, (f64
         ]
     };
     let [p0, p1, p2, p3] = points;
-    let mid = (
-        (p0.0 + 3.0 * p1.0 + 3.0 * p2.0 + p3.0) / 8.0,
-        (p0.1 + 3.0 * p1.1 + 3.0 * p2.1 + p3.1) / 8.0,
-    );
+    let at = |t: f64| {
+        let u = 1.0 - t;
+        let (a, b, c, d) = (u * u * u, 3.0 * u * u * t, 3.0 * u * t * t, t * t * t);
+        (
+            a * p0.0 + b * p1.0 + c * p2.0 + d * p3.0,
+            a * p0.1 + b * p1.1 + c * p2.1 + d * p3.1,
+        )
+    };
+    // A forward edge's label sits in the gap just before its callee, so an edge that skips
+    // layers does not write over the nodes it passes; other edges label their middle.
+    let mid = if !self_call && x2 > x1 + 1.0 {
+        let want = x2 - LAYER_GAP / 2.0;
+        (10..=19)
+            .map(|i| at(f64::from(i) / 20.0))
+            .min_by(|a, b| (a.0 - want).abs().total_cmp(&(b.0 - want).abs()))
+            .unwrap_or(at(0.5))
+    } else {
+        at(0.5)
+    };
     let d = format!(
         "M{:.1},{:.1} C{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}",
         p0.0, p0.1, p1.0, p1.1, p2.0, p2.1, p3.0, p3.1
     );
     (d, mid)
+}
+
+/// Room an edge label takes (two or three lines of small text).
+const LABEL_WIDTH: f64 = 150.0;
+const LABEL_HEIGHT: f64 = 40.0;
+
+/// Moves edge labels down until no two overlap (edges into one node put theirs side by side).
+fn separate_labels(edges: &mut [EdgeView]) {
+    let mut order: Vec<usize> = (0..edges.len()).collect();
+    order.sort_by(|&a, &b| edges[a].label_y.total_cmp(&edges[b].label_y));
+    let mut placed: Vec<(f64, f64)> = Vec::with_capacity(edges.len());
+    for i in order {
+        let (x, mut y) = (edges[i].label_x, edges[i].label_y);
+        while let Some(&(_, other_y)) = placed
+            .iter()
+            .find(|(px, py)| (px - x).abs() < LABEL_WIDTH && (py - y).abs() < LABEL_HEIGHT)
+        {
+            y = other_y + LABEL_HEIGHT;
+        }
+        edges[i].label_y = y;
+        placed.push((x, y));
+    }
 }
 
 /// The whole page for `map`.
@@ -304,7 +341,7 @@ pub fn render(
         })
         .collect();
 
-    let edges = map
+    let mut edges: Vec<EdgeView> = map
         .edges
         .iter()
         .zip(&links)
@@ -336,6 +373,7 @@ pub fn render(
         })
         .collect();
 
+    separate_labels(&mut edges);
     let close_href = href(window, &Selection::None, refresh_on);
     let mut not_found = None;
     let details = match &selection {
