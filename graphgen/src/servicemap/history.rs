@@ -157,12 +157,15 @@ impl History {
             counts.total += e.total;
             counts.created_nanos = counts.created_nanos.max(e.created_nanos);
             counts.failed += e.failed;
-            let cumulative = e.server_latency.cumulative();
-            if counts.latency.len() != cumulative.len() {
-                counts.latency = vec![0.0; cumulative.len()];
+            let buckets = e.server_latency.bucket_counts();
+            if counts.latency.len() != buckets.len() {
+                counts.latency = vec![0.0; buckets.len()];
             }
-            for (sum, c) in counts.latency.iter_mut().zip(cumulative) {
-                *sum += c;
+            // Summed cumulatively, without a vector per series.
+            let mut below = 0.0;
+            for (sum, c) in counts.latency.iter_mut().zip(buckets) {
+                below += c;
+                *sum += below;
             }
             // Series of one edge normally agree; a typed one wins over a plain one.
             if counts.connection == Connection::Direct {

@@ -28,6 +28,7 @@ pub struct MapState {
     history: Mutex<History>,
     /// Base URL of Grafana, for links to traces in Explore.
     pub grafana_url: Option<String>,
+    layouts: page::LayoutCache,
     metrics: Arc<SelfMetrics>,
 }
 
@@ -43,6 +44,7 @@ impl MapState {
             engine,
             history: Mutex::new(History::new(started, max_edges)),
             grafana_url,
+            layouts: page::LayoutCache::default(),
             metrics,
         }
     }
@@ -133,8 +135,13 @@ async fn graph_json(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery
         Ok(w) => w,
         Err(message) => return bad_request(message),
     };
-    let map = state.map(window);
-    let body = serde_json::to_vec(&GraphResponse::new(&map, &text)).unwrap_or_default();
+    // Reading every edge and laying the map out is CPU work: off the async workers.
+    let body = tokio::task::spawn_blocking(move || {
+        let map = state.map(window);
+        serde_json::to_vec(&GraphResponse::new(&map, &text)).unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -143,8 +150,20 @@ async fn graph_page(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery
         Ok(w) => w,
         Err(message) => return bad_request(message),
     };
-    let map = state.map(window);
-    match page::render(&map, &text, &q, state.grafana_url.as_deref()) {
+    let rendered = tokio::task::spawn_blocking(move || {
+        let map = state.map(window);
+        page::render(
+            &map,
+            &text,
+            &q,
+            state.grafana_url.as_deref(),
+            &state.layouts,
+        )
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match rendered {
         Ok(html) => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),

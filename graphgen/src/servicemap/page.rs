@@ -3,13 +3,16 @@
 //! off; a small inline script only refreshes it in place and copies trace ids. Every name is
 //! rendered by askama, which escapes it: a service called `<script>` is text.
 
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
 use askama::Template;
 
 use super::api::{dashes, hex};
 use super::history::Connection;
 use super::http::MapQuery;
 use super::layout::{layered, Layout, LAYER_GAP};
-use super::model::{Figures, ServiceMap};
+use super::model::{Edge, Figures, Node, ServiceMap};
 use crate::series::Exemplar;
 
 /// Node radius in the drawing.
@@ -21,6 +24,60 @@ const LABEL_CHARS: usize = 24;
 pub const REFRESH_SECONDS: u32 = 5;
 /// The windows offered.
 const WINDOWS: [&str; 3] = ["1m", "5m", "15m"];
+/// Most edges drawn (the busiest in the window): beyond, a drawing is neither legible nor quick
+/// to lay out; `/api/graph` lists them all.
+pub const MOST_EDGES_DRAWN: usize = 300;
+
+/// The last layout, reused while the graph's shape stays the same: a page refreshing every
+/// few seconds lays its graph out once.
+#[derive(Debug, Default)]
+pub struct LayoutCache(Mutex<Option<(u64, Arc<Layout>)>>);
+
+impl LayoutCache {
+    fn layout(&self, nodes: &[&str], links: &[(usize, usize)]) -> Arc<Layout> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        nodes.hash(&mut hasher);
+        links.hash(&mut hasher);
+        let shape = hasher.finish();
+        // Held while laying out, so concurrent pages wait for one layout instead of each making it.
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some((key, layout)) if *key == shape => layout.clone(),
+            _ => {
+                let layout = Arc::new(layered(nodes.len(), links));
+                *cached = Some((shape, layout.clone()));
+                layout
+            }
+        }
+    }
+}
+
+/// What is drawn: every edge, or the busiest [`MOST_EDGES_DRAWN`] and their nodes; and how
+/// many edges were left out.
+fn drawn(map: &ServiceMap) -> (Vec<&Node>, Vec<&Edge>, usize) {
+    if map.edges.len() <= MOST_EDGES_DRAWN {
+        return (map.nodes.iter().collect(), map.edges.iter().collect(), 0);
+    }
+    let mut edges: Vec<&Edge> = map.edges.iter().collect();
+    edges.sort_by(|a, b| {
+        b.figures
+            .requests
+            .total_cmp(&a.figures.requests)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    edges.truncate(MOST_EDGES_DRAWN);
+    edges.sort_by(|a, b| a.id.cmp(&b.id));
+    let nodes = map
+        .nodes
+        .iter()
+        .filter(|n| {
+            edges
+                .iter()
+                .any(|e| e.id.client == n.id || e.id.server == n.id)
+        })
+        .collect();
+    (nodes, edges, map.edges.len() - MOST_EDGES_DRAWN)
+}
 
 #[derive(Template)]
 #[template(path = "graph.html")]
@@ -38,6 +95,7 @@ struct Page {
     nodes: Vec<NodeView>,
     edges: Vec<EdgeView>,
     omitted_edges: usize,
+    undrawn_edges: usize,
     details: Option<Details>,
     /// Set when a selection names nothing on the map.
     not_found: Option<String>,
@@ -302,26 +360,29 @@ pub fn render(
     window: &str,
     q: &MapQuery,
     grafana: Option<&str>,
+    layouts: &LayoutCache,
 ) -> Result<String, askama::Error> {
     let refresh_on = q.refresh.as_deref() != Some("off");
     let selection = Selection::of(q);
-    let index_of = |name: &str| map.nodes.iter().position(|n| &*n.id == name);
-    let links: Vec<(usize, usize)> = map
-        .edges
+    let (draw_nodes, draw_edges, undrawn_edges) = drawn(map);
+    let index_of = |name: &str| draw_nodes.iter().position(|n| &*n.id == name);
+    let links: Vec<(usize, usize)> = draw_edges
         .iter()
         .filter_map(|e| Some((index_of(&e.id.client)?, index_of(&e.id.server)?)))
         .collect();
+    let names: Vec<&str> = draw_nodes.iter().map(|n| &*n.id).collect();
+    let layout = layouts.layout(&names, &links);
     let Layout {
         positions,
         width,
         height,
-    } = layered(map.nodes.len(), &links);
+    } = &*layout;
+    let (width, height) = (*width, *height);
     let circumference = 2.0 * std::f64::consts::PI * RADIUS;
 
-    let nodes = map
-        .nodes
+    let nodes = draw_nodes
         .iter()
-        .zip(&positions)
+        .zip(positions)
         .map(|(n, &(x, y))| {
             let f = n.incoming.as_ref();
             NodeView {
@@ -341,8 +402,7 @@ pub fn render(
         })
         .collect();
 
-    let mut edges: Vec<EdgeView> = map
-        .edges
+    let mut edges: Vec<EdgeView> = draw_edges
         .iter()
         .zip(&links)
         .map(|(e, &(a, b))| {
@@ -451,6 +511,7 @@ pub fn render(
         nodes,
         edges,
         omitted_edges: map.omitted_edges,
+        undrawn_edges,
         details,
         not_found,
     }
@@ -504,7 +565,14 @@ mod tests {
 
     #[test]
     fn an_empty_map_says_what_to_do() {
-        let html = render(&map_of(&[]), "5m", &MapQuery::default(), None).unwrap();
+        let html = render(
+            &map_of(&[]),
+            "5m",
+            &MapQuery::default(),
+            None,
+            &LayoutCache::default(),
+        )
+        .unwrap();
         assert!(html.contains("No edges yet"));
         assert!(html.contains(":4317") && html.contains("--wait"));
         assert!(!html.contains("<svg"));
@@ -521,6 +589,7 @@ mod tests {
                 ..Default::default()
             },
             Some("http://localhost:3000"),
+            &LayoutCache::default(),
         )
         .unwrap();
         assert!(!html.contains("<script>alert"), "the name escaped");
@@ -546,7 +615,14 @@ mod tests {
             server: Some("payment-gateway".into()),
             ..Default::default()
         };
-        let html = render(&map, "5m", &q, Some("http://localhost:3000")).unwrap();
+        let html = render(
+            &map,
+            "5m",
+            &q,
+            Some("http://localhost:3000"),
+            &LayoutCache::default(),
+        )
+        .unwrap();
         let trace = "ab".repeat(16);
         assert!(html.contains(&format!("<code class=\"trace-id\">{trace}</code>")));
         assert!(html.contains("http://localhost:3000/explore?schemaVersion=1"));
@@ -554,7 +630,7 @@ mod tests {
         assert!(html.contains("class=\"edge failing virtual_node selected\""));
         assert!(html.contains("data-kind=\"database\""));
         // Without --grafana-url, ids only, no links.
-        let bare = render(&map, "5m", &q, None).unwrap();
+        let bare = render(&map, "5m", &q, None, &LayoutCache::default()).unwrap();
         assert!(bare.contains(&trace) && !bare.contains("/explore?"));
     }
 
@@ -566,9 +642,56 @@ mod tests {
             "5m",
             &MapQuery::default(),
             None,
+            &LayoutCache::default(),
         )
         .unwrap();
         assert!(html.contains(&format!("{}…", "ü".repeat(LABEL_CHARS))));
         assert!(html.contains(&format!("<title>{long} (service)</title>")));
+    }
+
+    #[test]
+    fn beyond_the_drawing_limit_the_busiest_edges_are_drawn_and_the_rest_said() {
+        let names: Vec<String> = (0..=400).map(|i| format!("s{i:03}")).collect();
+        let edges: Vec<(&str, &str, Connection, f64, f64)> = (0..400)
+            .map(|i| {
+                (
+                    names[i].as_str(),
+                    names[i + 1].as_str(),
+                    Connection::Direct,
+                    (i + 1) as f64,
+                    0.0,
+                )
+            })
+            .collect();
+        let map = map_of(&edges);
+        let cache = LayoutCache::default();
+        let html = render(&map, "5m", &MapQuery::default(), None, &cache).unwrap();
+        assert_eq!(html.matches("<g class=\"edge").count(), MOST_EDGES_DRAWN);
+        assert!(html.contains("100 quieter edge(s) not drawn"));
+        assert!(
+            html.contains("data-server=\"s400\""),
+            "the busiest is drawn"
+        );
+        assert!(
+            !html.contains("data-server=\"s001\""),
+            "the quietest is not"
+        );
+        // The same shape again: the layout is reused, not made twice.
+        let first = cache
+            .0
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(_, l)| l.clone())
+            .unwrap();
+        render(&map, "1m", &MapQuery::default(), None, &cache).unwrap();
+        let second = cache
+            .0
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(_, l)| l.clone())
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
     }
 }
