@@ -40,9 +40,9 @@ pub struct Options {
     /// Grafana's base URL, e.g. http://localhost:3000: the service map links trace ids to Explore [default: none, no links]
     #[arg(long, env = "GRAPHGEN_GRAFANA_URL")]
     pub grafana_url: Option<String>,
-    /// Most edges the service map keeps and shows, the busiest first; its memory is bounded by this [default: 1000]
-    #[arg(long, env = "GRAPHGEN_SERVICE_MAP_MAX_EDGES")]
-    pub service_map_max_edges: Option<usize>,
+    /// Most series the service map keeps in each of its snapshots, the busiest edges first; its memory is bounded by this [default: 2000]
+    #[arg(long, env = "GRAPHGEN_SERVICE_MAP_MAX_SERIES")]
+    pub service_map_max_series: Option<usize>,
 
     /// OTLP/gRPC endpoint that receives every span, e.g. http://tempo:4317 [default: none, no forwarding]
     #[arg(long, env = "GRAPHGEN_TRACES_ENDPOINT")]
@@ -229,7 +229,7 @@ pub struct Settings {
     pub otlp_http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub grafana_url: Option<String>,
-    pub service_map_max_edges: usize,
+    pub service_map_max_series: usize,
     pub traces_endpoint: Option<String>,
     pub metrics_endpoint: Option<String>,
     pub metrics_max_request_bytes: usize,
@@ -260,7 +260,7 @@ impl Options {
             otlp_http_addr,
             admin_addr,
             grafana_url,
-            service_map_max_edges,
+            service_map_max_series,
             traces_endpoint,
             metrics_endpoint,
             metrics_max_request_bytes,
@@ -409,10 +409,10 @@ impl Options {
                 Some(url) => Some(grafana_url(&url).map_err(|m| invalid("--grafana-url", m))?),
                 None => None,
             },
-            service_map_max_edges: positive(
-                "--service-map-max-edges",
-                self.service_map_max_edges,
-                1000,
+            service_map_max_series: positive(
+                "--service-map-max-series",
+                self.service_map_max_series,
+                2000,
             )?,
             traces_endpoint: self.traces_endpoint,
             metrics_endpoint: self.metrics_endpoint,

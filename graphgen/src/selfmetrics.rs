@@ -163,7 +163,7 @@ pub struct SelfMetrics {
 #[derive(Debug, Default)]
 pub struct ServiceMapMetrics {
     pub snapshots: Gauge,
-    pub snapshot_edges: Gauge,
+    pub snapshot_series: Gauge,
     pub omitted_edges: Gauge,
 }
 
@@ -296,13 +296,13 @@ impl SelfMetrics {
             m.snapshots.clone(),
         );
         r.register(
-            "service_map_snapshot_edges",
-            "Edge entries over all service-map snapshots (bounded by snapshots × --service-map-max-edges)",
-            m.snapshot_edges.clone(),
+            "service_map_snapshot_series",
+            "Series entries over all service-map snapshots (bounded by snapshots × --service-map-max-series)",
+            m.snapshot_series.clone(),
         );
         r.register(
             "service_map_omitted_edges",
-            "Edges left off the service map because --service-map-max-edges busier ones were kept",
+            "Edges left off the service map because --service-map-max-series series of busier ones were kept",
             m.omitted_edges.clone(),
         );
         r.register(

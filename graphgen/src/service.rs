@@ -162,7 +162,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     });
     let service_map = Arc::new(MapState::new(
         engine.clone(),
-        settings.service_map_max_edges,
+        settings.service_map_max_series,
         settings.grafana_url.clone(),
         metrics.clone(),
     ));

@@ -1,6 +1,7 @@
 //! Turns completed edges into series: request and failure counters, server/client (and
 //! messaging) latency histograms, labelled `client`, `server`, `connection_type` + dimensions.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::edge::{ConnectionType, Edge};
@@ -22,6 +23,9 @@ pub struct EdgeFigures<'a> {
     pub virtual_node: &'a str,
     pub total: f64,
     pub failed: f64,
+    /// Tells this series from the edge's others (they differ in dimensions), the same for the
+    /// same labels at every visit.
+    pub series_key: u64,
     /// When the series started counting (its counters' start time).
     pub created_nanos: u64,
     /// `traces_service_graph_request_server_seconds`, with its latest exemplar.
@@ -125,7 +129,11 @@ impl Recorder {
     /// Visits every edge series with its cumulative figures.
     pub(super) fn for_each_edge(&self, mut visit: impl FnMut(EdgeFigures<'_>)) {
         for (labels, s, created) in self.series.iter() {
+            // Stable within the process (fixed keys), so snapshots can match a series.
+            let mut hasher = std::hash::DefaultHasher::new();
+            labels.hash(&mut hasher);
             visit(EdgeFigures {
+                series_key: hasher.finish(),
                 created_nanos: created,
                 client: labels.get("client").unwrap_or_default(),
                 server: labels.get("server").unwrap_or_default(),

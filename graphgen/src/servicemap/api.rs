@@ -135,11 +135,12 @@ impl GraphResponse {
         let edges = map
             .edges
             .iter()
-            .map(|e| {
-                // Unique even if names contain the separator.
+            .enumerate()
+            .map(|(n, e)| {
+                // Unique even if names contain the separator: the edge's index makes it so.
                 let mut id = format!("{}->{}", e.id.client, e.id.server);
-                while !ids.insert(id.clone()) {
-                    id.push('\'');
+                if !ids.insert(id.clone()) {
+                    id = format!("{id}#{n}");
                 }
                 let f = &e.figures;
                 EdgeRow {

@@ -12,7 +12,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::api::GraphResponse;
-use super::history::{History, FINE_EVERY, LONGEST_WINDOW};
+use super::history::{History, Snapshot, FINE_EVERY, LONGEST_WINDOW};
 use super::model::ServiceMap;
 use super::page;
 use crate::engine::Engine;
@@ -22,10 +22,15 @@ use crate::selfmetrics::SelfMetrics;
 pub const DEFAULT_WINDOW: &str = "5m";
 /// The shortest window: two snapshots.
 const SHORTEST_WINDOW: Duration = Duration::from_secs(10);
+/// How long a reading of the engine serves pages and the API.
+const CURRENT_FOR: Duration = Duration::from_secs(1);
 
 pub struct MapState {
     engine: Arc<Mutex<Engine>>,
     history: Mutex<History>,
+    /// The latest reading for pages, reused for [`CURRENT_FOR`] so that many viewers (or a
+    /// script polling the API) read the engine at most once a second.
+    current: Mutex<Option<Arc<Snapshot>>>,
     /// Base URL of Grafana, for links to traces in Explore.
     pub grafana_url: Option<String>,
     layouts: page::LayoutCache,
@@ -35,14 +40,15 @@ pub struct MapState {
 impl MapState {
     pub fn new(
         engine: Arc<Mutex<Engine>>,
-        max_edges: usize,
+        max_series: usize,
         grafana_url: Option<String>,
         metrics: Arc<SelfMetrics>,
     ) -> Self {
         let started = engine.lock().unwrap_or_else(|e| e.into_inner()).now_nanos();
         Self {
             engine,
-            history: Mutex::new(History::new(started, max_edges)),
+            history: Mutex::new(History::new(started, max_series)),
+            current: Mutex::new(None),
             grafana_url,
             layouts: page::LayoutCache::default(),
             metrics,
@@ -60,19 +66,37 @@ impl MapState {
         let stats = history.stats();
         let m = &self.metrics.service_map;
         m.snapshots.set(stats.snapshots as i64);
-        m.snapshot_edges.set(stats.edge_entries as i64);
+        m.snapshot_series.set(stats.series_entries as i64);
         m.omitted_edges.set(stats.omitted_edges as i64);
     }
 
-    /// The map over `window`, ending now.
+    /// The map over `window`, ending now. The locks are held only to read; the figures are
+    /// computed from shared snapshots afterwards.
     pub fn map(&self, window: Duration) -> ServiceMap {
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let (current, bounds) = {
+        let (snapshots, started_at, current, bounds) = {
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cached = self.current.lock().unwrap_or_else(|e| e.into_inner());
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let now = engine.now_nanos();
+            let current = match &*cached {
+                Some(c) if now.saturating_sub(c.at_nanos) < CURRENT_FOR.as_nanos() as u64 => {
+                    c.clone()
+                }
+                _ => {
+                    let c = Arc::new(history.read(engine.graph(), now));
+                    *cached = Some(c.clone());
+                    c
+                }
+            };
             let bounds = engine.graph().config().histogram_buckets.clone();
-            (history.read(engine.graph(), engine.now_nanos()), bounds)
+            (
+                history.snapshots(),
+                history.started_at_nanos(),
+                current,
+                bounds,
+            )
         };
-        ServiceMap::compute(&history, &current, window, &bounds)
+        ServiceMap::compute(&snapshots, started_at, &current, window, &bounds)
     }
 
     /// Snapshots every [`FINE_EVERY`] until dropped.
@@ -81,7 +105,9 @@ impl MapState {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.snapshot();
+            // It waits for the engine's lock and reads every series: off the async workers.
+            let state = self.clone();
+            let _ = tokio::task::spawn_blocking(move || state.snapshot()).await;
         }
     }
 }
@@ -138,11 +164,14 @@ async fn graph_json(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery
     // Reading every edge and laying the map out is CPU work: off the async workers.
     let body = tokio::task::spawn_blocking(move || {
         let map = state.map(window);
-        serde_json::to_vec(&GraphResponse::new(&map, &text)).unwrap_or_default()
+        serde_json::to_vec(&GraphResponse::new(&map, &text))
     })
-    .await
-    .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    .await;
+    match body {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(e)) => internal(e.to_string()),
+        Err(e) => internal(e.to_string()),
+    }
 }
 
 async fn graph_page(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>) -> Response {
@@ -172,15 +201,17 @@ async fn graph_page(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery
             html,
         )
             .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "service map page failed to render");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the page failed to render\n",
-            )
-                .into_response()
-        }
+        Err(e) => internal(e),
     }
+}
+
+fn internal(error: String) -> Response {
+    tracing::error!(%error, "the service map failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the service map failed; see graphgen's log\n",
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! The service map over one window: nodes and edges with their figures, computed from the
 //! current counts and the history's counts at the window's start. Pure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::history::{Connection, EdgeCounts, EdgeId, History, Snapshot, VirtualSide};
+use super::history::{Connection, EdgeCounts, EdgeId, Snapshot, VirtualSide, WindowStart};
 use super::quantile::{histogram_quantile, increase};
 use crate::series::Exemplar;
 
@@ -49,34 +49,30 @@ impl Figures {
         }
     }
 
-    /// The increase of `now` over `before` (absent: the edge is new, so all of it counts).
-    fn between(
-        before: Option<&EdgeCounts>,
+    /// What `now`'s series added since the window's start: each series' increase (PromQL's
+    /// reset rule, scaled where its baseline came late), summed.
+    fn over_window(
+        edge: &EdgeId,
         now: &EdgeCounts,
+        start: &WindowStart,
         window: Duration,
         bounds: &[f64],
     ) -> Self {
-        let zero = EdgeCounts::default();
-        let before = before.unwrap_or(&zero);
-        // A total that went down means the series were dropped and started again.
-        let before = if now.total < before.total {
-            &zero
-        } else {
-            before
-        };
-        let latency = now
-            .latency
-            .iter()
-            .enumerate()
-            .map(|(i, c)| increase(before.latency.get(i).copied().unwrap_or(0.0), *c))
-            .collect();
-        Self::from_increases(
-            increase(before.total, now.total),
-            increase(before.failed, now.failed),
-            latency,
-            window,
-            bounds,
-        )
+        let (mut requests, mut failed) = (0.0, 0.0);
+        let mut latency = vec![0.0; bounds.len() + 1];
+        for (key, series) in &now.series {
+            let base = start.baseline(edge, *key, series);
+            requests += increase(base.total, series.total) * base.scale;
+            failed += increase(base.failed, series.failed) * base.scale;
+            for (i, sum) in latency.iter_mut().enumerate() {
+                let (b, n) = (
+                    base.latency.get(i).copied().unwrap_or(0.0),
+                    series.latency.get(i).copied().unwrap_or(0.0),
+                );
+                *sum += increase(b, n) * base.scale;
+            }
+        }
+        Self::from_increases(requests, failed, latency, window, bounds)
     }
 
     /// The figures of several edges together (a node's incoming edges).
@@ -155,55 +151,52 @@ pub struct ServiceMap {
 }
 
 impl ServiceMap {
-    /// The map of `current` over the `window` before it.
+    /// The map of `current` over the `window` before it, from `snapshots` (oldest first) of a
+    /// process that started counting at `started_at`.
     pub fn compute(
-        history: &History,
+        snapshots: &[Arc<Snapshot>],
+        started_at: u64,
         current: &Snapshot,
         window: Duration,
         bounds: &[f64],
     ) -> Self {
-        let start = current.at_nanos.saturating_sub(window.as_nanos() as u64);
-        let before = history.counts_at(start, current);
+        let start_nanos = current.at_nanos.saturating_sub(window.as_nanos() as u64);
+        let start = WindowStart::new(snapshots, started_at, start_nanos, current.at_nanos);
         let mut edges: Vec<Edge> = current
             .edges
             .iter()
             .map(|(id, now)| Edge {
                 id: id.clone(),
                 connection: now.connection,
-                // Started within the window: all of it is new, however the snapshots around
-                // the window's start interpolate.
-                figures: Figures::between(
-                    before.get(id).filter(|_| now.created_nanos <= start),
-                    now,
-                    window,
-                    bounds,
-                ),
-                recent: history.recent_exemplars(id, start, current, RECENT_TRACES),
+                figures: Figures::over_window(id, now, &start, window, bounds),
+                recent: start.recent_exemplars(id, current, RECENT_TRACES),
             })
             .collect();
         edges.sort_by(|a, b| a.id.cmp(&b.id));
 
-        let kinds = node_kinds(current);
-        let nodes = kinds
+        let mut incoming: HashMap<&str, Vec<&Edge>> = HashMap::new();
+        for e in &edges {
+            incoming.entry(&*e.id.server).or_default().push(e);
+        }
+        let nodes = node_kinds(current)
             .into_iter()
             .map(|(id, kind)| {
-                let incoming: Vec<&Edge> = edges.iter().filter(|e| e.id.server == id).collect();
-                let mut all: Vec<Exemplar> = incoming
-                    .iter()
-                    .flat_map(|e| e.recent.iter().copied())
-                    .collect();
+                let into = incoming.get(&*id).map(Vec::as_slice).unwrap_or_default();
+                let mut all: Vec<Exemplar> =
+                    into.iter().flat_map(|e| e.recent.iter().copied()).collect();
                 all.sort_by_key(|x| std::cmp::Reverse(x.time_nanos));
                 let mut recent: Vec<Exemplar> = Vec::new();
                 for x in all {
-                    if !recent.iter().any(|r| r.trace_id == x.trace_id) {
+                    if recent.len() < RECENT_TRACES
+                        && !recent.iter().any(|r| r.trace_id == x.trace_id)
+                    {
                         recent.push(x);
                     }
                 }
-                recent.truncate(RECENT_TRACES);
                 Node {
                     kind,
-                    incoming: (!incoming.is_empty())
-                        .then(|| Figures::sum(incoming.iter().map(|e| &e.figures), window, bounds)),
+                    incoming: (!into.is_empty())
+                        .then(|| Figures::sum(into.iter().map(|e| &e.figures), window, bounds)),
                     recent,
                     id,
                 }
@@ -254,14 +247,28 @@ fn node_kinds(current: &Snapshot) -> BTreeMap<Arc<str>, NodeKind> {
             (Connection::Virtual, None) => {}
         }
     }
-    for (id, c) in &current.edges {
-        if c.connection == Connection::Virtual && c.virtual_side.is_none() {
-            if instrumented.contains(&id.server) || !instrumented.contains(&id.client) {
-                instrumented.insert(&id.server);
-            } else {
-                instrumented.insert(&id.client);
-            }
+    // Virtual edges without the label: one with a side known instrumented needs nothing more
+    // (the other side is the uninstrumented one). Of the rest, the client of one whose client
+    // nobody calls is an outside caller, so its server is instrumented, which may settle
+    // others; repeat. Sorted, so the same graph always gets the same kinds.
+    let servers: BTreeSet<&Arc<str>> = current.edges.keys().map(|id| &id.server).collect();
+    let mut open: Vec<&EdgeId> = current
+        .edges
+        .iter()
+        .filter(|(_, c)| c.connection == Connection::Virtual && c.virtual_side.is_none())
+        .map(|(id, _)| id)
+        .collect();
+    open.sort();
+    loop {
+        open.retain(|id| !instrumented.contains(&id.client) && !instrumented.contains(&id.server));
+        if open.is_empty() {
+            break;
         }
+        let pick = open
+            .iter()
+            .position(|id| !servers.contains(&id.client))
+            .unwrap_or(0);
+        instrumented.insert(&open.remove(pick).server);
     }
     let mut kinds = BTreeMap::new();
     for id in current.edges.keys() {

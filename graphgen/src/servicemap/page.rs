@@ -3,7 +3,6 @@
 //! off; a small inline script only refreshes it in place and copies trace ids. Every name is
 //! rendered by askama, which escapes it: a service called `<script>` is text.
 
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use askama::Template;
@@ -28,27 +27,40 @@ const WINDOWS: [&str; 3] = ["1m", "5m", "15m"];
 /// to lay out; `/api/graph` lists them all.
 pub const MOST_EDGES_DRAWN: usize = 300;
 
-/// The last layout, reused while the graph's shape stays the same: a page refreshing every
-/// few seconds lays its graph out once.
+/// The last few layouts, reused while the graph's shape stays the same: a page refreshing
+/// every few seconds lays its graph out once (one per window when the windows draw different
+/// busiest edges).
 #[derive(Debug, Default)]
-pub struct LayoutCache(Mutex<Option<(u64, Arc<Layout>)>>);
+pub struct LayoutCache(Mutex<Vec<(Shape, Arc<Layout>)>>);
+
+/// What a layout depends on: the nodes and the links between them.
+type Shape = (Vec<String>, Vec<(usize, usize)>);
+
+const LAYOUTS_KEPT: usize = 4;
 
 impl LayoutCache {
     fn layout(&self, nodes: &[&str], links: &[(usize, usize)]) -> Arc<Layout> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        nodes.hash(&mut hasher);
-        links.hash(&mut hasher);
-        let shape = hasher.finish();
+        let same = |(n, l): &Shape| {
+            l.as_slice() == links && n.iter().map(String::as_str).eq(nodes.iter().copied())
+        };
         // Held while laying out, so concurrent pages wait for one layout instead of each making it.
         let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match &*cached {
-            Some((key, layout)) if *key == shape => layout.clone(),
-            _ => {
-                let layout = Arc::new(layered(nodes.len(), links));
-                *cached = Some((shape, layout.clone()));
-                layout
-            }
+        if let Some(i) = cached.iter().position(|(shape, _)| same(shape)) {
+            let hit = cached.remove(i);
+            let layout = hit.1.clone();
+            cached.push(hit); // the most recently used last
+            return layout;
         }
+        let layout = Arc::new(layered(nodes.len(), links));
+        if cached.len() >= LAYOUTS_KEPT {
+            cached.remove(0);
+        }
+        let shape = (
+            nodes.iter().map(|n| n.to_string()).collect(),
+            links.to_vec(),
+        );
+        cached.push((shape, layout.clone()));
+        layout
     }
 }
 
@@ -525,7 +537,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::servicemap::history::{EdgeCounts, EdgeId, History, Snapshot};
+    use crate::servicemap::history::{EdgeCounts, EdgeId, SeriesCounts, Snapshot};
 
     fn map_of(edges: &[(&str, &str, Connection, f64, f64)]) -> ServiceMap {
         let current = Snapshot {
@@ -538,9 +550,15 @@ mod tests {
                         server: Arc::from(*s),
                     };
                     let counts = EdgeCounts {
-                        total: *total,
-                        failed: *failed,
-                        latency: vec![*total; 4],
+                        series: vec![(
+                            1,
+                            SeriesCounts {
+                                total: *total,
+                                failed: *failed,
+                                latency: vec![*total; 4],
+                                created_nanos: 1_000_000_000_000,
+                            },
+                        )],
                         connection: *connection,
                         exemplar: Some(Exemplar {
                             trace_id: [0xab; 16],
@@ -554,9 +572,9 @@ mod tests {
                 .collect::<HashMap<_, _>>(),
             omitted: 0,
         };
-        let history = History::new(1_000_000_000_000, 100);
         ServiceMap::compute(
-            &history,
+            &[],
+            1_000_000_000_000,
             &current,
             Duration::from_secs(300),
             &[0.1, 0.2, 0.4],
@@ -677,21 +695,9 @@ mod tests {
             "the quietest is not"
         );
         // The same shape again: the layout is reused, not made twice.
-        let first = cache
-            .0
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|(_, l)| l.clone())
-            .unwrap();
+        let first = cache.0.lock().unwrap()[0].1.clone();
         render(&map, "1m", &MapQuery::default(), None, &cache).unwrap();
-        let second = cache
-            .0
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|(_, l)| l.clone())
-            .unwrap();
+        let second = cache.0.lock().unwrap()[0].1.clone();
         assert!(Arc::ptr_eq(&first, &second));
     }
 }
