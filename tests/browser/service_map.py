@@ -17,26 +17,23 @@ from landing import browser
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def node_boxes(driver):
-    """name -> (left, top, right, bottom) of each node's circle on screen."""
+def boxes_of(driver, part):
+    """name -> (left, top, right, bottom) on screen of each node's `part` (a CSS selector)."""
     return driver.execute_script("""
         const out = {};
         for (const g of document.querySelectorAll("g.node")) {
-          const r = g.querySelector("circle.base").getBoundingClientRect();
+          const r = g.querySelector(arguments[0]).getBoundingClientRect();
           out[g.dataset.name] = [r.left, r.top, r.right, r.bottom];
         }
-        return out;""")
+        return out;""", part)
+
+
+def node_boxes(driver):
+    return boxes_of(driver, "circle.base")
 
 
 def label_boxes(driver):
-    """name -> box of each node's name label."""
-    return driver.execute_script("""
-        const out = {};
-        for (const g of document.querySelectorAll("g.node")) {
-          const r = g.querySelector("text.name").getBoundingClientRect();
-          out[g.dataset.name] = [r.left, r.top, r.right, r.bottom];
-        }
-        return out;""")
+    return boxes_of(driver, "text.name")
 
 
 def edge_label_boxes(driver):

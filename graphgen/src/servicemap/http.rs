@@ -156,53 +156,58 @@ fn bad_request(message: String) -> Response {
         .into_response()
 }
 
-async fn graph_json(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>) -> Response {
+/// Parses the window, computes the map off the async workers (reading every edge and laying
+/// the map out is CPU work) and answers with what `answer` makes of it.
+async fn with_map(
+    state: Arc<MapState>,
+    q: MapQuery,
+    content_type: &'static str,
+    answer: impl FnOnce(&MapState, &ServiceMap, &str, &MapQuery) -> Result<Vec<u8>, String>
+        + Send
+        + 'static,
+) -> Response {
     let (window, text) = match parse_window(q.window.as_deref()) {
         Ok(w) => w,
         Err(message) => return bad_request(message),
     };
-    // Reading every edge and laying the map out is CPU work: off the async workers.
-    let body = tokio::task::spawn_blocking(move || {
+    let made = tokio::task::spawn_blocking(move || {
         let map = state.map(window);
-        serde_json::to_vec(&GraphResponse::new(&map, &text))
+        answer(&state, &map, &text, &q)
     })
     .await;
-    match body {
-        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Ok(Err(e)) => internal(e.to_string()),
+    match made {
+        Ok(Ok(body)) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Ok(Err(e)) => internal(e),
         Err(e) => internal(e.to_string()),
     }
 }
 
-async fn graph_page(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>) -> Response {
-    let (window, text) = match parse_window(q.window.as_deref()) {
-        Ok(w) => w,
-        Err(message) => return bad_request(message),
-    };
-    let rendered = tokio::task::spawn_blocking(move || {
-        let map = state.map(window);
-        page::render(
-            &map,
-            &text,
-            &q,
-            state.grafana_url.as_deref(),
-            &state.layouts,
-        )
-        .map_err(|e| e.to_string())
+async fn graph_json(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>) -> Response {
+    with_map(state, q, "application/json", |_, map, text, _| {
+        serde_json::to_vec(&GraphResponse::new(map, text)).map_err(|e| e.to_string())
     })
     .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    match rendered {
-        Ok(html) => (
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            html,
-        )
-            .into_response(),
-        Err(e) => internal(e),
-    }
+}
+
+async fn graph_page(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>) -> Response {
+    with_map(
+        state,
+        q,
+        "text/html; charset=utf-8",
+        |state, map, text, q| {
+            page::render(map, text, q, state.grafana_url.as_deref(), &state.layouts)
+                .map(String::into_bytes)
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
 }
 
 fn internal(error: String) -> Response {
