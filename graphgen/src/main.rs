@@ -14,14 +14,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never in files or `docker logs`.
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .init();
+        .finish();
+    // Not `.init()`: that would also route the `log` crate's records here, and the layout
+    // crate logs every step of every layout at info under bare targets ("ranking", …).
+    tracing::subscriber::set_global_default(logger).context("install the logger")?;
     let settings = Options::parse()
         .resolve()
         .context("invalid configuration")?;
