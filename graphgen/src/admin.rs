@@ -15,7 +15,7 @@ use crate::export::prometheus::{stream, CONTENT_TYPE};
 use crate::queue::SpanQueue;
 
 pub struct AdminState {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// Set once both receivers are listening.
     pub receivers_up: AtomicBool,
     pub queue: Option<SpanQueue>,
@@ -35,26 +35,13 @@ async fn index() -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let chunks = stream(RegistryOf(state));
-    let body = futures_body(chunks);
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
-}
-
-/// The registry of the shared admin state, owned by the encoding thread.
-struct RegistryOf(Arc<AdminState>);
-
-impl std::ops::Deref for RegistryOf {
-    type Target = Registry;
-    fn deref(&self) -> &Registry {
-        &self.0.registry
-    }
-}
-
-fn futures_body(chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> axum::body::Body {
     use tokio_stream::StreamExt;
-    let stream =
-        tokio_stream::wrappers::ReceiverStream::new(chunks).map(Ok::<_, std::convert::Infallible>);
-    axum::body::Body::from_stream(stream)
+    let chunks = tokio_stream::wrappers::ReceiverStream::new(stream(state.registry.clone()))
+        .map(Ok::<_, std::convert::Infallible>);
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        axum::body::Body::from_stream(chunks),
+    )
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

@@ -156,7 +156,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             .await
     });
     let admin_state = Arc::new(AdminState {
-        registry,
+        registry: Arc::new(registry),
         receivers_up: true.into(),
         queue: queue.clone(),
     });

@@ -102,10 +102,7 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks of a registry's Prometheus text, as they are encoded. The encoder runs on a blocking
 /// thread and waits while the client is slow (two chunks in flight at most); a client that goes
 /// away ends the encoding.
-pub fn stream<R>(registry: R) -> mpsc::Receiver<Bytes>
-where
-    R: std::ops::Deref<Target = Registry> + Send + 'static,
-{
+pub fn stream(registry: Arc<Registry>) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
         let mut sink = ChunkSink {

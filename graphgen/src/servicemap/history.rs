@@ -291,9 +291,7 @@ impl History {
     }
 
     pub fn stats(&self) -> HistoryStats {
-        let mut distinct: Vec<&Arc<Snapshot>> = self.fine.iter().chain(&self.coarse).collect();
-        distinct.sort_by_key(|s| Arc::as_ptr(s));
-        distinct.dedup_by_key(|s| Arc::as_ptr(s));
+        let distinct = self.snapshots();
         HistoryStats {
             snapshots: distinct.len(),
             series_entries: distinct

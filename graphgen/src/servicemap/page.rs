@@ -144,6 +144,7 @@ struct EdgeView {
     rate: String,
     errors_and_p90: String,
     connection: &'static str,
+    failing: bool,
     class: String,
     dashes: &'static str,
     href: String,
@@ -292,6 +293,7 @@ fn traces(recent: &[Exemplar], grafana: Option<&str>) -> Vec<TraceView> {
 fn edge_path(from: (f64, f64), to: (f64, f64), self_call: bool) -> (String, (f64, f64)) {
     let (x1, y1) = from;
     let (x2, y2) = to;
+    let forward = !self_call && x2 > x1 + 1.0;
     let points = if self_call {
         [
             (x1 - 12.0, y1 - RADIUS),
@@ -299,7 +301,7 @@ fn edge_path(from: (f64, f64), to: (f64, f64), self_call: bool) -> (String, (f64
             (x1 + 50.0, y1 - RADIUS - 70.0),
             (x1 + 12.0, y1 - RADIUS),
         ]
-    } else if x2 > x1 + 1.0 {
+    } else if forward {
         let mid = (x1 + x2) / 2.0;
         [
             (x1 + RADIUS, y1),
@@ -328,7 +330,7 @@ fn edge_path(from: (f64, f64), to: (f64, f64), self_call: bool) -> (String, (f64
     };
     // A forward edge's label sits in the gap just before its callee, so an edge that skips
     // layers does not write over the nodes it passes; other edges label their middle.
-    let mid = if !self_call && x2 > x1 + 1.0 {
+    let mid = if forward {
         let want = x2 - LAYER_GAP / 2.0;
         (10..=19)
             .map(|i| at(f64::from(i) / 20.0))
@@ -435,6 +437,7 @@ pub fn render(
                 rate: rate_text(e.figures.requests_per_second),
                 errors_and_p90: errors_and_p90(&e.figures),
                 connection: e.connection.label(),
+                failing: e.failing(),
                 class,
                 dashes: dashes(e.connection).unwrap_or(""),
                 href: href(window, &Selection::Edge(client.clone(), server.clone()), refresh_on),
