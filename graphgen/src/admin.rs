@@ -1,5 +1,5 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz`
-//! (receivers listening, exporters not failing) and `/` (a short index).
+//! (receivers listening, the queue has room and can be written) and `/` (a short index).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 
 use crate::export::prometheus::{stream, CONTENT_TYPE};
-use crate::queue::SpanQueue;
+use crate::queue::{NotAccepting, SpanQueue};
 
 pub struct AdminState {
     pub registry: Arc<Registry>,
@@ -51,16 +51,19 @@ async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
             "receivers not listening yet\n",
         );
     }
-    // Failing only while spans are waiting: an idle exporter has nothing to fail at.
-    if state
-        .queue
-        .as_ref()
-        .is_some_and(|q| !q.is_healthy() && !q.is_empty())
-    {
-        return (
+    // Ready means "a request sent now can be taken". The traces endpoint failing is not a
+    // reason to be taken out of rotation: the service-graph metrics do not need it, and the
+    // queue absorbs the outage until it is full (then this says so). It shows in
+    // `graphgen_exporter_*` and the health dashboard instead.
+    match state.queue.as_ref().map(|q| q.accepting()) {
+        Some(Err(NotAccepting::Full)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "exporting to the traces endpoint is failing\n",
-        );
+            "forwarding queue is full\n",
+        ),
+        Some(Err(NotAccepting::NotWritable)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue directory is not writable (see graphgen_queue_write_errors_total)\n",
+        ),
+        _ => (StatusCode::OK, "ready\n"),
     }
-    (StatusCode::OK, "ready\n")
 }

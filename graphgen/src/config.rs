@@ -178,6 +178,8 @@ pub struct Options {
 
 /// Size of one segment file of the on-disk queue.
 const SEGMENT_BYTES: u64 = 16 << 20;
+/// Most requests the on-disk queue writes before one fsync (`--queue-fsync always`).
+const QUEUE_MAX_GROUP: usize = 1024;
 
 /// The host name: the container id under Docker, the pod name under Kubernetes.
 fn host_name() -> String {
@@ -440,6 +442,7 @@ impl Options {
                     dir,
                     fsync: self.queue_fsync.unwrap_or(Fsync::Periodic),
                     segment_bytes: SEGMENT_BYTES,
+                    max_group: QUEUE_MAX_GROUP,
                 },
                 None => Storage::Memory,
             },

@@ -120,8 +120,8 @@ impl Intake {
     /// Takes a request, counting its outcome. A request refused for a full queue is refused
     /// before it is decoded and touches neither the engine nor the queue, so the client's
     /// retry is not counted twice.
-    pub fn accept(&self, protocol: Protocol, body: Body) -> Result<Accepted, Refused> {
-        let result = self.try_accept(protocol, body);
+    pub async fn accept(&self, protocol: Protocol, body: Body) -> Result<Accepted, Refused> {
+        let result = self.try_accept(protocol, body).await;
         let outcome = match &result {
             Ok(a) if a.rejected_spans > 0 => RequestOutcome::partial,
             Ok(_) => RequestOutcome::accepted,
@@ -134,7 +134,7 @@ impl Intake {
         result
     }
 
-    fn try_accept(&self, protocol: Protocol, body: Body) -> Result<Accepted, Refused> {
+    async fn try_accept(&self, protocol: Protocol, body: Body) -> Result<Accepted, Refused> {
         let reservation = match &self.queue {
             // Refused before decoding: only the request is counted, its spans are unknown.
             Some(queue) => Some(queue.try_reserve(body.len())?),
@@ -176,7 +176,7 @@ impl Intake {
                 Some(bytes) if invalid == 0 => bytes,
                 _ => request.encode_to_vec().into(),
             };
-            if let Err(e) = reservation.commit(payload, valid) {
+            if let Err(e) = reservation.commit(payload, valid).await {
                 let reason = match e {
                     QueueError::Full { .. } => RefuseReason::queue_full,
                     QueueError::Io(_) => RefuseReason::queue_unavailable,

@@ -67,6 +67,22 @@ pub enum DropReason {
     unreadable,
 }
 
+/// A write step of the persistent queue (`graphgen_queue_write_errors_total{op}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum QueueWriteOp {
+    /// Creating a segment file and writing its header.
+    segment_start,
+    /// Writing a record.
+    append,
+    /// Writing an acknowledgement entry.
+    ack,
+    /// fsync of a segment or of the directory.
+    fsync,
+    /// Deleting a finished segment.
+    remove,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum ExportOutcome {
@@ -112,6 +128,11 @@ pub struct DropLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct QueueWriteLabels {
+    pub op: QueueWriteOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ExportLabels {
     pub outcome: ExportOutcome,
 }
@@ -141,6 +162,10 @@ pub struct QueueMetrics {
     pub resent_spans: Counter,
     pub corrupt_segments: Counter,
     pub unreadable_bytes: Counter,
+    /// Failed writes of the persistent queue, by step.
+    pub write_errors: Family<QueueWriteLabels, Counter>,
+    /// 1 while the persistent queue can take requests (0 while its writes fail).
+    pub writable: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -251,13 +276,23 @@ impl SelfMetrics {
         );
         r.register(
             "queue_corrupt_segments",
-            "Queue segment files without a valid header, skipped at start",
+            "Queue segment files that could not be read at start (bad header or read error), renamed *.corrupt",
             q.corrupt_segments.clone(),
         );
         r.register(
             "queue_unreadable_bytes",
-            "Bytes of queue segments after a bad checksum or a truncated record, skipped at start",
+            "Bytes of queue segments after a bad checksum or a truncated record, cut off at start",
             q.unreadable_bytes.clone(),
+        );
+        r.register(
+            "queue_write_errors",
+            "Failed writes of the persistent queue, by step (segment_start, append, ack, fsync, remove)",
+            q.write_errors.clone(),
+        );
+        r.register(
+            "queue_writable",
+            "1 while the persistent queue can take requests, 0 while its writes fail",
+            q.writable.clone(),
         );
         r.register(
             "exporter_requests",

@@ -174,10 +174,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             .await
     });
     let exporter_task = exporter.map(|e| tokio::spawn(e.run(drain_rx)));
-    let fsync_task = queue
-        .as_ref()
-        .and_then(|q| Some((q.clone(), q.sync_every()?)))
-        .map(|(q, every)| tokio::spawn(sync_periodically(q, every)));
     let expiry_task = tokio::spawn(expire_periodically(engine.clone()));
     let pusher = match &settings.metrics_endpoint {
         Some(endpoint) => Some(MetricsPusher::new(
@@ -222,9 +218,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             tracing::error!(error = %e, "cannot sync the queue directory at shutdown");
         }
     }
-    if let Some(task) = fsync_task {
-        task.abort();
-    }
     expiry_task.abort();
     snapshot_task.abort();
     if let Some(task) = push_task {
@@ -251,16 +244,6 @@ async fn log_join<E: std::fmt::Display>(
         Err(_) => {
             task.abort();
             tracing::warn!("{what} still had open connections after {limit:?}; closed them");
-        }
-    }
-}
-
-async fn sync_periodically(queue: SpanQueue, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        if let Err(e) = queue.sync().await {
-            tracing::error!(error = %e, "cannot sync the queue directory");
         }
     }
 }

@@ -119,9 +119,8 @@ impl TraceExporter {
                     return;
                 }
                 match self.queue.try_batch(spans, bytes) {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => return,
-                    Err(_) => continue,
+                    Some(batch) => batch,
+                    None => return,
                 }
             } else {
                 tokio::select! {
@@ -194,7 +193,6 @@ impl TraceExporter {
             let status = match result {
                 Ok(response) => {
                     self.count_attempt(ExportOutcome::success);
-                    self.queue.set_healthy(true);
                     let rejected = response
                         .partial_success
                         .map_or(0, |p| p.rejected_spans.max(0) as usize);
@@ -203,7 +201,6 @@ impl TraceExporter {
                 Err(status) => status,
             };
             self.count_attempt(ExportOutcome::failure);
-            self.queue.set_healthy(false);
             let side = match retry::source_of(&status) {
                 FailureSource::Server => FailureSide::server,
                 FailureSource::Transport => FailureSide::transport,

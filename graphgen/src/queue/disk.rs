@@ -1,37 +1,53 @@
-//! The queue's files: append-only segments of records, each segment with an append-only
-//! acknowledgement log beside it.
+//! The queue's files: append-only segments of records, each with an acknowledgement log beside
+//! it. Synchronous and single-owner: [`super::writer`] runs it on its own thread.
 //!
 //! ```text
-//! <dir>/0000000000000007.seg   "GGQSEG01", then records: len u32 | spans u32 | crc32 u32 | bytes
-//! <dir>/0000000000000007.ack   entries: record index u32 | state u8 (1 sent, 2 done)
+//! <dir>/0000000000000007.seg   "GGQSEG02" | segment id u64, then records:
+//!                              crc u32 | len u32 | spans u32 | index u32 | payload
+//! <dir>/0000000000000007.ack   12-byte entries: index u32 | state u32 | crc u32
 //! ```
-//! Records are written sequentially into the newest segment; a segment is deleted once every
-//! record in it is done (delivered or given up on and counted). Exports finish out of order
-//! (several run at once), which is why acknowledgements are per record rather than a read
-//! offset. On start every segment is read back: records marked done are skipped, records
-//! marked sent are sent again and counted as possible duplicates, a bad checksum or a
-//! truncated tail ends that segment's records (the rest are counted as lost), and a segment
-//! without the header is renamed `*.corrupt` and skipped — never a crash loop.
+//! What a power cut or a full disk can leave, and why it cannot be misread
+//! (`shared/storage-fault-model.md` lists the faults):
+//! - A record's CRC-32 covers the segment id, its index in the segment, its length, its span
+//!   count and its payload, so a zero-filled tail (delayed allocation), garbage, or a record
+//!   of another segment never validates; zero lengths and span counts are invalid too. Reading
+//!   stops at the first bad record; the tail is counted and cut off at start.
+//! - Writes are positioned at the end of the last good record (entry): a partial write (ENOSPC)
+//!   is overwritten by the next one and never shifts what follows. Ack entries are fixed-size
+//!   and checksummed with the segment id: a torn or foreign entry is ignored, never read at the
+//!   wrong offset, and an entry only counts for a record that itself validates.
+//! - A segment starts all-or-nothing: its id is never used twice (not even after a failed
+//!   start), a stub without a full header is removed.
+//! - After a failed fsync nothing written since the last good one is trusted (the kernel may
+//!   have dropped those pages, PostgreSQL's "fsyncgate"): that segment is sealed, and the
+//!   records it held are written again elsewhere (`periodic`) or refused to their clients
+//!   (`always`, before they heard OK).
+//! - A segment that cannot be read at start is renamed `*.corrupt` and counted; the rest is
+//!   delivered: never a crash loop.
+//!
+//! Exports finish out of order (several run at once), which is why acknowledgements are per
+//! record rather than a read offset. A segment is deleted once every record in it is done.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::io;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
-const MAGIC: &[u8; 8] = b"GGQSEG01";
-const HEADER: usize = 12;
-const SENT: u8 = 1;
-const DONE: u8 = 2;
+use super::files::{QueueDir, QueueFile};
+use crate::selfmetrics::QueueWriteOp;
+
+const MAGIC: &[u8; 8] = b"GGQSEG02";
+const SEGMENT_HEADER: u64 = 16;
+const RECORD_HEADER: usize = 16;
+const ACK_ENTRY: usize = 12;
 
 /// When written records reach the disk itself, not only the page cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
-    /// After every request, before its client hears OK: survives a power loss.
+    /// Before a client hears OK (one fsync for every request waiting on it): survives a power
+    /// loss.
     Always,
     /// Once a second: a process crash loses nothing, a power loss up to the last second.
     Periodic,
@@ -39,16 +55,51 @@ pub enum Fsync {
     Never,
 }
 
+/// What an acknowledgement entry says of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AckState {
+    /// Handed to an exporter: after a restart it is sent again and counted as a possible
+    /// duplicate.
+    Sent = 1,
+    /// Delivered, given up on (and counted), or written again elsewhere: never read again.
+    Done = 2,
+}
+
+impl AckState {
+    fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(AckState::Sent),
+            2 => Some(AckState::Done),
+            _ => None,
+        }
+    }
+}
+
 /// Where a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
     pub segment: u64,
     pub index: u32,
+    /// Where its header starts.
     offset: u64,
     len: u32,
 }
 
-/// A record found on disk at start that still has to be sent.
+/// A write that failed, and at which step.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("queue {op:?} failed: {source}")]
+pub struct WriteError {
+    pub op: QueueWriteOp,
+    pub source: Arc<io::Error>,
+}
+
+impl From<WriteError> for io::Error {
+    fn from(e: WriteError) -> Self {
+        io::Error::new(e.source.kind(), e.to_string())
+    }
+}
+
+/// A record found at start that still has to be sent.
 #[derive(Debug)]
 pub struct Pending {
     pub location: Location,
@@ -62,326 +113,351 @@ pub struct Pending {
 #[derive(Debug, Default)]
 pub struct Recovery {
     pub pending: Vec<Pending>,
-    /// Segments without a valid header, renamed `*.corrupt`.
+    /// Segments without a valid header, or that could not be read: renamed `*.corrupt`.
     pub corrupt_segments: usize,
-    /// Bytes after a bad checksum or a truncated record, which could not be read.
+    /// Bytes after a bad or truncated record, which could not be read (cut off).
     pub unreadable_bytes: u64,
 }
 
-struct Segment {
-    file: Arc<File>,
-    acks: File,
-    /// Records not yet done.
-    outstanding: usize,
+/// What readers (the exporters) need: the segments' files and where records written again
+/// after a failed fsync went. Shared with the writer thread; held only for lookups.
+#[derive(Default)]
+pub struct ReadView {
+    files: HashMap<u64, Arc<dyn QueueFile>>,
+    moved: HashMap<(u64, u32), Location>,
 }
 
-struct Active {
-    id: u64,
-    file: Arc<File>,
+impl ReadView {
+    /// Where a record is now.
+    fn resolve(&self, mut location: Location) -> Location {
+        while let Some(next) = self.moved.get(&(location.segment, location.index)) {
+            location = *next;
+        }
+        location
+    }
+}
+
+/// Reads a record's payload back, checking it is the record that was written there.
+pub fn read(view: &RwLock<ReadView>, location: &Location) -> io::Result<Bytes> {
+    let (file, location) = {
+        let view = view.read().unwrap_or_else(|e| e.into_inner());
+        let location = view.resolve(*location);
+        (view.files.get(&location.segment).cloned(), location)
+    };
+    let file = file.ok_or_else(|| io::Error::other("queue segment already deleted"))?;
+    let mut buf = vec![0u8; RECORD_HEADER + location.len as usize];
+    file.read_exact_at(&mut buf, location.offset)?;
+    match parse_record_header(&buf[..RECORD_HEADER]) {
+        Some(h)
+            if h.len == location.len
+                && h.index == location.index
+                && h.crc == record_crc(location.segment, &h, &buf[RECORD_HEADER..]) =>
+        {
+            Ok(Bytes::from(buf).slice(RECORD_HEADER..))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "queued record changed on disk (checksum mismatch)",
+        )),
+    }
+}
+
+struct RecordHeader {
+    crc: u32,
+    len: u32,
+    spans: u32,
+    index: u32,
+}
+
+fn parse_record_header(b: &[u8]) -> Option<RecordHeader> {
+    let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    let header = RecordHeader {
+        crc: word(0),
+        len: word(4),
+        spans: word(8),
+        index: word(12),
+    };
+    (header.len > 0 && header.spans > 0).then_some(header)
+}
+
+fn record_crc(segment: u64, h: &RecordHeader, payload: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&segment.to_le_bytes());
+    crc.update(&h.index.to_le_bytes());
+    crc.update(&h.len.to_le_bytes());
+    crc.update(&h.spans.to_le_bytes());
+    crc.update(payload);
+    crc.finalize()
+}
+
+fn ack_entry(segment: u64, index: u32, state: AckState) -> [u8; ACK_ENTRY] {
+    let mut entry = [0u8; ACK_ENTRY];
+    entry[0..4].copy_from_slice(&index.to_le_bytes());
+    entry[4..8].copy_from_slice(&(state as u32).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&segment.to_le_bytes());
+    crc.update(&entry[0..8]);
+    entry[8..12].copy_from_slice(&crc.finalize().to_le_bytes());
+    entry
+}
+
+/// Each record's latest state from an ack log; entries that do not validate are ignored.
+fn parse_acks(segment: u64, bytes: &[u8]) -> HashMap<u32, AckState> {
+    let mut states = HashMap::new();
+    for entry in bytes.chunks_exact(ACK_ENTRY) {
+        let index = u32::from_le_bytes(entry[0..4].try_into().expect("4 bytes"));
+        let state = u32::from_le_bytes(entry[4..8].try_into().expect("4 bytes"));
+        let Some(state) = AckState::from_u32(state) else {
+            continue;
+        };
+        if ack_entry(segment, index, state) != *entry {
+            continue;
+        }
+        let latest = states.entry(index).or_insert(state);
+        *latest = (*latest).max(state);
+    }
+    states
+}
+
+fn segment_name(id: u64) -> String {
+    format!("{id:016x}.seg")
+}
+
+fn ack_name(id: u64) -> String {
+    format!("{id:016x}.ack")
+}
+
+/// The id in a queue file's name (`*.seg`, `*.ack`, `*.corrupt`), if it is one.
+fn id_of(name: &str) -> Option<(u64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    (stem.len() == 16)
+        .then(|| u64::from_str_radix(stem, 16).ok())
+        .flatten()
+        .map(|id| (id, ext))
+}
+
+struct Segment {
+    file: Arc<dyn QueueFile>,
+    acks: Arc<dyn QueueFile>,
+    /// End of the last good ack entry: the next one is written there.
+    ack_len: u64,
+    /// End of the last good record: the next one is written there.
     len: u64,
     records: u32,
+    /// Records not yet done.
+    outstanding: usize,
     /// Written since the last fsync.
     dirty: bool,
 }
 
+/// A record written but not yet synced (`periodic`): kept so a failed fsync can write it again.
+type Unsynced = BTreeMap<u32, (Bytes, usize)>;
+
 pub struct DiskLog {
-    /// Held for the process' lifetime: two processes never share a queue directory.
-    _lock: File,
-    dir: PathBuf,
+    dir: Box<dyn QueueDir>,
     segments: BTreeMap<u64, Segment>,
-    active: Option<Active>,
+    active: Option<u64>,
     next_id: u64,
     segment_bytes: u64,
     fsync: Fsync,
-}
-
-fn segment_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.seg"))
-}
-
-fn ack_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.ack"))
-}
-
-fn open_acks(dir: &Path, id: u64) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(ack_path(dir, id))
+    /// Entries created or removed since the directory's last fsync.
+    dir_dirty: bool,
+    unsynced: BTreeMap<u64, Unsynced>,
+    /// Records of a segment whose fsync failed, still to be written elsewhere.
+    to_rewrite: BTreeMap<(u64, u32), (Bytes, usize)>,
+    view: Arc<RwLock<ReadView>>,
+    errors: Vec<WriteError>,
 }
 
 impl DiskLog {
-    /// Opens (or creates) the queue in `dir` and reads back what it holds.
-    pub fn open(dir: &Path, segment_bytes: u64, fsync: Fsync) -> io::Result<(Self, Recovery)> {
-        fs::create_dir_all(dir)?;
-        let lock = File::create(dir.join("lock"))?;
-        lock.try_lock().map_err(|e| match e {
-            fs::TryLockError::WouldBlock => io::Error::new(
-                io::ErrorKind::ResourceBusy,
-                "another graphgen is using this queue directory",
-            ),
-            fs::TryLockError::Error(e) => e,
-        })?;
-        let mut ids: Vec<u64> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                u64::from_str_radix(name.strip_suffix(".seg")?, 16).ok()
-            })
+    /// Opens the queue in `dir` and reads back what it holds. Only a directory that cannot be
+    /// listed fails the start; a segment that cannot be read is quarantined.
+    pub fn open(
+        dir: Box<dyn QueueDir>,
+        segment_bytes: u64,
+        fsync: Fsync,
+    ) -> io::Result<(Self, Recovery)> {
+        let names = dir.names()?;
+        let mut ids: Vec<u64> = names
+            .iter()
+            .filter_map(|n| id_of(n))
+            .filter(|(_, ext)| *ext == "seg")
+            .map(|(id, _)| id)
             .collect();
         ids.sort_unstable();
+        // Never reuse an id any file still carries, corrupt ones included.
+        let next_id = names
+            .iter()
+            .filter_map(|n| id_of(n))
+            .map(|(id, _)| id + 1)
+            .max()
+            .unwrap_or(0);
         let mut log = DiskLog {
-            _lock: lock,
-            dir: dir.to_path_buf(),
+            dir,
             segments: BTreeMap::new(),
             active: None,
-            next_id: ids.last().map_or(0, |id| id + 1),
+            next_id,
             segment_bytes,
             fsync,
+            dir_dirty: false,
+            unsynced: BTreeMap::new(),
+            to_rewrite: BTreeMap::new(),
+            view: Arc::default(),
+            errors: Vec::new(),
         };
         let mut recovery = Recovery::default();
         for id in ids {
-            log.recover_segment(id, &mut recovery)?;
+            if let Err(e) = log.recover_segment(id, &mut recovery) {
+                let name = segment_name(id);
+                tracing::error!(segment = name, error = %e, "queue segment cannot be read; renamed *.corrupt and skipped, the other segments are delivered");
+                if let Err(e) = log.dir.rename(&name, &format!("{id:016x}.corrupt")) {
+                    tracing::error!(segment = name, error = %e, "cannot rename the unreadable queue segment");
+                }
+                let _ = log.dir.remove(&ack_name(id));
+                log.segments.remove(&id);
+                recovery.corrupt_segments += 1;
+            }
         }
-        // Ack files whose segment is gone (deleted between the two removals).
-        for entry in fs::read_dir(dir)?.filter_map(|e| e.ok()) {
-            let name = entry.file_name().into_string().unwrap_or_default();
-            if let Some(id) = name
-                .strip_suffix(".ack")
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-            {
+        // Ack logs whose segment is gone (removed between the two deletions).
+        for name in &names {
+            if let Some((id, "ack")) = id_of(name) {
                 if !log.segments.contains_key(&id) {
-                    let _ = fs::remove_file(entry.path());
+                    let _ = log.dir.remove(name);
                 }
             }
         }
+        log.publish();
         Ok((log, recovery))
     }
 
     fn recover_segment(&mut self, id: u64, recovery: &mut Recovery) -> io::Result<()> {
-        let path = segment_path(&self.dir, id);
-        let file = File::open(&path)?;
-        let size = file.metadata()?.len();
-        let mut reader = BufReader::with_capacity(1 << 20, &file);
-        let mut magic = [0u8; 8];
-        if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
-            tracing::error!(segment = %path.display(), "queue segment without a valid header, renamed *.corrupt and skipped");
-            fs::rename(&path, path.with_extension("corrupt"))?;
-            let _ = fs::remove_file(ack_path(&self.dir, id));
-            recovery.corrupt_segments += 1;
+        let name = segment_name(id);
+        let file = self.dir.open(&name)?;
+        let size = file.size()?;
+        if size < SEGMENT_HEADER {
+            // A start that did not finish: no record can be in it.
+            self.dir.remove(&name)?;
+            let _ = self.dir.remove(&ack_name(id));
             return Ok(());
         }
-        let states = read_acks(&ack_path(&self.dir, id))?;
-        let mut offset = MAGIC.len() as u64;
+        let mut header = [0u8; SEGMENT_HEADER as usize];
+        file.read_exact_at(&mut header, 0)?;
+        if &header[..8] != MAGIC || header[8..] != id.to_le_bytes() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a queue segment of this version (bad header)",
+            ));
+        }
+        let (acks, ack_bytes) = match self.dir.open(&ack_name(id)) {
+            Ok(acks) => {
+                let len = acks.size()?;
+                let mut bytes = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+                acks.read_exact_at(&mut bytes, 0)?;
+                (acks, bytes)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                (self.dir.create(&ack_name(id))?, Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
+        let states = parse_acks(id, &ack_bytes);
+        // A torn last entry is cut; the next entry is written where it started.
+        let ack_len = (ack_bytes.len() - ack_bytes.len() % ACK_ENTRY) as u64;
+        if ack_len < ack_bytes.len() as u64 {
+            let _ = acks.set_len(ack_len);
+        }
+
+        let mut offset = SEGMENT_HEADER;
         let mut index = 0u32;
         let mut outstanding = 0;
+        let mut header = [0u8; RECORD_HEADER];
         let mut payload = Vec::new();
-        loop {
-            let mut header = [0u8; HEADER];
-            match reader.read_exact(&mut header) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e),
-            }
-            let len = u32::from_le_bytes(header[0..4].try_into().unwrap());
-            let spans = u32::from_le_bytes(header[4..8].try_into().unwrap());
-            let crc = u32::from_le_bytes(header[8..12].try_into().unwrap());
-            let record_end = offset + (HEADER as u64) + u64::from(len);
-            if record_end > size {
+        while offset + RECORD_HEADER as u64 <= size {
+            file.read_exact_at(&mut header, offset)?;
+            let Some(h) = parse_record_header(&header) else {
+                break;
+            };
+            let end = offset + RECORD_HEADER as u64 + u64::from(h.len);
+            if h.index != index || end > size {
                 break;
             }
-            payload.resize(len as usize, 0);
-            reader.read_exact(&mut payload)?;
-            if crc32fast::hash(&payload) != crc {
+            payload.resize(h.len as usize, 0);
+            file.read_exact_at(&mut payload, offset + RECORD_HEADER as u64)?;
+            if h.crc != record_crc(id, &h, &payload) {
                 break;
             }
-            let state = states.get(&index).copied().unwrap_or(0);
-            if state != DONE {
+            let state = states.get(&index).copied();
+            if state != Some(AckState::Done) {
                 outstanding += 1;
                 recovery.pending.push(Pending {
                     location: Location {
                         segment: id,
                         index,
-                        offset: offset + HEADER as u64,
-                        len,
+                        offset,
+                        len: h.len,
                     },
-                    spans: spans as usize,
-                    bytes: len as usize,
-                    sent_before: state == SENT,
+                    spans: h.spans as usize,
+                    bytes: h.len as usize,
+                    sent_before: state == Some(AckState::Sent),
                 });
             }
-            offset = record_end;
+            offset = end;
             index += 1;
         }
         if offset < size {
             let lost = size - offset;
-            tracing::error!(segment = %path.display(), bytes = lost, "queue segment has a bad checksum or a truncated record; the rest of it is skipped");
+            tracing::error!(segment = name, bytes = lost, "queue segment ends in a bad or truncated record (a torn write or a power cut); that tail is cut off and counted");
             recovery.unreadable_bytes += lost;
+            // Counted once: the next start does not find it again.
+            let _ = file.set_len(offset);
         }
         if outstanding == 0 {
-            fs::remove_file(&path)?;
-            let _ = fs::remove_file(ack_path(&self.dir, id));
+            self.dir.remove(&name)?;
+            let _ = self.dir.remove(&ack_name(id));
+            self.dir_dirty = true;
             return Ok(());
         }
         self.segments.insert(
             id,
             Segment {
-                file: Arc::new(file),
-                acks: open_acks(&self.dir, id)?,
+                file,
+                acks,
+                ack_len,
+                len: offset,
+                records: index,
                 outstanding,
+                dirty: false,
             },
         );
         Ok(())
     }
 
-    /// Appends one record; with `Fsync::Always` it is on the disk when this returns.
-    pub fn append(&mut self, payload: &[u8], spans: usize) -> io::Result<Location> {
-        let record = (HEADER + payload.len()) as u64;
-        if self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.records > 0 && a.len + record > self.segment_bytes)
-        {
-            self.seal();
-        }
-        if self.active.is_none() {
-            self.start_segment()?;
-        }
-        let active = self.active.as_mut().expect("just started");
-        let mut header = [0u8; HEADER];
-        header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        header[4..8].copy_from_slice(&(spans as u32).to_le_bytes());
-        header[8..12].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        let written = (&*active.file)
-            .write_all(&header)
-            .and_then(|()| (&*active.file).write_all(payload))
-            .and_then(|()| match self.fsync {
-                Fsync::Always => active.file.sync_data(),
-                _ => Ok(()),
-            });
-        if let Err(e) = written {
-            // A partial record may be on disk: nothing more goes into this segment (start-up
-            // reads stop at the partial record).
-            self.seal();
-            return Err(e);
-        }
-        let location = Location {
-            segment: active.id,
-            index: active.records,
-            offset: active.len + HEADER as u64,
-            len: payload.len() as u32,
+    /// The readers' view of the files.
+    pub fn view(&self) -> Arc<RwLock<ReadView>> {
+        self.view.clone()
+    }
+
+    fn publish(&self) {
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        view.files = self
+            .segments
+            .iter()
+            .map(|(id, s)| (*id, s.file.clone()))
+            .collect();
+    }
+
+    fn fail(&mut self, op: QueueWriteOp, e: io::Error) -> WriteError {
+        let error = WriteError {
+            op,
+            source: Arc::new(e),
         };
-        active.len += record;
-        active.records += 1;
-        active.dirty = true;
-        self.segments
-            .get_mut(&active.id)
-            .expect("the active segment is listed")
-            .outstanding += 1;
-        Ok(location)
+        self.errors.push(error.clone());
+        error
     }
 
-    fn start_segment(&mut self) -> io::Result<()> {
-        let id = self.next_id;
-        let path = segment_path(&self.dir, id);
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .append(true)
-            .open(&path)?;
-        file.write_all(MAGIC)?;
-        let file = Arc::new(file);
-        self.segments.insert(
-            id,
-            Segment {
-                file: file.clone(),
-                acks: open_acks(&self.dir, id)?,
-                outstanding: 0,
-            },
-        );
-        self.next_id += 1;
-        self.active = Some(Active {
-            id,
-            file,
-            len: MAGIC.len() as u64,
-            records: 0,
-            dirty: true,
-        });
-        Ok(())
-    }
-
-    /// Stops writing to the active segment; deleted at once if nothing in it is outstanding.
-    fn seal(&mut self) {
-        if let Some(active) = self.active.take() {
-            if self
-                .segments
-                .get(&active.id)
-                .is_some_and(|s| s.outstanding == 0)
-            {
-                self.remove(active.id);
-            }
-        }
-    }
-
-    /// The file a record is read from (outside any lock: reads are positioned).
-    pub fn reader(&self, location: &Location) -> Option<Arc<File>> {
-        self.segments.get(&location.segment).map(|s| s.file.clone())
-    }
-
-    /// Records that these records were handed to an exporter.
-    pub fn mark_sent(&mut self, locations: &[Location]) {
-        self.write_acks(locations, SENT);
-    }
-
-    /// Records that these records are done; deletes segments with nothing left.
-    pub fn mark_done(&mut self, locations: &[Location]) {
-        self.write_acks(locations, DONE);
-        for location in locations {
-            let Some(segment) = self.segments.get_mut(&location.segment) else {
-                continue;
-            };
-            segment.outstanding = segment.outstanding.saturating_sub(1);
-            let active = self
-                .active
-                .as_ref()
-                .is_some_and(|a| a.id == location.segment);
-            if segment.outstanding == 0 && !active {
-                self.remove(location.segment);
-            }
-        }
-    }
-
-    fn write_acks(&mut self, locations: &[Location], state: u8) {
-        let mut by_segment: HashMap<u64, Vec<u8>> = HashMap::new();
-        for location in locations {
-            let entry = by_segment.entry(location.segment).or_default();
-            entry.extend_from_slice(&location.index.to_le_bytes());
-            entry.push(state);
-        }
-        for (id, bytes) in by_segment {
-            if let Some(segment) = self.segments.get_mut(&id) {
-                // A lost acknowledgement costs a duplicate after a restart, never data.
-                if let Err(e) = segment.acks.write_all(&bytes) {
-                    tracing::warn!(error = %e, "cannot write a queue acknowledgement");
-                }
-            }
-        }
-    }
-
-    fn remove(&mut self, id: u64) {
-        self.segments.remove(&id);
-        for path in [segment_path(&self.dir, id), ack_path(&self.dir, id)] {
-            if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!(error = %e, file = %path.display(), "cannot delete a finished queue segment");
-            }
-        }
-    }
-
-    /// The active segment's file if it has unsynced writes (for the periodic fsync, which runs
-    /// outside the queue's lock).
-    pub fn take_dirty(&mut self) -> Option<Arc<File>> {
-        let active = self.active.as_mut()?;
-        std::mem::take(&mut active.dirty).then(|| active.file.clone())
+    /// The write errors since the last call, for counting and logging.
+    pub fn take_errors(&mut self) -> Vec<WriteError> {
+        std::mem::take(&mut self.errors)
     }
 
     pub fn fsync(&self) -> Fsync {
@@ -392,65 +468,411 @@ impl DiskLog {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
-}
 
-/// Reads a record's bytes.
-pub fn read(file: &File, location: &Location) -> io::Result<Bytes> {
-    let mut buf = vec![0u8; location.len as usize];
-    file.read_exact_at(&mut buf, location.offset)?;
-    Ok(buf.into())
-}
-
-/// Each record's latest state; a torn last entry is ignored.
-fn read_acks(path: &Path) -> io::Result<HashMap<u32, u8>> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(e),
-    };
-    let mut states = HashMap::new();
-    for entry in bytes.chunks_exact(5) {
-        let index = u32::from_le_bytes(entry[0..4].try_into().unwrap());
-        let state = states.entry(index).or_insert(0);
-        *state = (*state).max(entry[4]);
+    /// Appends requests together: with `Fsync::Always` one fsync covers them all (group
+    /// commit), and none is reported written unless it is on the disk.
+    pub fn append_group(&mut self, items: &[(Bytes, usize)]) -> Vec<Result<Location, WriteError>> {
+        // Each touched segment's state before the group, to undo it if the fsync fails.
+        let mut before: BTreeMap<u64, (u64, u32, usize)> = BTreeMap::new();
+        let mut results = Vec::with_capacity(items.len());
+        for (payload, spans) in items {
+            results.push(self.append_one(payload, *spans, &mut before));
+        }
+        if self.fsync != Fsync::Always || !results.iter().any(|r| r.is_ok()) {
+            return results;
+        }
+        if let Err(error) = self.sync_dirty() {
+            for (id, (len, records, outstanding)) in before {
+                self.undo(id, len, records, outstanding);
+            }
+            for result in &mut results {
+                if result.is_ok() {
+                    *result = Err(error.clone());
+                }
+            }
+        }
+        results
     }
-    Ok(states)
+
+    fn append_one(
+        &mut self,
+        payload: &Bytes,
+        spans: usize,
+        before: &mut BTreeMap<u64, (u64, u32, usize)>,
+    ) -> Result<Location, WriteError> {
+        let (len, spans32) = match (u32::try_from(payload.len()), u32::try_from(spans)) {
+            (Ok(len), Ok(spans)) if len > 0 && spans > 0 => (len, spans),
+            _ => {
+                return Err(self.fail(
+                    QueueWriteOp::append,
+                    io::Error::new(io::ErrorKind::InvalidInput, "record of 0 or over 4 GiB"),
+                ))
+            }
+        };
+        let record = (RECORD_HEADER + payload.len()) as u64;
+        if let Some(id) = self.active {
+            let segment = &self.segments[&id];
+            if segment.records > 0 && segment.len + record > self.segment_bytes {
+                self.seal();
+            }
+        }
+        let id = match self.active {
+            Some(id) => id,
+            None => self.start_segment()?,
+        };
+        let segment = self.segments.get_mut(&id).expect("the active segment");
+        before
+            .entry(id)
+            .or_insert((segment.len, segment.records, segment.outstanding));
+        let h = RecordHeader {
+            crc: 0,
+            len,
+            spans: spans32,
+            index: segment.records,
+        };
+        let mut header = [0u8; RECORD_HEADER];
+        header[0..4].copy_from_slice(&record_crc(id, &h, payload).to_le_bytes());
+        header[4..8].copy_from_slice(&len.to_le_bytes());
+        header[8..12].copy_from_slice(&spans32.to_le_bytes());
+        header[12..16].copy_from_slice(&h.index.to_le_bytes());
+        let offset = segment.len;
+        let written = segment.file.write_all_at(&header, offset).and_then(|()| {
+            segment
+                .file
+                .write_all_at(payload, offset + RECORD_HEADER as u64)
+        });
+        if let Err(e) = written {
+            // The next record is written at the same offset, over whatever part of this one
+            // landed; cutting it off keeps the file short on a full disk.
+            if segment.file.set_len(offset).is_err() {
+                self.seal();
+            }
+            return Err(self.fail(QueueWriteOp::append, e));
+        }
+        segment.len += record;
+        segment.records += 1;
+        segment.outstanding += 1;
+        segment.dirty = true;
+        if self.fsync == Fsync::Periodic {
+            self.unsynced
+                .entry(id)
+                .or_default()
+                .insert(h.index, (payload.clone(), spans));
+        }
+        Ok(Location {
+            segment: id,
+            index: h.index,
+            offset,
+            len,
+        })
+    }
+
+    /// A new segment, all or nothing; its id is used up even if this fails.
+    fn start_segment(&mut self) -> Result<u64, WriteError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let name = segment_name(id);
+        let file = self
+            .dir
+            .create_new(&name)
+            .map_err(|e| self.fail(QueueWriteOp::segment_start, e))?;
+        self.dir_dirty = true;
+        let mut header = [0u8; SEGMENT_HEADER as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..].copy_from_slice(&id.to_le_bytes());
+        let acks = file
+            .write_all_at(&header, 0)
+            .and_then(|()| self.dir.create(&ack_name(id)));
+        let acks = match acks {
+            Ok(acks) => acks,
+            Err(e) => {
+                let _ = self.dir.remove(&name);
+                let _ = self.dir.remove(&ack_name(id));
+                return Err(self.fail(QueueWriteOp::segment_start, e));
+            }
+        };
+        self.segments.insert(
+            id,
+            Segment {
+                file,
+                acks,
+                ack_len: 0,
+                len: SEGMENT_HEADER,
+                records: 0,
+                outstanding: 0,
+                dirty: true,
+            },
+        );
+        self.active = Some(id);
+        self.publish();
+        Ok(id)
+    }
+
+    /// Stops writing to the active segment; deleted at once if nothing in it is outstanding.
+    fn seal(&mut self) {
+        if let Some(id) = self.active.take() {
+            if self.segments.get(&id).is_some_and(|s| s.outstanding == 0) {
+                self.remove_segment(id);
+            }
+        }
+    }
+
+    /// After a failed fsync: the group's records are taken back out of `id` and it is sealed.
+    fn undo(&mut self, id: u64, len: u64, records: u32, outstanding: usize) {
+        if let Some(segment) = self.segments.get_mut(&id) {
+            let taken_back = segment.records - records;
+            if taken_back > 0 && segment.file.set_len(len).is_err() {
+                // Cannot cut them off: mark them done so a restart does not send them again
+                // (their clients were told to retry). Best effort; failing costs a duplicate.
+                let entries: Vec<u8> = (records..segment.records)
+                    .flat_map(|i| ack_entry(id, i, AckState::Done))
+                    .collect();
+                if segment.acks.write_all_at(&entries, segment.ack_len).is_ok() {
+                    segment.ack_len += entries.len() as u64;
+                }
+            }
+            segment.len = len;
+            segment.records = records;
+            segment.outstanding = outstanding;
+            segment.dirty = false;
+        }
+        if self.active == Some(id) {
+            self.seal();
+        } else if self.segments.get(&id).is_some_and(|s| s.outstanding == 0) {
+            self.remove_segment(id);
+        }
+    }
+
+    /// Records what became of these records. `Done` ones are never read again; a segment with
+    /// nothing left is deleted. A failed write costs a duplicate after a restart, never a
+    /// record: entries are positioned and checksummed.
+    pub fn mark(&mut self, locations: &[Location], state: AckState) {
+        let mut by_segment: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let resolved: Vec<Location> = {
+            let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+            locations.iter().map(|l| view.resolve(*l)).collect()
+        };
+        for l in &resolved {
+            by_segment
+                .entry(l.segment)
+                .or_default()
+                .extend_from_slice(&ack_entry(l.segment, l.index, state));
+        }
+        for (id, entries) in by_segment {
+            let Some(segment) = self.segments.get_mut(&id) else {
+                continue;
+            };
+            match segment.acks.write_all_at(&entries, segment.ack_len) {
+                Ok(()) => segment.ack_len += entries.len() as u64,
+                Err(e) => {
+                    self.fail(QueueWriteOp::ack, e);
+                }
+            }
+        }
+        if state != AckState::Done {
+            return;
+        }
+        if locations.iter().zip(&resolved).any(|(a, b)| a != b) {
+            let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+            for l in locations {
+                let mut key = (l.segment, l.index);
+                while let Some(next) = view.moved.remove(&key) {
+                    key = (next.segment, next.index);
+                }
+            }
+        }
+        for l in resolved {
+            self.to_rewrite.remove(&(l.segment, l.index));
+            if let Some(unsynced) = self.unsynced.get_mut(&l.segment) {
+                unsynced.remove(&l.index);
+            }
+            let Some(segment) = self.segments.get_mut(&l.segment) else {
+                continue;
+            };
+            segment.outstanding = segment.outstanding.saturating_sub(1);
+            if segment.outstanding == 0 && self.active != Some(l.segment) {
+                self.remove_segment(l.segment);
+            }
+        }
+    }
+
+    fn remove_segment(&mut self, id: u64) {
+        self.segments.remove(&id);
+        self.unsynced.remove(&id);
+        self.publish();
+        for name in [segment_name(id), ack_name(id)] {
+            if let Err(e) = self.dir.remove(&name) {
+                self.fail(QueueWriteOp::remove, e);
+            }
+        }
+        self.dir_dirty = true;
+    }
+
+    /// fsyncs every segment written since its last fsync (sealed ones too) and the directory.
+    fn sync_dirty(&mut self) -> Result<(), WriteError> {
+        let dirty: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut first = None;
+        for id in dirty {
+            let segment = self.segments.get_mut(&id).expect("listed");
+            match segment.file.sync_data() {
+                Ok(()) => {
+                    segment.dirty = false;
+                    self.unsynced.remove(&id);
+                }
+                Err(e) => {
+                    let error = self.fail(QueueWriteOp::fsync, e);
+                    first.get_or_insert(error);
+                    // Even a segment header can be in the pages a failed fsync dropped: nothing
+                    // more goes into this file.
+                    self.rewrite_elsewhere(id);
+                }
+            }
+        }
+        if self.dir_dirty && self.fsync != Fsync::Never {
+            match self.dir.sync() {
+                Ok(()) => self.dir_dirty = false,
+                Err(e) => {
+                    let error = self.fail(QueueWriteOp::fsync, e);
+                    first.get_or_insert(error);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// fsyncgate: what was written to `id` since its last good fsync may never reach the
+    /// disk, and a later fsync could say it did. Seal it and write those records again.
+    fn rewrite_elsewhere(&mut self, id: u64) {
+        if self.active == Some(id) {
+            self.active = None;
+        }
+        if let Some(segment) = self.segments.get_mut(&id) {
+            segment.dirty = false;
+        }
+        for (index, record) in self.unsynced.remove(&id).unwrap_or_default() {
+            self.to_rewrite.insert((id, index), record);
+        }
+    }
+
+    /// Writes again the records of segments whose fsync failed; each moves once written.
+    fn retry_rewrites(&mut self) {
+        let records = std::mem::take(&mut self.to_rewrite);
+        let mut before = BTreeMap::new();
+        let mut records = records.into_iter();
+        for ((id, index), (payload, spans)) in records.by_ref() {
+            match self.append_one(&payload, spans, &mut before) {
+                Ok(new) => {
+                    self.view
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .moved
+                        .insert((id, index), new);
+                    if let Some(old) = self.segments.get_mut(&id) {
+                        let entry = ack_entry(id, index, AckState::Done);
+                        if old.acks.write_all_at(&entry, old.ack_len).is_ok() {
+                            old.ack_len += ACK_ENTRY as u64;
+                        }
+                        old.outstanding = old.outstanding.saturating_sub(1);
+                        if old.outstanding == 0 && self.active != Some(id) {
+                            self.remove_segment(id);
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.to_rewrite.insert((id, index), (payload, spans));
+                    break;
+                }
+            }
+        }
+        self.to_rewrite.extend(records);
+    }
+
+    /// The periodic fsync (and the last one at shutdown): every segment written since its
+    /// last fsync, sealed ones included, and the directory. Records of a segment whose fsync
+    /// fails are written again to a new one, which is synced at once.
+    pub fn sync_all(&mut self) -> Result<(), WriteError> {
+        let mut result = Ok(());
+        for _attempt in 0..2 {
+            self.retry_rewrites();
+            result = self.sync_dirty();
+            if result.is_ok() && self.to_rewrite.is_empty() {
+                return Ok(());
+            }
+        }
+        match result {
+            Err(e) => Err(e),
+            Ok(()) => Err(self.errors.last().cloned().unwrap_or(WriteError {
+                op: QueueWriteOp::append,
+                source: Arc::new(io::Error::other("records still to be written again")),
+            })),
+        }
+    }
+
+    /// Whether a write would succeed now: a small file is written, synced and removed. Used
+    /// while the queue is refusing requests after a fault, to say when it can take them again.
+    pub fn probe(&mut self) -> bool {
+        const PROBE: &str = "probe";
+        let written = self.dir.create(PROBE).and_then(|f| {
+            f.write_all_at(&[0u8; 4096], 0)?;
+            if self.fsync != Fsync::Never {
+                f.sync_data()?;
+            }
+            Ok(())
+        });
+        let _ = self.dir.remove(PROBE);
+        written.is_ok()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::files::OsDir;
     use super::*;
+    use std::path::{Path, PathBuf};
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("graphgen-disk-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
         dir
     }
 
+    fn open(dir: &Path, segment_bytes: u64, fsync: Fsync) -> (DiskLog, Recovery) {
+        DiskLog::open(Box::new(OsDir::open(dir).unwrap()), segment_bytes, fsync).unwrap()
+    }
+
+    fn append(log: &mut DiskLog, payload: &[u8], spans: usize) -> Location {
+        log.append_group(&[(Bytes::copy_from_slice(payload), spans)])
+            .pop()
+            .unwrap()
+            .unwrap()
+    }
+
     fn payloads(recovery: &Recovery, log: &DiskLog) -> Vec<Vec<u8>> {
+        let view = log.view();
         recovery
             .pending
             .iter()
-            .map(|p| {
-                read(&log.reader(&p.location).unwrap(), &p.location)
-                    .unwrap()
-                    .to_vec()
-            })
+            .map(|p| read(&view, &p.location).unwrap().to_vec())
             .collect()
     }
 
     #[test]
     fn records_survive_a_reopen_until_done_and_sent_ones_are_flagged() {
         let dir = temp_dir("reopen");
-        let (mut log, recovery) = DiskLog::open(&dir, 64, Fsync::Never).unwrap();
+        let (mut log, recovery) = open(&dir, 64, Fsync::Never);
         assert!(recovery.pending.is_empty());
         // 64-byte segments: every record starts a new one.
         let locations: Vec<Location> = (0..4u8)
-            .map(|i| log.append(&[i; 40], i as usize + 1).unwrap())
+            .map(|i| append(&mut log, &[i; 40], i as usize + 1))
             .collect();
         assert_eq!(log.segment_count(), 4);
-        log.mark_sent(&locations[1..3]);
-        log.mark_done(&locations[2..3]);
+        log.mark(&locations[1..3], AckState::Sent);
+        log.mark(&locations[2..3], AckState::Done);
         assert_eq!(
             log.segment_count(),
             3,
@@ -458,7 +880,7 @@ mod tests {
         );
         drop(log);
 
-        let (log, recovery) = DiskLog::open(&dir, 64, Fsync::Never).unwrap();
+        let (log, recovery) = open(&dir, 64, Fsync::Never);
         let found: Vec<(usize, bool)> = recovery
             .pending
             .iter()
@@ -469,61 +891,111 @@ mod tests {
             payloads(&recovery, &log),
             vec![vec![0; 40], vec![1; 40], vec![3; 40]]
         );
-        fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_queue_directory_is_used_by_one_process_at_a_time() {
         let dir = temp_dir("lock");
-        let (log, _) = DiskLog::open(&dir, 1 << 20, Fsync::Never).unwrap();
-        let err = DiskLog::open(&dir, 1 << 20, Fsync::Never).err().unwrap();
+        let first = OsDir::open(&dir).unwrap();
+        let err = OsDir::open(&dir).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
-        drop(log);
-        DiskLog::open(&dir, 1 << 20, Fsync::Never).unwrap();
-        fs::remove_dir_all(&dir).unwrap();
+        drop(first);
+        OsDir::open(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn a_truncated_or_garbled_segment_is_skipped_and_counted_never_fatal() {
+    fn a_truncated_garbled_or_unreadable_segment_is_cut_or_quarantined_never_fatal() {
         let dir = temp_dir("corrupt");
-        let (mut log, _) = DiskLog::open(&dir, 1 << 20, Fsync::Always).unwrap();
+        let (mut log, _) = open(&dir, 1 << 20, Fsync::Always);
         for i in 0..3u8 {
-            log.append(&[i; 100], 1).unwrap();
+            append(&mut log, &[i; 100], 1);
         }
-        let first = log.active.as_ref().unwrap().id;
+        let first = log.active.unwrap();
         log.seal();
-        log.append(&[9; 100], 1).unwrap();
+        append(&mut log, &[9; 100], 1);
         drop(log);
         // Cut the first segment in the middle of its last record…
-        let path = segment_path(&dir, first);
-        let len = fs::metadata(&path).unwrap().len();
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 50)
-            .unwrap();
-        // …and put a segment of garbage beside it.
-        fs::write(segment_path(&dir, 99), b"not a segment at all").unwrap();
+        let path = dir.join(segment_name(first));
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_len(len - 50).unwrap();
+        // …put a segment of garbage beside it, and one that cannot be read at all.
+        std::fs::write(dir.join(segment_name(99)), b"not a segment at all").unwrap();
+        std::fs::create_dir(dir.join(segment_name(98))).unwrap();
 
-        let (log, recovery) = DiskLog::open(&dir, 1 << 20, Fsync::Always).unwrap();
-        assert_eq!(recovery.corrupt_segments, 1);
-        assert_eq!(recovery.unreadable_bytes, (HEADER + 100 - 50) as u64);
+        let (log, recovery) = open(&dir, 1 << 20, Fsync::Always);
+        assert_eq!(recovery.corrupt_segments, 2);
+        assert_eq!(recovery.unreadable_bytes, (RECORD_HEADER + 100 - 50) as u64);
         assert_eq!(
             payloads(&recovery, &log),
             vec![vec![0; 100], vec![1; 100], vec![9; 100]]
         );
         assert!(dir.join(format!("{:016x}.corrupt", 99)).exists());
+        assert!(dir.join(format!("{:016x}.corrupt", 98)).exists());
+        assert!(log.next_id > 99, "no id of a quarantined file is reused");
+        drop(log);
+        // The cut tail was counted once.
+        let (log, recovery) = open(&dir, 1 << 20, Fsync::Always);
+        assert_eq!(
+            (recovery.unreadable_bytes, recovery.corrupt_segments),
+            (0, 0)
+        );
 
         // A bad checksum ends the segment's records too.
         drop(log);
-        let path = segment_path(&dir, first);
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[MAGIC.len() + HEADER + 5] ^= 0xff;
-        fs::write(&path, bytes).unwrap();
-        let (log, recovery) = DiskLog::open(&dir, 1 << 20, Fsync::Always).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[SEGMENT_HEADER as usize + RECORD_HEADER + 5] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let (log, recovery) = open(&dir, 1 << 20, Fsync::Always);
         assert_eq!(payloads(&recovery, &log), vec![vec![9; 100]]);
         assert!(recovery.unreadable_bytes > 0);
-        fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn zeros_and_foreign_bytes_never_validate_as_records_or_acks() {
+        let header = |crc: u32, len: u32, spans: u32, index: u32| {
+            let mut h = [0u8; RECORD_HEADER];
+            for (i, v) in [crc, len, spans, index].into_iter().enumerate() {
+                h[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            h
+        };
+        assert!(parse_record_header(&[0; RECORD_HEADER]).is_none());
+        // A record copied from segment 1 does not validate in segment 2.
+        let h = parse_record_header(&header(0, 3, 1, 0)).unwrap();
+        assert_ne!(record_crc(1, &h, b"abc"), record_crc(2, &h, b"abc"));
+        assert!(parse_acks(7, &[0; ACK_ENTRY * 4]).is_empty());
+        let entry = ack_entry(7, 3, AckState::Done);
+        assert_eq!(parse_acks(7, &entry).get(&3), Some(&AckState::Done));
+        assert!(parse_acks(8, &entry).is_empty(), "another segment's entry");
+    }
+
+    #[test]
+    fn a_torn_ack_entry_is_cut_and_the_next_one_lands_aligned() {
+        let dir = temp_dir("acks");
+        let (mut log, _) = open(&dir, 1 << 20, Fsync::Never);
+        let a = append(&mut log, b"first", 1);
+        let b = append(&mut log, b"second", 1);
+        log.mark(&[a], AckState::Sent);
+        drop(log);
+        // Half an entry at the end (a torn or partial write).
+        let ack = dir.join(ack_name(a.segment));
+        let mut bytes = std::fs::read(&ack).unwrap();
+        bytes.extend_from_slice(&ack_entry(a.segment, a.index, AckState::Done)[..5]);
+        std::fs::write(&ack, bytes).unwrap();
+
+        let (mut log, recovery) = open(&dir, 1 << 20, Fsync::Never);
+        assert_eq!(recovery.pending.len(), 2, "the torn DONE does not count");
+        assert!(recovery.pending[0].sent_before);
+        log.mark(&[recovery.pending[1].location], AckState::Done);
+        drop(log);
+        let (_, recovery) = open(&dir, 1 << 20, Fsync::Never);
+        let left: Vec<u32> = recovery.pending.iter().map(|p| p.location.index).collect();
+        assert_eq!(left, vec![a.index], "b's DONE was read at its own offset");
+        assert_ne!(a.index, b.index);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

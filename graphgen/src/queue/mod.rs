@@ -8,19 +8,21 @@
 //!   (at-least-once; duplicates are bounded by what was being sent, and counted).
 //! - Several exporters take batches at once and finish in any order.
 
+#[cfg(test)]
+mod crash_sim;
 pub mod disk;
+pub mod files;
+pub mod writer;
 
 use std::collections::VecDeque;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::selfmetrics::SelfMetrics;
-use disk::{DiskLog, Fsync, Location};
+use disk::{AckState, DiskLog, Fsync, Location};
+use writer::{Command, Writer};
 
 /// How much may wait.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +39,8 @@ pub enum Storage {
         dir: std::path::PathBuf,
         fsync: Fsync,
         segment_bytes: u64,
+        /// Most requests written before one fsync (`always`); 1 turns group commit off.
+        max_group: usize,
     },
 }
 
@@ -65,11 +69,10 @@ struct Entry {
 
 struct State {
     ready: VecDeque<Entry>,
-    /// Reserved, queued and being sent.
+    /// Reserved, being written, queued and being sent.
     bytes: usize,
     spans: usize,
     closed: bool,
-    disk: Option<DiskLog>,
 }
 
 struct Shared {
@@ -77,7 +80,8 @@ struct Shared {
     wake: Notify,
     limits: Limits,
     metrics: Arc<SelfMetrics>,
-    healthy: AtomicBool,
+    /// The persistent queue's writer thread, if on disk.
+    disk: Option<Writer>,
 }
 
 /// The queue; cheap to clone, shared by the receivers, the exporters and the admin server.
@@ -112,6 +116,13 @@ pub struct Recovered {
     pub unreadable_bytes: u64,
 }
 
+/// Why the queue cannot take a request now (`/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAccepting {
+    Full,
+    NotWritable,
+}
+
 impl SpanQueue {
     pub fn open(
         storage: &Storage,
@@ -123,16 +134,18 @@ impl SpanQueue {
             bytes: 0,
             spans: 0,
             closed: false,
-            disk: None,
         };
         let mut recovered = Recovered::default();
+        let mut disk = None;
         if let Storage::Disk {
             dir,
             fsync,
             segment_bytes,
+            max_group,
         } = storage
         {
-            let (log, recovery) = DiskLog::open(Path::new(dir), *segment_bytes, *fsync)?;
+            let files = files::OsDir::open(dir)?;
+            let (log, recovery) = DiskLog::open(Box::new(files), *segment_bytes, *fsync)?;
             for p in recovery.pending {
                 recovered.requests += 1;
                 recovered.spans += p.spans;
@@ -150,7 +163,8 @@ impl SpanQueue {
             }
             recovered.corrupt_segments = recovery.corrupt_segments;
             recovered.unreadable_bytes = recovery.unreadable_bytes;
-            state.disk = Some(log);
+            metrics.queue.segments.set(log.segment_count() as i64);
+            disk = Some(Writer::spawn(log, metrics.clone(), *max_group)?);
         }
         metrics.queue.capacity_bytes.set(limits.max_bytes as i64);
         metrics.queue.capacity_spans.set(limits.max_spans as i64);
@@ -168,7 +182,7 @@ impl SpanQueue {
             wake: Notify::new(),
             limits,
             metrics,
-            healthy: AtomicBool::new(true),
+            disk,
         }));
         queue.update_gauges(&queue.lock());
         Ok((queue, recovered))
@@ -182,8 +196,6 @@ impl SpanQueue {
         let q = &self.0.metrics.queue;
         q.spans.set(state.spans as i64);
         q.bytes.set(state.bytes as i64);
-        q.segments
-            .set(state.disk.as_ref().map_or(0, |d| d.segment_count()) as i64);
     }
 
     /// The error a full queue answers with.
@@ -205,6 +217,17 @@ impl SpanQueue {
         !busy
             || (state.bytes + bytes <= self.0.limits.max_bytes
                 && state.spans < self.0.limits.max_spans)
+    }
+
+    /// Whether a request would be taken now: room, and (on disk) writes that work.
+    pub fn accepting(&self) -> Result<(), NotAccepting> {
+        if self.0.disk.as_ref().is_some_and(|w| !w.is_writable()) {
+            return Err(NotAccepting::NotWritable);
+        }
+        if !self.has_room(1) {
+            return Err(NotAccepting::Full);
+        }
+        Ok(())
     }
 
     /// Reserves room for a request of `bytes`, before it is decoded. A request larger than the
@@ -232,114 +255,112 @@ impl SpanQueue {
         self.spans() == 0
     }
 
-    /// False after an export attempt failed, until one succeeds.
-    pub fn is_healthy(&self) -> bool {
-        self.0.healthy.load(Ordering::Relaxed)
-    }
-
-    pub fn set_healthy(&self, healthy: bool) {
-        self.0.healthy.store(healthy, Ordering::Relaxed);
-    }
-
     /// Takes up to `max_spans` / `max_bytes` worth of requests (at least one), waiting for
-    /// one to arrive; `None` once the queue is closed and nothing is left to take.
+    /// one to arrive; `None` once the queue is closed and nothing is left to take. Records on
+    /// disk are read on a blocking thread.
     pub async fn next_batch(&self, max_spans: usize, max_bytes: usize) -> Option<Batch> {
         loop {
             let notified = self.0.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.try_batch(max_spans, max_bytes) {
-                Ok(Some(batch)) => return Some(batch),
-                Ok(None) if self.lock().closed => return None,
-                Ok(None) => notified.await,
-                Err(e) => {
-                    // A record that cannot be read back is counted and skipped; go on.
-                    tracing::error!(error = %e, "cannot read a queued request back from disk");
+            match self.take(max_spans, max_bytes) {
+                Some(entries) => {
+                    let queue = self.clone();
+                    let batch = match tokio::task::spawn_blocking(move || queue.load(entries)).await
+                    {
+                        Ok(batch) => batch,
+                        Err(e) => std::panic::resume_unwind(e.into_panic()),
+                    };
+                    if let Some(batch) = batch {
+                        return Some(batch);
+                    }
                 }
+                None if self.lock().closed => return None,
+                None => notified.await,
             }
         }
     }
 
-    /// Takes a batch if anything is waiting.
-    pub fn try_batch(
-        &self,
-        max_spans: usize,
-        max_bytes: usize,
-    ) -> Result<Option<Batch>, std::io::Error> {
+    /// Takes a batch if anything is waiting (reading disk records on this thread).
+    pub fn try_batch(&self, max_spans: usize, max_bytes: usize) -> Option<Batch> {
+        loop {
+            let entries = self.take(max_spans, max_bytes)?;
+            if let Some(batch) = self.load(entries) {
+                return Some(batch);
+            }
+        }
+    }
+
+    /// The next entries of a batch, marked sent on disk.
+    fn take(&self, max_spans: usize, max_bytes: usize) -> Option<Vec<Entry>> {
         let mut entries = Vec::new();
         let (mut spans, mut bytes) = (0, 0);
-        let mut readers = Vec::new();
-        {
-            let mut state = self.lock();
-            while let Some(next) = state.ready.front() {
-                if !entries.is_empty()
-                    && (spans + next.spans > max_spans || bytes + next.bytes > max_bytes)
-                {
-                    break;
-                }
-                let entry = state.ready.pop_front().expect("front exists");
-                spans += entry.spans;
-                bytes += entry.bytes;
-                entries.push(entry);
+        let mut state = self.lock();
+        while let Some(next) = state.ready.front() {
+            if !entries.is_empty()
+                && (spans + next.spans > max_spans || bytes + next.bytes > max_bytes)
+            {
+                break;
             }
-            if entries.is_empty() {
-                return Ok(None);
-            }
-            if let Some(disk) = &mut state.disk {
-                let locations: Vec<Location> = entries.iter().filter_map(disk_location).collect();
-                disk.mark_sent(&locations);
-                readers = locations.iter().map(|l| (disk.reader(l), *l)).collect();
-            }
+            let entry = state.ready.pop_front().expect("front exists");
+            spans += entry.spans;
+            bytes += entry.bytes;
+            entries.push(entry);
         }
-        // Reads from disk happen outside the lock; receivers keep appending meanwhile.
-        let mut disk_parts = readers.into_iter().map(|(file, location)| match file {
-            Some(file) => disk::read(&file, &location),
-            None => Err(std::io::Error::other("segment already deleted")),
-        });
+        drop(state);
+        if entries.is_empty() {
+            return None;
+        }
+        if let Some(writer) = &self.0.disk {
+            let locations: Vec<Location> = entries.iter().filter_map(disk_location).collect();
+            writer.send(Command::Mark {
+                locations,
+                state: AckState::Sent,
+            });
+        }
+        Some(entries)
+    }
+
+    /// Reads the entries' bytes. One that cannot be read back is counted as dropped
+    /// (`unreadable`) and done with; `None` if none could be.
+    fn load(&self, mut entries: Vec<Entry>) -> Option<Batch> {
         let mut parts = Vec::with_capacity(entries.len());
-        let mut unreadable = Vec::new();
-        for (i, entry) in entries.iter().enumerate() {
-            match &entry.payload {
-                Payload::Memory(bytes) => parts.push(bytes.clone()),
-                Payload::Disk(_) => match disk_parts.next().expect("one per disk entry") {
-                    Ok(bytes) => parts.push(bytes),
-                    Err(e) => {
-                        tracing::error!(error = %e, "a queued request cannot be read back; its spans are lost");
-                        unreadable.push(i);
-                    }
-                },
+        let mut lost = Vec::new();
+        let mut kept = Vec::with_capacity(entries.len());
+        for entry in entries.drain(..) {
+            let part = match (&entry.payload, &self.0.disk) {
+                (Payload::Memory(bytes), _) => Ok(bytes.clone()),
+                (Payload::Disk(location), Some(writer)) => disk::read(writer.view(), location),
+                (Payload::Disk(_), None) => unreachable!("disk entries need the disk"),
+            };
+            match part {
+                Ok(part) => {
+                    parts.push(part);
+                    kept.push(entry);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a queued request cannot be read back; its spans are lost");
+                    lost.push(entry);
+                }
             }
         }
-        let resent_spans = entries
-            .iter()
-            .filter(|e| e.sent_before)
-            .map(|e| e.spans)
-            .sum();
-        let mut batch = Batch {
-            entries,
-            parts,
-            spans,
-            bytes,
-            resent_spans,
-        };
-        if !unreadable.is_empty() {
-            let lost: Vec<Entry> = unreadable
-                .into_iter()
-                .rev()
-                .map(|i| batch.entries.remove(i))
-                .collect();
-            let lost_spans: usize = lost.iter().map(|e| e.spans).sum();
-            batch.spans -= lost_spans;
-            batch.bytes -= lost.iter().map(|e| e.bytes).sum::<usize>();
+        if !lost.is_empty() {
+            let spans = lost.iter().map(|e| e.spans).sum();
             self.0
                 .metrics
-                .count_dropped(crate::selfmetrics::DropReason::unreadable, lost_spans);
+                .count_dropped(crate::selfmetrics::DropReason::unreadable, spans);
             self.finish_entries(lost);
-            if batch.entries.is_empty() {
-                return Ok(None);
-            }
         }
-        Ok(Some(batch))
+        if kept.is_empty() {
+            return None;
+        }
+        Some(Batch {
+            spans: kept.iter().map(|e| e.spans).sum(),
+            bytes: kept.iter().map(|e| e.bytes).sum(),
+            resent_spans: kept.iter().filter(|e| e.sent_before).map(|e| e.spans).sum(),
+            entries: kept,
+            parts,
+        })
     }
 
     /// The batch is done with: delivered, or given up on (and counted by the caller). Its
@@ -355,12 +376,14 @@ impl SpanQueue {
     }
 
     fn finish_entries(&self, entries: Vec<Entry>) {
-        let mut state = self.lock();
-        let locations: Vec<Location> = entries.iter().filter_map(disk_location).collect();
-        if let Some(disk) = &mut state.disk {
-            disk.mark_done(&locations);
+        if let Some(writer) = &self.0.disk {
+            let locations: Vec<Location> = entries.iter().filter_map(disk_location).collect();
+            writer.send(Command::Mark {
+                locations,
+                state: AckState::Done,
+            });
         }
-        self.release(&mut state, &entries);
+        self.release(&mut self.lock(), &entries);
     }
 
     fn release(&self, state: &mut State, entries: &[Entry]) {
@@ -379,7 +402,7 @@ impl SpanQueue {
 
     /// Whether requests survive a restart.
     pub fn is_persistent(&self) -> bool {
-        self.lock().disk.is_some()
+        self.0.disk.is_some()
     }
 
     /// Spans still waiting (not being sent) at shutdown. In memory they are given up and
@@ -387,7 +410,7 @@ impl SpanQueue {
     pub fn abandon_waiting(&self) -> usize {
         let mut state = self.lock();
         let spans = state.ready.iter().map(|e| e.spans).sum();
-        if state.disk.is_none() {
+        if self.0.disk.is_none() {
             let bytes: usize = state.ready.iter().map(|e| e.bytes).sum();
             state.ready.clear();
             state.bytes -= bytes;
@@ -397,23 +420,46 @@ impl SpanQueue {
         spans
     }
 
-    /// For the periodic fsync: syncs the segment being written if it changed.
+    /// fsyncs everything written (shutdown), whatever the policy.
     pub async fn sync(&self) -> std::io::Result<()> {
-        let dirty = self.lock().disk.as_mut().and_then(|d| d.take_dirty());
-        match dirty {
-            Some(file) => tokio::task::spawn_blocking(move || file.sync_data())
-                .await
-                .map_err(std::io::Error::other)?,
-            None => Ok(()),
+        let Some(writer) = &self.0.disk else {
+            return Ok(());
+        };
+        let (reply, done) = oneshot::channel();
+        writer.send(Command::Sync { reply });
+        match done.await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(std::io::Error::other("the queue writer stopped")),
         }
     }
 
-    /// Whether a periodic fsync task is needed.
-    pub fn sync_every(&self) -> Option<Duration> {
-        let state = self.lock();
-        match state.disk.as_ref().map(|d| d.fsync()) {
-            Some(Fsync::Periodic) => Some(Duration::from_secs(1)),
-            _ => None,
+    /// A written record becomes a queued entry; a failed write gives its room back.
+    fn settle_append(
+        &self,
+        written: Result<Location, std::io::Error>,
+        spans: usize,
+        bytes: usize,
+    ) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        match written {
+            Ok(location) => {
+                state.ready.push_back(Entry {
+                    payload: Payload::Disk(location),
+                    spans,
+                    bytes,
+                    sent_before: false,
+                });
+                self.update_gauges(&state);
+                drop(state);
+                self.0.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                state.bytes -= bytes;
+                state.spans -= spans;
+                self.update_gauges(&state);
+                Err(QueueError::Io(e))
+            }
         }
     }
 }
@@ -427,34 +473,56 @@ fn disk_location(entry: &Entry) -> Option<Location> {
 
 impl Reservation {
     /// Queues the request: `payload` is its protobuf encoding, `spans` its span count. On disk
-    /// it is written before this returns. The room taken becomes the payload's real size.
-    pub fn commit(mut self, payload: Bytes, spans: usize) -> Result<(), QueueError> {
+    /// it is written (and synced, per the policy) by the writer thread before this returns.
+    /// The room taken becomes the payload's real size.
+    pub async fn commit(mut self, payload: Bytes, spans: usize) -> Result<(), QueueError> {
         let queue = self.queue.clone();
-        let shared = &queue.0;
-        let mut state = queue.lock();
-        let reserved = std::mem::take(&mut self.bytes);
-        state.bytes -= reserved;
-        let busy = state.bytes > 0 || state.spans > 0;
-        if busy && state.spans + spans > shared.limits.max_spans {
-            return Err(queue.full(&state));
-        }
         let bytes = payload.len();
-        let payload = match &mut state.disk {
-            Some(disk) => Payload::Disk(disk.append(&payload, spans)?),
-            None => Payload::Memory(payload),
-        };
-        state.bytes += bytes;
-        state.spans += spans;
-        state.ready.push_back(Entry {
-            payload,
-            spans,
-            bytes,
-            sent_before: false,
+        {
+            let mut state = queue.lock();
+            state.bytes -= std::mem::take(&mut self.bytes);
+            let busy = state.bytes > 0 || state.spans > 0;
+            if busy && state.spans + spans > queue.0.limits.max_spans {
+                return Err(queue.full(&state));
+            }
+            state.bytes += bytes;
+            state.spans += spans;
+            queue.update_gauges(&state);
+            if queue.0.disk.is_none() {
+                state.ready.push_back(Entry {
+                    payload: Payload::Memory(payload),
+                    spans,
+                    bytes,
+                    sent_before: false,
+                });
+                drop(state);
+                queue.0.wake.notify_one();
+                return Ok(());
+            }
+        }
+        let (reply, written) = oneshot::channel();
+        queue
+            .0
+            .disk
+            .as_ref()
+            .expect("checked above")
+            .send(Command::Append {
+                payload,
+                spans,
+                reply,
+            });
+        // A task of its own settles the write, so a client going away mid-write can neither
+        // lose a written record nor leak its room.
+        let settle = tokio::spawn(async move {
+            let written = match written.await {
+                Ok(result) => result.map_err(std::io::Error::from),
+                Err(_) => Err(std::io::Error::other("the queue writer stopped")),
+            };
+            queue.settle_append(written, spans, bytes)
         });
-        queue.update_gauges(&state);
-        drop(state);
-        shared.wake.notify_one();
-        Ok(())
+        settle
+            .await
+            .unwrap_or_else(|e| Err(QueueError::Io(std::io::Error::other(e))))
     }
 }
 
@@ -480,16 +548,17 @@ mod tests {
             .0
     }
 
-    fn push(queue: &SpanQueue, bytes: usize, spans: usize) -> Result<(), QueueError> {
+    async fn push(queue: &SpanQueue, bytes: usize, spans: usize) -> Result<(), QueueError> {
         queue
             .try_reserve(bytes)?
             .commit(Bytes::from(vec![7; bytes]), spans)
+            .await
     }
 
-    #[test]
-    fn limits_in_bytes_and_spans_refuse_before_decoding_and_free_on_finish() {
+    #[tokio::test]
+    async fn limits_in_bytes_and_spans_refuse_before_decoding_and_free_on_finish() {
         let queue = memory(1000, 10);
-        push(&queue, 600, 4).unwrap();
+        push(&queue, 600, 4).await.unwrap();
         assert!(
             matches!(queue.try_reserve(500), Err(QueueError::Full { .. })),
             "bytes"
@@ -500,22 +569,22 @@ mod tests {
             "a reservation holds its room"
         );
         drop(held);
-        push(&queue, 100, 6).unwrap();
+        push(&queue, 100, 6).await.unwrap();
         assert!(queue.try_reserve(1).is_err(), "spans at the limit");
-        let batch = queue.try_batch(100, 1 << 20).unwrap().unwrap();
+        let batch = queue.try_batch(100, 1 << 20).unwrap();
         assert_eq!((batch.spans, batch.bytes, batch.parts.len()), (10, 700, 2));
         assert!(queue.try_reserve(1).is_err(), "still being sent");
         queue.finish(batch);
         assert!(queue.is_empty());
         // Larger than the whole queue: let in when empty.
-        push(&queue, 5000, 50).unwrap();
+        push(&queue, 5000, 50).await.unwrap();
     }
 
-    #[test]
-    fn a_commit_past_the_span_limit_is_refused_and_gives_its_room_back() {
+    #[tokio::test]
+    async fn a_commit_past_the_span_limit_is_refused_and_gives_its_room_back() {
         let queue = memory(1000, 10);
-        push(&queue, 10, 8).unwrap();
-        let err = push(&queue, 10, 5).unwrap_err();
+        push(&queue, 10, 8).await.unwrap();
+        let err = push(&queue, 10, 5).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -529,21 +598,21 @@ mod tests {
         assert_eq!(queue.lock().bytes, 10);
     }
 
-    #[test]
-    fn batches_stop_at_their_limits_but_take_at_least_one_request() {
+    #[tokio::test]
+    async fn batches_stop_at_their_limits_but_take_at_least_one_request() {
         let queue = memory(1 << 20, 1 << 20);
         for spans in [3, 3, 3, 50] {
-            push(&queue, 100, spans).unwrap();
+            push(&queue, 100, spans).await.unwrap();
         }
-        let sizes: Vec<usize> = std::iter::from_fn(|| queue.try_batch(7, 1 << 20).unwrap())
+        let sizes: Vec<usize> = std::iter::from_fn(|| queue.try_batch(7, 1 << 20))
             .map(|b| b.spans)
             .collect();
         assert_eq!(sizes, vec![6, 3, 50]);
         let queue = memory(1 << 20, 1 << 20);
         for _ in 0..3 {
-            push(&queue, 100, 1).unwrap();
+            push(&queue, 100, 1).await.unwrap();
         }
-        assert_eq!(queue.try_batch(100, 250).unwrap().unwrap().parts.len(), 2);
+        assert_eq!(queue.try_batch(100, 250).unwrap().parts.len(), 2);
     }
 
     #[tokio::test]
@@ -554,7 +623,7 @@ mod tests {
             async move { queue.next_batch(10, 1 << 20).await.map(|b| b.spans) }
         });
         tokio::task::yield_now().await;
-        push(&queue, 10, 4).unwrap();
+        push(&queue, 10, 4).await.unwrap();
         assert_eq!(waiter.await.unwrap(), Some(4));
         let waiter = tokio::spawn({
             let queue = queue.clone();
@@ -565,14 +634,15 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), None);
     }
 
-    #[test]
-    fn on_disk_what_was_not_finished_comes_back_after_a_restart() {
+    #[tokio::test]
+    async fn on_disk_what_was_not_finished_comes_back_after_a_restart() {
         let dir = std::env::temp_dir().join(format!("graphgen-queue-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let storage = Storage::Disk {
             dir: dir.clone(),
             fsync: Fsync::Never,
             segment_bytes: 1 << 20,
+            max_group: 64,
         };
         let limits = Limits {
             max_bytes: 1 << 20,
@@ -585,15 +655,16 @@ mod tests {
                 .try_reserve(10)
                 .unwrap()
                 .commit(Bytes::from(vec![i; 10]), 1)
+                .await
                 .unwrap();
         }
-        let delivered = queue.try_batch(2, 1 << 20).unwrap().unwrap();
+        let delivered = queue.try_batch(2, 1 << 20).unwrap();
         assert_eq!(
             delivered.parts,
             vec![Bytes::from(vec![0; 10]), Bytes::from(vec![1; 10])]
         );
         queue.finish(delivered);
-        let in_flight = queue.try_batch(1, 1 << 20).unwrap().unwrap();
+        let in_flight = queue.try_batch(1, 1 << 20).unwrap();
         assert_eq!(in_flight.parts, vec![Bytes::from(vec![2; 10])]);
         drop(queue); // a crash: the batch in flight was never finished
 
@@ -603,7 +674,7 @@ mod tests {
             (2, 2, 1)
         );
         assert_eq!(queue.spans(), 2);
-        let batch = queue.try_batch(10, 1 << 20).unwrap().unwrap();
+        let batch = queue.try_batch(10, 1 << 20).unwrap();
         assert_eq!(
             batch.parts,
             vec![Bytes::from(vec![2; 10]), Bytes::from(vec![3; 10])]

@@ -54,6 +54,7 @@ impl Export for Arc<Intake> {
 
     async fn export(&self, request: Bytes) -> Result<ExportTraceServiceResponse, Status> {
         self.accept(Protocol::grpc, Body::Protobuf(request))
+            .await
             .map(|accepted| accepted.into_response())
             .map_err(status_of)
     }

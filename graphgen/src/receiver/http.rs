@@ -184,7 +184,7 @@ async fn handle(
         Encoding::Protobuf => OtlpBody::Protobuf(bytes),
         Encoding::Json => OtlpBody::Json(bytes),
     };
-    let refused = match intake.accept(Protocol::http, body) {
+    let refused = match intake.accept(Protocol::http, body).await {
         Ok(accepted) => {
             let response = accepted.into_response();
             return Ok(encode(

@@ -1,0 +1,261 @@
+//! The disk queue's writer thread. It alone owns the files ([`DiskLog`]); the async side
+//! sends it commands and awaits the replies, so no write, fsync or unlink runs on tokio's
+//! workers or under the queue's lock (vector's disk buffer keeps its writer apart the same
+//! way). Appends that arrive while it is busy are written together: with `--queue-fsync
+//! always` one fsync covers every request waiting on it (group commit).
+//!
+//! Faults are counted (`graphgen_queue_write_errors_total{op}`), logged once when they begin
+//! and once when they end, and shown on `/readyz` (`graphgen_queue_writable`). Nothing here
+//! stops for good: every request tries again, and while refusing, the writer probes the
+//! directory every second so readiness comes back without traffic.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::disk::{AckState, DiskLog, Fsync, Location, ReadView, WriteError};
+use crate::selfmetrics::{QueueWriteLabels, QueueWriteOp, SelfMetrics};
+
+/// How often `periodic` syncs, and how often a refusing queue probes its directory.
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// What the writer is asked to do.
+pub enum Command {
+    Append {
+        payload: Bytes,
+        spans: usize,
+        reply: oneshot::Sender<Result<Location, WriteError>>,
+    },
+    Mark {
+        locations: Vec<Location>,
+        state: AckState,
+    },
+    /// fsync everything written (shutdown).
+    Sync {
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+}
+
+/// The handle to the writer thread; dropping it lets the thread finish (a last fsync) and
+/// waits for it, so the directory's lock is free once the queue is gone.
+pub struct Writer {
+    tx: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    view: Arc<RwLock<ReadView>>,
+    writable: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Starts the thread. `max_group`: most appends written before one fsync.
+    pub fn spawn(log: DiskLog, metrics: Arc<SelfMetrics>, max_group: usize) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let view = log.view();
+        let writable = Arc::new(AtomicBool::new(true));
+        metrics.queue.writable.set(1);
+        let thread = std::thread::Builder::new()
+            .name("graphgen-queue-writer".into())
+            .spawn({
+                let writable = writable.clone();
+                move || {
+                    let mut faults = Faults {
+                        failing: BTreeMap::new(),
+                        metrics,
+                        writable,
+                    };
+                    run(log, rx, &mut faults, max_group.max(1));
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            view,
+            writable,
+        })
+    }
+
+    pub fn send(&self, command: Command) {
+        // The thread ends only when this handle is dropped.
+        let _ = self.tx.as_ref().expect("open until dropped").send(command);
+    }
+
+    pub fn view(&self) -> &RwLock<ReadView> {
+        &self.view
+    }
+
+    /// False while writes fail, until one succeeds again.
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The faults going on now, by operation: each is logged when it begins and when it ends.
+struct Faults {
+    failing: BTreeMap<QueueWriteOp, (io::ErrorKind, u64)>,
+    metrics: Arc<SelfMetrics>,
+    writable: Arc<AtomicBool>,
+}
+
+impl Faults {
+    fn record(&mut self, errors: Vec<WriteError>) {
+        for e in errors {
+            self.metrics
+                .queue
+                .write_errors
+                .get_or_create(&QueueWriteLabels { op: e.op })
+                .inc();
+            let kind = e.source.kind();
+            match self.failing.get_mut(&e.op) {
+                Some((k, count)) if *k == kind => *count += 1,
+                _ => {
+                    tracing::error!(op = ?e.op, error = %e.source, "queue directory write failed; requests that need it are refused with a retryable status until it works again");
+                    self.failing.insert(e.op, (kind, 1));
+                }
+            }
+        }
+        self.update();
+    }
+
+    /// `ops` worked again.
+    fn cleared(&mut self, ops: &[QueueWriteOp]) {
+        for op in ops {
+            if let Some((_, count)) = self.failing.remove(op) {
+                tracing::info!(op = ?op, errors = count, "queue directory writable again");
+            }
+        }
+        self.update();
+    }
+
+    fn refusing(&self) -> bool {
+        [QueueWriteOp::segment_start, QueueWriteOp::append]
+            .iter()
+            .any(|op| self.failing.contains_key(op))
+    }
+
+    fn update(&self) {
+        // An fsync failing under `always` refuses requests too: the group commit fails them.
+        let writable = !self.refusing() && !self.failing.contains_key(&QueueWriteOp::fsync);
+        self.writable.store(writable, Ordering::Relaxed);
+        self.metrics.queue.writable.set(i64::from(writable));
+    }
+}
+
+fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_group: usize) {
+    let periodic = log.fsync() == Fsync::Periodic;
+    let mut next_sync = Instant::now() + SYNC_EVERY;
+    loop {
+        let wait = if periodic || !faults.failing.is_empty() {
+            next_sync.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(3600)
+        };
+        let mut commands = Vec::new();
+        match rx.recv_timeout(wait) {
+            Ok(command) => commands.push(command),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Whatever else is waiting joins this group.
+        let mut appends = commands
+            .iter()
+            .filter(|c| matches!(c, Command::Append { .. }))
+            .count();
+        while appends < max_group {
+            match rx.try_recv() {
+                Ok(command) => {
+                    appends += usize::from(matches!(command, Command::Append { .. }));
+                    commands.push(command);
+                }
+                Err(_) => break,
+            }
+        }
+
+        let mut items = Vec::new();
+        let mut replies = Vec::new();
+        let mut syncs = Vec::new();
+        for command in commands {
+            match command {
+                Command::Append {
+                    payload,
+                    spans,
+                    reply,
+                } => {
+                    items.push((payload, spans));
+                    replies.push(reply);
+                }
+                Command::Mark { locations, state } => log.mark(&locations, state),
+                Command::Sync { reply } => syncs.push(reply),
+            }
+        }
+        let idle = items.is_empty() && syncs.is_empty();
+        if !items.is_empty() {
+            let results = log.append_group(&items);
+            let all_ok = results.iter().all(|r| r.is_ok());
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+            faults.record(log.take_errors());
+            if all_ok {
+                let mut ops = vec![
+                    QueueWriteOp::segment_start,
+                    QueueWriteOp::append,
+                    QueueWriteOp::ack,
+                    QueueWriteOp::remove,
+                ];
+                if log.fsync() == Fsync::Always {
+                    ops.push(QueueWriteOp::fsync);
+                }
+                faults.cleared(&ops);
+            }
+        }
+        let now = Instant::now();
+        if now >= next_sync {
+            next_sync = now + SYNC_EVERY;
+            if periodic {
+                let result = log.sync_all();
+                faults.record(log.take_errors());
+                if result.is_ok() {
+                    faults.cleared(&[QueueWriteOp::fsync]);
+                }
+            }
+            if idle && faults.refusing() && log.probe() {
+                let mut ops = vec![QueueWriteOp::segment_start, QueueWriteOp::append];
+                if !periodic {
+                    ops.push(QueueWriteOp::fsync);
+                }
+                faults.cleared(&ops);
+            }
+        }
+        if !syncs.is_empty() {
+            let result = log.sync_all();
+            faults.record(log.take_errors());
+            for reply in syncs {
+                let _ = reply.send(result.clone());
+            }
+        }
+        faults.record(log.take_errors());
+        faults
+            .metrics
+            .queue
+            .segments
+            .set(log.segment_count() as i64);
+    }
+    if let Err(e) = log.sync_all() {
+        tracing::error!(error = %e, "cannot sync the queue directory at exit");
+    }
+}
