@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # prometheus: the real server the tests scrape into and remote-write to (promtool checks
-# configs); chromium + chromium-driver: the browser that clicks the landing page.
+# configs); chromium + chromium-driver: the browser that clicks the landing page; fiu-utils:
+# libfiu's fiu-run/fiu-ctrl, which inject EIO and ENOSPC into the disk queue's writes and fsyncs.
 apt-get install -y -q --no-install-recommends \
-  prometheus chromium chromium-driver python3-venv ca-certificates make >/dev/null
+  prometheus chromium chromium-driver python3-venv ca-certificates make fiu-utils >/dev/null
 
 # Python side of the tests: the official OpenTelemetry SDK as an independent OTLP client,
 # selenium, the stack checks' schema tools.

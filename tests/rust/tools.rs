@@ -69,3 +69,27 @@ pub fn chromium() -> Option<()> {
         missing("Chromium and chromedriver (/usr/bin/chromium, /usr/bin/chromedriver: Debian's chromium, chromium-driver)")
     }
 }
+
+/// libfiu's `fiu-run` and `fiu-ctrl` (Debian's fiu-utils): fault injection into POSIX calls.
+pub fn fiu() -> Option<()> {
+    let has = |p: &str| std::path::Path::new(p).exists();
+    if has("/usr/bin/fiu-run") && has("/usr/bin/fiu-ctrl") {
+        Some(())
+    } else {
+        missing("libfiu's fiu-run and fiu-ctrl (Debian's fiu-utils)")
+    }
+}
+
+/// Root, who can mount a tmpfs (to fill a real filesystem).
+pub fn root() -> Option<()> {
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if uid.as_deref() == Some("0") {
+        Some(())
+    } else {
+        missing("root (to mount a small tmpfs and fill it)")
+    }
+}

@@ -36,6 +36,11 @@ pub struct Graphgen {
 impl Graphgen {
     /// Starts the binary with `args` on free loopback ports and waits until it answers.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_wrapped(&[], args)
+    }
+
+    /// Starts it under `wrapper` (a program that execs its arguments, such as `fiu-run -x`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
         let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
         let (grpc, http, admin) = (addr(free_port()), addr(free_port()), addr(free_port()));
         let log = std::env::temp_dir().join(format!(
@@ -43,7 +48,16 @@ impl Graphgen {
             std::process::id(),
             admin.port()
         ));
-        let child = Command::new(env!("CARGO_BIN_EXE_graphgen"))
+        let binary = env!("CARGO_BIN_EXE_graphgen");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(["--otlp-grpc-addr", &grpc.to_string()])
             .args(["--otlp-http-addr", &http.to_string()])
             .args(["--admin-addr", &admin.to_string()])
@@ -99,6 +113,10 @@ impl Graphgen {
     /// Value of the series `name` with exactly these labels (0 if absent).
     pub async fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         find(&self.metrics().await, name, labels)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// SIGKILL: no flush, no shutdown, as an OOM kill or a crash.
