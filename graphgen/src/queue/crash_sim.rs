@@ -58,6 +58,9 @@ struct SimState {
     rng: fastrand::Rng,
     /// Probability that a write, fsync or creation fails.
     fault_rate: f64,
+    /// How long an fsync takes (a slow disk), and how many there were.
+    sync_delay: std::time::Duration,
+    syncs: usize,
 }
 
 impl SimState {
@@ -67,7 +70,7 @@ impl SimState {
 }
 
 #[derive(Clone)]
-struct SimDir(Arc<Mutex<SimState>>);
+pub(super) struct SimDir(Arc<Mutex<SimState>>);
 
 struct SimFile {
     state: Arc<Mutex<SimState>>,
@@ -90,7 +93,21 @@ impl SimDir {
             durable_names: BTreeMap::new(),
             rng: fastrand::Rng::with_seed(seed),
             fault_rate,
+            sync_delay: std::time::Duration::ZERO,
+            syncs: 0,
         })))
+    }
+
+    /// A directory on a disk whose every fsync takes `delay`.
+    pub(super) fn slow(delay: std::time::Duration) -> Self {
+        let dir = Self::new(0, 0.0);
+        dir.lock().sync_delay = delay;
+        dir
+    }
+
+    /// fsyncs of files so far.
+    pub(super) fn syncs(&self) -> usize {
+        self.lock().syncs
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
@@ -170,6 +187,8 @@ impl SimDir {
             names,
             rng: fastrand::Rng::with_seed(rng.u64(..)),
             fault_rate: 0.0,
+            sync_delay: std::time::Duration::ZERO,
+            syncs: 0,
         })))
     }
 }
@@ -226,7 +245,10 @@ impl QueueFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.state.lock().unwrap().sync_delay;
+        std::thread::sleep(delay);
         let mut state = self.state.lock().unwrap();
+        state.syncs += 1;
         let failed = state.fault();
         let inode = &mut state.inodes[self.inode];
         if failed {

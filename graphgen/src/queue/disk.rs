@@ -41,6 +41,8 @@ const MAGIC: &[u8; 8] = b"GGQSEG02";
 const SEGMENT_HEADER: u64 = 16;
 const RECORD_HEADER: usize = 16;
 const ACK_ENTRY: usize = 12;
+/// Records up to this size are gathered and written with the rest of their group in one call.
+const SMALL_RECORD: usize = 64 << 10;
 
 /// When written records reach the disk itself, not only the page cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -267,6 +269,21 @@ pub struct DiskLog {
     to_rewrite: BTreeMap<(u64, u32), (Bytes, usize)>,
     view: Arc<RwLock<ReadView>>,
     errors: Vec<WriteError>,
+    /// Inside [`DiskLog::append_group`]: small records are gathered and written in one call.
+    staging: bool,
+    staged: Option<Staged>,
+    /// Records of the group whose gathered write failed, by their place in the group.
+    staged_failures: Vec<(usize, WriteError)>,
+}
+
+/// Records gathered for one write, contiguous in one segment.
+struct Staged {
+    segment: u64,
+    offset: u64,
+    bytes: Vec<u8>,
+    /// Their places in the group, and their indices in the segment.
+    slots: Vec<usize>,
+    indices: Vec<u32>,
 }
 
 impl DiskLog {
@@ -304,6 +321,9 @@ impl DiskLog {
             to_rewrite: BTreeMap::new(),
             view: Arc::default(),
             errors: Vec::new(),
+            staging: false,
+            staged: None,
+            staged_failures: Vec::new(),
         };
         let mut recovery = Recovery::default();
         for id in ids {
@@ -475,8 +495,14 @@ impl DiskLog {
         // Each touched segment's state before the group, to undo it if the fsync fails.
         let mut before: BTreeMap<u64, (u64, u32, usize)> = BTreeMap::new();
         let mut results = Vec::with_capacity(items.len());
-        for (payload, spans) in items {
-            results.push(self.append_one(payload, *spans, &mut before));
+        self.staging = true;
+        for (slot, (payload, spans)) in items.iter().enumerate() {
+            results.push(self.append_one(payload, *spans, slot, &mut before));
+        }
+        self.flush_staged();
+        self.staging = false;
+        for (slot, error) in std::mem::take(&mut self.staged_failures) {
+            results[slot] = Err(error);
         }
         if self.fsync != Fsync::Always || !results.iter().any(|r| r.is_ok()) {
             return results;
@@ -494,10 +520,43 @@ impl DiskLog {
         results
     }
 
+    /// Writes the gathered records. If that fails they are taken back (their clients are
+    /// refused) and the next record goes where they would have started.
+    fn flush_staged(&mut self) {
+        let Some(staged) = self.staged.take() else {
+            return;
+        };
+        let segment = self
+            .segments
+            .get_mut(&staged.segment)
+            .expect("a segment with staged records stays until they are written");
+        let Err(e) = segment.file.write_all_at(&staged.bytes, staged.offset) else {
+            return;
+        };
+        let n = staged.slots.len();
+        segment.len = staged.offset;
+        segment.records -= n as u32;
+        segment.outstanding -= n;
+        let cut = segment.file.set_len(staged.offset).is_ok();
+        if let Some(unsynced) = self.unsynced.get_mut(&staged.segment) {
+            for index in &staged.indices {
+                unsynced.remove(index);
+            }
+        }
+        let error = self.fail(QueueWriteOp::append, e);
+        for slot in staged.slots {
+            self.staged_failures.push((slot, error.clone()));
+        }
+        if !cut && self.active == Some(staged.segment) {
+            self.seal();
+        }
+    }
+
     fn append_one(
         &mut self,
         payload: &Bytes,
         spans: usize,
+        slot: usize,
         before: &mut BTreeMap<u64, (u64, u32, usize)>,
     ) -> Result<Location, WriteError> {
         let (len, spans32) = match (u32::try_from(payload.len()), u32::try_from(spans)) {
@@ -510,15 +569,23 @@ impl DiskLog {
             }
         };
         let record = (RECORD_HEADER + payload.len()) as u64;
+        let stage = self.staging && payload.len() <= SMALL_RECORD;
+        if !stage {
+            self.flush_staged();
+        }
         if let Some(id) = self.active {
             let segment = &self.segments[&id];
             if segment.records > 0 && segment.len + record > self.segment_bytes {
+                self.flush_staged();
                 self.seal();
             }
         }
         let id = match self.active {
             Some(id) => id,
-            None => self.start_segment()?,
+            None => {
+                self.flush_staged();
+                self.start_segment()?
+            }
         };
         let segment = self.segments.get_mut(&id).expect("the active segment");
         before
@@ -536,11 +603,31 @@ impl DiskLog {
         header[8..12].copy_from_slice(&spans32.to_le_bytes());
         header[12..16].copy_from_slice(&h.index.to_le_bytes());
         let offset = segment.len;
-        let written = segment.file.write_all_at(&header, offset).and_then(|()| {
-            segment
-                .file
-                .write_all_at(payload, offset + RECORD_HEADER as u64)
-        });
+        if stage {
+            // Gathered: written with the rest of the group (small records, most of them).
+            let staged = self.staged.get_or_insert_with(|| Staged {
+                segment: id,
+                offset,
+                bytes: Vec::new(),
+                slots: Vec::new(),
+                indices: Vec::new(),
+            });
+            debug_assert_eq!(staged.offset + staged.bytes.len() as u64, offset);
+            staged.bytes.extend_from_slice(&header);
+            staged.bytes.extend_from_slice(payload);
+            staged.slots.push(slot);
+            staged.indices.push(h.index);
+        }
+        // A large record is written at once, not copied.
+        let written = if stage {
+            Ok(())
+        } else {
+            segment.file.write_all_at(&header, offset).and_then(|()| {
+                segment
+                    .file
+                    .write_all_at(payload, offset + RECORD_HEADER as u64)
+            })
+        };
         if let Err(e) = written {
             // The next record is written at the same offset, over whatever part of this one
             // landed; cutting it off keeps the file short on a full disk.
@@ -765,7 +852,7 @@ impl DiskLog {
         let mut before = BTreeMap::new();
         let mut records = records.into_iter();
         for ((id, index), (payload, spans)) in records.by_ref() {
-            match self.append_one(&payload, spans, &mut before) {
+            match self.append_one(&payload, spans, usize::MAX, &mut before) {
                 Ok(new) => {
                     self.view
                         .write()

@@ -129,6 +129,28 @@ impl SpanQueue {
         limits: Limits,
         metrics: Arc<SelfMetrics>,
     ) -> std::io::Result<(Self, Recovered)> {
+        let disk = match storage {
+            Storage::Memory => None,
+            Storage::Disk {
+                dir,
+                fsync,
+                segment_bytes,
+                max_group,
+            } => {
+                let files = files::OsDir::open(dir)?;
+                let (log, recovery) = DiskLog::open(Box::new(files), *segment_bytes, *fsync)?;
+                Some((log, recovery, *max_group))
+            }
+        };
+        Self::with_log(disk, limits, metrics)
+    }
+
+    /// The queue over an opened log (or in memory); tests pass a log over their own files.
+    fn with_log(
+        log: Option<(DiskLog, disk::Recovery, usize)>,
+        limits: Limits,
+        metrics: Arc<SelfMetrics>,
+    ) -> std::io::Result<(Self, Recovered)> {
         let mut state = State {
             ready: VecDeque::new(),
             bytes: 0,
@@ -137,15 +159,7 @@ impl SpanQueue {
         };
         let mut recovered = Recovered::default();
         let mut disk = None;
-        if let Storage::Disk {
-            dir,
-            fsync,
-            segment_bytes,
-            max_group,
-        } = storage
-        {
-            let files = files::OsDir::open(dir)?;
-            let (log, recovery) = DiskLog::open(Box::new(files), *segment_bytes, *fsync)?;
+        if let Some((log, recovery, max_group)) = log {
             for p in recovery.pending {
                 recovered.requests += 1;
                 recovered.spans += p.spans;
@@ -164,7 +178,7 @@ impl SpanQueue {
             recovered.corrupt_segments = recovery.corrupt_segments;
             recovered.unreadable_bytes = recovery.unreadable_bytes;
             metrics.queue.segments.set(log.segment_count() as i64);
-            disk = Some(Writer::spawn(log, metrics.clone(), *max_group)?);
+            disk = Some(Writer::spawn(log, metrics.clone(), max_group)?);
         }
         metrics.queue.capacity_bytes.set(limits.max_bytes as i64);
         metrics.queue.capacity_spans.set(limits.max_spans as i64);
@@ -685,5 +699,47 @@ mod tests {
         let (_, recovered) = SpanQueue::open(&storage, limits, Arc::default()).unwrap();
         assert_eq!(recovered.requests, 0);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A disk whose fsync takes 400 ms (`always`): the requests waiting on it wait, nothing else
+    /// does — no disk I/O runs under the queue's lock or on the async workers — and the 17
+    /// requests that arrive meanwhile share a few fsyncs instead of taking one each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_disk_stalls_only_the_requests_waiting_on_it_and_they_share_fsyncs() {
+        let dir = crash_sim::SimDir::slow(std::time::Duration::from_millis(400));
+        let (log, recovery) = DiskLog::open(Box::new(dir.clone()), 1 << 20, Fsync::Always).unwrap();
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_spans: 1000,
+        };
+        let (queue, _) =
+            SpanQueue::with_log(Some((log, recovery, 1024)), limits, Arc::default()).unwrap();
+        let commits: Vec<_> = (0..17)
+            .map(|i| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    queue
+                        .try_reserve(10)
+                        .unwrap()
+                        .commit(Bytes::from(vec![i; 10]), 1)
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let probe = std::time::Instant::now();
+        assert!(queue.accepting().is_ok());
+        drop(queue.try_reserve(100).unwrap());
+        assert!(queue.spans() >= 1, "the waiting requests hold their spans");
+        assert!(
+            probe.elapsed() < std::time::Duration::from_millis(100),
+            "the queue answered in {:?} while an fsync was under way",
+            probe.elapsed()
+        );
+        for commit in commits {
+            commit.await.unwrap().unwrap();
+        }
+        let syncs = dir.syncs();
+        assert!(syncs <= 3, "{syncs} fsyncs for 17 requests");
     }
 }

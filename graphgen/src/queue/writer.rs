@@ -25,6 +25,8 @@ use crate::selfmetrics::{QueueWriteLabels, QueueWriteOp, SelfMetrics};
 
 /// How often `periodic` syncs, and how often a refusing queue probes its directory.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// The longest a group commit waits for more requests.
+const MAX_GATHER: Duration = Duration::from_millis(2);
 
 /// What the writer is asked to do.
 pub enum Command {
@@ -158,6 +160,7 @@ impl Faults {
 fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_group: usize) {
     let periodic = log.fsync() == Fsync::Periodic;
     let mut next_sync = Instant::now() + SYNC_EVERY;
+    let (mut last_group, mut gather) = (0, Duration::ZERO);
     loop {
         let wait = if periodic || !faults.failing.is_empty() {
             next_sync.saturating_duration_since(Instant::now())
@@ -170,18 +173,28 @@ fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_g
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        // Whatever else is waiting joins this group.
+        // Whatever else is waiting joins this group. Under `always`, when fewer requests are
+        // here than the last group had, their clients are likely on their way back: wait for
+        // them up to half the last commit's time (PostgreSQL's commit_delay, made adaptive), so
+        // one fsync serves them all. A lone client never waits.
         let mut appends = commands
             .iter()
             .filter(|c| matches!(c, Command::Append { .. }))
             .count();
+        let gather_until = Instant::now() + gather;
         while appends < max_group {
-            match rx.try_recv() {
-                Ok(command) => {
+            let next = if appends > 0 && appends < last_group {
+                rx.recv_timeout(gather_until.saturating_duration_since(Instant::now()))
+                    .ok()
+            } else {
+                rx.try_recv().ok()
+            };
+            match next {
+                Some(command) => {
                     appends += usize::from(matches!(command, Command::Append { .. }));
                     commands.push(command);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
 
@@ -204,7 +217,12 @@ fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_g
         }
         let idle = items.is_empty() && syncs.is_empty();
         if !items.is_empty() {
+            let t = Instant::now();
             let results = log.append_group(&items);
+            if log.fsync() == Fsync::Always {
+                last_group = items.len();
+                gather = (t.elapsed() / 2).min(MAX_GATHER);
+            }
             let all_ok = results.iter().all(|r| r.is_ok());
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
