@@ -82,6 +82,12 @@ pub struct Options {
     /// Largest request accepted, in bytes, also after decompression [default: 4194304]
     #[arg(long, env = "GRAPHGEN_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
+    /// Memory that requests being read and handled may hold, reserved before a body is read (its announced size, or the largest allowed; twice that if compressed); past it clients are told to retry later [default: 134217728]
+    #[arg(long, env = "GRAPHGEN_MAX_INFLIGHT_BYTES")]
+    pub max_inflight_bytes: Option<usize>,
+    /// Requests read and handled at once; past it clients are told to retry later [default: 256]
+    #[arg(long, env = "GRAPHGEN_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
     /// Most spans sent to the traces endpoint in one request [default: 8192]
     #[arg(long, env = "GRAPHGEN_EXPORT_BATCH_SPANS")]
     pub export_batch_spans: Option<usize>,
@@ -242,6 +248,8 @@ pub struct Settings {
     pub queue_storage: Storage,
     pub export_concurrency: usize,
     pub max_message_bytes: usize,
+    pub max_inflight_bytes: usize,
+    pub max_concurrent_requests: usize,
     pub export_batch_spans: usize,
     pub retry_initial_backoff: Duration,
     pub retry_max_elapsed: Option<Duration>,
@@ -274,6 +282,8 @@ impl Options {
             queue_fsync,
             export_concurrency,
             max_message_bytes,
+            max_inflight_bytes,
+            max_concurrent_requests,
             export_batch_spans,
             retry_initial_backoff,
             retry_max_elapsed,
@@ -448,6 +458,16 @@ impl Options {
             },
             export_concurrency: positive("--export-concurrency", self.export_concurrency, 4)?,
             max_message_bytes: positive("--max-message-bytes", self.max_message_bytes, 4 << 20)?,
+            max_inflight_bytes: positive(
+                "--max-inflight-bytes",
+                self.max_inflight_bytes,
+                128 << 20,
+            )?,
+            max_concurrent_requests: positive(
+                "--max-concurrent-requests",
+                self.max_concurrent_requests,
+                256,
+            )?,
             export_batch_spans: positive("--export-batch-spans", self.export_batch_spans, 8192)?,
             retry_initial_backoff: nonzero(
                 "--retry-initial-backoff",

@@ -14,6 +14,7 @@ use prost::Message;
 
 use crate::engine::Engine;
 use crate::queue::{QueueError, SpanQueue};
+use crate::receiver::admission::{Admission, Admissions, Busy};
 use crate::selfmetrics::{Protocol, RefuseReason, RequestOutcome, SelfMetrics};
 
 /// How long clients are asked to wait when the forwarding queue is full.
@@ -67,6 +68,9 @@ pub enum Refused {
     /// The persistent queue could not be written; nothing was taken.
     #[error("{0}")]
     QueueUnavailable(QueueError),
+    /// Too many requests or bytes in flight; refused before the body was read.
+    #[error("{0}")]
+    Busy(Busy),
 }
 
 impl From<QueueError> for Refused {
@@ -78,11 +82,20 @@ impl From<QueueError> for Refused {
     }
 }
 
+/// How large requests may be, and how many and how much may be in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_message_bytes: usize,
+    pub max_inflight_bytes: usize,
+    pub max_concurrent_requests: usize,
+}
+
 /// Shared by both receivers.
 pub struct Intake {
     engine: Arc<Mutex<Engine>>,
     queue: Option<SpanQueue>,
     metrics: Arc<SelfMetrics>,
+    admissions: Admissions,
     pub max_message_bytes: usize,
 }
 
@@ -91,14 +104,35 @@ impl Intake {
         engine: Arc<Mutex<Engine>>,
         queue: Option<SpanQueue>,
         metrics: Arc<SelfMetrics>,
-        max_message_bytes: usize,
+        limits: RequestLimits,
     ) -> Self {
         Self {
             engine,
             queue,
+            admissions: Admissions::new(
+                limits.max_inflight_bytes,
+                limits.max_concurrent_requests,
+                limits.max_message_bytes,
+                metrics.clone(),
+            ),
             metrics,
-            max_message_bytes,
+            max_message_bytes: limits.max_message_bytes,
         }
+    }
+
+    /// Lets a request in before its body is read (`announced`: its Content-Length, if any),
+    /// or refuses it, counted, when too many requests or bytes are in flight.
+    pub fn admit(
+        &self,
+        protocol: Protocol,
+        announced: Option<usize>,
+        compressed: bool,
+    ) -> Result<Admission, Refused> {
+        let bytes = self.admissions.estimate(announced, compressed);
+        self.admissions.try_admit(bytes).map_err(|busy| {
+            self.metrics.count_request(protocol, RequestOutcome::busy);
+            Refused::Busy(busy)
+        })
     }
 
     pub fn metrics(&self) -> &SelfMetrics {
@@ -129,6 +163,7 @@ impl Intake {
             Err(Refused::Malformed(_)) => RequestOutcome::malformed,
             Err(Refused::QueueFull(_)) => RequestOutcome::queue_full,
             Err(Refused::QueueUnavailable(_)) => RequestOutcome::queue_unavailable,
+            Err(Refused::Busy(_)) => RequestOutcome::busy,
         };
         self.metrics.count_request(protocol, outcome);
         result

@@ -40,6 +40,8 @@ pub enum RequestOutcome {
     queue_full,
     /// The persistent queue could not be written.
     queue_unavailable,
+    /// Refused before reading: too many requests or bytes in flight.
+    busy,
 }
 
 /// Why spans of a request were refused.
@@ -147,6 +149,14 @@ pub struct PushLabels {
     pub outcome: PushOutcome,
 }
 
+/// Requests being read and handled (`receiver::admission`).
+#[derive(Debug, Default)]
+pub struct InflightMetrics {
+    pub requests: Gauge,
+    pub bytes: Gauge,
+    pub capacity_bytes: Gauge,
+}
+
 /// The forwarding queue.
 #[derive(Debug, Default)]
 pub struct QueueMetrics {
@@ -173,6 +183,7 @@ pub struct SelfMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub spans_received: Family<ProtocolLabels, Counter>,
     pub spans_refused: Family<RefusedLabels, Counter>,
+    pub receiver_inflight: InflightMetrics,
     pub queue: QueueMetrics,
     pub export_requests: Family<ExportLabels, Counter>,
     pub export_failures: Family<FailureLabels, Counter>,
@@ -237,6 +248,22 @@ impl SelfMetrics {
             "receiver_spans_refused",
             "Spans refused, by protocol and reason",
             self.spans_refused.clone(),
+        );
+        let i = &self.receiver_inflight;
+        r.register(
+            "receiver_inflight_requests",
+            "Requests being read and handled",
+            i.requests.clone(),
+        );
+        r.register(
+            "receiver_inflight_bytes",
+            "Bytes reserved by requests being read and handled",
+            i.bytes.clone(),
+        );
+        r.register(
+            "receiver_inflight_capacity_bytes",
+            "Most bytes requests being read and handled may reserve (--max-inflight-bytes)",
+            i.capacity_bytes.clone(),
         );
         let q = &self.queue;
         r.register(

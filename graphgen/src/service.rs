@@ -21,7 +21,7 @@ use crate::engine::Engine;
 use crate::export::otlp_metrics::{Identity, MetricsPusher};
 use crate::export::prometheus::EngineCollector;
 use crate::export::traces::{self, Drain, ExportSettings, TraceExporter};
-use crate::intake::Intake;
+use crate::intake::{Intake, RequestLimits};
 use crate::queue::{Limits, SpanQueue};
 use crate::receiver::{grpc, http};
 use crate::selfmetrics::{EngineStats, SelfMetrics};
@@ -138,7 +138,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         engine.clone(),
         queue.clone(),
         metrics.clone(),
-        settings.max_message_bytes,
+        RequestLimits {
+            max_message_bytes: settings.max_message_bytes,
+            max_inflight_bytes: settings.max_inflight_bytes,
+            max_concurrent_requests: settings.max_concurrent_requests,
+        },
     ));
     let (stop_intake, intake_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);

@@ -1023,3 +1023,120 @@ async fn serving_metrics_full_of_maximum_length_labels_holds_no_second_copy() {
         "RSS grew {growth} bytes while serving it"
     );
 }
+
+/// A client that sends a request's headers and then nothing: its body is never read.
+fn stalled_request(g: &Graphgen, content_length: usize, gzip: bool) -> std::net::TcpStream {
+    let mut socket = std::net::TcpStream::connect(g.http).unwrap();
+    let encoding = if gzip {
+        "Content-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    write!(
+        socket,
+        "POST /v1/traces HTTP/1.1\r\nHost: graphgen\r\nContent-Type: application/x-protobuf\r\n{encoding}Content-Length: {content_length}\r\n\r\n"
+    )
+    .unwrap();
+    socket
+}
+
+/// Room for requests is reserved before their bodies are read: slow clients that announce a
+/// body and never send it hold a concurrency slot and their announced bytes (a compressed
+/// one, the whole limit again for what it may inflate to), and once those are held other
+/// clients are told to retry later — while a body that can never fit is a 413 whatever else
+/// is going on, never a retryable 429.
+#[tokio::test]
+async fn requests_in_flight_are_bounded_before_their_bodies_are_read() {
+    let g = Graphgen::start(&[
+        "--max-concurrent-requests=2",
+        "--max-inflight-bytes=1048576",
+        "--max-message-bytes=524288",
+    ]);
+    let body = topology_trace(false).encode_to_vec();
+    assert_eq!(
+        post(&g, "application/x-protobuf", false, body.clone())
+            .await
+            .status(),
+        200
+    );
+
+    // A gzip body may inflate to the limit: 1000 + 512 KiB of the 1 MiB are held.
+    let first = stalled_request(&g, 1000, true);
+    eventually(
+        Duration::from_secs(5),
+        "the stalled request counted",
+        || async { g.value("graphgen_receiver_inflight_requests", &[]).await == 1.0 },
+    )
+    .await;
+    assert_eq!(
+        g.value("graphgen_receiver_inflight_bytes", &[]).await,
+        (1024 + (512 << 10)) as f64
+    );
+    let r = post(&g, "application/x-protobuf", true, gzip(&body)).await;
+    assert_eq!(r.status(), 429, "a second gzip body cannot be held");
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.text().await.unwrap().contains("--max-inflight-bytes"));
+    // An uncompressed body of known size still fits.
+    assert_eq!(
+        post(&g, "application/x-protobuf", false, body.clone())
+            .await
+            .status(),
+        200
+    );
+
+    // Two requests at once at most.
+    let second = stalled_request(&g, 10, false);
+    eventually(
+        Duration::from_secs(5),
+        "both stalled requests counted",
+        || async { g.value("graphgen_receiver_inflight_requests", &[]).await == 2.0 },
+    )
+    .await;
+    let r = post(&g, "application/x-protobuf", false, body.clone()).await;
+    assert_eq!(r.status(), 429);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("--max-concurrent-requests"));
+    // Too large for ever: 413 at once, even now.
+    let mut socket = std::net::TcpStream::connect(g.http).unwrap();
+    write!(
+        socket,
+        "POST /v1/traces HTTP/1.1\r\nHost: graphgen\r\nContent-Type: application/x-protobuf\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = socket.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    let m = g.metrics().await;
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_receiver_requests_total",
+            &[("protocol", "http"), ("outcome", "busy")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_receiver_requests_total",
+            &[("protocol", "http"), ("outcome", "too_large")]
+        ),
+        1.0
+    );
+    // The slow clients leave: their room comes back.
+    drop((first, second));
+    eventually(Duration::from_secs(5), "room given back", || async {
+        g.value("graphgen_receiver_inflight_bytes", &[]).await == 0.0
+    })
+    .await;
+    assert_eq!(
+        post(&g, "application/x-protobuf", true, gzip(&body))
+            .await
+            .status(),
+        200
+    );
+}

@@ -16,6 +16,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::codec::{ReceiveCodec, TRACE_EXPORT_PATH, TRACE_SERVICE_NAME};
 use crate::intake::{Body, Intake, Refused, RETRY_AFTER};
+use crate::receiver::admission::Admission;
 use crate::selfmetrics::Protocol;
 
 /// The answer to a refused request.
@@ -23,7 +24,7 @@ fn status_of(refused: Refused) -> Status {
     match refused {
         Refused::Invalid(m) | Refused::Malformed(m) => Status::invalid_argument(m),
         // RetryInfo makes RESOURCE_EXHAUSTED retryable for OTLP clients: back-pressure.
-        refused @ Refused::QueueFull(_) => Status::with_error_details(
+        refused @ (Refused::QueueFull(_) | Refused::Busy(_)) => Status::with_error_details(
             Code::ResourceExhausted,
             refused.to_string(),
             ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
@@ -34,6 +35,11 @@ fn status_of(refused: Refused) -> Status {
 
 /// What a [`BytesTraceService`] does with a request's bytes.
 pub trait Export: Clone + Send + Sync + 'static {
+    /// Lets the request in before it is read (its room held until it is answered), or refuses.
+    fn admit(&self, _compressed: bool) -> Result<Option<Admission>, Status> {
+        Ok(None)
+    }
+
     /// A refusal decided before the request is read, if any.
     fn refuse_early(&self) -> Option<Status> {
         None
@@ -46,6 +52,13 @@ pub trait Export: Clone + Send + Sync + 'static {
 }
 
 impl Export for Arc<Intake> {
+    fn admit(&self, compressed: bool) -> Result<Option<Admission>, Status> {
+        self.as_ref()
+            .admit(Protocol::grpc, None, compressed)
+            .map(Some)
+            .map_err(status_of)
+    }
+
     fn refuse_early(&self) -> Option<Status> {
         self.as_ref()
             .refuse_early(Protocol::grpc, None)
@@ -60,6 +73,11 @@ impl Export for Arc<Intake> {
     }
 }
 
+/// A request's admission, reachable from the export method (request extensions must be
+/// `Clone`); dropped with the request.
+#[derive(Clone)]
+struct Held(Arc<std::sync::Mutex<Option<Admission>>>);
+
 /// The export method as tonic's unary service.
 struct Method<E>(E);
 
@@ -69,6 +87,12 @@ impl<E: Export> UnaryService<Bytes> for Method<E> {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let export = self.0.clone();
+        // The body is read: the admission keeps only what the request really holds.
+        if let Some(held) = request.extensions().get::<Held>() {
+            if let Some(admission) = held.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                admission.shrink_to(request.get_ref().len());
+            }
+        }
         Box::pin(async move { export.export(request.into_inner()).await.map(Response::new) })
     }
 }
@@ -108,17 +132,26 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let export = self.export.clone();
         let max = self.max_message_bytes;
         Box::pin(async move {
             if request.uri().path() != TRACE_EXPORT_PATH {
                 return Ok(Status::unimplemented("only TraceService/Export is served").into_http());
             }
-            // A full queue answers before the body is read or decompressed.
+            // Before the body is read or decompressed: the in-flight budget, then a full queue.
+            let compressed = request
+                .headers()
+                .get("grpc-encoding")
+                .is_some_and(|v| v.as_bytes() != b"identity");
+            let held = match export.admit(compressed) {
+                Ok(admission) => Held(Arc::new(std::sync::Mutex::new(admission))),
+                Err(status) => return Ok(status.into_http()),
+            };
             if let Some(status) = export.refuse_early() {
                 return Ok(status.into_http());
             }
+            request.extensions_mut().insert(held.clone());
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
             let mut grpc = tonic::server::Grpc::new(ReceiveCodec)

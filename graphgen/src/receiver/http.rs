@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::intake::{Body as OtlpBody, Intake, Refused, RETRY_AFTER};
+use crate::receiver::admission::Admission;
 use crate::selfmetrics::{Protocol, RequestOutcome};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -55,6 +56,14 @@ impl Failure {
             message: message.into(),
             outcome,
         }
+    }
+
+    /// Counts the request's outcome, unless the intake already did.
+    fn counted(mut self, intake: &Intake) -> Self {
+        if let Some(outcome) = self.outcome.take() {
+            intake.metrics().count_request(Protocol::http, outcome);
+        }
+        self
     }
 
     fn into_response(self, encoding: Encoding) -> Response {
@@ -128,11 +137,40 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
             return failure.into_response(Encoding::Json);
         }
     };
-    // A full queue answers before the body is read: its announced size is enough.
-    let announced = headers
+    // Before the body is read: a body that can never fit is a 413 (never a 429, which would
+    // be retried), then the in-flight budget, then the queue's room, from the announced size.
+    let announced: Option<usize> = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    if announced.is_some_and(|n| n > intake.max_message_bytes) {
+        return Failure::from(BodyError::TooLarge(format!(
+            "request body is larger than the limit of {} bytes",
+            intake.max_message_bytes
+        )))
+        .counted(&intake)
+        .into_response(encoding);
+    }
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    let compressed = !matches!(
+        content_encoding.trim().to_ascii_lowercase().as_str(),
+        "identity" | ""
+    );
+    let mut admission = match intake.admit(Protocol::http, announced, compressed) {
+        Ok(admission) => admission,
+        Err(refused) => {
+            return Failure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                tonic::Code::ResourceExhausted,
+                None,
+                refused.to_string(),
+            )
+            .into_response(encoding)
+        }
+    };
     if let Some(refused) = intake.refuse_early(Protocol::http, announced) {
         return Failure::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -142,14 +180,9 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
         )
         .into_response(encoding);
     }
-    match handle(&intake, &headers, body, encoding).await {
+    match handle(&intake, &headers, body, encoding, &mut admission).await {
         Ok(response) => response,
-        Err(failure) => {
-            if let Some(outcome) = failure.outcome {
-                intake.metrics().count_request(Protocol::http, outcome);
-            }
-            failure.into_response(encoding)
-        }
+        Err(failure) => failure.counted(&intake).into_response(encoding),
     }
 }
 
@@ -158,6 +191,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     encoding: Encoding,
+    admission: &mut Admission,
 ) -> Result<Response, Failure> {
     let limit = intake.max_message_bytes;
     let bytes = axum::body::to_bytes(body, limit)
@@ -180,6 +214,8 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity");
     let bytes = decompress(bytes, content_encoding, limit).map_err(Failure::from)?;
+    // The compressed body is gone; what is held from here on is this.
+    admission.shrink_to(bytes.len());
     let body = match encoding {
         Encoding::Protobuf => OtlpBody::Protobuf(bytes),
         Encoding::Json => OtlpBody::Json(bytes),
@@ -205,7 +241,7 @@ async fn handle(
         Refused::Invalid(_) | Refused::Malformed(_) => {
             (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument)
         }
-        Refused::QueueFull(_) => (
+        Refused::QueueFull(_) | Refused::Busy(_) => (
             StatusCode::TOO_MANY_REQUESTS,
             tonic::Code::ResourceExhausted,
         ),
