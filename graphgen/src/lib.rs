@@ -12,10 +12,12 @@
 //!
 //! The service around it (sockets and tasks):
 //! - [`config`]: flags, environment and TOML file, resolved into [`config::Settings`].
-//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP in; [`codec`] keeps requests as their bytes.
+//! - [`receiver`]: OTLP/gRPC and OTLP/HTTP in, with a budget of requests in flight reserved
+//!   before a body is read; [`codec`] keeps requests as their bytes.
 //! - [`intake`]: checks a request against the queue's room, decodes, validates, feeds the
 //!   engine and queues it.
-//! - [`queue`]: accepted requests waiting to be forwarded, in memory or on disk.
+//! - [`queue`]: accepted requests waiting to be forwarded, in memory or on disk (a checksummed
+//!   segment log written by its own thread, with group commit).
 //! - [`export`]: spans out to Tempo, metrics out to Prometheus.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`selfmetrics`]: the `graphgen_*` series.
 //! - [`servicemap`]: the live service map, `/graph` and `/api/graph`, with figures over a

@@ -5,7 +5,10 @@
 //!   so a full queue refuses at the cost of reading the body (back-pressure, nothing dropped).
 //! - In memory by default. With a directory ([`disk`]) every request is written before its
 //!   client hears OK, and whatever was not acknowledged is sent again after a restart
-//!   (at-least-once; duplicates are bounded by what was being sent, and counted).
+//!   (at-least-once; duplicates are bounded by what was being sent, and counted). The files
+//!   are written by one thread ([`writer`]; group commit under `--queue-fsync always`), never
+//!   on the async workers or under this module's lock; a failed write refuses that request
+//!   and intake resumes as soon as writes work again.
 //! - Several exporters take batches at once and finish in any order.
 
 #[cfg(test)]
@@ -179,6 +182,10 @@ impl SpanQueue {
             recovered.unreadable_bytes = recovery.unreadable_bytes;
             metrics.queue.segments.set(log.segment_count() as i64);
             disk = Some(Writer::spawn(log, metrics.clone(), max_group)?);
+        }
+        if disk.is_none() {
+            // Memory is always writable; on disk the writer thread keeps this.
+            metrics.queue.writable.set(1);
         }
         metrics.queue.capacity_bytes.set(limits.max_bytes as i64);
         metrics.queue.capacity_spans.set(limits.max_spans as i64);
