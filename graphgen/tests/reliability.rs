@@ -578,3 +578,64 @@ async fn eio_from_fsync_and_enospc_from_writes_refuse_only_while_they_last() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--queue-fsync periodic` with fdatasync failing (EIO from libfiu): an OK promises the disk
+/// within a second, so once a periodic fsync fails requests are refused with UNAVAILABLE
+/// until one works again; then intake resumes within 2 s by itself, and every accepted span
+/// is delivered (records written since the failed fsync were written again elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_fsync_failing_refuses_until_it_works_again() {
+    if tools::fiu().is_none() {
+        return;
+    }
+    let dir = queue_dir("fiu-periodic");
+    let sink = Sink::default();
+    let sink_port = free_port();
+    let server = sink.serve(sink_port).await;
+    let args = disk_queue_args(sink_port, &dir, &["--queue-fsync=periodic"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let g = Graphgen::start_wrapped(&["fiu-run", "-x"], &args);
+    let mut client = client(&g).await;
+    let mut accepted = HashSet::new();
+    for _ in 0..20 {
+        accepted.extend(try_send(&mut client, 5).await.expect("accepted"));
+    }
+    fiu_ctrl(&g, "enable name=posix/io/sync/fdatasync,failinfo=5");
+    // Requests keep coming; within a few ticks they are refused.
+    let started = std::time::Instant::now();
+    loop {
+        match try_send(&mut client, 5).await {
+            Ok(ids) => accepted.extend(ids),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still accepting 5 s after fsync began to fail:\n{}",
+            g.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..5 {
+        let status = try_send(&mut client, 5).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    assert!(
+        g.value("graphgen_queue_write_errors_total", &[("op", "fsync")])
+            .await
+            >= 1.0
+    );
+    assert_eq!(readyz(&g).await.0, 503);
+    fiu_ctrl(&g, "disable name=posix/io/sync/fdatasync");
+    let waited = until_accepted(&mut client, &mut accepted, Duration::from_secs(2)).await;
+    println!("periodic fsync fault over: intake resumed after {waited:?}");
+    all_arrive(&sink, &accepted, Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(3), "/readyz green again", || async {
+        readyz(&g).await.0 == 200
+    })
+    .await;
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

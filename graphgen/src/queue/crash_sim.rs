@@ -10,8 +10,9 @@
 //! After each crash the queue is reopened and its promise checked: every record read back is
 //! one that was written (byte for byte); with `always` every acknowledged request that was
 //! not done comes back; with `periodic` every one acknowledged before the last successful
-//! fsync tick (a second before the crash); with any policy, after a process crash (no power
-//! cut) every acknowledged one; and opening never fails.
+//! fsync tick (a second before the crash; while fsyncs fail the writer thread refuses
+//! requests, so none is acknowledged that a tick could not cover); with any policy, after a
+//! process crash (no power cut) every acknowledged one; and opening never fails.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;

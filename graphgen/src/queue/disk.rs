@@ -267,6 +267,9 @@ pub struct DiskLog {
     unsynced: BTreeMap<u64, Unsynced>,
     /// Records of a segment whose fsync failed, still to be written elsewhere.
     to_rewrite: BTreeMap<(u64, u32), (Bytes, usize)>,
+    /// Their old copies, let go (marked done, their segment deleted once empty) only once the
+    /// new copies are synced.
+    to_release: Vec<(u64, u32)>,
     view: Arc<RwLock<ReadView>>,
     errors: Vec<WriteError>,
     /// Inside [`DiskLog::append_group`]: small records are gathered and written in one call.
@@ -319,6 +322,7 @@ impl DiskLog {
             dir_dirty: false,
             unsynced: BTreeMap::new(),
             to_rewrite: BTreeMap::new(),
+            to_release: Vec::new(),
             view: Arc::default(),
             errors: Vec::new(),
             staging: false,
@@ -432,7 +436,10 @@ impl DiskLog {
             let _ = file.set_len(offset);
         }
         if outstanding == 0 {
-            self.dir.remove(&name)?;
+            // Nothing left to send; if it cannot be deleted now, the next start tries again.
+            if let Err(e) = self.dir.remove(&name) {
+                tracing::warn!(segment = name, error = %e, "cannot delete a finished queue segment");
+            }
             let _ = self.dir.remove(&ack_name(id));
             self.dir_dirty = true;
             return Ok(());
@@ -541,6 +548,18 @@ impl DiskLog {
         if let Some(unsynced) = self.unsynced.get_mut(&staged.segment) {
             for index in &staged.indices {
                 unsynced.remove(index);
+            }
+        }
+        if !cut {
+            // Whole records of refused requests may have landed: mark them done so a restart
+            // does not send them beside their clients' retries (best effort).
+            let entries: Vec<u8> = staged
+                .indices
+                .iter()
+                .flat_map(|i| ack_entry(staged.segment, *i, AckState::Done))
+                .collect();
+            if segment.acks.write_all_at(&entries, segment.ack_len).is_ok() {
+                segment.ack_len += entries.len() as u64;
             }
         }
         let error = self.fail(QueueWriteOp::append, e);
@@ -820,7 +839,7 @@ impl DiskLog {
                 }
             }
         }
-        if self.dir_dirty && self.fsync != Fsync::Never {
+        if first.is_none() && self.dir_dirty && self.fsync != Fsync::Never {
             match self.dir.sync() {
                 Ok(()) => self.dir_dirty = false,
                 Err(e) => {
@@ -829,7 +848,30 @@ impl DiskLog {
                 }
             }
         }
-        first.map_or(Ok(()), Err)
+        match first {
+            Some(error) => Err(error),
+            None => {
+                self.release_old_copies();
+                Ok(())
+            }
+        }
+    }
+
+    /// The new copies of rewritten records are synced: their old copies can go.
+    fn release_old_copies(&mut self) {
+        for (id, index) in std::mem::take(&mut self.to_release) {
+            let Some(old) = self.segments.get_mut(&id) else {
+                continue;
+            };
+            let entry = ack_entry(id, index, AckState::Done);
+            if old.acks.write_all_at(&entry, old.ack_len).is_ok() {
+                old.ack_len += ACK_ENTRY as u64;
+            }
+            old.outstanding = old.outstanding.saturating_sub(1);
+            if old.outstanding == 0 && self.active != Some(id) {
+                self.remove_segment(id);
+            }
+        }
     }
 
     /// fsyncgate: what was written to `id` since its last good fsync may never reach the
@@ -844,6 +886,17 @@ impl DiskLog {
         for (index, record) in self.unsynced.remove(&id).unwrap_or_default() {
             self.to_rewrite.insert((id, index), record);
         }
+        if self.segments.get(&id).is_some_and(|s| s.outstanding == 0) {
+            self.remove_segment(id);
+        }
+    }
+
+    /// Whether an fsync has anything to do (so a successful one proves the disk works).
+    pub fn needs_sync(&self) -> bool {
+        self.dir_dirty
+            || !self.to_rewrite.is_empty()
+            || !self.to_release.is_empty()
+            || self.segments.values().any(|s| s.dirty)
     }
 
     /// Writes again the records of segments whose fsync failed; each moves once written.
@@ -859,16 +912,7 @@ impl DiskLog {
                         .unwrap_or_else(|e| e.into_inner())
                         .moved
                         .insert((id, index), new);
-                    if let Some(old) = self.segments.get_mut(&id) {
-                        let entry = ack_entry(id, index, AckState::Done);
-                        if old.acks.write_all_at(&entry, old.ack_len).is_ok() {
-                            old.ack_len += ACK_ENTRY as u64;
-                        }
-                        old.outstanding = old.outstanding.saturating_sub(1);
-                        if old.outstanding == 0 && self.active != Some(id) {
-                            self.remove_segment(id);
-                        }
-                    }
+                    self.to_release.push((id, index));
                 }
                 Err(_) => {
                     self.to_rewrite.insert((id, index), (payload, spans));

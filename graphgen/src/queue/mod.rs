@@ -278,21 +278,17 @@ impl SpanQueue {
 
     /// Takes up to `max_spans` / `max_bytes` worth of requests (at least one), waiting for
     /// one to arrive; `None` once the queue is closed and nothing is left to take. Records on
-    /// disk are read on a blocking thread.
+    /// disk are read here: positioned reads, mostly from the page cache, outside any lock.
     pub async fn next_batch(&self, max_spans: usize, max_bytes: usize) -> Option<Batch> {
         loop {
             let notified = self.0.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // No await between taking entries and handing them out: a caller that stops
+            // waiting (shutdown's select) can never drop a taken batch.
             match self.take(max_spans, max_bytes) {
                 Some(entries) => {
-                    let queue = self.clone();
-                    let batch = match tokio::task::spawn_blocking(move || queue.load(entries)).await
-                    {
-                        Ok(batch) => batch,
-                        Err(e) => std::panic::resume_unwind(e.into_panic()),
-                    };
-                    if let Some(batch) = batch {
+                    if let Some(batch) = self.load(entries) {
                         return Some(batch);
                     }
                 }

@@ -215,7 +215,20 @@ fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_g
                 Command::Sync { reply } => syncs.push(reply),
             }
         }
-        let idle = items.is_empty() && syncs.is_empty();
+        if !items.is_empty() && periodic && faults.failing.contains_key(&QueueWriteOp::fsync) {
+            // Under `periodic` an OK promises the disk within a second; while fsync fails no
+            // request can be promised that. Refused until a tick or the probe shows it works.
+            let refused = WriteError {
+                op: QueueWriteOp::fsync,
+                source: Arc::new(io::Error::other(
+                    "fsync of the queue directory is failing; retry later",
+                )),
+            };
+            for reply in replies.drain(..) {
+                let _ = reply.send(Err(refused.clone()));
+            }
+            items.clear();
+        }
         if !items.is_empty() {
             let t = Instant::now();
             let results = log.append_group(&items);
@@ -245,18 +258,24 @@ fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_g
         if now >= next_sync {
             next_sync = now + SYNC_EVERY;
             if periodic {
+                // Only fsyncs that had something to do, all of which worked, show the disk works
+                // again (one that failed may have had its records rewritten, or none to keep).
+                let tested = log.needs_sync();
                 let result = log.sync_all();
-                faults.record(log.take_errors());
-                if result.is_ok() {
+                let errors = log.take_errors();
+                let failed = errors.iter().any(|e| e.op == QueueWriteOp::fsync);
+                faults.record(errors);
+                if result.is_ok() && tested && !failed {
                     faults.cleared(&[QueueWriteOp::fsync]);
                 }
             }
-            if idle && faults.refusing() && log.probe() {
-                let mut ops = vec![QueueWriteOp::segment_start, QueueWriteOp::append];
-                if !periodic {
-                    ops.push(QueueWriteOp::fsync);
-                }
-                faults.cleared(&ops);
+            let blocking = faults.refusing() || faults.failing.contains_key(&QueueWriteOp::fsync);
+            if blocking && log.probe() {
+                faults.cleared(&[
+                    QueueWriteOp::segment_start,
+                    QueueWriteOp::append,
+                    QueueWriteOp::fsync,
+                ]);
             }
         }
         if !syncs.is_empty() {
