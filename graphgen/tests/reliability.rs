@@ -515,6 +515,42 @@ fn fiu_ctrl(g: &Graphgen, command: &str) {
     assert!(status.success(), "fiu-ctrl -c {command:?}");
 }
 
+/// graphgen under libfiu's `fiu-run`, forwarding to a running sink, after 20 accepted requests.
+struct FiuRun {
+    dir: PathBuf,
+    sink: Sink,
+    server: SinkServer,
+    g: Graphgen,
+    client: TraceServiceClient<tonic::transport::Channel>,
+    accepted: HashSet<Vec<u8>>,
+}
+
+impl FiuRun {
+    async fn start(name: &str, fsync: &str) -> Option<Self> {
+        tools::fiu()?;
+        let dir = queue_dir(name);
+        let sink = Sink::default();
+        let sink_port = free_port();
+        let server = sink.serve(sink_port).await;
+        let args = disk_queue_args(sink_port, &dir, &[&format!("--queue-fsync={fsync}")]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let g = Graphgen::start_wrapped(&["fiu-run", "-x"], &args);
+        let mut client = client(&g).await;
+        let mut accepted = HashSet::new();
+        for _ in 0..20 {
+            accepted.extend(try_send(&mut client, 5).await.expect("accepted"));
+        }
+        Some(Self {
+            dir,
+            sink,
+            server,
+            g,
+            client,
+            accepted,
+        })
+    }
+}
+
 /// EIO from fdatasync (`--queue-fsync always`), then ENOSPC from every write, injected into
 /// the running process by libfiu: while a fault lasts each request is refused with
 /// UNAVAILABLE and counted by step; once it ends intake resumes within 2 s, and the sink gets
@@ -522,21 +558,9 @@ fn fiu_ctrl(g: &Graphgen, command: &str) {
 /// written before the fsync failed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eio_from_fsync_and_enospc_from_writes_refuse_only_while_they_last() {
-    if tools::fiu().is_none() {
+    let Some(mut run) = FiuRun::start("fiu", "always").await else {
         return;
-    }
-    let dir = queue_dir("fiu");
-    let sink = Sink::default();
-    let sink_port = free_port();
-    let server = sink.serve(sink_port).await;
-    let args = disk_queue_args(sink_port, &dir, &["--queue-fsync=always"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let g = Graphgen::start_wrapped(&["fiu-run", "-x"], &args);
-    let mut client = client(&g).await;
-    let mut accepted = HashSet::new();
-    for _ in 0..20 {
-        accepted.extend(try_send(&mut client, 5).await.expect("accepted"));
-    }
+    };
 
     for (fault, name, op) in [
         (
@@ -550,33 +574,35 @@ async fn eio_from_fsync_and_enospc_from_writes_refuse_only_while_they_last() {
             "append",
         ),
     ] {
-        fiu_ctrl(&g, fault);
+        fiu_ctrl(&run.g, fault);
         for _ in 0..10 {
-            let status = try_send(&mut client, 5).await.expect_err("refused");
+            let status = try_send(&mut run.client, 5).await.expect_err("refused");
             assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         }
-        let m = g.metrics().await;
+        let m = run.g.metrics().await;
         assert!(
             find(&m, "graphgen_queue_write_errors_total", &[("op", op)]) >= 10.0,
             "{op} errors counted"
         );
         assert_eq!(find(&m, "graphgen_queue_writable", &[]), 0.0);
-        assert_eq!(readyz(&g).await.0, 503);
+        assert_eq!(readyz(&run.g).await.0, 503);
 
-        fiu_ctrl(&g, &format!("disable name={name}"));
-        let waited = until_accepted(&mut client, &mut accepted, Duration::from_secs(2)).await;
+        fiu_ctrl(&run.g, &format!("disable name={name}"));
+        let waited =
+            until_accepted(&mut run.client, &mut run.accepted, Duration::from_secs(2)).await;
         println!("{op} fault over: intake resumed after {waited:?}");
         for _ in 0..10 {
-            accepted.extend(try_send(&mut client, 5).await.expect("accepted"));
+            run.accepted
+                .extend(try_send(&mut run.client, 5).await.expect("accepted"));
         }
     }
-    all_arrive(&sink, &accepted, Duration::from_secs(30)).await;
+    all_arrive(&run.sink, &run.accepted, Duration::from_secs(30)).await;
     // Nothing refused arrives late: the sink has exactly what was accepted.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(sink.distinct(), accepted);
-    assert!(g.logs().contains("queue directory writable again"));
-    server.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(run.sink.distinct(), run.accepted);
+    assert!(run.g.logs().contains("queue directory writable again"));
+    run.server.stop().await;
+    let _ = std::fs::remove_dir_all(&run.dir);
 }
 
 /// `--queue-fsync periodic` with fdatasync failing (EIO from libfiu): an OK promises the disk
@@ -585,27 +611,15 @@ async fn eio_from_fsync_and_enospc_from_writes_refuse_only_while_they_last() {
 /// is delivered (records written since the failed fsync were written again elsewhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_fsync_failing_refuses_until_it_works_again() {
-    if tools::fiu().is_none() {
+    let Some(mut run) = FiuRun::start("fiu-periodic", "periodic").await else {
         return;
-    }
-    let dir = queue_dir("fiu-periodic");
-    let sink = Sink::default();
-    let sink_port = free_port();
-    let server = sink.serve(sink_port).await;
-    let args = disk_queue_args(sink_port, &dir, &["--queue-fsync=periodic"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let g = Graphgen::start_wrapped(&["fiu-run", "-x"], &args);
-    let mut client = client(&g).await;
-    let mut accepted = HashSet::new();
-    for _ in 0..20 {
-        accepted.extend(try_send(&mut client, 5).await.expect("accepted"));
-    }
-    fiu_ctrl(&g, "enable name=posix/io/sync/fdatasync,failinfo=5");
+    };
+    fiu_ctrl(&run.g, "enable name=posix/io/sync/fdatasync,failinfo=5");
     // Requests keep coming; within a few ticks they are refused.
     let started = std::time::Instant::now();
     loop {
-        match try_send(&mut client, 5).await {
-            Ok(ids) => accepted.extend(ids),
+        match try_send(&mut run.client, 5).await {
+            Ok(ids) => run.accepted.extend(ids),
             Err(status) => {
                 assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
                 break;
@@ -614,28 +628,29 @@ async fn periodic_fsync_failing_refuses_until_it_works_again() {
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "still accepting 5 s after fsync began to fail:\n{}",
-            g.logs()
+            run.g.logs()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for _ in 0..5 {
-        let status = try_send(&mut client, 5).await.expect_err("refused");
+        let status = try_send(&mut run.client, 5).await.expect_err("refused");
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     }
     assert!(
-        g.value("graphgen_queue_write_errors_total", &[("op", "fsync")])
+        run.g
+            .value("graphgen_queue_write_errors_total", &[("op", "fsync")])
             .await
             >= 1.0
     );
-    assert_eq!(readyz(&g).await.0, 503);
-    fiu_ctrl(&g, "disable name=posix/io/sync/fdatasync");
-    let waited = until_accepted(&mut client, &mut accepted, Duration::from_secs(2)).await;
+    assert_eq!(readyz(&run.g).await.0, 503);
+    fiu_ctrl(&run.g, "disable name=posix/io/sync/fdatasync");
+    let waited = until_accepted(&mut run.client, &mut run.accepted, Duration::from_secs(2)).await;
     println!("periodic fsync fault over: intake resumed after {waited:?}");
-    all_arrive(&sink, &accepted, Duration::from_secs(30)).await;
+    all_arrive(&run.sink, &run.accepted, Duration::from_secs(30)).await;
     eventually(Duration::from_secs(3), "/readyz green again", || async {
-        readyz(&g).await.0 == 200
+        readyz(&run.g).await.0 == 200
     })
     .await;
-    server.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    run.server.stop().await;
+    let _ = std::fs::remove_dir_all(&run.dir);
 }

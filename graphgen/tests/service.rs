@@ -1040,6 +1040,22 @@ fn stalled_request(g: &Graphgen, content_length: usize, gzip: bool) -> std::net:
     socket
 }
 
+async fn inflight_requests_reach(g: &Graphgen, n: f64) {
+    eventually(
+        Duration::from_secs(5),
+        "stalled requests counted",
+        || async { g.value("graphgen_receiver_inflight_requests", &[]).await == n },
+    )
+    .await;
+}
+
+async fn post_protobuf(g: &Graphgen, body: &[u8]) -> u16 {
+    post(g, "application/x-protobuf", false, body.to_vec())
+        .await
+        .status()
+        .as_u16()
+}
+
 /// Room for requests is reserved before their bodies are read: slow clients that announce a
 /// body and never send it hold a concurrency slot and their announced bytes (a compressed
 /// one, the whole limit again for what it may inflate to), and once those are held other
@@ -1053,21 +1069,11 @@ async fn requests_in_flight_are_bounded_before_their_bodies_are_read() {
         "--max-message-bytes=524288",
     ]);
     let body = topology_trace(false).encode_to_vec();
-    assert_eq!(
-        post(&g, "application/x-protobuf", false, body.clone())
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(post_protobuf(&g, &body).await, 200);
 
     // A gzip body may inflate to the limit: 1000 + 512 KiB of the 1 MiB are held.
     let first = stalled_request(&g, 1000, true);
-    eventually(
-        Duration::from_secs(5),
-        "the stalled request counted",
-        || async { g.value("graphgen_receiver_inflight_requests", &[]).await == 1.0 },
-    )
-    .await;
+    inflight_requests_reach(&g, 1.0).await;
     assert_eq!(
         g.value("graphgen_receiver_inflight_bytes", &[]).await,
         (1024 + (512 << 10)) as f64
@@ -1077,21 +1083,11 @@ async fn requests_in_flight_are_bounded_before_their_bodies_are_read() {
     assert!(r.headers().contains_key("retry-after"));
     assert!(r.text().await.unwrap().contains("--max-inflight-bytes"));
     // An uncompressed body of known size still fits.
-    assert_eq!(
-        post(&g, "application/x-protobuf", false, body.clone())
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(post_protobuf(&g, &body).await, 200);
 
     // Two requests at once at most.
     let second = stalled_request(&g, 10, false);
-    eventually(
-        Duration::from_secs(5),
-        "both stalled requests counted",
-        || async { g.value("graphgen_receiver_inflight_requests", &[]).await == 2.0 },
-    )
-    .await;
+    inflight_requests_reach(&g, 2.0).await;
     let r = post(&g, "application/x-protobuf", false, body.clone()).await;
     assert_eq!(r.status(), 429);
     assert!(r
