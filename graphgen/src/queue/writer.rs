@@ -28,12 +28,15 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// The longest a group commit waits for more requests.
 const MAX_GATHER: Duration = Duration::from_millis(2);
 
+/// Where a request's write is answered.
+type Reply = oneshot::Sender<Result<Location, WriteError>>;
+
 /// What the writer is asked to do.
 pub enum Command {
     Append {
         payload: Bytes,
         spans: usize,
-        reply: oneshot::Sender<Result<Location, WriteError>>,
+        reply: Reply,
     },
     Mark {
         locations: Vec<Location>,
@@ -66,12 +69,12 @@ impl Writer {
             .spawn({
                 let writable = writable.clone();
                 move || {
-                    let mut faults = Faults {
+                    let faults = Faults {
                         failing: BTreeMap::new(),
                         metrics,
                         writable,
                     };
-                    run(log, rx, &mut faults, max_group.max(1));
+                    run(log, rx, faults, max_group.max(1));
                 }
             })?;
         Ok(Self {
@@ -150,20 +153,53 @@ impl Faults {
     }
 
     fn update(&self) {
-        // An fsync failing under `always` refuses requests too: the group commit fails them.
+        // A failing fsync refuses requests too: under `always` the group commit fails them,
+        // under `periodic` they are refused until an fsync works.
         let writable = !self.refusing() && !self.failing.contains_key(&QueueWriteOp::fsync);
         self.writable.store(writable, Ordering::Relaxed);
         self.metrics.queue.writable.set(i64::from(writable));
     }
 }
 
-fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_group: usize) {
-    let periodic = log.fsync() == Fsync::Periodic;
-    let mut next_sync = Instant::now() + SYNC_EVERY;
-    let (mut last_group, mut gather) = (0, Duration::ZERO);
-    loop {
-        let wait = if periodic || !faults.failing.is_empty() {
-            next_sync.saturating_duration_since(Instant::now())
+/// The writer thread's state between commands.
+struct Loop {
+    log: DiskLog,
+    faults: Faults,
+    max_group: usize,
+    periodic: bool,
+    next_tick: Instant,
+    /// Size and commit time of the last group (`always`), for gathering the next one.
+    last_group: usize,
+    gather: Duration,
+}
+
+fn run(log: DiskLog, rx: mpsc::Receiver<Command>, faults: Faults, max_group: usize) {
+    let mut state = Loop {
+        periodic: log.fsync() == Fsync::Periodic,
+        log,
+        faults,
+        max_group,
+        next_tick: Instant::now() + SYNC_EVERY,
+        last_group: 0,
+        gather: Duration::ZERO,
+    };
+    while let Some(commands) = state.next_commands(&rx) {
+        state.handle(commands);
+    }
+    if let Err(e) = state.log.sync_all() {
+        tracing::error!(error = %e, "cannot sync the queue directory at exit");
+    }
+}
+
+impl Loop {
+    /// Waits for commands (until the next tick, if one is due), then takes whatever else is
+    /// waiting. Under `always`, when fewer requests are here than the last group had, their
+    /// clients are likely on their way back: it waits for them up to half the last commit's
+    /// time (PostgreSQL's commit_delay, made adaptive), so one fsync serves them all. A lone
+    /// client never waits. `None` once the queue is gone.
+    fn next_commands(&mut self, rx: &mpsc::Receiver<Command>) -> Option<Vec<Command>> {
+        let wait = if self.periodic || !self.faults.failing.is_empty() {
+            self.next_tick.saturating_duration_since(Instant::now())
         } else {
             Duration::from_secs(3600)
         };
@@ -171,35 +207,29 @@ fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_g
         match rx.recv_timeout(wait) {
             Ok(command) => commands.push(command),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
         }
-        // Whatever else is waiting joins this group. Under `always`, when fewer requests are
-        // here than the last group had, their clients are likely on their way back: wait for
-        // them up to half the last commit's time (PostgreSQL's commit_delay, made adaptive), so
-        // one fsync serves them all. A lone client never waits.
-        let mut appends = commands
-            .iter()
-            .filter(|c| matches!(c, Command::Append { .. }))
-            .count();
-        let gather_until = Instant::now() + gather;
-        while appends < max_group {
-            let next = if appends > 0 && appends < last_group {
+        let is_append = |c: &Command| matches!(c, Command::Append { .. });
+        let mut appends = commands.iter().filter(|c| is_append(c)).count();
+        let gather_until = Instant::now() + self.gather;
+        while appends < self.max_group {
+            let next = if appends > 0 && appends < self.last_group {
                 rx.recv_timeout(gather_until.saturating_duration_since(Instant::now()))
                     .ok()
             } else {
                 rx.try_recv().ok()
             };
-            match next {
-                Some(command) => {
-                    appends += usize::from(matches!(command, Command::Append { .. }));
-                    commands.push(command);
-                }
-                None => break,
-            }
+            let Some(command) = next else {
+                break;
+            };
+            appends += usize::from(is_append(&command));
+            commands.push(command);
         }
+        Some(commands)
+    }
 
-        let mut items = Vec::new();
-        let mut replies = Vec::new();
+    fn handle(&mut self, commands: Vec<Command>) {
+        let mut appends = Vec::new();
         let mut syncs = Vec::new();
         for command in commands {
             match command {
@@ -207,15 +237,33 @@ fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_g
                     payload,
                     spans,
                     reply,
-                } => {
-                    items.push((payload, spans));
-                    replies.push(reply);
-                }
-                Command::Mark { locations, state } => log.mark(&locations, state),
+                } => appends.push(((payload, spans), reply)),
+                Command::Mark { locations, state } => self.log.mark(&locations, state),
                 Command::Sync { reply } => syncs.push(reply),
             }
         }
-        if !items.is_empty() && periodic && faults.failing.contains_key(&QueueWriteOp::fsync) {
+        if !appends.is_empty() {
+            self.commit(appends);
+        }
+        if Instant::now() >= self.next_tick {
+            self.tick();
+        }
+        if !syncs.is_empty() {
+            let result = self.log.sync_all();
+            self.faults.record(self.log.take_errors());
+            for reply in syncs {
+                let _ = reply.send(result.clone());
+            }
+        }
+        self.faults.record(self.log.take_errors());
+        let segments = self.log.segment_count() as i64;
+        self.faults.metrics.queue.segments.set(segments);
+    }
+
+    /// Writes a group of requests (and, under `always`, syncs it) and answers each.
+    fn commit(&mut self, appends: Vec<((Bytes, usize), Reply)>) {
+        let (items, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
+        if self.periodic && self.faults.failing.contains_key(&QueueWriteOp::fsync) {
             // Under `periodic` an OK promises the disk within a second; while fsync fails no
             // request can be promised that. Refused until a tick or the probe shows it works.
             let refused = WriteError {
@@ -224,75 +272,60 @@ fn run(mut log: DiskLog, rx: mpsc::Receiver<Command>, faults: &mut Faults, max_g
                     "fsync of the queue directory is failing; retry later",
                 )),
             };
-            for reply in replies.drain(..) {
+            for reply in replies {
                 let _ = reply.send(Err(refused.clone()));
             }
-            items.clear();
+            return;
         }
-        if !items.is_empty() {
-            let t = Instant::now();
-            let results = log.append_group(&items);
-            if log.fsync() == Fsync::Always {
-                last_group = items.len();
-                gather = (t.elapsed() / 2).min(MAX_GATHER);
-            }
-            let all_ok = results.iter().all(|r| r.is_ok());
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
-            faults.record(log.take_errors());
-            if all_ok {
-                let mut ops = vec![
-                    QueueWriteOp::segment_start,
-                    QueueWriteOp::append,
-                    QueueWriteOp::ack,
-                    QueueWriteOp::remove,
-                ];
-                if log.fsync() == Fsync::Always {
-                    ops.push(QueueWriteOp::fsync);
-                }
-                faults.cleared(&ops);
-            }
+        let started = Instant::now();
+        let results = self.log.append_group(&items);
+        let always = self.log.fsync() == Fsync::Always;
+        if always {
+            self.last_group = items.len();
+            self.gather = (started.elapsed() / 2).min(MAX_GATHER);
         }
-        let now = Instant::now();
-        if now >= next_sync {
-            next_sync = now + SYNC_EVERY;
-            if periodic {
-                // Only fsyncs that had something to do, all of which worked, show the disk works
-                // again (one that failed may have had its records rewritten, or none to keep).
-                let tested = log.needs_sync();
-                let result = log.sync_all();
-                let errors = log.take_errors();
-                let failed = errors.iter().any(|e| e.op == QueueWriteOp::fsync);
-                faults.record(errors);
-                if result.is_ok() && tested && !failed {
-                    faults.cleared(&[QueueWriteOp::fsync]);
-                }
-            }
-            let blocking = faults.refusing() || faults.failing.contains_key(&QueueWriteOp::fsync);
-            if blocking && log.probe() {
-                faults.cleared(&[
-                    QueueWriteOp::segment_start,
-                    QueueWriteOp::append,
-                    QueueWriteOp::fsync,
-                ]);
-            }
+        let all_ok = results.iter().all(|r| r.is_ok());
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
         }
-        if !syncs.is_empty() {
-            let result = log.sync_all();
-            faults.record(log.take_errors());
-            for reply in syncs {
-                let _ = reply.send(result.clone());
+        self.faults.record(self.log.take_errors());
+        if all_ok {
+            let mut ops = vec![
+                QueueWriteOp::segment_start,
+                QueueWriteOp::append,
+                QueueWriteOp::ack,
+                QueueWriteOp::remove,
+            ];
+            if always {
+                ops.push(QueueWriteOp::fsync);
             }
+            self.faults.cleared(&ops);
         }
-        faults.record(log.take_errors());
-        faults
-            .metrics
-            .queue
-            .segments
-            .set(log.segment_count() as i64);
     }
-    if let Err(e) = log.sync_all() {
-        tracing::error!(error = %e, "cannot sync the queue directory at exit");
+
+    /// Once a second: the periodic fsync, and while writes fail, a probe of the directory.
+    fn tick(&mut self) {
+        self.next_tick = Instant::now() + SYNC_EVERY;
+        if self.periodic {
+            // Only fsyncs that had something to do, all of which worked, show the disk works
+            // again (one that failed may have had its records rewritten, or none to keep).
+            let tested = self.log.needs_sync();
+            let result = self.log.sync_all();
+            let errors = self.log.take_errors();
+            let failed = errors.iter().any(|e| e.op == QueueWriteOp::fsync);
+            self.faults.record(errors);
+            if result.is_ok() && tested && !failed {
+                self.faults.cleared(&[QueueWriteOp::fsync]);
+            }
+        }
+        let blocking =
+            self.faults.refusing() || self.faults.failing.contains_key(&QueueWriteOp::fsync);
+        if blocking && self.log.probe() {
+            self.faults.cleared(&[
+                QueueWriteOp::segment_start,
+                QueueWriteOp::append,
+                QueueWriteOp::fsync,
+            ]);
+        }
     }
 }
