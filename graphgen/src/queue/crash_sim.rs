@@ -59,8 +59,9 @@ struct SimState {
     rng: fastrand::Rng,
     /// Probability that a write, fsync or creation fails.
     fault_rate: f64,
-    /// How long an fsync takes (a slow disk), and how many there were.
+    /// How long an fsync and a read take (a slow disk), and how many fsyncs there were.
     sync_delay: std::time::Duration,
+    read_delay: std::time::Duration,
     syncs: usize,
 }
 
@@ -95,6 +96,7 @@ impl SimDir {
             rng: fastrand::Rng::with_seed(seed),
             fault_rate,
             sync_delay: std::time::Duration::ZERO,
+            read_delay: std::time::Duration::ZERO,
             syncs: 0,
         })))
     }
@@ -104,6 +106,12 @@ impl SimDir {
         let dir = Self::new(0, 0.0);
         dir.lock().sync_delay = delay;
         dir
+    }
+
+    /// The same disk, with reads that take `delay`.
+    pub(super) fn with_read_delay(self, delay: std::time::Duration) -> Self {
+        self.lock().read_delay = delay;
+        self
     }
 
     /// fsyncs of files so far.
@@ -189,6 +197,7 @@ impl SimDir {
             rng: fastrand::Rng::with_seed(rng.u64(..)),
             fault_rate: 0.0,
             sync_delay: std::time::Duration::ZERO,
+            read_delay: std::time::Duration::ZERO,
             syncs: 0,
         })))
     }
@@ -196,6 +205,8 @@ impl SimDir {
 
 impl QueueFile for SimFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let delay = self.state.lock().unwrap().read_delay;
+        std::thread::sleep(delay);
         let state = self.state.lock().unwrap();
         let data = &state.inodes[self.inode].data;
         let end = offset as usize + buf.len();

@@ -277,18 +277,31 @@ impl SpanQueue {
     }
 
     /// Takes up to `max_spans` / `max_bytes` worth of requests (at least one), waiting for
-    /// one to arrive; `None` once the queue is closed and nothing is left to take. Records on
-    /// disk are read here: positioned reads, mostly from the page cache, outside any lock.
+    /// one to arrive; `None` once the queue is closed and nothing is left to take.
     pub async fn next_batch(&self, max_spans: usize, max_bytes: usize) -> Option<Batch> {
         loop {
             let notified = self.0.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            // No await between taking entries and handing them out: a caller that stops
-            // waiting (shutdown's select) can never drop a taken batch.
             match self.take(max_spans, max_bytes) {
-                Some(entries) => {
+                Some(entries) if self.0.disk.is_none() => {
                     if let Some(batch) = self.load(entries) {
+                        return Some(batch);
+                    }
+                }
+                // Records on disk are read on a blocking thread. A caller that stops waiting
+                // meanwhile (shutdown's select) does not lose them: they go back in front.
+                Some(entries) => {
+                    let (hand, handed) = oneshot::channel();
+                    let queue = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Some(batch) = queue.load(entries) {
+                            if let Err(batch) = hand.send(batch) {
+                                queue.put_back(batch);
+                            }
+                        }
+                    });
+                    if let Ok(batch) = handed.await {
                         return Some(batch);
                     }
                 }
@@ -378,6 +391,16 @@ impl SpanQueue {
             entries: kept,
             parts,
         })
+    }
+
+    /// A batch nobody took after all: its requests wait again, first in line.
+    fn put_back(&self, batch: Batch) {
+        let mut state = self.lock();
+        for entry in batch.entries.into_iter().rev() {
+            state.ready.push_front(entry);
+        }
+        drop(state);
+        self.0.wake.notify_one();
     }
 
     /// The batch is done with: delivered, or given up on (and counted by the caller). Its
@@ -744,5 +767,48 @@ mod tests {
         }
         let syncs = dir.syncs();
         assert!(syncs <= 3, "{syncs} fsyncs for 17 requests");
+    }
+
+    /// An exporter that stops waiting while a batch is being read from disk (shutdown's
+    /// select does that) loses nothing: the batch goes back in front of the queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_read_from_disk_is_put_back_if_its_exporter_stops_waiting() {
+        let dir = crash_sim::SimDir::slow(std::time::Duration::ZERO)
+            .with_read_delay(std::time::Duration::from_millis(300));
+        let (log, recovery) = DiskLog::open(Box::new(dir), 1 << 20, Fsync::Never).unwrap();
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_spans: 1000,
+        };
+        let (queue, _) =
+            SpanQueue::with_log(Some((log, recovery, 64)), limits, Arc::default()).unwrap();
+        for i in 0..2u8 {
+            let reservation = queue.try_reserve(10).unwrap();
+            reservation
+                .commit(Bytes::from(vec![i; 10]), 3)
+                .await
+                .unwrap();
+        }
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            queue.next_batch(100, 1 << 20),
+        )
+        .await;
+        assert!(waited.is_err(), "still reading when the wait ended");
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        assert_eq!(queue.spans(), 6, "nothing released");
+        let batch = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            queue.next_batch(100, 1 << 20),
+        )
+        .await
+        .expect("the batch came back")
+        .unwrap();
+        assert_eq!(
+            batch.parts,
+            vec![Bytes::from(vec![0; 10]), Bytes::from(vec![1; 10])]
+        );
+        queue.finish(batch);
+        assert!(queue.is_empty());
     }
 }
