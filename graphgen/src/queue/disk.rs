@@ -23,7 +23,8 @@
 //!   records it held are written again elsewhere (`periodic`) or refused to their clients
 //!   (`always`, before they heard OK).
 //! - A segment that cannot be read at start is renamed `*.corrupt` and counted; the rest is
-//!   delivered: never a crash loop.
+//!   delivered: never a crash loop. Segments of the first format are rewritten in this one
+//!   ([`super::upgrade`]).
 //!
 //! Exports finish out of order (several run at once), which is why acknowledgements are per
 //! record rather than a read offset. A segment is deleted once every record in it is done.
@@ -35,6 +36,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 
 use super::files::{QueueDir, QueueFile};
+use super::upgrade;
 use crate::selfmetrics::QueueWriteOp;
 
 const MAGIC: &[u8; 8] = b"GGQSEG02";
@@ -330,7 +332,12 @@ impl DiskLog {
             staged_failures: Vec::new(),
         };
         let mut recovery = Recovery::default();
+        let mut old_format = Vec::new();
         for id in ids {
+            if log.is_old_format(id) {
+                old_format.push(id);
+                continue;
+            }
             if let Err(e) = log.recover_segment(id, &mut recovery) {
                 let name = segment_name(id);
                 tracing::error!(segment = name, error = %e, "queue segment cannot be read; renamed *.corrupt and skipped, the other segments are delivered");
@@ -342,16 +349,92 @@ impl DiskLog {
                 recovery.corrupt_segments += 1;
             }
         }
+        let kept_old = log.upgrade(&old_format, &mut recovery);
         // Ack logs whose segment is gone (removed between the two deletions).
         for name in &names {
             if let Some((id, "ack")) = id_of(name) {
-                if !log.segments.contains_key(&id) {
+                if !log.segments.contains_key(&id) && !kept_old.contains(&id) {
                     let _ = log.dir.remove(name);
                 }
             }
         }
         log.publish();
         Ok((log, recovery))
+    }
+
+    /// Whether segment `id` is of the first format (read by [`upgrade`]).
+    fn is_old_format(&self, id: u64) -> bool {
+        let mut magic = [0u8; 8];
+        self.dir
+            .open(&segment_name(id))
+            .and_then(|f| f.read_exact_at(&mut magic, 0))
+            .is_ok_and(|()| &magic == upgrade::MAGIC_V1)
+    }
+
+    /// Rewrites what segments of the first format still hold into the current one, synced,
+    /// then deletes them; they join the recovered records. A segment that cannot be read or
+    /// rewritten stays as it is for the next start (logged); its id is returned.
+    fn upgrade(&mut self, ids: &[u64], recovery: &mut Recovery) -> Vec<u64> {
+        let mut kept = Vec::new();
+        for &id in ids {
+            let name = segment_name(id);
+            let read = self.dir.open(&name).and_then(|segment| {
+                let acks = self.dir.open(&ack_name(id)).ok();
+                upgrade::read_v1(segment.as_ref(), acks.as_deref())
+            });
+            let (records, unreadable) = match read {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(segment = name, error = %e, "cannot read a queue segment of the first format; left for the next start");
+                    kept.push(id);
+                    continue;
+                }
+            };
+            let items: Vec<(Bytes, usize)> = records
+                .iter()
+                .map(|r| (r.payload.clone(), r.spans))
+                .collect();
+            let written: Result<Vec<Location>, WriteError> =
+                self.append_group(&items).into_iter().collect();
+            let written = written.and_then(|locations| self.sync_all().map(|()| locations));
+            let locations = match written {
+                Ok(locations) => locations,
+                Err(e) => {
+                    tracing::error!(segment = name, error = %e, "cannot rewrite a queue segment of the first format; left for the next start");
+                    self.errors.clear();
+                    kept.push(id);
+                    continue;
+                }
+            };
+            let sent: Vec<Location> = locations
+                .iter()
+                .zip(&records)
+                .filter(|(_, r)| r.sent_before)
+                .map(|(l, _)| *l)
+                .collect();
+            self.mark(&sent, AckState::Sent);
+            for (location, record) in locations.into_iter().zip(records) {
+                recovery.pending.push(Pending {
+                    location,
+                    spans: record.spans,
+                    bytes: record.payload.len(),
+                    sent_before: record.sent_before,
+                });
+            }
+            recovery.unreadable_bytes += unreadable;
+            tracing::info!(
+                segment = name,
+                requests = items.len(),
+                "queue segment of the first format rewritten in the current one"
+            );
+            for name in [name, ack_name(id)] {
+                let _ = self.dir.remove(&name);
+            }
+            self.dir_dirty = true;
+        }
+        // The rewritten records go on with the next segment, as after any start.
+        self.seal();
+        kept
     }
 
     fn recover_segment(&mut self, id: u64, recovery: &mut Recovery) -> io::Result<()> {
@@ -1127,6 +1210,52 @@ mod tests {
         let left: Vec<u32> = recovery.pending.iter().map(|p| p.location.index).collect();
         assert_eq!(left, vec![a.index], "b's DONE was read at its own offset");
         assert_ne!(a.index, b.index);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn segments_of_the_first_format_are_rewritten_and_delivered_after_an_upgrade() {
+        let dir = temp_dir("upgrade");
+        std::fs::create_dir_all(&dir).unwrap();
+        // What an older graphgen left: three records, the second done, the first sent, a torn
+        // last ack entry, and a zero-filled tail.
+        let mut old = upgrade::MAGIC_V1.to_vec();
+        for (i, spans) in [(1u8, 3u32), (2, 4), (3, 5)] {
+            let payload = vec![i; 50];
+            old.extend_from_slice(&50u32.to_le_bytes());
+            old.extend_from_slice(&spans.to_le_bytes());
+            old.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            old.extend_from_slice(&payload);
+        }
+        old.extend_from_slice(&[0u8; 1000]);
+        std::fs::write(dir.join(segment_name(4)), old).unwrap();
+        let mut acks = vec![0, 0, 0, 0, 1, 1, 0, 0, 0, 2];
+        acks.extend_from_slice(&[2, 0, 0]);
+        std::fs::write(dir.join(ack_name(4)), acks).unwrap();
+
+        let (log, recovery) = open(&dir, 1 << 20, Fsync::Periodic);
+        let found: Vec<(usize, bool)> = recovery
+            .pending
+            .iter()
+            .map(|p| (p.spans, p.sent_before))
+            .collect();
+        assert_eq!(found, vec![(3, true), (5, false)]);
+        assert_eq!(payloads(&recovery, &log), vec![vec![1; 50], vec![3; 50]]);
+        assert_eq!(recovery.corrupt_segments, 0);
+        assert!(
+            !dir.join(segment_name(4)).exists(),
+            "the old segment is gone"
+        );
+        drop(log);
+        // Now in the current format: the same records, the sent flag kept.
+        let (log, recovery) = open(&dir, 1 << 20, Fsync::Periodic);
+        let found: Vec<(usize, bool)> = recovery
+            .pending
+            .iter()
+            .map(|p| (p.spans, p.sent_before))
+            .collect();
+        assert_eq!(found, vec![(3, true), (5, false)]);
+        assert_eq!(payloads(&recovery, &log), vec![vec![1; 50], vec![3; 50]]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

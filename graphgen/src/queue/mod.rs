@@ -15,6 +15,7 @@
 mod crash_sim;
 pub mod disk;
 pub mod files;
+mod upgrade;
 pub mod writer;
 
 use std::collections::VecDeque;
