@@ -24,7 +24,7 @@
 //!   (`always`, before they heard OK).
 //! - A segment that cannot be read at start is renamed `*.corrupt` and counted; the rest is
 //!   delivered: never a crash loop. Segments of the first format are rewritten in this one
-//!   ([`super::upgrade`]).
+//!   (`queue/upgrade.rs`).
 //!
 //! Exports finish out of order (several run at once), which is why acknowledgements are per
 //! record rather than a read offset. A segment is deleted once every record in it is done.
