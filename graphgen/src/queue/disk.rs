@@ -394,18 +394,24 @@ impl DiskLog {
                 .iter()
                 .map(|r| (r.payload.clone(), r.spans))
                 .collect();
-            let written: Result<Vec<Location>, WriteError> =
-                self.append_group(&items).into_iter().collect();
-            let written = written.and_then(|locations| self.sync_all().map(|()| locations));
-            let locations = match written {
-                Ok(locations) => locations,
-                Err(e) => {
-                    tracing::error!(segment = name, error = %e, "cannot rewrite a queue segment of the first format; left for the next start");
-                    self.errors.clear();
-                    kept.push(id);
-                    continue;
-                }
+            // Its copies go to segments of their own, so that a failure can drop them whole.
+            self.seal();
+            let first_copy_segment = self.next_id;
+            let results = self.append_group(&items);
+            let copies: Vec<Location> = results.iter().filter_map(|r| r.clone().ok()).collect();
+            let written = match results.into_iter().find_map(Result::err) {
+                Some(e) => Err(e),
+                None => self.sync_all(),
             };
+            if let Err(e) = written {
+                // The old segment is read again next time: the copies made so far go, so
+                // nothing is delivered twice.
+                tracing::error!(segment = name, error = %e, "cannot rewrite a queue segment of the first format; left for the next start");
+                self.drop_segments_from(first_copy_segment);
+                kept.push(id);
+                continue;
+            }
+            let locations = copies;
             let sent: Vec<Location> = locations
                 .iter()
                 .zip(&records)
@@ -427,14 +433,37 @@ impl DiskLog {
                 requests = items.len(),
                 "queue segment of the first format rewritten in the current one"
             );
-            for name in [name, ack_name(id)] {
-                let _ = self.dir.remove(&name);
+            // The segment first: its acks go only with it, or a later start would send again
+            // what they marked done.
+            match self.dir.remove(&name) {
+                Ok(()) => {
+                    let _ = self.dir.remove(&ack_name(id));
+                }
+                Err(e) => {
+                    tracing::error!(segment = name, error = %e, "cannot delete a queue segment of the first format after rewriting it; if it stays, the next start sends its records again")
+                }
             }
             self.dir_dirty = true;
         }
         // The rewritten records go on with the next segment, as after any start.
         self.seal();
         kept
+    }
+
+    /// Deletes segment `first` and every later one, with whatever refers to them.
+    fn drop_segments_from(&mut self, first: u64) {
+        self.active = None;
+        let ids: Vec<u64> = self.segments.range(first..).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.remove_segment(id);
+        }
+        self.to_rewrite.retain(|(id, _), _| *id < first);
+        self.to_release.retain(|(id, _)| *id < first);
+        self.view
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .moved
+            .retain(|(id, _), _| *id < first);
     }
 
     fn recover_segment(&mut self, id: u64, recovery: &mut Recovery) -> io::Result<()> {
@@ -1035,6 +1064,7 @@ impl DiskLog {
             f.write_all_at(&[0u8; 4096], 0)?;
             if self.fsync != Fsync::Never {
                 f.sync_data()?;
+                self.dir.sync()?;
             }
             Ok(())
         });

@@ -302,7 +302,13 @@ impl SpanQueue {
                             }
                         }
                     });
-                    if let Ok(batch) = handed.await {
+                    let mut handed = Handed {
+                        batch: Some(handed),
+                        queue: self.clone(),
+                    };
+                    let received = handed.batch.as_mut().expect("set above").await;
+                    handed.batch = None;
+                    if let Ok(batch) = received {
                         return Some(batch);
                     }
                 }
@@ -500,6 +506,24 @@ impl SpanQueue {
                 state.spans -= spans;
                 self.update_gauges(&state);
                 Err(QueueError::Io(e))
+            }
+        }
+    }
+}
+
+/// A batch being read for an exporter. If the exporter stops waiting, whatever was already
+/// handed over goes back in front (the reading thread puts back what it could not hand over).
+struct Handed {
+    batch: Option<oneshot::Receiver<Batch>>,
+    queue: SpanQueue,
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        if let Some(mut batch) = self.batch.take() {
+            batch.close();
+            if let Ok(batch) = batch.try_recv() {
+                self.queue.put_back(batch);
             }
         }
     }

@@ -306,26 +306,28 @@ impl Loop {
     /// Once a second: the periodic fsync, and while writes fail, a probe of the directory.
     fn tick(&mut self) {
         self.next_tick = Instant::now() + SYNC_EVERY;
+        let mut sync_failed = false;
         if self.periodic {
             // Only fsyncs that had something to do, all of which worked, show the disk works
             // again (one that failed may have had its records rewritten, or none to keep).
             let tested = self.log.needs_sync();
             let result = self.log.sync_all();
             let errors = self.log.take_errors();
-            let failed = errors.iter().any(|e| e.op == QueueWriteOp::fsync);
+            sync_failed = errors.iter().any(|e| e.op == QueueWriteOp::fsync);
             self.faults.record(errors);
-            if result.is_ok() && tested && !failed {
+            if result.is_ok() && tested && !sync_failed {
                 self.faults.cleared(&[QueueWriteOp::fsync]);
             }
         }
         let blocking =
             self.faults.refusing() || self.faults.failing.contains_key(&QueueWriteOp::fsync);
         if blocking && self.log.probe() {
-            self.faults.cleared(&[
-                QueueWriteOp::segment_start,
-                QueueWriteOp::append,
-                QueueWriteOp::fsync,
-            ]);
+            let mut ops = vec![QueueWriteOp::segment_start, QueueWriteOp::append];
+            // A probe does not outvote an fsync of the queue's own files that just failed.
+            if !sync_failed {
+                ops.push(QueueWriteOp::fsync);
+            }
+            self.faults.cleared(&ops);
         }
     }
 }
