@@ -448,6 +448,17 @@ async fn a_full_disk_refuses_then_intake_resumes_by_itself_once_space_is_freed()
     let endpoint_port = free_port();
     let g = start(&disk_queue_args(endpoint_port, &fs.dir.join("queue"), &[]));
     let mut client = client(&g).await;
+    // Every step's error series exists from the start at 0, so increase() sees the first one.
+    let m = g.metrics().await;
+    for op in ["segment_start", "append", "ack", "fsync", "remove"] {
+        let series: Vec<f64> = m
+            .iter()
+            .filter(|s| s.name == "graphgen_queue_write_errors_total")
+            .filter(|s| s.labels.get("op").map(String::as_str) == Some(op))
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(series, vec![0.0], "{op}");
+    }
 
     let mut accepted = HashSet::new();
     let mut refused = 0;
