@@ -16,7 +16,8 @@ use crate::queue::{NotAccepting, SpanQueue};
 
 pub struct AdminState {
     pub registry: Arc<Registry>,
-    /// Set once both receivers are listening.
+    /// True from the start (the receivers' listeners are bound before this server starts),
+    /// false once shutdown stops intake.
     pub receivers_up: AtomicBool,
     pub queue: Option<SpanQueue>,
 }
@@ -31,7 +32,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 async fn index() -> impl IntoResponse {
-    "graphgen\n\n/metrics  Prometheus metrics (service graph, span metrics, graphgen_*)\n/healthz  liveness\n/readyz   readiness\n"
+    "graphgen\n\n/metrics    Prometheus metrics (service graph, span metrics, graphgen_*)\n/healthz    liveness\n/readyz     readiness: a request sent now would be taken\n/graph      the live service map\n/api/graph  the service map as JSON\n"
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

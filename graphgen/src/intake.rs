@@ -1,6 +1,7 @@
 //! The intake, shared by both receivers: a request's bytes are checked against the queue's room
-//! before they are decoded, then validated, fed to the engine and queued for forwarding as the
-//! bytes that arrived (re-encoded only when invalid spans were taken out or the body was JSON).
+//! before they are decoded, then validated, queued for forwarding as the bytes that arrived
+//! (re-encoded only when invalid spans were taken out or the body was JSON), and only once
+//! queued fed to the engine, so a refused request's retry is not counted twice.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -14,8 +14,8 @@
 //! - [`config`]: flags, environment and TOML file, resolved into [`config::Settings`].
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP in, with a budget of requests in flight reserved
 //!   before a body is read; [`codec`] keeps requests as their bytes.
-//! - [`intake`]: checks a request against the queue's room, decodes, validates, feeds the
-//!   engine and queues it.
+//! - [`intake`]: checks a request against the queue's room, decodes, validates, queues it,
+//!   then feeds the engine.
 //! - [`queue`]: accepted requests waiting to be forwarded, in memory or on disk (a checksummed
 //!   segment log written by its own thread, with group commit).
 //! - [`export`]: spans out to Tempo, metrics out to Prometheus.

@@ -67,11 +67,17 @@ async fn grpc_and_http_clients_build_the_expected_edges() {
     let ready = reqwest::get(format!("http://{}/readyz", g.admin))
         .await
         .unwrap();
-    assert_eq!(
-        ready.status(),
-        200,
-        "ready: receivers up, no exporter to fail"
-    );
+    assert_eq!(ready.status(), 200, "ready: receivers up, nothing queued");
+    // The admin index lists every admin route.
+    let index = reqwest::get(format!("http://{}/", g.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for route in ["/metrics", "/healthz", "/readyz", "/graph", "/api/graph"] {
+        assert!(index.contains(route), "{route} in {index}");
+    }
     // 2 traces over gRPC (gzip), 2 over HTTP protobuf, 2 over HTTP JSON+gzip; one of each fails.
     let mut client = grpc_client(&g)
         .await
