@@ -18,9 +18,12 @@ pub fn free_port() -> u16 {
 
 /// `None` (and a loud SKIPPED line) when `what` is missing outside `make`; a panic under it.
 fn missing<T>(what: &str) -> Option<T> {
-    let message = format!(
+    skip_or_fail(format!(
         "{what} is missing: `make tools` installs it (Debian, as root); `make test` runs every test"
-    );
+    ))
+}
+
+fn skip_or_fail<T>(message: String) -> Option<T> {
     if std::env::var_os("GRAPHGEN_REQUIRE_TOOLS").is_some() {
         panic!("{message}");
     }
@@ -90,6 +93,9 @@ pub fn root() -> Option<()> {
     if uid.as_deref() == Some("0") {
         Some(())
     } else {
-        missing("root (to mount a small tmpfs and fill it)")
+        skip_or_fail(
+            "not root: the full-disk test mounts a small tmpfs; run `make test` as root, as CI does"
+                .into(),
+        )
     }
 }
