@@ -570,14 +570,8 @@ fn the_simulator_keeps_synced_data_and_can_lose_the_rest() {
 /// delivers each old record exactly once (copies of a failed rewrite are dropped whole).
 #[test]
 fn an_upgrade_that_fails_halfway_delivers_each_old_record_once_later() {
-    let mut old = super::upgrade::MAGIC_V1.to_vec();
-    for i in 0..6u8 {
-        let payload = vec![i; 40];
-        old.extend_from_slice(&40u32.to_le_bytes());
-        old.extend_from_slice(&2u32.to_le_bytes());
-        old.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        old.extend_from_slice(&payload);
-    }
+    let records: Vec<(Vec<u8>, u32)> = (0..6u8).map(|i| (vec![i; 40], 2)).collect();
+    let old = super::upgrade::encode_v1(&records);
     let mut kept_once = false;
     for seed in 0..300 {
         for fsync in [Fsync::Always, Fsync::Periodic] {

@@ -254,6 +254,25 @@ struct Segment {
     dirty: bool,
 }
 
+impl Segment {
+    /// Appends ack entries for these records at the end of the last good one; a failed write
+    /// moves nothing (the next entries land there).
+    fn append_acks(
+        &mut self,
+        id: u64,
+        indices: impl IntoIterator<Item = u32>,
+        state: AckState,
+    ) -> io::Result<()> {
+        let entries: Vec<u8> = indices
+            .into_iter()
+            .flat_map(|i| ack_entry(id, i, state))
+            .collect();
+        self.acks.write_all_at(&entries, self.ack_len)?;
+        self.ack_len += entries.len() as u64;
+        Ok(())
+    }
+}
+
 /// A record written but not yet synced (`periodic`): kept so a failed fsync can write it again.
 type Unsynced = BTreeMap<u32, (Bytes, usize)>;
 
@@ -653,25 +672,11 @@ impl DiskLog {
             return;
         };
         let n = staged.slots.len();
-        segment.len = staged.offset;
-        segment.records -= n as u32;
-        segment.outstanding -= n;
-        let cut = segment.file.set_len(staged.offset).is_ok();
+        let kept = (segment.records - n as u32, segment.outstanding - n);
+        let cut = self.take_back(staged.segment, staged.offset, kept.0, kept.1);
         if let Some(unsynced) = self.unsynced.get_mut(&staged.segment) {
             for index in &staged.indices {
                 unsynced.remove(index);
-            }
-        }
-        if !cut {
-            // Whole records of refused requests may have landed: mark them done so a restart
-            // does not send them beside their clients' retries (best effort).
-            let entries: Vec<u8> = staged
-                .indices
-                .iter()
-                .flat_map(|i| ack_entry(staged.segment, *i, AckState::Done))
-                .collect();
-            if segment.acks.write_all_at(&entries, segment.ack_len).is_ok() {
-                segment.ack_len += entries.len() as u64;
             }
         }
         let error = self.fail(QueueWriteOp::append, e);
@@ -829,34 +834,44 @@ impl DiskLog {
     /// Stops writing to the active segment; deleted at once if nothing in it is outstanding.
     fn seal(&mut self) {
         if let Some(id) = self.active.take() {
-            if self.segments.get(&id).is_some_and(|s| s.outstanding == 0) {
-                self.remove_segment(id);
-            }
+            self.remove_if_finished(id);
         }
+    }
+
+    /// Takes the records of `id` from index `records` on back out (their clients are
+    /// refused): the file is cut at `len`, or, if it cannot be, they are marked done so a
+    /// restart does not send them beside their clients' retries (best effort; failing costs a
+    /// duplicate). Whether the file was cut.
+    fn take_back(&mut self, id: u64, len: u64, records: u32, outstanding: usize) -> bool {
+        let Some(segment) = self.segments.get_mut(&id) else {
+            return true;
+        };
+        let cut = segment.records == records || segment.file.set_len(len).is_ok();
+        if !cut {
+            let _ = segment.append_acks(id, records..segment.records, AckState::Done);
+        }
+        segment.len = len;
+        segment.records = records;
+        segment.outstanding = outstanding;
+        cut
     }
 
     /// After a failed fsync: the group's records are taken back out of `id` and it is sealed.
     fn undo(&mut self, id: u64, len: u64, records: u32, outstanding: usize) {
+        self.take_back(id, len, records, outstanding);
         if let Some(segment) = self.segments.get_mut(&id) {
-            let taken_back = segment.records - records;
-            if taken_back > 0 && segment.file.set_len(len).is_err() {
-                // Cannot cut them off: mark them done so a restart does not send them again
-                // (their clients were told to retry). Best effort; failing costs a duplicate.
-                let entries: Vec<u8> = (records..segment.records)
-                    .flat_map(|i| ack_entry(id, i, AckState::Done))
-                    .collect();
-                if segment.acks.write_all_at(&entries, segment.ack_len).is_ok() {
-                    segment.ack_len += entries.len() as u64;
-                }
-            }
-            segment.len = len;
-            segment.records = records;
-            segment.outstanding = outstanding;
             segment.dirty = false;
         }
         if self.active == Some(id) {
-            self.seal();
-        } else if self.segments.get(&id).is_some_and(|s| s.outstanding == 0) {
+            self.active = None;
+        }
+        self.remove_if_finished(id);
+    }
+
+    /// Deletes segment `id` if it is sealed and nothing in it is outstanding.
+    fn remove_if_finished(&mut self, id: u64) {
+        let finished = self.segments.get(&id).is_some_and(|s| s.outstanding == 0);
+        if finished && self.active != Some(id) {
             self.remove_segment(id);
         }
     }
@@ -865,26 +880,20 @@ impl DiskLog {
     /// nothing left is deleted. A failed write costs a duplicate after a restart, never a
     /// record: entries are positioned and checksummed.
     pub fn mark(&mut self, locations: &[Location], state: AckState) {
-        let mut by_segment: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let resolved: Vec<Location> = {
             let view = self.view.read().unwrap_or_else(|e| e.into_inner());
             locations.iter().map(|l| view.resolve(*l)).collect()
         };
+        let mut by_segment: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         for l in &resolved {
-            by_segment
-                .entry(l.segment)
-                .or_default()
-                .extend_from_slice(&ack_entry(l.segment, l.index, state));
+            by_segment.entry(l.segment).or_default().push(l.index);
         }
-        for (id, entries) in by_segment {
+        for (id, indices) in by_segment {
             let Some(segment) = self.segments.get_mut(&id) else {
                 continue;
             };
-            match segment.acks.write_all_at(&entries, segment.ack_len) {
-                Ok(()) => segment.ack_len += entries.len() as u64,
-                Err(e) => {
-                    self.fail(QueueWriteOp::ack, e);
-                }
+            if let Err(e) = segment.append_acks(id, indices, state) {
+                self.fail(QueueWriteOp::ack, e);
             }
         }
         if state != AckState::Done {
@@ -904,12 +913,9 @@ impl DiskLog {
             if let Some(unsynced) = self.unsynced.get_mut(&l.segment) {
                 unsynced.remove(&l.index);
             }
-            let Some(segment) = self.segments.get_mut(&l.segment) else {
-                continue;
-            };
-            segment.outstanding = segment.outstanding.saturating_sub(1);
-            if segment.outstanding == 0 && self.active != Some(l.segment) {
-                self.remove_segment(l.segment);
+            if let Some(segment) = self.segments.get_mut(&l.segment) {
+                segment.outstanding = segment.outstanding.saturating_sub(1);
+                self.remove_if_finished(l.segment);
             }
         }
     }
@@ -975,14 +981,9 @@ impl DiskLog {
             let Some(old) = self.segments.get_mut(&id) else {
                 continue;
             };
-            let entry = ack_entry(id, index, AckState::Done);
-            if old.acks.write_all_at(&entry, old.ack_len).is_ok() {
-                old.ack_len += ACK_ENTRY as u64;
-            }
+            let _ = old.append_acks(id, [index], AckState::Done);
             old.outstanding = old.outstanding.saturating_sub(1);
-            if old.outstanding == 0 && self.active != Some(id) {
-                self.remove_segment(id);
-            }
+            self.remove_if_finished(id);
         }
     }
 
@@ -998,9 +999,7 @@ impl DiskLog {
         for (index, record) in self.unsynced.remove(&id).unwrap_or_default() {
             self.to_rewrite.insert((id, index), record);
         }
-        if self.segments.get(&id).is_some_and(|s| s.outstanding == 0) {
-            self.remove_segment(id);
-        }
+        self.remove_if_finished(id);
     }
 
     /// Whether an fsync has anything to do (so a successful one proves the disk works).
@@ -1096,6 +1095,15 @@ mod tests {
             .unwrap()
     }
 
+    /// Each pending record's span count and whether it had been sent before.
+    fn spans_and_sent(recovery: &Recovery) -> Vec<(usize, bool)> {
+        recovery
+            .pending
+            .iter()
+            .map(|p| (p.spans, p.sent_before))
+            .collect()
+    }
+
     fn payloads(recovery: &Recovery, log: &DiskLog) -> Vec<Vec<u8>> {
         let view = log.view();
         recovery
@@ -1125,12 +1133,10 @@ mod tests {
         drop(log);
 
         let (log, recovery) = open(&dir, 64, Fsync::Never);
-        let found: Vec<(usize, bool)> = recovery
-            .pending
-            .iter()
-            .map(|p| (p.spans, p.sent_before))
-            .collect();
-        assert_eq!(found, vec![(1, false), (2, true), (4, false)]);
+        assert_eq!(
+            spans_and_sent(&recovery),
+            vec![(1, false), (2, true), (4, false)]
+        );
         assert_eq!(
             payloads(&recovery, &log),
             vec![vec![0; 40], vec![1; 40], vec![3; 40]]
@@ -1249,14 +1255,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         // What an older graphgen left: three records, the second done, the first sent, a torn
         // last ack entry, and a zero-filled tail.
-        let mut old = upgrade::MAGIC_V1.to_vec();
-        for (i, spans) in [(1u8, 3u32), (2, 4), (3, 5)] {
-            let payload = vec![i; 50];
-            old.extend_from_slice(&50u32.to_le_bytes());
-            old.extend_from_slice(&spans.to_le_bytes());
-            old.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            old.extend_from_slice(&payload);
-        }
+        let records: Vec<(Vec<u8>, u32)> = [(1u8, 3u32), (2, 4), (3, 5)]
+            .into_iter()
+            .map(|(i, spans)| (vec![i; 50], spans))
+            .collect();
+        let mut old = upgrade::encode_v1(&records);
         old.extend_from_slice(&[0u8; 1000]);
         std::fs::write(dir.join(segment_name(4)), old).unwrap();
         let mut acks = vec![0, 0, 0, 0, 1, 1, 0, 0, 0, 2];
@@ -1264,12 +1267,7 @@ mod tests {
         std::fs::write(dir.join(ack_name(4)), acks).unwrap();
 
         let (log, recovery) = open(&dir, 1 << 20, Fsync::Periodic);
-        let found: Vec<(usize, bool)> = recovery
-            .pending
-            .iter()
-            .map(|p| (p.spans, p.sent_before))
-            .collect();
-        assert_eq!(found, vec![(3, true), (5, false)]);
+        assert_eq!(spans_and_sent(&recovery), vec![(3, true), (5, false)]);
         assert_eq!(payloads(&recovery, &log), vec![vec![1; 50], vec![3; 50]]);
         assert_eq!(recovery.corrupt_segments, 0);
         assert!(
@@ -1279,12 +1277,7 @@ mod tests {
         drop(log);
         // Now in the current format: the same records, the sent flag kept.
         let (log, recovery) = open(&dir, 1 << 20, Fsync::Periodic);
-        let found: Vec<(usize, bool)> = recovery
-            .pending
-            .iter()
-            .map(|p| (p.spans, p.sent_before))
-            .collect();
-        assert_eq!(found, vec![(3, true), (5, false)]);
+        assert_eq!(spans_and_sent(&recovery), vec![(3, true), (5, false)]);
         assert_eq!(payloads(&recovery, &log), vec![vec![1; 50], vec![3; 50]]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -614,10 +614,30 @@ mod tests {
     }
 
     async fn push(queue: &SpanQueue, bytes: usize, spans: usize) -> Result<(), QueueError> {
+        push_bytes(queue, vec![7; bytes], spans).await
+    }
+
+    async fn push_bytes(
+        queue: &SpanQueue,
+        payload: Vec<u8>,
+        spans: usize,
+    ) -> Result<(), QueueError> {
         queue
-            .try_reserve(bytes)?
-            .commit(Bytes::from(vec![7; bytes]), spans)
+            .try_reserve(payload.len())?
+            .commit(Bytes::from(payload), spans)
             .await
+    }
+
+    /// A disk queue over the simulator's files.
+    fn on_sim(dir: crash_sim::SimDir, fsync: Fsync) -> SpanQueue {
+        let (log, recovery) = DiskLog::open(Box::new(dir), 1 << 20, fsync).unwrap();
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_spans: 1000,
+        };
+        SpanQueue::with_log(Some((log, recovery, 1024)), limits, Arc::default())
+            .unwrap()
+            .0
     }
 
     #[tokio::test]
@@ -716,12 +736,7 @@ mod tests {
         let (queue, recovered) = SpanQueue::open(&storage, limits, Arc::default()).unwrap();
         assert_eq!(recovered.requests, 0);
         for i in 0..4u8 {
-            queue
-                .try_reserve(10)
-                .unwrap()
-                .commit(Bytes::from(vec![i; 10]), 1)
-                .await
-                .unwrap();
+            push_bytes(&queue, vec![i; 10], 1).await.unwrap();
         }
         let delivered = queue.try_batch(2, 1 << 20).unwrap();
         assert_eq!(
@@ -758,23 +773,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_disk_stalls_only_the_requests_waiting_on_it_and_they_share_fsyncs() {
         let dir = crash_sim::SimDir::slow(std::time::Duration::from_millis(400));
-        let (log, recovery) = DiskLog::open(Box::new(dir.clone()), 1 << 20, Fsync::Always).unwrap();
-        let limits = Limits {
-            max_bytes: 1 << 20,
-            max_spans: 1000,
-        };
-        let (queue, _) =
-            SpanQueue::with_log(Some((log, recovery, 1024)), limits, Arc::default()).unwrap();
+        let queue = on_sim(dir.clone(), Fsync::Always);
         let commits: Vec<_> = (0..17)
             .map(|i| {
                 let queue = queue.clone();
-                tokio::spawn(async move {
-                    queue
-                        .try_reserve(10)
-                        .unwrap()
-                        .commit(Bytes::from(vec![i; 10]), 1)
-                        .await
-                })
+                tokio::spawn(async move { push_bytes(&queue, vec![i; 10], 1).await })
             })
             .collect();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -800,19 +803,9 @@ mod tests {
     async fn a_batch_read_from_disk_is_put_back_if_its_exporter_stops_waiting() {
         let dir = crash_sim::SimDir::slow(std::time::Duration::ZERO)
             .with_read_delay(std::time::Duration::from_millis(300));
-        let (log, recovery) = DiskLog::open(Box::new(dir), 1 << 20, Fsync::Never).unwrap();
-        let limits = Limits {
-            max_bytes: 1 << 20,
-            max_spans: 1000,
-        };
-        let (queue, _) =
-            SpanQueue::with_log(Some((log, recovery, 64)), limits, Arc::default()).unwrap();
+        let queue = on_sim(dir, Fsync::Never);
         for i in 0..2u8 {
-            let reservation = queue.try_reserve(10).unwrap();
-            reservation
-                .commit(Bytes::from(vec![i; 10]), 3)
-                .await
-                .unwrap();
+            push_bytes(&queue, vec![i; 10], 3).await.unwrap();
         }
         let waited = tokio::time::timeout(
             std::time::Duration::from_millis(50),

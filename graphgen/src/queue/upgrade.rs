@@ -77,3 +77,16 @@ pub fn read_v1(
     }
     Ok((records, size - offset))
 }
+
+/// A segment of the first format holding these payloads and span counts (for tests).
+#[cfg(test)]
+pub fn encode_v1(records: &[(Vec<u8>, u32)]) -> Vec<u8> {
+    let mut segment = MAGIC_V1.to_vec();
+    for (payload, spans) in records {
+        segment.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        segment.extend_from_slice(&spans.to_le_bytes());
+        segment.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        segment.extend_from_slice(payload);
+    }
+    segment
+}

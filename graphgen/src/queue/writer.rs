@@ -160,16 +160,21 @@ impl Faults {
         self.update();
     }
 
+    /// Whether requests are being refused: a segment start, an append or an fsync is failing
+    /// (under `always` the group commit fails them, under `periodic` they are refused until an
+    /// fsync works).
     fn refusing(&self) -> bool {
-        [QueueWriteOp::segment_start, QueueWriteOp::append]
-            .iter()
-            .any(|op| self.failing.contains_key(op))
+        [
+            QueueWriteOp::segment_start,
+            QueueWriteOp::append,
+            QueueWriteOp::fsync,
+        ]
+        .iter()
+        .any(|op| self.failing.contains_key(op))
     }
 
     fn update(&self) {
-        // A failing fsync refuses requests too: under `always` the group commit fails them,
-        // under `periodic` they are refused until an fsync works.
-        let writable = !self.refusing() && !self.failing.contains_key(&QueueWriteOp::fsync);
+        let writable = !self.refusing();
         self.writable.store(writable, Ordering::Relaxed);
         self.metrics.queue.writable.set(i64::from(writable));
     }
@@ -333,9 +338,7 @@ impl Loop {
                 self.faults.cleared(&[QueueWriteOp::fsync]);
             }
         }
-        let blocking =
-            self.faults.refusing() || self.faults.failing.contains_key(&QueueWriteOp::fsync);
-        if blocking && self.log.probe() {
+        if self.faults.refusing() && self.log.probe() {
             let mut ops = vec![QueueWriteOp::segment_start, QueueWriteOp::append];
             // A probe does not outvote an fsync of the queue's own files that just failed.
             if !sync_failed {

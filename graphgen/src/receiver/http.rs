@@ -180,7 +180,7 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
         )
         .into_response(encoding);
     }
-    match handle(&intake, &headers, body, encoding, &mut admission).await {
+    match handle(&intake, content_encoding, body, encoding, &mut admission).await {
         Ok(response) => response,
         Err(failure) => failure.counted(&intake).into_response(encoding),
     }
@@ -188,7 +188,7 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
 
 async fn handle(
     intake: &Intake,
-    headers: &HeaderMap,
+    content_encoding: &str,
     body: Body,
     encoding: Encoding,
     admission: &mut Admission,
@@ -209,10 +209,6 @@ async fn handle(
             }
         })
         .map_err(Failure::from)?;
-    let content_encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity");
     let bytes = decompress(bytes, content_encoding, limit).map_err(Failure::from)?;
     // The compressed body is gone; what is held from here on is this.
     admission.shrink_to(bytes.len());
