@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::native_histogram::{self, HistogramMode, NativeConfig};
 use crate::queue::disk::Fsync;
 use crate::queue::Storage;
 use crate::{graph, spanmetrics};
@@ -53,6 +54,31 @@ pub struct Options {
     /// Largest OTLP request of a metrics push, in bytes before gzip; a larger push is split [default: 4194304]
     #[arg(long, env = "GRAPHGEN_METRICS_MAX_REQUEST_BYTES")]
     pub metrics_max_request_bytes: Option<usize>,
+    /// Prometheus remote-write endpoint (1.0, protobuf + snappy, as Tempo's generator sends), e.g. http://prometheus:9090/api/v1/write; runs beside or instead of the OTLP push [default: none]
+    #[arg(long, env = "GRAPHGEN_REMOTE_WRITE_ENDPOINT")]
+    pub remote_write_endpoint: Option<String>,
+    /// Extra headers of every remote-write request, comma-separated Name=value, e.g. X-Scope-OrgID=team-a [default: none]
+    #[arg(long, env = "GRAPHGEN_REMOTE_WRITE_HEADERS", value_delimiter = ',')]
+    pub remote_write_headers: Option<Vec<String>>,
+    /// Labels added to every remote-written series, comma-separated name=value, as Tempo's external_labels [default: none]
+    #[arg(long, env = "GRAPHGEN_EXTERNAL_LABELS", value_delimiter = ',')]
+    pub external_labels: Option<Vec<String>>,
+    /// Latency histograms written: classic (_bucket/_sum/_count), native, or both, as Tempo's generate_native_histograms; /metrics always shows classic buckets [default: classic]
+    #[arg(long, env = "GRAPHGEN_HISTOGRAMS", value_enum)]
+    pub histograms: Option<HistogramMode>,
+    /// Growth factor between native buckets, as Tempo's native_histogram_bucket_factor; must be above 1 [default: 1.1]
+    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_BUCKET_FACTOR")]
+    pub native_histogram_bucket_factor: Option<f64>,
+    /// Most populated native buckets per histogram before its resolution is lowered or it is reset; 0 means no limit, as Tempo's native_histogram_max_bucket_number [default: 100]
+    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_MAX_BUCKET_NUMBER")]
+    pub native_histogram_max_bucket_number: Option<u32>,
+    /// A native histogram over its bucket limit is reset if this long has passed since its last reset, as Tempo's native_histogram_min_reset_duration; 0s never resets [default: 15m]
+    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_MIN_RESET_DURATION", value_parser = parse_duration)]
+    #[serde(
+        default,
+        deserialize_with = "crate::duration_serde::deserialize_option"
+    )]
+    pub native_histogram_min_reset_duration: Option<Duration>,
     /// This instance's identity in pushed metrics (service.instance.id, Prometheus' `instance`); unique per replica [default: the host name]
     #[arg(long, env = "GRAPHGEN_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -230,6 +256,48 @@ pub enum ConfigError {
     },
 }
 
+/// Where and how series are remote-written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteWriteSettings {
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    pub external_labels: Vec<(String, String)>,
+}
+
+/// `Name=value` pairs; names must be non-empty.
+fn pairs(option: &'static str, items: Vec<String>) -> Result<Vec<(String, String)>, ConfigError> {
+    items
+        .into_iter()
+        .filter(|item| !item.trim().is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_string(), value.trim().to_string()))
+            }
+            _ => Err(ConfigError::Invalid {
+                option,
+                message: format!("{item:?} is not name=value"),
+            }),
+        })
+        .collect()
+}
+
+/// `--remote-write-headers`, each a valid HTTP header name and value.
+fn headers(items: Vec<String>) -> Result<Vec<(String, String)>, ConfigError> {
+    let option = "--remote-write-headers";
+    let headers = pairs(option, items)?;
+    for (name, value) in &headers {
+        let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            && reqwest::header::HeaderValue::from_str(value).is_ok();
+        if !valid {
+            return Err(ConfigError::Invalid {
+                option,
+                message: format!("{name:?}: {value:?} is not a valid HTTP header"),
+            });
+        }
+    }
+    Ok(headers)
+}
+
 /// The resolved configuration the service runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -241,6 +309,8 @@ pub struct Settings {
     pub traces_endpoint: Option<String>,
     pub metrics_endpoint: Option<String>,
     pub metrics_max_request_bytes: usize,
+    pub remote_write: Option<RemoteWriteSettings>,
+    pub histograms: HistogramMode,
     pub instance_id: String,
     pub flush_interval: Duration,
     pub queue_size: usize,
@@ -274,6 +344,13 @@ impl Options {
             traces_endpoint,
             metrics_endpoint,
             metrics_max_request_bytes,
+            remote_write_endpoint,
+            remote_write_headers,
+            external_labels,
+            histograms,
+            native_histogram_bucket_factor,
+            native_histogram_max_bucket_number,
+            native_histogram_min_reset_duration,
             instance_id,
             flush_interval,
             queue_size,
@@ -338,6 +415,26 @@ impl Options {
                 return Err(invalid(option, "must be at least 1".into()));
             }
         }
+        let histograms = self.histograms.unwrap_or_default();
+        let bucket_factor = self
+            .native_histogram_bucket_factor
+            .unwrap_or(native_histogram::DEFAULT_BUCKET_FACTOR);
+        // Tempo's check (`modules/generator/validation/fields.go:155-158`).
+        if !(bucket_factor > 1.0 && bucket_factor.is_finite()) {
+            return Err(invalid(
+                "--native-histogram-bucket-factor",
+                format!("{bucket_factor} must be greater than 1"),
+            ));
+        }
+        let native_histograms = histograms.native().then(|| {
+            NativeConfig::new(
+                bucket_factor,
+                self.native_histogram_max_bucket_number
+                    .unwrap_or(native_histogram::DEFAULT_MAX_BUCKET_NUMBER),
+                self.native_histogram_min_reset_duration
+                    .unwrap_or(native_histogram::DEFAULT_MIN_RESET_DURATION),
+            )
+        });
         let graph = graph::Config {
             wait: self.wait.unwrap_or(graph_defaults.wait),
             max_items: self.max_items.unwrap_or(graph_defaults.max_items),
@@ -361,6 +458,7 @@ impl Options {
             max_label_name_length,
             max_label_value_length,
             max_cardinality_per_label,
+            native_histograms,
         };
         graph.validate().map_err(|e| {
             let option = match e {
@@ -383,6 +481,7 @@ impl Options {
                 max_label_name_length,
                 max_label_value_length,
                 max_cardinality_per_label,
+                native_histograms,
             };
             crate::series::validate_buckets(&config.histogram_buckets)
                 .map_err(|e| invalid("--span-metrics-histogram-buckets", e.to_string()))?;
@@ -393,6 +492,7 @@ impl Options {
         for (option, endpoint) in [
             ("--traces-endpoint", &self.traces_endpoint),
             ("--metrics-endpoint", &self.metrics_endpoint),
+            ("--remote-write-endpoint", &self.remote_write_endpoint),
         ] {
             if let Some(url) = endpoint {
                 // No TLS is built in: inside the stack every hop is plain HTTP.
@@ -428,6 +528,18 @@ impl Options {
             )?,
             traces_endpoint: self.traces_endpoint,
             metrics_endpoint: self.metrics_endpoint,
+            remote_write: match self.remote_write_endpoint {
+                Some(endpoint) => Some(RemoteWriteSettings {
+                    endpoint,
+                    headers: headers(self.remote_write_headers.unwrap_or_default())?,
+                    external_labels: pairs(
+                        "--external-labels",
+                        self.external_labels.unwrap_or_default(),
+                    )?,
+                }),
+                None => None,
+            },
+            histograms,
             metrics_max_request_bytes: positive(
                 "--metrics-max-request-bytes",
                 self.metrics_max_request_bytes,

@@ -94,9 +94,10 @@ impl Engine {
 
     /// Every series of both processors.
     pub fn families(&self) -> Vec<Family> {
-        let mut families = self.graph.families();
+        let now = self.clock.now_nanos();
+        let mut families = self.graph.families(now);
         if let Some(sm) = &self.span_metrics {
-            families.extend(sm.families());
+            families.extend(sm.families(now));
         }
         families
     }

@@ -6,6 +6,7 @@
 //! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`).
 //! - [`engine`] puts both behind one door with a [`clock`].
 //! - [`series`] is the metric model they share; [`attributes`] the attribute rules;
+//!   [`native_histogram`] the native (exponential) buckets of latency histograms;
 //!   [`spans`] how both read a span's kind, status and duration; [`label_limits`] how long
 //!   and how varied label values may be.
 //! - [`workload`] builds the benchmark workload (Tempo's steady-state service-graph benchmark).
@@ -35,6 +36,7 @@ pub mod export;
 pub mod graph;
 pub mod intake;
 pub mod label_limits;
+pub mod native_histogram;
 pub mod queue;
 pub mod receiver;
 pub mod selfmetrics;

@@ -107,6 +107,72 @@ pub enum PushOutcome {
     failure,
 }
 
+/// How a remote-write request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RemoteWriteOutcome {
+    /// The endpoint accepted it (2xx).
+    sent,
+    /// A 4xx other than 429: the endpoint will never take it, so it is not retried.
+    rejected,
+    /// Still failing (5xx, 429, transport) when the retry budget ran out.
+    expired,
+}
+
+impl RemoteWriteOutcome {
+    pub const ALL: [Self; 3] = [Self::sent, Self::rejected, Self::expired];
+}
+
+/// Why a remote-write attempt is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RemoteWriteRetry {
+    /// 429 Too Many Requests.
+    throttled,
+    /// 5xx.
+    server_error,
+    /// No answer: connection refused or reset, timeout.
+    transport,
+}
+
+impl RemoteWriteRetry {
+    pub const ALL: [Self; 3] = [Self::throttled, Self::server_error, Self::transport];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RemoteWriteLabels {
+    pub outcome: RemoteWriteOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RemoteWriteRetryLabels {
+    pub reason: RemoteWriteRetry,
+}
+
+/// The remote-write exporter (`export::remote_write`).
+#[derive(Debug, Default)]
+pub struct RemoteWriteMetrics {
+    /// Requests by how they ended.
+    pub requests: Family<RemoteWriteLabels, Counter>,
+    /// Samples and native-histogram samples by how their request ended.
+    pub samples: Family<RemoteWriteLabels, Counter>,
+    /// Attempts retried, by reason.
+    pub retries: Family<RemoteWriteRetryLabels, Counter>,
+}
+
+impl RemoteWriteMetrics {
+    /// Every label set at 0, so `increase()` sees the first event.
+    pub fn precreate(&self) {
+        for outcome in RemoteWriteOutcome::ALL {
+            let _ = self.requests.get_or_create(&RemoteWriteLabels { outcome });
+            let _ = self.samples.get_or_create(&RemoteWriteLabels { outcome });
+        }
+        for reason in RemoteWriteRetry::ALL {
+            let _ = self.retries.get_or_create(&RemoteWriteRetryLabels { reason });
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
     pub protocol: Protocol,
@@ -192,6 +258,7 @@ pub struct SelfMetrics {
     pub export_dropped_spans: Family<DropLabels, Counter>,
     pub metrics_pushes: Family<PushLabels, Counter>,
     pub metrics_push_requests: Family<PushLabels, Counter>,
+    pub remote_write: RemoteWriteMetrics,
     pub service_map: ServiceMapMetrics,
 }
 
@@ -366,6 +433,22 @@ impl SelfMetrics {
             "service_map_omitted_edges",
             "Edges left off the service map because --service-map-max-series series of busier ones were kept",
             m.omitted_edges.clone(),
+        );
+        let rw = &self.remote_write;
+        r.register(
+            "remote_write_requests",
+            "Remote-write requests by how they ended: sent, rejected (4xx, not retried) or expired (retry budget spent)",
+            rw.requests.clone(),
+        );
+        r.register(
+            "remote_write_samples",
+            "Samples (native histograms included) of remote-write requests, by how their request ended",
+            rw.samples.clone(),
+        );
+        r.register(
+            "remote_write_retries",
+            "Remote-write attempts retried, by reason: throttled (429), server_error (5xx), transport",
+            rw.retries.clone(),
         );
         r.register(
             "metrics_push_requests",

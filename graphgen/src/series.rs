@@ -6,9 +6,42 @@
 use hashbrown::hash_table::{self, HashTable};
 
 use crate::label_limits::{truncate_label, PerLabelLimiter};
+use crate::native_histogram::{
+    HistogramMode, NativeBuckets, NativeConfig, SparseBuckets, ZERO_THRESHOLD,
+};
 use std::sync::Arc;
 
-/// A classic (fixed-bucket) histogram with float counts, so span multipliers can weigh observations.
+/// How a processor's latency histograms are kept: classic bounds, and native buckets when
+/// native histograms are written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramLayout {
+    pub bounds: Arc<[f64]>,
+    pub native: Option<NativeConfig>,
+}
+
+impl HistogramLayout {
+    pub fn classic(bounds: &[f64]) -> Self {
+        Self {
+            bounds: bounds.into(),
+            native: None,
+        }
+    }
+
+    pub fn new(bounds: &[f64], mode: HistogramMode, native: NativeConfig) -> Self {
+        Self {
+            bounds: bounds.into(),
+            native: mode.native().then_some(native),
+        }
+    }
+}
+
+/// A latency histogram: classic buckets with float counts (so span multipliers can weigh
+/// observations), and native buckets when its layout asks for them.
+///
+/// With native buckets it behaves as client_golang's histogram inside Tempo's
+/// `nativeHistogram` (see [`crate::native_histogram`]): a span of multiplier `m` is observed
+/// `ceil(m)` times (Tempo's loop `for i := 0.0; i < multiplier; i++`,
+/// `native_histogram.go:218-233`), and a reset clears the classic buckets, count and sum too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
     /// Per-bucket (not cumulative) counts; the last entry is the `+Inf` bucket.
@@ -17,6 +50,18 @@ pub struct Histogram {
     pub count: f64,
     /// The latest observation with the trace it came from, for Grafana's exemplar links.
     pub exemplar: Option<Exemplar>,
+    /// Boxed: classic-only histograms (the default) stay as small as before.
+    native: Option<Box<NativeState>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct NativeState {
+    buckets: NativeBuckets,
+    /// When the histogram was created or last reset.
+    last_reset: u64,
+    /// A reset scheduled after the resolution was lowered (client_golang's `afterFunc`),
+    /// applied when the clock passes it.
+    reset_at: Option<u64>,
 }
 
 /// One observation tied to its trace (OTLP exemplar; Prometheus stores it with `trace_id`).
@@ -27,51 +72,160 @@ pub struct Exemplar {
     pub time_nanos: u64,
 }
 
+/// The native buckets of a histogram snapshot; count and sum are the histogram's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeValue {
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: u64,
+    pub positive: SparseBuckets,
+    pub negative: SparseBuckets,
+}
+
 impl Histogram {
-    pub fn new(bounds: &[f64]) -> Self {
+    pub fn new(layout: &HistogramLayout, now: u64) -> Self {
         Self {
-            counts: vec![0.0; bounds.len() + 1],
+            counts: vec![0.0; layout.bounds.len() + 1],
             sum: 0.0,
             count: 0.0,
             exemplar: None,
+            native: layout.native.map(|config| {
+                Box::new(NativeState {
+                    buckets: NativeBuckets::new(config.schema),
+                    last_reset: now,
+                    reset_at: None,
+                })
+            }),
         }
     }
 
-    /// Records `value` with weight `weight` (1 for an unsampled span).
-    pub fn observe(&mut self, bounds: &[f64], value: f64, weight: f64) {
+    /// Records `value` with weight `weight` (1 for an unsampled span) in the classic buckets.
+    fn observe_classic(&mut self, bounds: &[f64], value: f64, weight: f64) {
         let bucket = bounds.partition_point(|bound| *bound < value);
         self.counts[bucket] += weight;
         self.sum += value * weight;
         self.count += weight;
     }
 
+    /// Records `value` with weight `weight` (1 for an unsampled span).
+    pub fn observe(&mut self, layout: &HistogramLayout, value: f64, weight: f64, now: u64) {
+        let Some(config) = &layout.native else {
+            return self.observe_classic(&layout.bounds, value, weight);
+        };
+        self.apply_due_reset(layout, now);
+        let mut i = 0.0;
+        while i < weight {
+            self.observe_native(layout, config, value, now);
+            i += 1.0;
+        }
+    }
+
+    /// One observation with native buckets, then client_golang's bucket limit.
+    fn observe_native(
+        &mut self,
+        layout: &HistogramLayout,
+        config: &NativeConfig,
+        value: f64,
+        now: u64,
+    ) {
+        self.observe_classic(&layout.bounds, value, 1.0);
+        let native = self.native.as_mut().expect("a native layout has native buckets");
+        native.buckets.observe(value);
+        let limit = config.max_bucket_number as usize;
+        if limit == 0 || native.buckets.populated() <= limit {
+            return;
+        }
+        let min_reset = config.min_reset_nanos;
+        if min_reset > 0
+            && native.reset_at.is_none()
+            && now.saturating_sub(native.last_reset) >= min_reset
+        {
+            // `maybeReset`: start over, keeping the latest observation.
+            self.reset(layout, now);
+            return self.observe_classic_and_native(&layout.bounds, value);
+        }
+        let native = self.native.as_mut().expect("checked above");
+        if min_reset > 0 && native.reset_at.is_none() {
+            native.reset_at = Some(native.last_reset.saturating_add(min_reset));
+        }
+        native.buckets.halve_resolution();
+    }
+
+    fn observe_classic_and_native(&mut self, bounds: &[f64], value: f64) {
+        self.observe_classic(bounds, value, 1.0);
+        if let Some(native) = &mut self.native {
+            native.buckets.observe(value);
+        }
+    }
+
+    /// Clears everything as of `at`, back to the configured schema (the exemplar stays).
+    fn reset(&mut self, layout: &HistogramLayout, at: u64) {
+        let exemplar = self.exemplar;
+        *self = Self::new(layout, at);
+        self.exemplar = exemplar;
+    }
+
+    /// The time of a scheduled reset the clock has passed.
+    fn due_reset(&self, now: u64) -> Option<u64> {
+        let at = self.native.as_ref()?.reset_at?;
+        (now >= at).then_some(at)
+    }
+
+    fn apply_due_reset(&mut self, layout: &HistogramLayout, now: u64) {
+        if let Some(at) = self.due_reset(now) {
+            self.reset(layout, at);
+        }
+    }
+
     /// Records `value` and keeps it as the exemplar of `trace_id` (if that is a valid id).
     pub fn observe_traced(
         &mut self,
-        bounds: &[f64],
+        layout: &HistogramLayout,
         value: f64,
         weight: f64,
         trace_id: &[u8],
-        now_nanos: u64,
+        now: u64,
     ) {
-        self.observe(bounds, value, weight);
+        self.observe(layout, value, weight, now);
         if let Ok(trace_id) = <[u8; 16]>::try_from(trace_id) {
             self.exemplar = Some(Exemplar {
                 trace_id,
                 value,
-                time_nanos: now_nanos,
+                time_nanos: now,
             });
         }
     }
 
-    /// The snapshot of this histogram for exporters.
-    pub fn value(&self, bounds: &Arc<[f64]>) -> SeriesValue {
+    /// Since when the values count: `created`, or the last reset of a native histogram.
+    pub fn start_nanos(&self, created: u64, now: u64) -> u64 {
+        match (&self.native, self.due_reset(now)) {
+            (_, Some(at)) => at,
+            (Some(native), None) => native.last_reset.max(created),
+            (None, None) => created,
+        }
+    }
+
+    /// The snapshot of this histogram for exporters, as of `now` (a reset the clock has passed
+    /// shows as an empty histogram).
+    pub fn value(&self, layout: &HistogramLayout, now: u64) -> SeriesValue {
+        if let Some(at) = self.due_reset(now) {
+            let mut empty = self.clone();
+            empty.reset(layout, at);
+            return empty.value(layout, now);
+        }
         SeriesValue::Histogram {
-            bounds: bounds.clone(),
+            bounds: layout.bounds.clone(),
             cumulative: self.cumulative(),
             sum: self.sum,
             count: self.count,
             exemplar: self.exemplar,
+            native: self.native.as_ref().map(|n| NativeValue {
+                schema: n.buckets.schema,
+                zero_threshold: ZERO_THRESHOLD,
+                zero_count: n.buckets.zero_count,
+                positive: n.buckets.positive.clone(),
+                negative: n.buckets.negative.clone(),
+            }),
         }
     }
 
@@ -365,6 +519,8 @@ pub enum SeriesValue {
         sum: f64,
         count: f64,
         exemplar: Option<Exemplar>,
+        /// Native buckets, when native histograms are kept.
+        native: Option<NativeValue>,
     },
 }
 
@@ -506,14 +662,118 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_upper_inclusive() {
-        let bounds = [0.1, 1.0];
-        let mut h = Histogram::new(&bounds);
+        let layout = HistogramLayout::classic(&[0.1, 1.0]);
+        let mut h = Histogram::new(&layout, 0);
         for (v, w) in [(0.1, 1.0), (0.5, 2.0), (5.0, 1.0)] {
-            h.observe(&bounds, v, w);
+            h.observe(&layout, v, w, 0);
         }
         assert_eq!(h.cumulative(), vec![1.0, 3.0, 4.0]);
         assert_eq!(h.count, 4.0);
         assert!((h.sum - 6.1).abs() < 1e-9);
+    }
+
+    const MINUTE: u64 = 60_000_000_000;
+
+    fn native_layout(max_buckets: u32, min_reset_minutes: u64) -> HistogramLayout {
+        HistogramLayout::new(
+            &[0.1, 1.0],
+            HistogramMode::Both,
+            NativeConfig::new(
+                1.1,
+                max_buckets,
+                std::time::Duration::from_secs(60 * min_reset_minutes),
+            ),
+        )
+    }
+
+    fn native_of(h: &Histogram, layout: &HistogramLayout, now: u64) -> (NativeValue, f64) {
+        match h.value(layout, now) {
+            SeriesValue::Histogram {
+                native: Some(n),
+                count,
+                ..
+            } => (n, count),
+            other => panic!("no native buckets in {other:?}"),
+        }
+    }
+
+    #[test]
+    fn native_histograms_observe_a_multiplier_as_whole_observations_as_tempo_does() {
+        let layout = native_layout(100, 15);
+        let mut h = Histogram::new(&layout, 0);
+        h.observe(&layout, 0.5, 2.5, 0); // Tempo's loop runs 3 times
+        h.observe(&layout, 0.5, 0.0, 0); // and not at all
+        let (native, count) = native_of(&h, &layout, 0);
+        assert_eq!(count, 3.0);
+        assert_eq!(h.cumulative(), vec![0.0, 3.0, 3.0]);
+        assert_eq!(native.schema, 3);
+        assert_eq!(
+            native.positive.iter().collect::<Vec<_>>(),
+            vec![(crate::native_histogram::bucket_key(0.5, 3), 3)]
+        );
+        // Classic-only histograms keep fractional weights.
+        let classic = HistogramLayout::classic(&[1.0]);
+        let mut c = Histogram::new(&classic, 0);
+        c.observe(&classic, 0.5, 2.5, 0);
+        assert_eq!(c.count, 2.5);
+    }
+
+    #[test]
+    fn over_the_bucket_limit_resolution_drops_and_a_reset_is_scheduled() {
+        let layout = native_layout(4, 15);
+        let mut h = Histogram::new(&layout, 0);
+        // Six values a factor 1.5 apart: six buckets at schema 3, more than 4.
+        let values: Vec<f64> = (0..6).map(|i| 1.5f64.powi(i)).collect();
+        for v in &values {
+            h.observe(&layout, *v, 1.0, MINUTE);
+        }
+        let (native, count) = native_of(&h, &layout, 2 * MINUTE);
+        // One halving per observation over the limit, as client_golang (best effort): the 5th
+        // value (5 buckets) takes schema 3 to 2, the 6th (6 buckets at schema 2) to 1, where
+        // the six values still fill six buckets.
+        assert_eq!((native.schema, native.positive.len()), (1, 6));
+        assert_eq!(native.positive.iter().map(|(_, n)| n).sum::<u64>(), 6);
+        assert_eq!(count, 6.0, "nothing lost");
+        // The reset is due 15 minutes after creation: from then on the histogram is empty...
+        let (native, count) = native_of(&h, &layout, 15 * MINUTE);
+        assert_eq!((count, native.schema, native.positive.len()), (0.0, 3, 0));
+        assert_eq!(h.start_nanos(0, 15 * MINUTE), 15 * MINUTE);
+        assert_eq!(h.start_nanos(0, 14 * MINUTE), 0);
+        // ...and counts again at full resolution.
+        h.observe(&layout, 2.0, 1.0, 16 * MINUTE);
+        let (native, count) = native_of(&h, &layout, 16 * MINUTE);
+        assert_eq!((count, native.schema), (1.0, 3));
+        assert_eq!(h.cumulative(), vec![0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn over_the_bucket_limit_long_after_the_last_reset_starts_over_with_the_latest_value() {
+        let layout = native_layout(4, 15);
+        let mut h = Histogram::new(&layout, 0);
+        for i in 0..4 {
+            h.observe(&layout, 1.5f64.powi(i), 1.0, MINUTE);
+        }
+        // The fifth bucket comes 20 minutes after creation, with no reset scheduled.
+        h.observe(&layout, 100.0, 1.0, 20 * MINUTE);
+        let (native, count) = native_of(&h, &layout, 20 * MINUTE);
+        assert_eq!(count, 1.0);
+        assert_eq!(h.sum, 100.0);
+        assert_eq!(native.schema, 3);
+        assert_eq!(native.positive.len(), 1);
+        assert_eq!(h.start_nanos(0, 20 * MINUTE), 20 * MINUTE);
+    }
+
+    #[test]
+    fn without_a_reset_duration_only_the_resolution_drops() {
+        let layout = native_layout(2, 0);
+        let mut h = Histogram::new(&layout, 0);
+        for i in 0..40 {
+            h.observe(&layout, 2f64.powi(i - 20), 1.0, i as u64 * MINUTE);
+        }
+        let (native, count) = native_of(&h, &layout, 100 * MINUTE);
+        assert_eq!(count, 40.0);
+        assert_eq!(native.schema, -4, "lowest resolution reached");
+        assert_eq!(native.positive.iter().map(|(_, n)| n).sum::<u64>(), 40);
     }
 
     #[test]

@@ -20,6 +20,8 @@ use crate::config::Settings;
 use crate::engine::Engine;
 use crate::export::otlp_metrics::{Identity, MetricsPusher};
 use crate::export::prometheus::EngineCollector;
+use crate::export::remote_write::{RemoteWriteConfig, RemoteWriter, Target};
+use crate::export::retry::Backoff;
 use crate::export::traces::{self, Drain, ExportSettings, TraceExporter};
 use crate::intake::{Intake, RequestLimits};
 use crate::queue::{Limits, SpanQueue};
@@ -29,6 +31,9 @@ use crate::servicemap::{self, http::MapState};
 
 /// How often edges past their wait are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// `--retry-max-elapsed 0s` (retry forever) for remote write: a day, past which Prometheus-
+/// compatible stores refuse the samples as too old anyway.
+const REMOTE_WRITE_RETRY_FOREVER: Duration = Duration::from_secs(24 * 3600);
 /// Export batches stop growing past this size, well under the 4 MiB gRPC receive limit of
 /// Tempo's OTLP receiver (a single request may still be up to `--max-message-bytes`).
 const MAX_BATCH_BYTES: usize = 2 << 20;
@@ -186,12 +191,34 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             metrics.clone(),
             Identity::new(settings.instance_id.clone()),
             settings.metrics_max_request_bytes,
+            settings.histograms,
         )?),
         None => None,
     };
     let push_task = pusher
         .clone()
         .map(|p| tokio::spawn(p.run_every(settings.flush_interval)));
+    let remote_writer = match &settings.remote_write {
+        Some(rw) => Some(RemoteWriter::new(
+            RemoteWriteConfig {
+                endpoint: rw.endpoint.clone(),
+                headers: rw.headers.clone(),
+                target: Target::new(&rw.external_labels, &settings.instance_id),
+                histograms: settings.histograms,
+                max_request_bytes: settings.metrics_max_request_bytes,
+                backoff: Backoff::new(settings.retry_initial_backoff),
+                retry_budget: settings
+                    .retry_max_elapsed
+                    .unwrap_or(REMOTE_WRITE_RETRY_FOREVER),
+            },
+            engine.clone(),
+            metrics.clone(),
+        )?),
+        None => None,
+    };
+    let remote_write_task = remote_writer
+        .clone()
+        .map(|w| tokio::spawn(w.run_every(settings.flush_interval)));
 
     shutdown.await;
     tracing::info!("shutting down: stopping intake");
@@ -227,8 +254,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     if let Some(task) = push_task {
         task.abort();
     }
+    if let Some(task) = remote_write_task {
+        task.abort();
+    }
     if let Some(pusher) = pusher {
         pusher.push_once().await;
+    }
+    if let Some(writer) = remote_writer {
+        // The last values, retried within the grace period only.
+        writer.push_once(grace).await;
     }
     let _ = stop_admin.send(true);
     log_join("admin server", admin_task, grace).await;

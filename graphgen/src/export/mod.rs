@@ -1,7 +1,8 @@
 //! Where data leaves graphgen: spans to the traces endpoint, metrics to Prometheus
-//! (scraped text exposition and OTLP push).
+//! (scraped text exposition, OTLP push and remote write).
 
 pub mod otlp_metrics;
 pub mod prometheus;
+pub mod remote_write;
 pub mod retry;
 pub mod traces;

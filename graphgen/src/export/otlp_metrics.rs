@@ -25,16 +25,21 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    exemplar, metric::Data, number_data_point, AggregationTemporality, Exemplar, Histogram,
-    HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::time::Instant;
 
 use crate::engine::Engine;
+use crate::native_histogram::{HistogramMode, SparseBuckets};
 use crate::selfmetrics::{PushLabels, PushOutcome, SelfMetrics};
-use crate::series::{whole_bucket_counts, Family, FamilyKind, Series, SeriesValue};
+use crate::series::{
+    whole_bucket_counts, Exemplar as SeriesExemplar, Family, FamilyKind, NativeValue, Series,
+    SeriesValue,
+};
 
 /// Who is pushing: becomes `job` and `instance` in Prometheus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +73,7 @@ use crate::attributes::string_attribute as string_kv;
 enum Point {
     Number(NumberDataPoint),
     Histogram(HistogramDataPoint),
+    Exponential(ExponentialHistogramDataPoint),
 }
 
 impl Point {
@@ -75,17 +81,75 @@ impl Point {
         match self {
             Point::Number(p) => p.encoded_len(),
             Point::Histogram(p) => p.encoded_len(),
+            Point::Exponential(p) => p.encoded_len(),
         }
     }
 }
 
-/// The points of one series: a zero point first if it is new, then its value at `now_nanos`.
-fn points_of(series: &Series, now_nanos: u64, new: bool) -> Vec<Point> {
+/// How a family is written: a histogram family is written once per histogram kind on
+/// (`--histograms both` writes it twice, as a classic and as an exponential histogram, which
+/// Prometheus stores as `_bucket`/`_sum`/`_count` and as one native series).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    Counter,
+    Classic,
+    Native,
+}
+
+/// The flavors of every family, in order.
+pub(super) fn flavors(families: &[Family], mode: HistogramMode) -> Vec<(usize, Flavor)> {
+    let mut out = Vec::with_capacity(families.len() * 2);
+    for (i, family) in families.iter().enumerate() {
+        match family.kind {
+            FamilyKind::Counter => out.push((i, Flavor::Counter)),
+            FamilyKind::Histogram => {
+                if mode.classic() {
+                    out.push((i, Flavor::Classic));
+                }
+                if mode.native() {
+                    out.push((i, Flavor::Native));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn otlp_exemplars(exemplar: &Option<SeriesExemplar>) -> Vec<Exemplar> {
+    exemplar
+        .iter()
+        .map(|x| Exemplar {
+            time_unix_nano: x.time_nanos,
+            trace_id: x.trace_id.to_vec(),
+            value: Some(exemplar::Value::AsDouble(x.value)),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// OTLP's bucket `i` holds `(base^i, base^(i+1)]`, Prometheus' (and client_golang's) key `k`
+/// holds `(base^(k-1), base^k]`: the offset is one lower. Prometheus 3.13.1 adds the one back
+/// (`storage/remote/otlptranslator/prometheusremotewrite/histograms.go:192-200`).
+fn otlp_buckets(buckets: &SparseBuckets) -> Option<Buckets> {
+    if buckets.is_empty() {
+        return None;
+    }
+    let (first_key, bucket_counts) = buckets.dense();
+    Some(Buckets {
+        offset: first_key - 1,
+        bucket_counts,
+    })
+}
+
+/// The points of one series in one flavor: a zero point first if it is new, then its value
+/// at `now_nanos`.
+fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, new: bool) -> Vec<Point> {
     let attributes: Vec<KeyValue> = series.labels.iter().map(|(k, v)| string_kv(k, v)).collect();
     // Strictly before the real point, in Prometheus' milliseconds too.
     let zero_at = series.start_nanos.min(now_nanos.saturating_sub(1_000_000));
-    match &series.value {
-        SeriesValue::Counter(value) => {
+    let mut points = Vec::with_capacity(2);
+    match (&series.value, flavor) {
+        (SeriesValue::Counter(value), _) => {
             let point = |time_unix_nano, value| {
                 Point::Number(NumberDataPoint {
                     attributes: attributes.clone(),
@@ -95,23 +159,23 @@ fn points_of(series: &Series, now_nanos: u64, new: bool) -> Vec<Point> {
                     ..Default::default()
                 })
             };
-            let mut points = Vec::with_capacity(2);
             if new {
                 points.push(point(zero_at, 0.0));
             }
             points.push(point(now_nanos, *value));
-            points
         }
-        SeriesValue::Histogram {
-            bounds,
-            cumulative,
-            sum,
-            exemplar,
-            ..
-        } => {
+        (
+            SeriesValue::Histogram {
+                bounds,
+                cumulative,
+                sum,
+                exemplar,
+                ..
+            },
+            Flavor::Classic | Flavor::Counter,
+        ) => {
             // OTLP wants whole per-bucket counts, one more than bounds.
             let (bucket_counts, count) = whole_bucket_counts(cumulative);
-            let mut points = Vec::with_capacity(2);
             if new {
                 points.push(Point::Histogram(HistogramDataPoint {
                     attributes: attributes.clone(),
@@ -133,34 +197,73 @@ fn points_of(series: &Series, now_nanos: u64, new: bool) -> Vec<Point> {
                 bucket_counts,
                 explicit_bounds: bounds.to_vec(),
                 // The trace behind the latest observation: Grafana links to it.
-                exemplars: exemplar
-                    .iter()
-                    .map(|x| Exemplar {
-                        time_unix_nano: x.time_nanos,
-                        trace_id: x.trace_id.to_vec(),
-                        value: Some(exemplar::Value::AsDouble(x.value)),
-                        ..Default::default()
-                    })
-                    .collect(),
+                exemplars: otlp_exemplars(exemplar),
                 ..Default::default()
             }));
-            points
         }
+        (
+            SeriesValue::Histogram {
+                sum,
+                count,
+                exemplar,
+                native: Some(native),
+                ..
+            },
+            Flavor::Native,
+        ) => {
+            let NativeValue {
+                schema,
+                zero_threshold,
+                zero_count,
+                positive,
+                negative,
+            } = native;
+            if new {
+                points.push(Point::Exponential(ExponentialHistogramDataPoint {
+                    attributes: attributes.clone(),
+                    start_time_unix_nano: series.start_nanos,
+                    time_unix_nano: zero_at,
+                    sum: Some(0.0),
+                    scale: *schema,
+                    zero_threshold: *zero_threshold,
+                    ..Default::default()
+                }));
+            }
+            points.push(Point::Exponential(ExponentialHistogramDataPoint {
+                attributes,
+                start_time_unix_nano: series.start_nanos,
+                time_unix_nano: now_nanos,
+                // Whole observations: native histograms count each span as Tempo does.
+                count: count.round() as u64,
+                sum: Some(*sum),
+                scale: *schema,
+                zero_count: *zero_count,
+                positive: otlp_buckets(positive),
+                negative: otlp_buckets(negative),
+                zero_threshold: *zero_threshold,
+                exemplars: otlp_exemplars(exemplar),
+                ..Default::default()
+            }));
+        }
+        // A histogram without native buckets has nothing to write as native.
+        (SeriesValue::Histogram { native: None, .. }, Flavor::Native) => {}
     }
+    points
 }
 
 /// The series already pushed, so each gets its zero point once. A series is its family, its
 /// labels and its start (a stale series seen again starts over, and gets a new zero).
 #[derive(Debug, Default)]
 pub struct PushedSeries {
-    keys: HashSet<u64>,
+    pub(super) keys: HashSet<u64>,
     hasher: ahash::RandomState,
 }
 
 impl PushedSeries {
-    fn key(&self, family: &Family, series: &Series) -> u64 {
+    pub(super) fn key(&self, family: &Family, flavor: Flavor, series: &Series) -> u64 {
         let mut h = self.hasher.build_hasher();
         family.name.hash(&mut h);
+        flavor.hash(&mut h);
         series.labels.hash(&mut h);
         series.start_nanos.hash(&mut h);
         h.finish()
@@ -179,7 +282,9 @@ pub struct Part {
 /// Series not in `pushed` get a zero point first.
 pub struct Parts<'a> {
     families: &'a [Family],
-    /// The next series to add: (family, series) indexes.
+    /// Each family once per flavor written.
+    flavors: Vec<(usize, Flavor)>,
+    /// The next series to add: (flavor, series) indexes.
     next: (usize, usize),
     now_nanos: u64,
     identity: &'a Identity,
@@ -188,7 +293,7 @@ pub struct Parts<'a> {
 }
 
 /// Bytes a field of `len` bytes takes inside its message: tag and length prefix.
-fn field_len(len: usize) -> usize {
+pub(super) fn field_len(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
@@ -225,21 +330,29 @@ impl Iterator for Parts<'_> {
             keys: Vec::new(),
         };
         let mut size = part.request.encoded_len() + NESTING;
-        while let Some(family) = self.families.get(self.next.0) {
+        while let Some(&(index, flavor)) = self.flavors.get(self.next.0) {
+            let family = &self.families[index];
             let Some(series) = family.series.get(self.next.1) else {
                 self.next = (self.next.0 + 1, 0);
                 continue;
             };
-            let key = self.pushed.key(family, series);
-            let points = points_of(series, self.now_nanos, !self.pushed.keys.contains(&key));
+            let key = self.pushed.key(family, flavor, series);
+            let new = !self.pushed.keys.contains(&key);
+            let points = points_of(series, flavor, self.now_nanos, new);
+            if points.is_empty() {
+                self.next.1 += 1;
+                continue;
+            }
             let points_len: usize = points.iter().map(|p| field_len(p.encoded_len())).sum();
             let metrics = &mut part.request.resource_metrics[0].scope_metrics[0].metrics;
-            let same_metric = metrics.last().is_some_and(|m| m.name == family.name);
+            let same_metric = metrics
+                .last()
+                .is_some_and(|m| m.name == family.name && same_flavor(m, flavor));
             let header = (!same_metric).then(|| Metric {
                 name: family.name.to_string(),
                 description: family.help.to_string(),
                 unit: family.unit.to_string(),
-                data: Some(empty_data(family.kind)),
+                data: Some(empty_data(flavor)),
                 ..Default::default()
             });
             let added = match &header {
@@ -255,6 +368,9 @@ impl Iterator for Parts<'_> {
                 match (&mut metric.data, point) {
                     (Some(Data::Sum(s)), Point::Number(p)) => s.data_points.push(p),
                     (Some(Data::Histogram(h)), Point::Histogram(p)) => h.data_points.push(p),
+                    (Some(Data::ExponentialHistogram(h)), Point::Exponential(p)) => {
+                        h.data_points.push(p)
+                    }
                     _ => unreachable!("a family's points are of its kind"),
                 }
             }
@@ -266,25 +382,39 @@ impl Iterator for Parts<'_> {
     }
 }
 
-fn empty_data(kind: FamilyKind) -> Data {
+fn empty_data(flavor: Flavor) -> Data {
     let cumulative = AggregationTemporality::Cumulative as i32;
-    match kind {
-        FamilyKind::Counter => Data::Sum(Sum {
+    match flavor {
+        Flavor::Counter => Data::Sum(Sum {
             aggregation_temporality: cumulative,
             is_monotonic: true,
             data_points: Vec::new(),
         }),
-        FamilyKind::Histogram => Data::Histogram(Histogram {
+        Flavor::Classic => Data::Histogram(Histogram {
+            aggregation_temporality: cumulative,
+            data_points: Vec::new(),
+        }),
+        Flavor::Native => Data::ExponentialHistogram(ExponentialHistogram {
             aggregation_temporality: cumulative,
             data_points: Vec::new(),
         }),
     }
 }
 
+fn same_flavor(metric: &Metric, flavor: Flavor) -> bool {
+    matches!(
+        (&metric.data, flavor),
+        (Some(Data::Sum(_)), Flavor::Counter)
+            | (Some(Data::Histogram(_)), Flavor::Classic)
+            | (Some(Data::ExponentialHistogram(_)), Flavor::Native)
+    )
+}
+
 /// The push of `families` observed at `now_nanos`, as parts of at most `max_bytes` encoded
 /// bytes each, built as they are taken (see [`Parts`]).
 pub fn to_parts<'a>(
     families: &'a [Family],
+    histograms: HistogramMode,
     now_nanos: u64,
     identity: &'a Identity,
     pushed: &'a PushedSeries,
@@ -292,6 +422,7 @@ pub fn to_parts<'a>(
 ) -> Parts<'a> {
     Parts {
         families,
+        flavors: flavors(families, histograms),
         next: (0, 0),
         now_nanos,
         identity,
@@ -345,6 +476,7 @@ pub struct MetricsPusher {
     metrics: Arc<SelfMetrics>,
     identity: Identity,
     max_request_bytes: usize,
+    histograms: HistogramMode,
     pushed: Arc<tokio::sync::Mutex<PushedSeries>>,
 }
 
@@ -355,6 +487,7 @@ impl MetricsPusher {
         metrics: Arc<SelfMetrics>,
         identity: Identity,
         max_request_bytes: usize,
+        histograms: HistogramMode,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -366,6 +499,7 @@ impl MetricsPusher {
             metrics,
             identity,
             max_request_bytes,
+            histograms,
             pushed: Default::default(),
         })
     }
@@ -392,6 +526,7 @@ impl MetricsPusher {
         let mut all_ok = true;
         let parts = to_parts(
             &families,
+            self.histograms,
             now,
             &self.identity,
             &pushed,
@@ -474,6 +609,7 @@ mod tests {
                             value: 0.5,
                             time_nanos: start,
                         }),
+                        native: None,
                     },
                     start_nanos: start,
                 })
@@ -529,7 +665,7 @@ mod tests {
         let mut pushed = PushedSeries::default();
         let max = 4 << 20;
         let parts: Vec<Part> =
-            to_parts(&families, 10_000_000_000, &identity, &pushed, max).collect();
+            to_parts(&families, HistogramMode::Classic, 10_000_000_000, &identity, &pushed, max).collect();
         assert!(parts.len() > 1);
         let sizes: Vec<usize> = parts.iter().map(|p| p.request.encoded_len()).collect();
         assert!(sizes.iter().all(|s| *s <= max), "{sizes:?}");
@@ -562,11 +698,11 @@ mod tests {
         // Once pushed, no more zero points; a series that started over gets one again.
         pushed.keys = parts.into_iter().flat_map(|p| p.keys).collect();
         let parts: Vec<Part> =
-            to_parts(&families, 20_000_000_000, &identity, &pushed, max).collect();
+            to_parts(&families, HistogramMode::Classic, 20_000_000_000, &identity, &pushed, max).collect();
         assert_eq!(contents(&parts).1, 0);
         let restarted = [counter_family(1, 15_000_000_000)];
         let parts: Vec<Part> =
-            to_parts(&restarted, 20_000_000_000, &identity, &pushed, max).collect();
+            to_parts(&restarted, HistogramMode::Classic, 20_000_000_000, &identity, &pushed, max).collect();
         assert_eq!(contents(&parts).1, 1);
     }
 
@@ -579,6 +715,7 @@ mod tests {
         let now = 5_000_000_000; // a series pushed in the millisecond it started
         let parts = to_parts(
             &families,
+            self.histograms,
             now,
             &Identity::new("a"),
             &PushedSeries::default(),

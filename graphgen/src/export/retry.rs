@@ -61,6 +61,27 @@ pub fn classify(status: &Status) -> Verdict {
     }
 }
 
+/// The verdict on a failed HTTP attempt (remote write), by the remote-write spec: 5xx and 429
+/// are retried (429 after its `Retry-After`), any other 4xx never is; no answer at all
+/// (`status` `None`: refused, reset, timed out) is retried.
+pub fn classify_http(status: Option<u16>, retry_after: Option<Duration>) -> Verdict {
+    match status {
+        None => Verdict::Retry { server_delay: None },
+        Some(429) => Verdict::Retry {
+            server_delay: retry_after,
+        },
+        Some(500..=599) => Verdict::Retry {
+            server_delay: retry_after,
+        },
+        Some(_) => Verdict::GiveUp,
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Prometheus-compatible receivers).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 /// Exponential backoff with jitter, as the Collector's exporters do (`configretry`: 1.5×,
 /// ±50 %). Jitter spreads the retries of many exporters after a shared outage.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,6 +123,26 @@ mod tests {
     fn transport_error() -> Status {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
         Status::from_error(Box::new(io))
+    }
+
+    #[test]
+    fn http_answers_are_retried_as_the_remote_write_spec_says() {
+        let retry = |d| Verdict::Retry { server_delay: d };
+        let two = Some(Duration::from_secs(2));
+        for (status, retry_after, verdict) in [
+            (None, None, retry(None)),
+            (Some(429), two, retry(two)),
+            (Some(429), None, retry(None)),
+            (Some(500), None, retry(None)),
+            (Some(503), two, retry(two)),
+            (Some(400), None, Verdict::GiveUp),
+            (Some(404), two, Verdict::GiveUp),
+            (Some(413), None, Verdict::GiveUp),
+        ] {
+            assert_eq!(classify_http(status, retry_after), verdict, "{status:?}");
+        }
+        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::series::exponential_buckets;
+use crate::native_histogram::NativeConfig;
+use crate::series::{exponential_buckets, HistogramLayout};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +41,10 @@ pub struct Config {
     /// A label with more distinct values than this (over `stale_duration`) has them replaced
     /// by `__cardinality_overflow__`; 0 turns the limit off (Tempo's default).
     pub max_cardinality_per_label: usize,
+    /// Native buckets for the latency histograms (the generator-wide `--histograms`), not a
+    /// per-processor key.
+    #[serde(skip)]
+    pub native_histograms: Option<NativeConfig>,
 }
 
 impl Default for Config {
@@ -64,6 +69,7 @@ impl Default for Config {
             max_label_name_length: MAX_LABEL_NAME_LENGTH,
             max_label_value_length: MAX_LABEL_VALUE_LENGTH,
             max_cardinality_per_label: 0,
+            native_histograms: None,
         }
     }
 }
@@ -92,6 +98,14 @@ impl Config {
             max_series: self.max_series,
             max_label_value_length: self.max_label_value_length,
             max_cardinality_per_label: self.max_cardinality_per_label,
+        }
+    }
+
+    /// How the latency histograms are kept.
+    pub fn histogram_layout(&self) -> HistogramLayout {
+        HistogramLayout {
+            bounds: self.histogram_buckets.as_slice().into(),
+            native: self.native_histograms,
         }
     }
 

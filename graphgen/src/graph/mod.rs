@@ -162,7 +162,7 @@ impl ServiceGraph {
         Ok(Self {
             store: Store::new(config.max_items, layout.slots),
             recorder: Recorder::new(
-                &config.histogram_buckets,
+                config.histogram_layout(),
                 &layout.labels,
                 config.enable_messaging_system_latency_histogram,
                 config.series_limits(),
@@ -183,8 +183,8 @@ impl ServiceGraph {
     }
 
     /// Every series, as metric families.
-    pub fn families(&self) -> Vec<Family> {
-        self.recorder.families()
+    pub fn families(&self, now: u64) -> Vec<Family> {
+        self.recorder.families(now)
     }
 
     /// Visits every edge series' cumulative figures (for the service map), without copying them.

@@ -2,12 +2,12 @@
 //! messaging) latency histograms, labelled `client`, `server`, `connection_type` + dimensions.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 use super::edge::{ConnectionType, Edge};
 use super::replace;
 use crate::series::{
-    Cardinality, Family, FamilyKind, Histogram, Series, SeriesLimits, SeriesMap, SeriesValue,
+    Cardinality, Family, FamilyKind, Histogram, HistogramLayout, Series, SeriesLimits, SeriesMap,
+    SeriesValue,
 };
 use crate::spans::duration_sec;
 
@@ -44,7 +44,7 @@ struct EdgeSeries {
 
 #[derive(Debug)]
 pub(super) struct Recorder {
-    bounds: Arc<[f64]>,
+    histograms: HistogramLayout,
     /// For each dimension label, the `Edge::dimensions` slot it reads.
     dimension_slots: Vec<usize>,
     messaging_histogram: bool,
@@ -57,7 +57,7 @@ pub(super) struct Recorder {
 impl Recorder {
     /// `dimensions`: each dimension label with the slot it reads.
     pub(super) fn new(
-        bounds: &[f64],
+        histograms: HistogramLayout,
         dimensions: &[(String, usize)],
         messaging_histogram: bool,
         limits: SeriesLimits,
@@ -68,7 +68,7 @@ impl Recorder {
             .chain(dimensions.iter().map(|(name, _)| name.clone()))
             .collect();
         Self {
-            bounds: bounds.into(),
+            histograms,
             scratch: vec![String::new(); label_names.len()],
             dimension_slots: dimensions.iter().map(|(_, slot)| *slot).collect(),
             messaging_histogram,
@@ -85,12 +85,12 @@ impl Recorder {
         for (value, slot) in scratch[3..].iter_mut().zip(&self.dimension_slots) {
             replace(value, &e.dimensions[*slot]);
         }
-        let bounds = &self.bounds;
+        let layout = &self.histograms;
         let Some(s) = self.series.get_or_insert_with(scratch, now, || EdgeSeries {
             total: 0.0,
             failed: None,
-            server: Histogram::new(bounds),
-            client: Histogram::new(bounds),
+            server: Histogram::new(layout, now),
+            client: Histogram::new(layout, now),
             messaging: None,
         }) else {
             return;
@@ -102,16 +102,16 @@ impl Recorder {
         }
         let trace = e.key.trace_id();
         s.server
-            .observe_traced(bounds, e.server_latency_sec, m, trace, now);
+            .observe_traced(layout, e.server_latency_sec, m, trace, now);
         s.client
-            .observe_traced(bounds, e.client_latency_sec, m, trace, now);
+            .observe_traced(layout, e.client_latency_sec, m, trace, now);
         if self.messaging_histogram && e.connection_type == ConnectionType::MessagingSystem {
             let latency = duration_sec(e.client_end_nanos, e.server_start_nanos);
             // Zero means the consumer started before the producer ended (clock skew): not observed.
             if latency != 0.0 {
                 s.messaging
-                    .get_or_insert_with(|| Histogram::new(bounds))
-                    .observe_traced(bounds, latency, m, trace, now);
+                    .get_or_insert_with(|| Histogram::new(layout, now))
+                    .observe_traced(layout, latency, m, trace, now);
             }
         }
     }
@@ -147,11 +147,11 @@ impl Recorder {
     }
 
     /// Every series, as metric families.
-    pub(super) fn families(&self) -> Vec<Family> {
-        let hist = |h: &Histogram, labels, start_nanos| Series {
+    pub(super) fn families(&self, now: u64) -> Vec<Family> {
+        let hist = |h: &Histogram, labels, created| Series {
             labels,
-            value: h.value(&self.bounds),
-            start_nanos,
+            value: h.value(&self.histograms, now),
+            start_nanos: h.start_nanos(created, now),
         };
         let counter = |v: f64, labels, start_nanos| Series {
             labels,

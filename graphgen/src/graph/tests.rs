@@ -112,7 +112,7 @@ fn run(case: &Case) -> (Vec<crate::series::Sample>, ServiceGraph) {
     let mut graph = ServiceGraph::new(config).unwrap();
     graph.push(&batch(&case.spans), NOW);
     graph.expire(NOW + wait);
-    let samples = graph.families().iter().flat_map(|f| f.samples()).collect();
+    let samples = graph.families(0).iter().flat_map(|f| f.samples()).collect();
     (samples, graph)
 }
 
@@ -553,7 +553,7 @@ fn span_multiplier_counts_each_span_as_one_over_ratio() {
         });
     }
     graph.push(&spans, NOW);
-    let total = graph.families()[0].samples()[0].value;
+    let total = graph.families(0)[0].samples()[0].value;
     assert!((total - 10.0).abs() < 1e-9, "total {total}");
 }
 
@@ -602,7 +602,7 @@ fn label_sets_beyond_max_series_are_counted_not_recorded() {
     assert_eq!(graph.stats().edges_completed, 4);
     let c = graph.cardinality();
     assert_eq!((c.series, c.refused), (2, 1), "a→d refused; a→b twice fits");
-    let totals: Vec<f64> = graph.families()[0]
+    let totals: Vec<f64> = graph.families(0)[0]
         .samples()
         .iter()
         .map(|s| s.value)

@@ -2,7 +2,6 @@
 //! as Tempo's metrics-generator `span-metrics` processor makes them. Grafana's service-graph
 //! table reads these.
 
-use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -11,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
 use crate::label_limits::{truncate_label, MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
+use crate::native_histogram::NativeConfig;
 use crate::series::{
-    exponential_buckets, Family, FamilyKind, Histogram, Series, SeriesMap, SeriesValue,
+    exponential_buckets, Family, HistogramLayout, FamilyKind, Histogram, Series, SeriesMap, SeriesValue,
 };
 use crate::series::{Cardinality, InvalidBuckets, SeriesLimits};
 use crate::spans::{duration_sec, span_kind_name, status_code_name};
@@ -43,6 +43,9 @@ pub struct Config {
     /// A label with more distinct values than this (over `stale_duration`) has them replaced
     /// by `__cardinality_overflow__`; 0 turns the limit off (Tempo's default).
     pub max_cardinality_per_label: usize,
+    /// Native buckets for the latency histogram (the generator-wide `--histograms`).
+    #[serde(skip)]
+    pub native_histograms: Option<NativeConfig>,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             max_label_name_length: MAX_LABEL_NAME_LENGTH,
             max_label_value_length: MAX_LABEL_VALUE_LENGTH,
             max_cardinality_per_label: 0,
+            native_histograms: None,
         }
     }
 }
@@ -76,7 +80,7 @@ pub enum ConfigError {
 #[derive(Debug)]
 pub struct SpanMetrics {
     config: Config,
-    bounds: Arc<[f64]>,
+    histograms: HistogramLayout,
     series: SeriesMap<SpanSeries>,
     scratch: Vec<String>,
 }
@@ -98,7 +102,10 @@ impl SpanMetrics {
             }))
             .collect();
         Ok(Self {
-            bounds: config.histogram_buckets.clone().into(),
+            histograms: HistogramLayout {
+                bounds: config.histogram_buckets.as_slice().into(),
+                native: config.native_histograms,
+            },
             scratch: vec![String::new(); label_names.len()],
             series: SeriesMap::new(
                 SeriesLimits {
@@ -121,7 +128,7 @@ impl SpanMetrics {
     pub fn push(&mut self, batches: &[ResourceSpans], now: u64) {
         let Self {
             config,
-            bounds,
+            histograms,
             series,
             scratch,
             ..
@@ -152,7 +159,7 @@ impl SpanMetrics {
                 );
                 let Some(s) = series.get_or_insert_with(scratch, now, || SpanSeries {
                     calls: 0.0,
-                    latency: Histogram::new(bounds),
+                    latency: Histogram::new(histograms, now),
                     size: 0.0,
                 }) else {
                     continue;
@@ -160,7 +167,7 @@ impl SpanMetrics {
                 s.calls += multiplier;
                 let latency = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
                 s.latency
-                    .observe_traced(bounds, latency, multiplier, &span.trace_id, now);
+                    .observe_traced(histograms, latency, multiplier, &span.trace_id, now);
                 s.size += span.encoded_len() as f64;
             }
         }
@@ -176,7 +183,7 @@ impl SpanMetrics {
         self.series.cardinality()
     }
 
-    pub fn families(&self) -> Vec<Family> {
+    pub fn families(&self, now: u64) -> Vec<Family> {
         let (mut calls, mut latency, mut size) = (vec![], vec![], vec![]);
         for (labels, s, start_nanos) in self.series.iter() {
             calls.push(Series {
@@ -191,8 +198,8 @@ impl SpanMetrics {
             });
             latency.push(Series {
                 labels,
-                value: s.latency.value(&self.bounds),
-                start_nanos,
+                value: s.latency.value(&self.histograms, now),
+                start_nanos: s.latency.start_nanos(start_nanos, now),
             });
         }
         vec![
@@ -270,7 +277,7 @@ mod tests {
         })
         .unwrap();
         sm.push(&batch, 1);
-        let samples: Vec<_> = sm.families().iter().flat_map(|f| f.samples()).collect();
+        let samples: Vec<_> = sm.families(0).iter().flat_map(|f| f.samples()).collect();
         let find = |name: &str, kind: &str| {
             samples
                 .iter()

@@ -1,0 +1,566 @@
+//! Writing the engine's series by Prometheus remote write 1.0 (protobuf, snappy), the way
+//! Tempo's metrics-generator delivers them to Prometheus, Mimir, Cortex, Thanos or
+//! VictoriaMetrics. Runs beside the OTLP push or instead of it.
+//!
+//! What it keeps from Tempo (grafana/tempo ad33aa8):
+//! - series labels plus the external labels and `__metrics_gen_instance` (this instance's id),
+//!   `modules/generator/registry/registry.go:149-158`; a series' own label wins over an external
+//!   one, as Prometheus' `external_labels` do;
+//! - a zero sample before a new series' first value, so `rate()` counts the first requests
+//!   (`registry/counter.go:140-151`, `registry/histogram.go:230-260`);
+//! - classic histograms as `_bucket{le}`, `_sum`, `_count`, native ones as one histogram
+//!   series named as the metric (`registry/native_histogram.go:281-320`), per `--histograms`;
+//! - exemplars under Tempo's default label `traceID` (`native_histogram.go:103-105`).
+//!
+//! Delivery follows the remote-write spec: 5xx, 429 and lost connections are retried with
+//! backoff (429 after its `Retry-After`) until the retry budget is spent; any other 4xx is
+//! dropped at once. Every outcome is counted in `graphgen_remote_write_*`. Values are
+//! cumulative, so a dropped request loses points, never counts: the next push carries them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::time::Instant;
+
+use super::otlp_metrics::{field_len, flavors, Flavor, PushedSeries};
+use super::retry::{classify_http, parse_retry_after, Backoff, Verdict};
+use crate::engine::Engine;
+use crate::native_histogram::{HistogramMode, SparseBuckets};
+use crate::selfmetrics::{
+    RemoteWriteLabels, RemoteWriteOutcome, RemoteWriteRetry, RemoteWriteRetryLabels, SelfMetrics,
+};
+use crate::series::{format_bound, Exemplar, Family, NativeValue, Series, SeriesValue};
+
+/// Prometheus' remote-write protobuf, the parts graphgen writes (`prompb/remote.proto`,
+/// `prompb/types.proto` at v3.13.1; unchanged since v2.40 for these fields).
+pub mod prompb {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+        #[prost(message, repeated, tag = "3")]
+        pub exemplars: Vec<Exemplar>,
+        #[prost(message, repeated, tag = "4")]
+        pub histograms: Vec<Histogram>,
+    }
+
+    #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Exemplar {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(double, tag = "2")]
+        pub value: f64,
+        #[prost(int64, tag = "3")]
+        pub timestamp: i64,
+    }
+
+    /// A native histogram with integer counts.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Histogram {
+        #[prost(uint64, tag = "1")]
+        pub count_int: u64,
+        #[prost(double, tag = "3")]
+        pub sum: f64,
+        #[prost(sint32, tag = "4")]
+        pub schema: i32,
+        #[prost(double, tag = "5")]
+        pub zero_threshold: f64,
+        #[prost(uint64, tag = "6")]
+        pub zero_count_int: u64,
+        #[prost(message, repeated, tag = "8")]
+        pub negative_spans: Vec<BucketSpan>,
+        #[prost(sint64, repeated, tag = "9")]
+        pub negative_deltas: Vec<i64>,
+        #[prost(message, repeated, tag = "11")]
+        pub positive_spans: Vec<BucketSpan>,
+        #[prost(sint64, repeated, tag = "12")]
+        pub positive_deltas: Vec<i64>,
+        /// 0: UNKNOWN, Prometheus checks for a counter reset itself.
+        #[prost(int32, tag = "14")]
+        pub reset_hint: i32,
+        #[prost(int64, tag = "15")]
+        pub timestamp: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct BucketSpan {
+        #[prost(sint32, tag = "1")]
+        pub offset: i32,
+        #[prost(uint32, tag = "2")]
+        pub length: u32,
+    }
+}
+
+use prompb::{BucketSpan, Label, Sample, TimeSeries, WriteRequest};
+
+/// The exemplar label Tempo writes by default (`trace_id_label_name`).
+pub const TRACE_ID_LABEL: &str = "traceID";
+
+/// Labels every series of this instance gets, after its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// External labels, then `__metrics_gen_instance`.
+    pub labels: Vec<(String, String)>,
+}
+
+impl Target {
+    pub fn new(external_labels: &[(String, String)], instance_id: &str) -> Self {
+        let mut labels = external_labels.to_vec();
+        labels.retain(|(name, _)| name != "__metrics_gen_instance");
+        labels.push(("__metrics_gen_instance".into(), instance_id.into()));
+        Self { labels }
+    }
+}
+
+fn millis(nanos: u64) -> i64 {
+    (nanos / 1_000_000) as i64
+}
+
+/// The labels of one written series, sorted by name (as the spec requires): the series' own,
+/// `__name__`, then the target's where the series has no label of that name.
+fn labels_of(name: &str, series: &Series, extra: Option<(&str, &str)>, target: &Target) -> Vec<Label> {
+    let mut labels: Vec<Label> = series
+        .labels
+        .iter()
+        .chain(extra)
+        .map(|(n, v)| Label {
+            name: n.into(),
+            value: v.into(),
+        })
+        .collect();
+    labels.push(Label {
+        name: "__name__".into(),
+        value: name.into(),
+    });
+    for (n, v) in &target.labels {
+        if !labels.iter().any(|l| &l.name == n) {
+            labels.push(Label {
+                name: n.clone(),
+                value: v.clone(),
+            });
+        }
+    }
+    labels.sort();
+    labels
+}
+
+fn exemplar_of(x: &Exemplar) -> prompb::Exemplar {
+    let hex: String = x.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    prompb::Exemplar {
+        labels: vec![Label {
+            name: TRACE_ID_LABEL.into(),
+            value: hex,
+        }],
+        value: x.value,
+        timestamp: millis(x.time_nanos),
+    }
+}
+
+fn spans(layout: &SparseBuckets) -> (Vec<BucketSpan>, Vec<i64>) {
+    let (spans, deltas) = layout.spans_and_deltas();
+    let spans = spans
+        .into_iter()
+        .map(|(offset, length)| BucketSpan { offset, length })
+        .collect();
+    (spans, deltas)
+}
+
+/// The time series of one series in one flavor: zero samples first if it is new (strictly
+/// before the real one, in milliseconds too), then its value at `now_nanos`.
+pub fn series_of(
+    family: &Family,
+    flavor: Flavor,
+    series: &Series,
+    now_nanos: u64,
+    new: bool,
+    target: &Target,
+) -> Vec<TimeSeries> {
+    let now = millis(now_nanos);
+    let zero_at = millis(series.start_nanos.min(now_nanos.saturating_sub(1_000_000)));
+    let samples = |value: f64| {
+        let mut samples = Vec::with_capacity(2);
+        if new {
+            samples.push(Sample {
+                value: 0.0,
+                timestamp: zero_at,
+            });
+        }
+        samples.push(Sample {
+            value,
+            timestamp: now,
+        });
+        samples
+    };
+    let plain = |name: &str, extra: Option<(&str, &str)>, value: f64| TimeSeries {
+        labels: labels_of(name, series, extra, target),
+        samples: samples(value),
+        ..Default::default()
+    };
+    match (&series.value, flavor) {
+        (SeriesValue::Counter(value), _) => vec![plain(family.name, None, *value)],
+        (
+            SeriesValue::Histogram {
+                bounds,
+                cumulative,
+                sum,
+                count,
+                exemplar,
+                ..
+            },
+            Flavor::Classic | Flavor::Counter,
+        ) => {
+            let bucket_name = format!("{}_bucket", family.name);
+            // The exemplar goes on the bucket its value falls in, as Prometheus' client does.
+            let exemplar_bucket = exemplar
+                .map(|x| bounds.partition_point(|b| *b < x.value))
+                .unwrap_or(usize::MAX);
+            let les = bounds
+                .iter()
+                .map(|b| format_bound(*b))
+                .chain(["+Inf".to_string()]);
+            let mut out: Vec<TimeSeries> = les
+                .zip(cumulative)
+                .enumerate()
+                .map(|(i, (le, value))| {
+                    let mut ts = plain(&bucket_name, Some(("le", &le)), value.round());
+                    if i == exemplar_bucket {
+                        ts.exemplars.extend(exemplar.as_ref().map(exemplar_of));
+                    }
+                    ts
+                })
+                .collect();
+            out.push(plain(&format!("{}_sum", family.name), None, *sum));
+            out.push(plain(&format!("{}_count", family.name), None, count.round()));
+            out
+        }
+        (
+            SeriesValue::Histogram {
+                sum,
+                count,
+                exemplar,
+                native: Some(native),
+                ..
+            },
+            Flavor::Native,
+        ) => {
+            let NativeValue {
+                schema,
+                zero_threshold,
+                zero_count,
+                positive,
+                negative,
+            } = native;
+            let mut histograms = Vec::with_capacity(2);
+            if new {
+                histograms.push(prompb::Histogram {
+                    schema: *schema,
+                    zero_threshold: *zero_threshold,
+                    timestamp: zero_at,
+                    ..Default::default()
+                });
+            }
+            let (positive_spans, positive_deltas) = spans(positive);
+            let (negative_spans, negative_deltas) = spans(negative);
+            histograms.push(prompb::Histogram {
+                count_int: count.round() as u64,
+                sum: *sum,
+                schema: *schema,
+                zero_threshold: *zero_threshold,
+                zero_count_int: *zero_count,
+                negative_spans,
+                negative_deltas,
+                positive_spans,
+                positive_deltas,
+                reset_hint: 0,
+                timestamp: now,
+            });
+            vec![TimeSeries {
+                labels: labels_of(family.name, series, None, target),
+                exemplars: exemplar.as_ref().map(exemplar_of).into_iter().collect(),
+                histograms,
+                ..Default::default()
+            }]
+        }
+        (SeriesValue::Histogram { native: None, .. }, Flavor::Native) => Vec::new(),
+    }
+}
+
+/// One request of a push, with the keys of the series it carries.
+pub struct Part {
+    pub request: WriteRequest,
+    pub samples: u64,
+    keys: Vec<u64>,
+}
+
+/// Splits a push into requests of at most `max_bytes` encoded bytes (before snappy), each
+/// series (all its `_bucket`, `_sum`, `_count`) in exactly one; built as they are taken.
+pub struct Parts<'a> {
+    families: &'a [Family],
+    flavors: Vec<(usize, Flavor)>,
+    next: (usize, usize),
+    now_nanos: u64,
+    target: &'a Target,
+    pushed: &'a PushedSeries,
+    max_bytes: usize,
+}
+
+impl Iterator for Parts<'_> {
+    type Item = Part;
+
+    fn next(&mut self) -> Option<Part> {
+        let mut part = Part {
+            request: WriteRequest::default(),
+            samples: 0,
+            keys: Vec::new(),
+        };
+        let mut size = 0;
+        while let Some(&(index, flavor)) = self.flavors.get(self.next.0) {
+            let family = &self.families[index];
+            let Some(series) = family.series.get(self.next.1) else {
+                self.next = (self.next.0 + 1, 0);
+                continue;
+            };
+            let key = self.pushed.key(family, flavor, series);
+            let new = !self.pushed.keys.contains(&key);
+            let timeseries = series_of(family, flavor, series, self.now_nanos, new, self.target);
+            let added: usize = timeseries.iter().map(|t| field_len(t.encoded_len())).sum();
+            if !part.keys.is_empty() && size + added > self.max_bytes {
+                break; // this series opens the next part
+            }
+            part.samples += timeseries
+                .iter()
+                .map(|t| (t.samples.len() + t.histograms.len()) as u64)
+                .sum::<u64>();
+            part.request.timeseries.extend(timeseries);
+            part.keys.push(key);
+            size += added;
+            self.next.1 += 1;
+        }
+        (!part.keys.is_empty()).then_some(part)
+    }
+}
+
+/// The push of `families` at `now_nanos` as bounded requests.
+pub fn to_parts<'a>(
+    families: &'a [Family],
+    histograms: HistogramMode,
+    now_nanos: u64,
+    target: &'a Target,
+    pushed: &'a PushedSeries,
+    max_bytes: usize,
+) -> Parts<'a> {
+    Parts {
+        families,
+        flavors: flavors(families, histograms),
+        next: (0, 0),
+        now_nanos,
+        target,
+        pushed,
+        max_bytes,
+    }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// A 4xx other than 429, with the start of the endpoint's message.
+    Rejected { status: u16, message: String },
+    /// Still failing when the budget ran out.
+    Expired { last_error: String },
+}
+
+/// Where and how to write.
+#[derive(Debug, Clone)]
+pub struct RemoteWriteConfig {
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    pub target: Target,
+    pub histograms: HistogramMode,
+    pub max_request_bytes: usize,
+    pub backoff: Backoff,
+    /// How long one request is retried during a regular push.
+    pub retry_budget: Duration,
+}
+
+/// Writes the engine's series to the endpoint every flush, and once more at shutdown.
+#[derive(Clone)]
+pub struct RemoteWriter {
+    config: Arc<RemoteWriteConfig>,
+    client: reqwest::Client,
+    engine: Arc<Mutex<Engine>>,
+    metrics: Arc<SelfMetrics>,
+    pushed: Arc<tokio::sync::Mutex<PushedSeries>>,
+}
+
+impl RemoteWriter {
+    pub fn new(
+        config: RemoteWriteConfig,
+        engine: Arc<Mutex<Engine>>,
+        metrics: Arc<SelfMetrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("graphgen/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        metrics.remote_write.precreate();
+        Ok(Self {
+            config: Arc::new(config),
+            client,
+            engine,
+            metrics,
+            pushed: Default::default(),
+        })
+    }
+
+    pub async fn run_every(self, period: Duration) {
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        // A push retrying through an outage delays the next one instead of piling them up.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.push_once(self.config.retry_budget).await;
+        }
+    }
+
+    /// One push; each request is retried for at most `budget`. Returns whether every request
+    /// was sent.
+    pub async fn push_once(&self, budget: Duration) -> bool {
+        let mut pushed = self.pushed.lock().await;
+        let (families, now) = {
+            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            (engine.families(), engine.now_nanos())
+        };
+        let c = &self.config;
+        let mut still_there = std::collections::HashSet::with_capacity(pushed.keys.len());
+        let mut all_sent = true;
+        let parts = to_parts(
+            &families,
+            c.histograms,
+            now,
+            &c.target,
+            &pushed,
+            c.max_request_bytes,
+        );
+        for part in parts {
+            let delivery = self.deliver(&part.request, budget).await;
+            let outcome = match &delivery {
+                Delivery::Sent => RemoteWriteOutcome::sent,
+                Delivery::Rejected { status, message } => {
+                    tracing::error!(status, message, samples = part.samples, "remote write rejected the request; dropped, not retried");
+                    RemoteWriteOutcome::rejected
+                }
+                Delivery::Expired { last_error } => {
+                    tracing::warn!(error = %last_error, samples = part.samples, "remote write still failing after the retry budget; the next push carries the same cumulative values");
+                    RemoteWriteOutcome::expired
+                }
+            };
+            if delivery == Delivery::Sent {
+                still_there.extend(part.keys);
+            } else {
+                all_sent = false;
+                // Series written before keep their zero sample; new ones get it next time.
+                still_there.extend(part.keys.into_iter().filter(|k| pushed.keys.contains(k)));
+            }
+            let labels = RemoteWriteLabels { outcome };
+            let rw = &self.metrics.remote_write;
+            rw.requests.get_or_create(&labels).inc();
+            rw.samples.get_or_create(&labels).inc_by(part.samples);
+        }
+        pushed.keys = still_there;
+        all_sent
+    }
+
+    /// Sends one request, retrying as the spec says until `budget` is spent.
+    async fn deliver(&self, request: &WriteRequest, budget: Duration) -> Delivery {
+        let body = bytes::Bytes::from(
+            snap::raw::Encoder::new()
+                .compress_vec(&request.encode_to_vec())
+                .expect("snappy compresses any buffer in memory"),
+        );
+        let deadline = Instant::now() + budget;
+        let mut attempt = 0u32;
+        loop {
+            let (status, retry_after, error) = match self.send(body.clone()).await {
+                Ok(response) if response.status().is_success() => return Delivery::Sent,
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    let text = response.text().await.unwrap_or_default();
+                    let message: String = text.trim().chars().take(300).collect();
+                    (Some(status), retry_after, format!("{status}: {message}"))
+                }
+                Err(e) => (None, None, e.to_string()),
+            };
+            let server_delay = match classify_http(status, retry_after) {
+                Verdict::GiveUp => {
+                    return Delivery::Rejected {
+                        status: status.unwrap_or_default(),
+                        message: error,
+                    }
+                }
+                Verdict::Retry { server_delay } => server_delay,
+            };
+            let delay = server_delay
+                .unwrap_or_else(|| self.config.backoff.delay(attempt, fastrand::f64()))
+                .min(Backoff::MAX);
+            if Instant::now() + delay > deadline {
+                return Delivery::Expired { last_error: error };
+            }
+            let reason = match status {
+                Some(429) => RemoteWriteRetry::throttled,
+                Some(_) => RemoteWriteRetry::server_error,
+                None => RemoteWriteRetry::transport,
+            };
+            self.metrics
+                .remote_write
+                .retries
+                .get_or_create(&RemoteWriteRetryLabels { reason })
+                .inc();
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send(&self, body: bytes::Bytes) -> Result<reqwest::Response, reqwest::Error> {
+        let mut request = self
+            .client
+            .post(&self.config.endpoint)
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "snappy")
+            .header("x-prometheus-remote-write-version", "0.1.0");
+        for (name, value) in &self.config.headers {
+            request = request.header(name, value);
+        }
+        request.body(body).send().await
+    }
+}
