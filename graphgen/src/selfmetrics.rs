@@ -168,7 +168,9 @@ impl RemoteWriteMetrics {
             let _ = self.samples.get_or_create(&RemoteWriteLabels { outcome });
         }
         for reason in RemoteWriteRetry::ALL {
-            let _ = self.retries.get_or_create(&RemoteWriteRetryLabels { reason });
+            let _ = self
+                .retries
+                .get_or_create(&RemoteWriteRetryLabels { reason });
         }
     }
 }

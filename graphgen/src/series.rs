@@ -129,7 +129,10 @@ impl Histogram {
         now: u64,
     ) {
         self.observe_classic(&layout.bounds, value, 1.0);
-        let native = self.native.as_mut().expect("a native layout has native buckets");
+        let native = self
+            .native
+            .as_mut()
+            .expect("a native layout has native buckets");
         native.buckets.observe(value);
         let limit = config.max_bucket_number as usize;
         if limit == 0 || native.buckets.populated() <= limit {

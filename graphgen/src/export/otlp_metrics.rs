@@ -664,8 +664,15 @@ mod tests {
         let identity = Identity::new("host-a");
         let mut pushed = PushedSeries::default();
         let max = 4 << 20;
-        let parts: Vec<Part> =
-            to_parts(&families, HistogramMode::Classic, 10_000_000_000, &identity, &pushed, max).collect();
+        let parts: Vec<Part> = to_parts(
+            &families,
+            HistogramMode::Classic,
+            10_000_000_000,
+            &identity,
+            &pushed,
+            max,
+        )
+        .collect();
         assert!(parts.len() > 1);
         let sizes: Vec<usize> = parts.iter().map(|p| p.request.encoded_len()).collect();
         assert!(sizes.iter().all(|s| *s <= max), "{sizes:?}");
@@ -697,12 +704,26 @@ mod tests {
 
         // Once pushed, no more zero points; a series that started over gets one again.
         pushed.keys = parts.into_iter().flat_map(|p| p.keys).collect();
-        let parts: Vec<Part> =
-            to_parts(&families, HistogramMode::Classic, 20_000_000_000, &identity, &pushed, max).collect();
+        let parts: Vec<Part> = to_parts(
+            &families,
+            HistogramMode::Classic,
+            20_000_000_000,
+            &identity,
+            &pushed,
+            max,
+        )
+        .collect();
         assert_eq!(contents(&parts).1, 0);
         let restarted = [counter_family(1, 15_000_000_000)];
-        let parts: Vec<Part> =
-            to_parts(&restarted, HistogramMode::Classic, 20_000_000_000, &identity, &pushed, max).collect();
+        let parts: Vec<Part> = to_parts(
+            &restarted,
+            HistogramMode::Classic,
+            20_000_000_000,
+            &identity,
+            &pushed,
+            max,
+        )
+        .collect();
         assert_eq!(contents(&parts).1, 1);
     }
 

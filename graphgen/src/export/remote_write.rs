@@ -143,7 +143,12 @@ fn millis(nanos: u64) -> i64 {
 
 /// The labels of one written series, sorted by name (as the spec requires): the series' own,
 /// `__name__`, then the target's where the series has no label of that name.
-fn labels_of(name: &str, series: &Series, extra: Option<(&str, &str)>, target: &Target) -> Vec<Label> {
+fn labels_of(
+    name: &str,
+    series: &Series,
+    extra: Option<(&str, &str)>,
+    target: &Target,
+) -> Vec<Label> {
     let mut labels: Vec<Label> = series
         .labels
         .iter()
@@ -255,7 +260,11 @@ pub fn series_of(
                 })
                 .collect();
             out.push(plain(&format!("{}_sum", family.name), None, *sum));
-            out.push(plain(&format!("{}_count", family.name), None, count.round()));
+            out.push(plain(
+                &format!("{}_count", family.name),
+                None,
+                count.round(),
+            ));
             out
         }
         (
@@ -390,9 +399,14 @@ pub fn to_parts<'a>(
 pub enum Delivery {
     Sent,
     /// A 4xx other than 429, with the start of the endpoint's message.
-    Rejected { status: u16, message: String },
+    Rejected {
+        status: u16,
+        message: String,
+    },
     /// Still failing when the budget ran out.
-    Expired { last_error: String },
+    Expired {
+        last_error: String,
+    },
 }
 
 /// Where and how to write.
@@ -472,7 +486,12 @@ impl RemoteWriter {
             let outcome = match &delivery {
                 Delivery::Sent => RemoteWriteOutcome::sent,
                 Delivery::Rejected { status, message } => {
-                    tracing::error!(status, message, samples = part.samples, "remote write rejected the request; dropped, not retried");
+                    tracing::error!(
+                        status,
+                        message,
+                        samples = part.samples,
+                        "remote write rejected the request; dropped, not retried"
+                    );
                     RemoteWriteOutcome::rejected
                 }
                 Delivery::Expired { last_error } => {

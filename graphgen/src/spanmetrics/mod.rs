@@ -2,7 +2,6 @@
 //! as Tempo's metrics-generator `span-metrics` processor makes them. Grafana's service-graph
 //! table reads these.
 
-
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
@@ -12,7 +11,8 @@ use crate::attributes::{self, copy_into, sanitize_label_name};
 use crate::label_limits::{truncate_label, MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
 use crate::native_histogram::NativeConfig;
 use crate::series::{
-    exponential_buckets, Family, HistogramLayout, FamilyKind, Histogram, Series, SeriesMap, SeriesValue,
+    exponential_buckets, Family, FamilyKind, Histogram, HistogramLayout, Series, SeriesMap,
+    SeriesValue,
 };
 use crate::series::{Cardinality, InvalidBuckets, SeriesLimits};
 use crate::spans::{duration_sec, span_kind_name, status_code_name};

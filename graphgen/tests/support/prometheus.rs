@@ -24,7 +24,8 @@ impl Prometheus {
         Self::start_with(&[], &["--web.enable-remote-write-receiver"])
     }
 
-    fn start_with(targets: &[String], flags: &[&str]) -> Option<Self> {
+    /// Starts Prometheus with `flags` after the standard ones (scraping `targets`).
+    pub fn start_with(targets: &[String], flags: &[&str]) -> Option<Self> {
         let binary = super::tools::prometheus()?;
         let port = super::free_port();
         let dir =
@@ -62,6 +63,30 @@ impl Prometheus {
             std::thread::sleep(Duration::from_millis(200));
         }
         Some(p)
+    }
+
+    /// `GET path` of the HTTP API; the `data` of a successful answer.
+    pub async fn api(&self, path_and_query: &str) -> serde_json::Value {
+        let text = reqwest::get(format!("{}{path_and_query}", self.url))
+            .await
+            .expect("query prometheus")
+            .text()
+            .await
+            .unwrap();
+        let response: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            response["status"], "success",
+            "{path_and_query}: {response}"
+        );
+        response["data"].clone()
+    }
+
+    /// An instant query's raw result (native histograms come as `histogram`, not `value`).
+    pub async fn query_raw(&self, promql: &str) -> Vec<serde_json::Value> {
+        let data = self
+            .api(&format!("/api/v1/query?query={}", percent_encode(promql)))
+            .await;
+        data["result"].as_array().expect("vector result").clone()
     }
 
     /// Runs an instant query; returns `(labels, value)` per series.
