@@ -736,7 +736,7 @@ mod tests {
         let now = 5_000_000_000; // a series pushed in the millisecond it started
         let parts = to_parts(
             &families,
-            self.histograms,
+            HistogramMode::Classic,
             now,
             &Identity::new("a"),
             &PushedSeries::default(),
@@ -764,5 +764,159 @@ mod tests {
         assert!(zero.exemplars.is_empty());
         assert_eq!((real.count, real.bucket_counts.clone()), (3, vec![1, 1, 1]));
         assert!(zero.time_unix_nano < real.time_unix_nano);
+    }
+
+    /// Prometheus 3.13.1's `convertBucketsLayout` for OTLP exponential buckets without
+    /// down-scaling (graphgen's scale is at most 8), re-stated from
+    /// `storage/remote/otlptranslator/prometheusremotewrite/histograms.go:170-256`: the offset
+    /// moves up by one, zero buckets become gaps, a gap of up to two stays inside a span.
+    fn prometheus_layout(offset: i32, counts: &[u64]) -> (Vec<(i32, u32)>, Vec<i64>) {
+        let mut spans: Vec<(i32, u32)> = Vec::new();
+        let mut deltas = Vec::new();
+        let mut previous = 0i64;
+        let mut last_index: Option<i32> = None;
+        for (i, count) in counts.iter().enumerate() {
+            if *count == 0 {
+                continue;
+            }
+            let index = offset + i as i32 + 1;
+            match last_index {
+                None => spans.push((index, 0)),
+                Some(last) if index - last - 1 > 2 => spans.push((index - last - 1, 0)),
+                Some(last) => {
+                    for _ in 0..index - last - 1 {
+                        spans.last_mut().unwrap().1 += 1;
+                        deltas.push(-previous);
+                        previous = 0;
+                    }
+                }
+            }
+            spans.last_mut().unwrap().1 += 1;
+            deltas.push(*count as i64 - previous);
+            previous = *count as i64;
+            last_index = Some(index);
+        }
+        (spans, deltas)
+    }
+
+    #[test]
+    fn exponential_histograms_translate_to_the_native_histogram_remote_write_sends() {
+        use crate::export::remote_write::{series_of, Target};
+        use crate::native_histogram::NativeConfig;
+        use crate::series::{Histogram as SeriesHistogram, HistogramLayout};
+        let layout =
+            HistogramLayout::new(&[0.1, 1.0], HistogramMode::Both, NativeConfig::default());
+        let mut h = SeriesHistogram::new(&layout, 0);
+        // A spread with close and far buckets: spans with and without inner gaps.
+        for v in [
+            0.0, 0.001, 0.0011, 0.0013, 0.05, 0.052, 0.5, 0.5, 0.61, 3.0, 40.0,
+        ] {
+            h.observe_traced(&layout, v, 1.0, &[1; 16], 1_000_000_000);
+        }
+        let series = Series {
+            labels: Labels::from_pairs([("client", "shop"), ("server", "db")]),
+            value: h.value(&layout, 2_000_000_000),
+            start_nanos: 0,
+        };
+        let family = Family {
+            name: "traces_service_graph_request_server_seconds",
+            help: "latency",
+            unit: "s",
+            kind: FamilyKind::Histogram,
+            series: vec![series.clone()],
+        };
+        let families = [family.clone()];
+        let pushed = PushedSeries::default();
+        let identity = Identity::new("a");
+        let part = to_parts(
+            &families,
+            HistogramMode::Both,
+            2_000_000_000,
+            &identity,
+            &pushed,
+            1 << 20,
+        )
+        .next()
+        .unwrap();
+        // Decoded from the bytes sent.
+        let decoded =
+            ExportMetricsServiceRequest::decode(&part.request.encode_to_vec()[..]).unwrap();
+        let metrics = &decoded.resource_metrics[0].scope_metrics[0].metrics;
+        assert_eq!(
+            metrics.len(),
+            2,
+            "both: a classic and an exponential histogram"
+        );
+        assert!(metrics.iter().all(|m| m.name == family.name));
+        let Some(Data::ExponentialHistogram(exp)) = &metrics[1].data else {
+            panic!("exponential second: {:?}", metrics[1].data)
+        };
+        assert_eq!(
+            exp.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        let [zero, point] = &exp.data_points[..] else {
+            panic!("a zero point and the value")
+        };
+        assert_eq!(
+            (zero.count, zero.scale, zero.positive.is_none()),
+            (0, 3, true)
+        );
+        // Prometheus accepts scales -4..=8 (`histograms.go:92-102`) and counts as given.
+        assert!((-4..=8).contains(&point.scale));
+        let positive = point.positive.as_ref().unwrap();
+        assert_eq!(
+            point.count,
+            point.zero_count + positive.bucket_counts.iter().sum::<u64>()
+        );
+        assert_eq!((point.count, point.zero_count), (11, 1));
+        assert_eq!(point.exemplars.len(), 1);
+
+        // What Prometheus makes of it equals what remote write sends for the same series.
+        let (spans, deltas) = prometheus_layout(positive.offset, &positive.bucket_counts);
+        let written = series_of(
+            &family,
+            Flavor::Native,
+            &series,
+            2_000_000_000,
+            false,
+            &Target::new(&[], "a"),
+        );
+        let native = &written[0].histograms[0];
+        let sent: Vec<(i32, u32)> = native
+            .positive_spans
+            .iter()
+            .map(|s| (s.offset, s.length))
+            .collect();
+        assert_eq!((spans, deltas), (sent, native.positive_deltas.clone()));
+        assert_eq!(
+            (point.scale, point.zero_count, point.count, point.sum),
+            (
+                native.schema,
+                native.zero_count_int,
+                native.count_int,
+                Some(native.sum)
+            )
+        );
+
+        // `native` writes no classic histogram, `classic` no exponential one.
+        for (mode, kind) in [
+            (HistogramMode::Native, "exponential"),
+            (HistogramMode::Classic, "classic"),
+        ] {
+            let part = to_parts(&families, mode, 2_000_000_000, &identity, &pushed, 1 << 20)
+                .next()
+                .unwrap();
+            let metrics = &part.request.resource_metrics[0].scope_metrics[0].metrics;
+            let kinds: Vec<&str> = metrics
+                .iter()
+                .map(|m| match m.data {
+                    Some(Data::ExponentialHistogram(_)) => "exponential",
+                    Some(Data::Histogram(_)) => "classic",
+                    _ => "other",
+                })
+                .collect();
+            assert_eq!(kinds, [kind]);
+        }
     }
 }

@@ -583,3 +583,228 @@ impl RemoteWriter {
         request.body(body).send().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::native_histogram::NativeConfig;
+    use crate::series::{Histogram, HistogramLayout, Labels};
+
+    fn target() -> Target {
+        Target::new(
+            &[
+                ("cluster".into(), "eu-1".into()),
+                ("client".into(), "not-this".into()),
+            ],
+            "graphgen-0",
+        )
+    }
+
+    fn names_values(labels: &[Label]) -> Vec<(&str, &str)> {
+        labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect()
+    }
+
+    fn counter(start: u64) -> (Family, Series) {
+        let series = Series {
+            labels: Labels::from_pairs([("server", "db"), ("client", "shop")]),
+            value: SeriesValue::Counter(7.0),
+            start_nanos: start,
+        };
+        let family = Family {
+            name: "traces_service_graph_request_total",
+            help: "",
+            unit: "",
+            kind: crate::series::FamilyKind::Counter,
+            series: vec![series.clone()],
+        };
+        (family, series)
+    }
+
+    #[test]
+    fn a_new_counter_gets_sorted_labels_and_a_zero_sample_first() {
+        let (family, series) = counter(5_000_000_000);
+        let now = 5_000_000_000; // pushed in the millisecond it started
+        let [ts] = &series_of(&family, Flavor::Counter, &series, now, true, &target())[..] else {
+            panic!("one series")
+        };
+        assert_eq!(
+            names_values(&ts.labels),
+            [
+                ("__metrics_gen_instance", "graphgen-0"),
+                ("__name__", "traces_service_graph_request_total"),
+                ("client", "shop"), // the series' own label wins over an external one
+                ("cluster", "eu-1"),
+                ("server", "db"),
+            ]
+        );
+        let samples: Vec<(f64, i64)> = ts.samples.iter().map(|s| (s.value, s.timestamp)).collect();
+        assert_eq!(samples, [(0.0, 4_999), (7.0, 5_000)]);
+        let again = series_of(&family, Flavor::Counter, &series, now, false, &target());
+        assert_eq!(again[0].samples.len(), 1, "no zero once written");
+    }
+
+    fn histogram_series(mode: crate::native_histogram::HistogramMode) -> (Family, Series) {
+        let layout = HistogramLayout::new(&[0.1, 1.0], mode, NativeConfig::default());
+        let mut h = Histogram::new(&layout, 0);
+        for v in [0.05, 0.5, 0.5, 3.0] {
+            h.observe_traced(&layout, v, 1.0, &[0xab; 16], 1_000_000_000);
+        }
+        let series = Series {
+            labels: Labels::from_pairs([("client", "shop"), ("server", "db")]),
+            value: h.value(&layout, 2_000_000_000),
+            start_nanos: 0,
+        };
+        let family = Family {
+            name: "traces_service_graph_request_server_seconds",
+            help: "",
+            unit: "s",
+            kind: crate::series::FamilyKind::Histogram,
+            series: vec![series.clone()],
+        };
+        (family, series)
+    }
+
+    #[test]
+    fn a_classic_histogram_is_buckets_sum_and_count_with_the_exemplar_on_its_bucket() {
+        let (family, series) = histogram_series(HistogramMode::Classic);
+        let written = series_of(
+            &family,
+            Flavor::Classic,
+            &series,
+            2_000_000_000,
+            false,
+            &target(),
+        );
+        let rows: Vec<(String, Option<String>, f64, usize)> = written
+            .iter()
+            .map(|t| {
+                let name = t.labels.iter().find(|l| l.name == "__name__").unwrap();
+                let le = t
+                    .labels
+                    .iter()
+                    .find(|l| l.name == "le")
+                    .map(|l| l.value.clone());
+                (
+                    name.value.clone(),
+                    le,
+                    t.samples[0].value,
+                    t.exemplars.len(),
+                )
+            })
+            .collect();
+        let bucket = "traces_service_graph_request_server_seconds_bucket".to_string();
+        assert_eq!(
+            rows,
+            [
+                (bucket.clone(), Some("0.1".into()), 1.0, 0),
+                (bucket.clone(), Some("1".into()), 3.0, 0),
+                (bucket, Some("+Inf".into()), 4.0, 1), // the latest value, 3.0
+                (
+                    "traces_service_graph_request_server_seconds_sum".into(),
+                    None,
+                    4.05,
+                    0
+                ),
+                (
+                    "traces_service_graph_request_server_seconds_count".into(),
+                    None,
+                    4.0,
+                    0
+                ),
+            ]
+        );
+        let exemplar = &written[2].exemplars[0];
+        assert_eq!(
+            names_values(&exemplar.labels),
+            [(TRACE_ID_LABEL, "abababababababababababababababab")]
+        );
+        assert_eq!((exemplar.value, exemplar.timestamp), (3.0, 1_000));
+    }
+
+    #[test]
+    fn a_native_histogram_is_one_series_with_a_zero_histogram_first() {
+        let (family, series) = histogram_series(HistogramMode::Native);
+        assert!(series_of(
+            &family,
+            Flavor::Classic,
+            &series,
+            2_000_000_000,
+            true,
+            &target()
+        )
+        .iter()
+        .all(|t| t.histograms.is_empty()));
+        let [ts] = &series_of(
+            &family,
+            Flavor::Native,
+            &series,
+            2_000_000_000,
+            true,
+            &target(),
+        )[..] else {
+            panic!("one series")
+        };
+        assert!(ts.samples.is_empty());
+        let [zero, real] = &ts.histograms[..] else {
+            panic!("two histograms")
+        };
+        assert_eq!((zero.count_int, zero.sum, zero.schema), (0, 0.0, 3));
+        assert!(zero.timestamp < real.timestamp);
+        assert_eq!(
+            (real.count_int, real.schema, real.zero_count_int),
+            (4, 3, 0)
+        );
+        // Three populated buckets (0.05, 0.5 twice, 3.0), far apart: three spans.
+        let counts: Vec<u32> = real.positive_spans.iter().map(|s| s.length).collect();
+        assert_eq!(counts, [1, 1, 1]);
+        assert_eq!(real.positive_deltas, [1, 1, -1]);
+        let first = real.positive_spans[0].offset;
+        assert_eq!(first, crate::native_histogram::bucket_key(0.05, 3));
+        assert_eq!(ts.exemplars.len(), 1);
+    }
+
+    #[test]
+    fn a_large_push_is_split_into_bounded_requests_with_every_series_once() {
+        let families: Vec<Family> = (0..3)
+            .map(|f| Family {
+                name: ["a_total", "b_total", "c_total"][f],
+                help: "",
+                unit: "",
+                kind: crate::series::FamilyKind::Counter,
+                series: (0..20_000)
+                    .map(|i| Series {
+                        labels: Labels::from_pairs([("client", format!("c{i}"))]),
+                        value: SeriesValue::Counter(1.0),
+                        start_nanos: 0,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let pushed = PushedSeries::default();
+        let max = 256 << 10;
+        let parts: Vec<Part> = to_parts(
+            &families,
+            HistogramMode::Classic,
+            10_000_000_000,
+            &target(),
+            &pushed,
+            max,
+        )
+        .collect();
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|p| p.request.encoded_len() <= max));
+        let series: std::collections::BTreeSet<Vec<Label>> = parts
+            .iter()
+            .flat_map(|p| p.request.timeseries.iter().map(|t| t.labels.clone()))
+            .collect();
+        assert_eq!(series.len(), 60_000);
+        assert_eq!(
+            parts.iter().map(|p| p.samples).sum::<u64>(),
+            120_000,
+            "each with its zero"
+        );
+    }
+}
