@@ -664,6 +664,69 @@ mod tests {
     }
 
     #[test]
+    fn remote_write_and_native_histogram_options() {
+        let s = parse(&[
+            "--remote-write-endpoint=http://mimir:8080/api/v1/push",
+            "--remote-write-headers=X-Scope-OrgID=team-a,Authorization=Bearer x=y",
+            "--external-labels=cluster=eu-1",
+            "--histograms=both",
+            "--native-histogram-bucket-factor=1.2",
+            "--native-histogram-max-bucket-number=50",
+            "--native-histogram-min-reset-duration=0s",
+        ])
+        .unwrap();
+        let rw = s.remote_write.unwrap();
+        assert_eq!(
+            rw.headers,
+            [
+                ("X-Scope-OrgID".to_string(), "team-a".to_string()),
+                ("Authorization".to_string(), "Bearer x=y".to_string())
+            ]
+        );
+        assert_eq!(
+            rw.external_labels,
+            [("cluster".to_string(), "eu-1".to_string())]
+        );
+        assert_eq!(s.histograms, HistogramMode::Both);
+        let native = NativeConfig {
+            schema: 2,
+            max_bucket_number: 50,
+            min_reset_nanos: 0,
+        };
+        assert_eq!(s.graph.native_histograms, Some(native));
+        assert_eq!(s.span_metrics.unwrap().native_histograms, Some(native));
+        // Classic (the default) keeps no native buckets.
+        assert_eq!(parse(&[]).unwrap().graph.native_histograms, None);
+        for (args, option) in [
+            (
+                &["--native-histogram-bucket-factor=1"][..],
+                "--native-histogram-bucket-factor",
+            ),
+            (
+                &[
+                    "--remote-write-endpoint=http://x",
+                    "--remote-write-headers=bad header=1",
+                ],
+                "--remote-write-headers",
+            ),
+            (
+                &[
+                    "--remote-write-endpoint=http://x",
+                    "--external-labels=novalue",
+                ],
+                "--external-labels",
+            ),
+            (
+                &["--remote-write-endpoint=https://x"],
+                "--remote-write-endpoint",
+            ),
+        ] {
+            let error = parse(args).unwrap_err();
+            assert!(error.starts_with(option), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
     fn flags_override_the_file_and_the_file_overrides_defaults() {
         let dir = std::env::temp_dir().join(format!("graphgen-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

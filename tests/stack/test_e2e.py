@@ -1,11 +1,12 @@
-"""End to end on this machine: graphgen and the five demo roles as processes, a real Prometheus
-(Debian's 2.42) scraping graphgen, headless Chromium clicking every button of the landing page;
-then the exact PromQL Grafana's service graph and its table issue must show every expected edge,
-and every dashboard panel's query must return data.
+"""End to end on this machine, as `make dev` runs it: graphgen and the five demo roles as
+processes, a real Prometheus (Debian's 2.42) fed by graphgen's remote write (classic and native
+histograms, `--histograms both`) and scraping only graphgen's own graphgen_* series, headless
+Chromium clicking every button of the landing page; then the exact PromQL Grafana's service graph
+and its table issue (classic and native forms) must show every expected edge, and every
+dashboard panel's query must return data. The very first burst must already count.
 
 Not run here (no Docker engine, no Tempo or Grafana binaries): the containers themselves.
-Prometheus 2.42 has no OTLP receiver, so it scrapes graphgen's /metrics, which carries the same
-series under the same names as graphgen's OTLP push (tested in graphgen's own tests).
+Prometheus 2.42 has no OTLP receiver; the OTLP push is tested in graphgen's own tests.
 """
 
 import json
@@ -84,14 +85,17 @@ def stack():
     start([str(TARGET / "graphgen"), f"--otlp-grpc-addr=127.0.0.1:{ports['grpc']}",
            f"--otlp-http-addr=127.0.0.1:{ports['http']}", f"--admin-addr=127.0.0.1:{ports['admin']}",
            "--wait=2s", "--enable-virtual-node-label", "--enable-messaging-system-latency-histogram",
-           "--grafana-url=http://localhost:3000"],
+           "--grafana-url=http://localhost:3000", "--flush-interval=1s", "--histograms=both",
+           f"--remote-write-endpoint=http://127.0.0.1:{ports['prometheus']}/api/v1/write"],
           log="graphgen")
     (work / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n  - job_name: graphgen\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{ports['admin']}']}}]\n")
+        f"    static_configs: [{{targets: ['127.0.0.1:{ports['admin']}']}}]\n"
+        "    metric_relabel_configs: [{source_labels: [__name__], regex: 'graphgen_.*', action: keep}]\n")
     start(["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-           f"--web.listen-address=127.0.0.1:{ports['prometheus']}"], log="prometheus")
+           f"--web.listen-address=127.0.0.1:{ports['prometheus']}", "--web.enable-remote-write-receiver",
+           "--enable-feature=native-histograms", "--enable-feature=exemplar-storage"], log="prometheus")
     url = {role: f"http://127.0.0.1:{ports[role]}" for role in ROLES}
     for role in ROLES:
         start([str(TARGET / "demo-app")], log=role, env={
@@ -152,26 +156,59 @@ def traffic(stack):
         time.sleep(2.5)
         for path in PATHS:
             get(stack["frontend"] + path)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        pending = prom_query(stack["prometheus"], "graphgen_store_edges")
-        found = {(r["metric"].get("client"), r["metric"].get("server"), r["metric"].get("connection_type", ""))
-                 for r in prom_query(stack["prometheus"],
-                                     "group by (client, connection_type, server) (traces_service_graph_request_total{})")}
-        # Every request into frontend counted: the SDKs' last batches may still be on their way
-        # when the store is momentarily empty.
-        into_frontend = prom_query(stack["prometheus"],
-                                   'sum(traces_service_graph_request_total{client="user",server="frontend"})')
-        counted = float(into_frontend[0]["value"][1]) if into_frontend else 0
-        if EDGES <= found and pending and float(pending[0]["value"][1]) == 0 and counted >= FRONTEND_CALLS:
-            time.sleep(2)  # one more scrape of the final values
-            return result.stdout
-        time.sleep(1)
-    pytest.fail(f"edges never all showed up; have {found}, {counted} of {FRONTEND_CALLS} requests into frontend")
+    # Every request into frontend counted (the burst's too): the SDKs' last batches may still
+    # be on their way when the store is momentarily empty.
+    wait_for_edges(stack["prometheus"], FRONTEND_CALLS + sum(BURST_SENT), "the rounds")
+    return result.stdout
 
 
 def edge_of(result):
     return result["metric"].get("client"), result["metric"].get("server")
+
+
+def wait_for_edges(prom, into_frontend, what):
+    """Until every edge is in Prometheus, none is pending in graphgen and `into_frontend`
+    requests into frontend are counted; then one more push."""
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        pending = prom_query(prom, "graphgen_store_edges")
+        found = {(r["metric"].get("client"), r["metric"].get("server"), r["metric"].get("connection_type", ""))
+                 for r in prom_query(prom, "group by (client, connection_type, server) (traces_service_graph_request_total{})")}
+        counted = prom_query(prom, 'sum(traces_service_graph_request_total{client="user",server="frontend"})')
+        counted = float(counted[0]["value"][1]) if counted else 0
+        if EDGES <= found and pending and float(pending[0]["value"][1]) == 0 and counted >= into_frontend:
+            time.sleep(2)  # one more push of the final values
+            return
+        time.sleep(1)
+    pytest.fail(f"{what}: edges never all showed up; have {found}, {counted} of {into_frontend} requests into frontend")
+
+
+BURST = ["/chain"] * 5 + ["/chain?fail=payments", "/multi-service"]
+BURST_SENT = []
+
+
+def test_the_first_burst_already_counts_in_grafanas_queries(stack):
+    """One burst of clicks into a fresh graphgen and Prometheus, then Grafana's own queries: every
+    edge has a rate and payments its failures. Each series' first value is a rise from the zero
+    remote write puts before it; a scrape would have made it rate()'s starting point instead."""
+    prom = stack["prometheus"]
+    for path in BURST:
+        get(stack["frontend"] + path)
+    BURST_SENT.append(len(BURST))
+    wait_for_edges(prom, len(BURST), "one burst")
+    for metric in METRICS:
+        rates = {edge_of(r): float(r["value"][1])
+                 for r in prom_query(prom, f"sum by (client, server) (rate({metric}{{}}[5m]))")}
+        expected = {(c, s) for c, s, _ in EDGES}
+        if metric == "traces_service_graph_request_failed_total":
+            expected = {("checkout", "payments")}
+        for edge in expected:
+            if metric.endswith("_sum") and edge == ("payments", "payment-gateway"):
+                continue  # an uninstrumented peer has no server time
+            assert rates.get(edge, 0) > 0, f"{metric} {edge}: rate {rates.get(edge)} after one burst"
+    share = prom_query(prom, 'sum(rate(traces_service_graph_request_failed_total{client="checkout",server="payments"}[5m]))'
+                             ' / sum(rate(traces_service_graph_request_total{client="checkout",server="payments"}[5m]))')
+    assert share and 0 < float(share[0]["value"][1]) < 1, share
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -238,10 +275,34 @@ def test_grafana_service_graph_table_queries(stack, traffic):
     assert set(ROLES) <= services, "span metrics carry the label `service`, as the table's filter expects"
 
 
+def test_grafana_native_histogram_queries(stack, traffic):
+    """With native histograms written, Grafana 13.1 switches its latency queries to them
+    (grafana-tempo-datasource v13.1.0 `datasource.ts:257-300` detects them, `:1295-1296` drops
+    `_bucket`, `:1171` the p90 link, `graphTransform.ts:34-37` the table's duration)."""
+    prom = stack["prometheus"]
+    url = f"{prom}/api/v1/series?" + urllib.parse.urlencode(
+        {"match[]": "traces_service_graph_request_server_seconds", "limit": 1})
+    assert http_get_json(url)["data"], "Grafana would not detect native histograms"
+    metric = "traces_service_graph_request_server_seconds"
+    graph = {edge_of(r) for r in prom_query(prom, f"sum by (client, server) (rate({metric}{{}}[5m]))")}
+    assert {(c, s) for c, s, _ in EDGES} <= graph, graph
+    for client, server, _ in EDGES:
+        sel = f'client="{client}",server="{server}"'
+        p90 = prom_query(prom, f"histogram_quantile(0.9, sum(rate({metric}{{{sel}}}[1m])) by (le, client, server))")
+        assert p90 and float(p90[0]["value"][1]) >= 0, (client, server, p90)
+    duration = prom_query(prom, 'histogram_quantile(.9, sum(rate(traces_spanmetrics_latency{span_name=~"GET /chain"}[5m])) by (le))')
+    assert duration and float(duration[0]["value"][1]) > 0, duration
+
+
 @pytest.mark.parametrize("dashboard,panel,expr", prometheus_exprs(), ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None)
 def test_every_dashboard_panel_returns_data(stack, traffic, dashboard, panel, expr):
     result = prom_query(stack["prometheus"], substitute(expr))
     assert result, f"{dashboard} / {panel}: no data for {expr}"
+    # A latency panel reads classic buckets `or` native histograms, whichever is written:
+    # with both written, each side alone has data.
+    if " or histogram_quantile" in expr:
+        for side in expr.split(" or "):
+            assert prom_query(stack["prometheus"], substitute(side)), f"{dashboard} / {panel}: no data for {side}"
 
 
 def test_the_browser_saw_a_trace_id_for_every_button(traffic):
