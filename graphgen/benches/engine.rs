@@ -8,6 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use graphgen::clock::SystemClock;
 use graphgen::engine::Engine;
 use graphgen::graph;
+use graphgen::native_histogram::NativeConfig;
 use graphgen::spanmetrics;
 use graphgen::workload::client_server_request;
 
@@ -18,7 +19,7 @@ fn steady_state(c: &mut Criterion) {
     let request = client_server_request(100);
     let mut group = c.benchmark_group("push_spans_steady_state");
     group.throughput(Throughput::Elements(200));
-    let variants: [Variant; 4] = [
+    let variants: [Variant; 5] = [
         ("default", |_| {}, false),
         (
             "dimensions",
@@ -34,6 +35,12 @@ fn steady_state(c: &mut Criterion) {
             false,
         ),
         ("default_with_span_metrics", |_| {}, true),
+        // Tempo's `generate_native_histograms: both` with its default bucket factor and limits.
+        (
+            "native_histograms",
+            |c| c.native_histograms = Some(NativeConfig::default()),
+            false,
+        ),
     ];
     for (name, tune, span_metrics) in variants {
         let mut config = graph::Config {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use graphgen::clock::ManualClock;
 use graphgen::engine::Engine;
+use graphgen::native_histogram::NativeConfig;
 use graphgen::{graph, spanmetrics, workload};
 
 struct Counting;
@@ -32,16 +33,22 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn steady_state_pushes_allocate_nothing() {
     let request = workload::client_server_request(100);
-    for prefix in [false, true] {
+    // (client_server_prefix, native histograms)
+    for (prefix, native) in [(false, false), (true, false), (false, true)] {
+        let native_histograms = native.then(NativeConfig::default);
         let config = graph::Config {
             dimensions: vec!["beast".into(), "god".into()],
             enable_client_server_prefix: prefix,
+            native_histograms,
             ..graph::Config::default()
         };
         let clock = ManualClock::new(1);
         let mut engine = Engine::new(
             config,
-            Some(spanmetrics::Config::default()),
+            Some(spanmetrics::Config {
+                native_histograms,
+                ..spanmetrics::Config::default()
+            }),
             Arc::new(clock),
         )
         .unwrap();
@@ -54,7 +61,7 @@ fn steady_state_pushes_allocate_nothing() {
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
         assert_eq!(
             allocations, 0,
-            "prefix={prefix}: {allocations} allocations in 50 pushes of 200 spans"
+            "prefix={prefix} native={native}: {allocations} allocations in 50 pushes of 200 spans"
         );
         assert_eq!(engine.graph().stats().edges_completed, 52 * 100);
     }
