@@ -28,36 +28,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use prost::Message;
 
-/// Prometheus' remote-write protobuf (`prompb/remote.proto`, `prompb/types.proto`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct WriteRequest {
-    #[prost(message, repeated, tag = "1")]
-    pub timeseries: Vec<TimeSeries>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TimeSeries {
-    #[prost(message, repeated, tag = "1")]
-    pub labels: Vec<Label>,
-    #[prost(message, repeated, tag = "2")]
-    pub samples: Vec<Sample>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Label {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Sample {
-    #[prost(double, tag = "1")]
-    pub value: f64,
-    #[prost(int64, tag = "2")]
-    pub timestamp: i64,
-}
+/// Prometheus' remote-write protobuf, as graphgen's remote-write exporter defines it.
+pub use graphgen::export::remote_write::prompb::{Label, Sample, TimeSeries, WriteRequest};
 
 fn string_value(kv: &KeyValue) -> String {
     match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
@@ -117,6 +89,7 @@ pub fn translate(request: &ExportMetricsServiceRequest) -> WriteRequest {
                         value,
                         timestamp: (time / 1_000_000) as i64,
                     }],
+                    ..Default::default()
                 });
             };
             match &metric.data {
