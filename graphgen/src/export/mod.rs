@@ -3,6 +3,7 @@
 
 pub mod otlp_metrics;
 pub mod prometheus;
+pub mod push;
 pub mod remote_write;
 pub mod retry;
 pub mod traces;

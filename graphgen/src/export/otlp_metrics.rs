@@ -16,8 +16,6 @@
 //!   (`modules/generator/registry/counter.go:140-151`, `histogram.go:230-260`), a series' first
 //!   push carries a 0 point before its first real one.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,12 +31,12 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::time::Instant;
 
+use super::push::{field_len, zero_point_nanos, Cursor, Flavor, Item, PushedSeries};
 use crate::engine::Engine;
 use crate::native_histogram::{HistogramMode, SparseBuckets};
 use crate::selfmetrics::{PushLabels, PushOutcome, SelfMetrics};
 use crate::series::{
-    whole_bucket_counts, Exemplar as SeriesExemplar, Family, FamilyKind, NativeValue, Series,
-    SeriesValue,
+    whole_bucket_counts, Exemplar as SeriesExemplar, Family, NativeValue, Series, SeriesValue,
 };
 
 /// Who is pushing: becomes `job` and `instance` in Prometheus.
@@ -86,35 +84,6 @@ impl Point {
     }
 }
 
-/// How a family is written: a histogram family is written once per histogram kind on
-/// (`--histograms both` writes it twice, as a classic and as an exponential histogram, which
-/// Prometheus stores as `_bucket`/`_sum`/`_count` and as one native series).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Flavor {
-    Counter,
-    Classic,
-    Native,
-}
-
-/// The flavors of every family, in order.
-pub(super) fn flavors(families: &[Family], mode: HistogramMode) -> Vec<(usize, Flavor)> {
-    let mut out = Vec::with_capacity(families.len() * 2);
-    for (i, family) in families.iter().enumerate() {
-        match family.kind {
-            FamilyKind::Counter => out.push((i, Flavor::Counter)),
-            FamilyKind::Histogram => {
-                if mode.classic() {
-                    out.push((i, Flavor::Classic));
-                }
-                if mode.native() {
-                    out.push((i, Flavor::Native));
-                }
-            }
-        }
-    }
-    out
-}
-
 fn otlp_exemplars(exemplar: &Option<SeriesExemplar>) -> Vec<Exemplar> {
     exemplar
         .iter()
@@ -146,7 +115,7 @@ fn otlp_buckets(buckets: &SparseBuckets) -> Option<Buckets> {
 fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, new: bool) -> Vec<Point> {
     let attributes: Vec<KeyValue> = series.labels.iter().map(|(k, v)| string_kv(k, v)).collect();
     // Strictly before the real point, in Prometheus' milliseconds too.
-    let zero_at = series.start_nanos.min(now_nanos.saturating_sub(1_000_000));
+    let zero_at = zero_point_nanos(series, now_nanos);
     let mut points = Vec::with_capacity(2);
     match (&series.value, flavor) {
         (SeriesValue::Counter(value), _) => {
@@ -251,25 +220,6 @@ fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, new: bool) -> Vec<
     points
 }
 
-/// The series already pushed, so each gets its zero point once. A series is its family, its
-/// labels and its start (a stale series seen again starts over, and gets a new zero).
-#[derive(Debug, Default)]
-pub struct PushedSeries {
-    pub(super) keys: HashSet<u64>,
-    hasher: ahash::RandomState,
-}
-
-impl PushedSeries {
-    pub(super) fn key(&self, family: &Family, flavor: Flavor, series: &Series) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        family.name.hash(&mut h);
-        flavor.hash(&mut h);
-        series.labels.hash(&mut h);
-        series.start_nanos.hash(&mut h);
-        h.finish()
-    }
-}
-
 /// One request of a push, with the keys of the series it carries.
 pub struct Part {
     pub request: ExportMetricsServiceRequest,
@@ -281,20 +231,10 @@ pub struct Part {
 /// would pass `max_bytes` (a single series larger than that still gets a part of its own).
 /// Series not in `pushed` get a zero point first.
 pub struct Parts<'a> {
-    families: &'a [Family],
-    /// Each family once per flavor written.
-    flavors: Vec<(usize, Flavor)>,
-    /// The next series to add: (flavor, series) indexes.
-    next: (usize, usize),
+    cursor: Cursor<'a>,
     now_nanos: u64,
     identity: &'a Identity,
-    pushed: &'a PushedSeries,
     max_bytes: usize,
-}
-
-/// Bytes a field of `len` bytes takes inside its message: tag and length prefix.
-pub(super) fn field_len(len: usize) -> usize {
-    1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 /// Headroom for the length prefixes of the four enclosing messages, which grow with them.
@@ -330,17 +270,17 @@ impl Iterator for Parts<'_> {
             keys: Vec::new(),
         };
         let mut size = part.request.encoded_len() + NESTING;
-        while let Some(&(index, flavor)) = self.flavors.get(self.next.0) {
-            let family = &self.families[index];
-            let Some(series) = family.series.get(self.next.1) else {
-                self.next = (self.next.0 + 1, 0);
-                continue;
-            };
-            let key = self.pushed.key(family, flavor, series);
-            let new = !self.pushed.keys.contains(&key);
+        while let Some(Item {
+            family,
+            flavor,
+            series,
+            key,
+            new,
+        }) = self.cursor.peek()
+        {
             let points = points_of(series, flavor, self.now_nanos, new);
             if points.is_empty() {
-                self.next.1 += 1;
+                self.cursor.advance();
                 continue;
             }
             let points_len: usize = points.iter().map(|p| field_len(p.encoded_len())).sum();
@@ -376,7 +316,7 @@ impl Iterator for Parts<'_> {
             }
             size += added;
             part.keys.push(key);
-            self.next.1 += 1;
+            self.cursor.advance();
         }
         (!part.keys.is_empty()).then_some(part)
     }
@@ -421,12 +361,9 @@ pub fn to_parts<'a>(
     max_bytes: usize,
 ) -> Parts<'a> {
     Parts {
-        families,
-        flavors: flavors(families, histograms),
-        next: (0, 0),
+        cursor: Cursor::new(families, histograms, pushed),
         now_nanos,
         identity,
-        pushed,
         max_bytes,
     }
 }
@@ -522,7 +459,7 @@ impl MetricsPusher {
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
             (engine.families(), engine.now_nanos())
         };
-        let mut still_there = HashSet::with_capacity(pushed.keys.len());
+        let mut outcome_of_push = pushed.begin();
         let mut all_ok = true;
         let parts = to_parts(
             &families,
@@ -535,13 +472,13 @@ impl MetricsPusher {
         for part in parts {
             let outcome = match push(&self.client, &self.endpoint, &part.request).await {
                 Ok(()) => {
-                    still_there.extend(part.keys);
+                    outcome_of_push.sent(part.keys);
                     PushOutcome::success
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics push failed; the next one carries the same cumulative values");
                     // Keep what was pushed before: its zero point is already stored.
-                    still_there.extend(part.keys.into_iter().filter(|k| pushed.keys.contains(k)));
+                    outcome_of_push.failed(part.keys, &pushed);
                     all_ok = false;
                     PushOutcome::failure
                 }
@@ -551,8 +488,7 @@ impl MetricsPusher {
                 .get_or_create(&PushLabels { outcome })
                 .inc();
         }
-        // Forget series that are gone (stale), so the set stays as large as the engine.
-        pushed.keys = still_there;
+        pushed.finish(outcome_of_push);
         let outcome = if all_ok {
             PushOutcome::success
         } else {
@@ -569,7 +505,8 @@ impl MetricsPusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::series::{Exemplar as SeriesExemplar, Labels};
+    use crate::series::{Exemplar as SeriesExemplar, FamilyKind, Labels};
+    use std::collections::HashSet;
 
     fn counter_family(n: usize, start: u64) -> Family {
         Family {
@@ -703,7 +640,11 @@ mod tests {
         );
 
         // Once pushed, no more zero points; a series that started over gets one again.
-        pushed.keys = parts.into_iter().flat_map(|p| p.keys).collect();
+        let mut outcome = pushed.begin();
+        for part in parts {
+            outcome.sent(part.keys);
+        }
+        pushed.finish(outcome);
         let parts: Vec<Part> = to_parts(
             &families,
             HistogramMode::Classic,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::time::Instant;
 
-use super::otlp_metrics::{field_len, flavors, Flavor, PushedSeries};
+use super::push::{field_len, zero_point_nanos, Cursor, Flavor, Item, PushedSeries};
 use super::retry::{classify_http, parse_retry_after, Backoff, Verdict};
 use crate::engine::Engine;
 use crate::native_histogram::{HistogramMode, SparseBuckets};
@@ -206,7 +206,7 @@ pub fn series_of(
     target: &Target,
 ) -> Vec<TimeSeries> {
     let now = millis(now_nanos);
-    let zero_at = millis(series.start_nanos.min(now_nanos.saturating_sub(1_000_000)));
+    let zero_at = millis(zero_point_nanos(series, now_nanos));
     let samples = |value: f64| {
         let mut samples = Vec::with_capacity(2);
         if new {
@@ -329,12 +329,9 @@ pub struct Part {
 /// Splits a push into requests of at most `max_bytes` encoded bytes (before snappy), each
 /// series (all its `_bucket`, `_sum`, `_count`) in exactly one; built as they are taken.
 pub struct Parts<'a> {
-    families: &'a [Family],
-    flavors: Vec<(usize, Flavor)>,
-    next: (usize, usize),
+    cursor: Cursor<'a>,
     now_nanos: u64,
     target: &'a Target,
-    pushed: &'a PushedSeries,
     max_bytes: usize,
 }
 
@@ -348,14 +345,14 @@ impl Iterator for Parts<'_> {
             keys: Vec::new(),
         };
         let mut size = 0;
-        while let Some(&(index, flavor)) = self.flavors.get(self.next.0) {
-            let family = &self.families[index];
-            let Some(series) = family.series.get(self.next.1) else {
-                self.next = (self.next.0 + 1, 0);
-                continue;
-            };
-            let key = self.pushed.key(family, flavor, series);
-            let new = !self.pushed.keys.contains(&key);
+        while let Some(Item {
+            family,
+            flavor,
+            series,
+            key,
+            new,
+        }) = self.cursor.peek()
+        {
             let timeseries = series_of(family, flavor, series, self.now_nanos, new, self.target);
             let added: usize = timeseries.iter().map(|t| field_len(t.encoded_len())).sum();
             if !part.keys.is_empty() && size + added > self.max_bytes {
@@ -368,7 +365,7 @@ impl Iterator for Parts<'_> {
             part.request.timeseries.extend(timeseries);
             part.keys.push(key);
             size += added;
-            self.next.1 += 1;
+            self.cursor.advance();
         }
         (!part.keys.is_empty()).then_some(part)
     }
@@ -384,12 +381,9 @@ pub fn to_parts<'a>(
     max_bytes: usize,
 ) -> Parts<'a> {
     Parts {
-        families,
-        flavors: flavors(families, histograms),
-        next: (0, 0),
+        cursor: Cursor::new(families, histograms, pushed),
         now_nanos,
         target,
-        pushed,
         max_bytes,
     }
 }
@@ -471,7 +465,7 @@ impl RemoteWriter {
             (engine.families(), engine.now_nanos())
         };
         let c = &self.config;
-        let mut still_there = std::collections::HashSet::with_capacity(pushed.keys.len());
+        let mut outcome_of_push = pushed.begin();
         let mut all_sent = true;
         let parts = to_parts(
             &families,
@@ -500,18 +494,17 @@ impl RemoteWriter {
                 }
             };
             if delivery == Delivery::Sent {
-                still_there.extend(part.keys);
+                outcome_of_push.sent(part.keys);
             } else {
                 all_sent = false;
-                // Series written before keep their zero sample; new ones get it next time.
-                still_there.extend(part.keys.into_iter().filter(|k| pushed.keys.contains(k)));
+                outcome_of_push.failed(part.keys, &pushed);
             }
             let labels = RemoteWriteLabels { outcome };
             let rw = &self.metrics.remote_write;
             rw.requests.get_or_create(&labels).inc();
             rw.samples.get_or_create(&labels).inc_by(part.samples);
         }
-        pushed.keys = still_there;
+        pushed.finish(outcome_of_push);
         all_sent
     }
 
