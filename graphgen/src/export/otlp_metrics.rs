@@ -183,9 +183,7 @@ fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, new: bool) -> Vec<
             let NativeValue {
                 schema,
                 zero_threshold,
-                zero_count,
-                positive,
-                negative,
+                ..
             } = native;
             if new {
                 points.push(Point::Exponential(ExponentialHistogramDataPoint {
@@ -206,9 +204,9 @@ fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, new: bool) -> Vec<
                 count: count.round() as u64,
                 sum: Some(*sum),
                 scale: *schema,
-                zero_count: *zero_count,
-                positive: otlp_buckets(positive),
-                negative: otlp_buckets(negative),
+                zero_count: native.zero_count,
+                positive: otlp_buckets(&native.positive),
+                negative: otlp_buckets(&native.negative),
                 zero_threshold: *zero_threshold,
                 exemplars: otlp_exemplars(exemplar),
                 ..Default::default()

@@ -280,9 +280,7 @@ pub fn series_of(
             let NativeValue {
                 schema,
                 zero_threshold,
-                zero_count,
-                positive,
-                negative,
+                ..
             } = native;
             let mut histograms = Vec::with_capacity(2);
             if new {
@@ -293,14 +291,14 @@ pub fn series_of(
                     ..Default::default()
                 });
             }
-            let (positive_spans, positive_deltas) = spans(positive);
-            let (negative_spans, negative_deltas) = spans(negative);
+            let (positive_spans, positive_deltas) = spans(&native.positive);
+            let (negative_spans, negative_deltas) = spans(&native.negative);
             histograms.push(prompb::Histogram {
                 count_int: count.round() as u64,
                 sum: *sum,
                 schema: *schema,
                 zero_threshold: *zero_threshold,
-                zero_count_int: *zero_count,
+                zero_count_int: native.zero_count,
                 negative_spans,
                 negative_deltas,
                 positive_spans,
