@@ -167,7 +167,7 @@ impl SparseBuckets {
     fn add(&mut self, key: i32, n: u64) -> bool {
         match self.0.binary_search_by_key(&key, |(k, _)| *k) {
             Ok(i) => {
-                self.0[i].1 += n;
+                self.0[i].1 = self.0[i].1.saturating_add(n);
                 false
             }
             Err(i) => {
@@ -263,15 +263,20 @@ impl NativeBuckets {
 
     /// Counts one observation of `value` (NaN is not counted in buckets, as client_golang).
     pub fn observe(&mut self, value: f64) {
+        self.observe_n(value, 1);
+    }
+
+    /// Counts `n` observations of `value`.
+    pub fn observe_n(&mut self, value: f64, n: u64) {
         if value.is_nan() {
             return;
         }
         if value > ZERO_THRESHOLD {
-            self.positive.add(bucket_key(value, self.schema), 1);
+            self.positive.add(bucket_key(value, self.schema), n);
         } else if value < -ZERO_THRESHOLD {
-            self.negative.add(bucket_key(value, self.schema), 1);
+            self.negative.add(bucket_key(value, self.schema), n);
         } else {
-            self.zero_count += 1;
+            self.zero_count = self.zero_count.saturating_add(n);
         }
     }
 

@@ -64,6 +64,16 @@ struct NativeState {
     reset_at: Option<u64>,
 }
 
+/// How many whole observations Tempo's loop `for i := 0.0; i < multiplier; i++` makes:
+/// ⌈m⌉, none for m ≤ 0 or NaN; capped at 2^53, where that loop would never end (`i + 1 == i`).
+fn whole_observations(multiplier: f64) -> u64 {
+    if multiplier > 0.0 {
+        multiplier.ceil().min(9_007_199_254_740_992.0) as u64
+    } else {
+        0
+    }
+}
+
 /// One observation tied to its trace (OTLP exemplar; Prometheus stores it with `trace_id`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Exemplar {
@@ -113,10 +123,23 @@ impl Histogram {
             return self.observe_classic(&layout.bounds, value, weight);
         };
         self.apply_due_reset(layout, now);
-        let mut i = 0.0;
-        while i < weight {
-            self.observe_native(layout, config, value, now);
-            i += 1.0;
+        let times = whole_observations(weight);
+        if times == 0 {
+            return;
+        }
+        self.observe_native(layout, config, value, now);
+        // Every observation after the first lands in a bucket that now exists (kept, merged
+        // or observed again after a reset), so the limit cannot act again: the rest is added
+        // at once, and a huge multiplier costs no more than 1.
+        let more = times - 1;
+        if more > 0 {
+            let bucket = layout.bounds.partition_point(|bound| *bound < value);
+            self.counts[bucket] += more as f64;
+            self.sum += value * more as f64;
+            self.count += more as f64;
+            if let Some(native) = &mut self.native {
+                native.buckets.observe_n(value, more);
+            }
         }
     }
 
@@ -719,6 +742,24 @@ mod tests {
         let mut c = Histogram::new(&classic, 0);
         c.observe(&classic, 0.5, 2.5, 0);
         assert_eq!(c.count, 2.5);
+    }
+
+    #[test]
+    fn a_huge_multiplier_is_added_at_once() {
+        let layout = native_layout(100, 15);
+        let mut h = Histogram::new(&layout, 0);
+        h.observe(&layout, 0.5, 1e12, 0);
+        h.observe(&layout, 0.5, f64::INFINITY, 0);
+        h.observe(&layout, 0.5, f64::NAN, 0);
+        let (native, count) = native_of(&h, &layout, 0);
+        assert_eq!(count, 1e12 + 2f64.powi(53));
+        assert_eq!(
+            native.positive.iter().map(|(_, n)| n).sum::<u64>() as f64,
+            count
+        );
+        assert_eq!(whole_observations(0.0), 0);
+        assert_eq!(whole_observations(1.0), 1);
+        assert_eq!(whole_observations(1.000_1), 2);
     }
 
     #[test]

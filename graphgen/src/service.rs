@@ -20,7 +20,9 @@ use crate::config::Settings;
 use crate::engine::Engine;
 use crate::export::otlp_metrics::{Identity, MetricsPusher};
 use crate::export::prometheus::EngineCollector;
-use crate::export::remote_write::{RemoteWriteConfig, RemoteWriter, Target};
+use crate::export::remote_write::{
+    Budget as RemoteWriteBudget, RemoteWriteConfig, RemoteWriter, Target,
+};
 use crate::export::retry::Backoff;
 use crate::export::traces::{self, Drain, ExportSettings, TraceExporter};
 use crate::intake::{Intake, RequestLimits};
@@ -261,8 +263,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         pusher.push_once().await;
     }
     if let Some(writer) = remote_writer {
-        // The last values, retried within the grace period only.
-        writer.push_once(grace).await;
+        // The last values, within the grace period, attempts included.
+        writer
+            .push_once(RemoteWriteBudget::Until(Instant::now() + grace))
+            .await;
     }
     let _ = stop_admin.send(true);
     log_join("admin server", admin_task, grace).await;

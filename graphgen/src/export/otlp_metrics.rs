@@ -31,7 +31,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::time::Instant;
 
-use super::push::{field_len, zero_point_nanos, Cursor, Flavor, Item, PushedSeries};
+use super::push::{field_len, Cursor, Flavor, Item, PushedSeries};
 use crate::engine::Engine;
 use crate::native_histogram::{HistogramMode, SparseBuckets};
 use crate::selfmetrics::{PushLabels, PushOutcome, SelfMetrics};
@@ -112,10 +112,9 @@ fn otlp_buckets(buckets: &SparseBuckets) -> Option<Buckets> {
 
 /// The points of one series in one flavor: a zero point first if it is new, then its value
 /// at `now_nanos`.
-fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, new: bool) -> Vec<Point> {
+fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, zero_at: Option<u64>) -> Vec<Point> {
     let attributes: Vec<KeyValue> = series.labels.iter().map(|(k, v)| string_kv(k, v)).collect();
     // Strictly before the real point, in Prometheus' milliseconds too.
-    let zero_at = zero_point_nanos(series, now_nanos);
     let mut points = Vec::with_capacity(2);
     match (&series.value, flavor) {
         (SeriesValue::Counter(value), _) => {
@@ -128,7 +127,7 @@ fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, new: bool) -> Vec<
                     ..Default::default()
                 })
             };
-            if new {
+            if let Some(zero_at) = zero_at {
                 points.push(point(zero_at, 0.0));
             }
             points.push(point(now_nanos, *value));
@@ -145,7 +144,7 @@ fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, new: bool) -> Vec<
         ) => {
             // OTLP wants whole per-bucket counts, one more than bounds.
             let (bucket_counts, count) = whole_bucket_counts(cumulative);
-            if new {
+            if let Some(zero_at) = zero_at {
                 points.push(Point::Histogram(HistogramDataPoint {
                     attributes: attributes.clone(),
                     start_time_unix_nano: series.start_nanos,
@@ -185,7 +184,7 @@ fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, new: bool) -> Vec<
                 zero_threshold,
                 ..
             } = native;
-            if new {
+            if let Some(zero_at) = zero_at {
                 points.push(Point::Exponential(ExponentialHistogramDataPoint {
                     attributes: attributes.clone(),
                     start_time_unix_nano: series.start_nanos,
@@ -274,9 +273,10 @@ impl Iterator for Parts<'_> {
             series,
             key,
             new,
+            zero_at_nanos,
         }) = self.cursor.peek()
         {
-            let points = points_of(series, flavor, self.now_nanos, new);
+            let points = points_of(series, flavor, self.now_nanos, new.then_some(zero_at_nanos));
             if points.is_empty() {
                 self.cursor.advance();
                 continue;
@@ -359,7 +359,7 @@ pub fn to_parts<'a>(
     max_bytes: usize,
 ) -> Parts<'a> {
     Parts {
-        cursor: Cursor::new(families, histograms, pushed),
+        cursor: Cursor::new(families, histograms, pushed, now_nanos),
         now_nanos,
         identity,
         max_bytes,
@@ -470,13 +470,17 @@ impl MetricsPusher {
         for part in parts {
             let outcome = match push(&self.client, &self.endpoint, &part.request).await {
                 Ok(()) => {
-                    outcome_of_push.sent(part.keys);
+                    outcome_of_push.stored(part.keys);
                     PushOutcome::success
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics push failed; the next one carries the same cumulative values");
                     // Keep what was pushed before: its zero point is already stored.
-                    outcome_of_push.failed(part.keys, &pushed);
+                    match e {
+                        // No answer: it may have been stored.
+                        PushError::Transport(_) => outcome_of_push.stored(part.keys),
+                        PushError::Refused { .. } => outcome_of_push.not_stored(part.keys, &pushed),
+                    }
                     all_ok = false;
                     PushOutcome::failure
                 }
@@ -486,7 +490,7 @@ impl MetricsPusher {
                 .get_or_create(&PushLabels { outcome })
                 .inc();
         }
-        pushed.finish(outcome_of_push);
+        pushed.finish(outcome_of_push, now);
         let outcome = if all_ok {
             PushOutcome::success
         } else {
@@ -640,9 +644,9 @@ mod tests {
         // Once pushed, no more zero points; a series that started over gets one again.
         let mut outcome = pushed.begin();
         for part in parts {
-            outcome.sent(part.keys);
+            outcome.stored(part.keys);
         }
-        pushed.finish(outcome);
+        pushed.finish(outcome, 10_000_000_000);
         let parts: Vec<Part> = to_parts(
             &families,
             HistogramMode::Classic,
@@ -818,7 +822,7 @@ mod tests {
             Flavor::Native,
             &series,
             2_000_000_000,
-            false,
+            None,
             &Target::new(&[], "a"),
         );
         let native = &written[0].histograms[0];

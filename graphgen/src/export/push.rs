@@ -44,6 +44,8 @@ fn flavors(families: &[Family], mode: HistogramMode) -> Vec<(usize, Flavor)> {
 pub struct PushedSeries {
     keys: HashSet<u64>,
     hasher: ahash::RandomState,
+    /// When the previous push listed the series: a zero point goes after it.
+    last_push_nanos: Option<u64>,
 }
 
 impl PushedSeries {
@@ -63,10 +65,11 @@ impl PushedSeries {
         }
     }
 
-    /// What the push got through, replacing the old record: series gone (stale) are forgotten,
-    /// so the record stays as large as the engine.
-    pub fn finish(&mut self, outcome: Outcome) {
+    /// What the push at `now_nanos` got through, replacing the old record: series gone
+    /// (stale) are forgotten, so the record stays as large as the engine.
+    pub fn finish(&mut self, outcome: Outcome, now_nanos: u64) {
         self.keys = outcome.keys;
+        self.last_push_nanos = Some(now_nanos);
     }
 }
 
@@ -77,13 +80,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// A request went through: its series have their zero point stored.
-    pub fn sent(&mut self, keys: Vec<u64>) {
+    /// A request went through, or may have (no answer: a timeout after the server stored
+    /// it): its series are written. A zero sent again later would land before stored samples
+    /// (out of order) or, after them, read as a counter reset and count the value twice.
+    pub fn stored(&mut self, keys: Vec<u64>) {
         self.keys.extend(keys);
     }
 
-    /// A request failed: series written before keep their zero point, new ones get it next time.
-    pub fn failed(&mut self, keys: Vec<u64>, before: &PushedSeries) {
+    /// The server answered no, so it stored nothing (Prometheus rolls a refused request back):
+    /// series written before stay written, new ones get their zero point next time, after
+    /// this push's time.
+    pub fn not_stored(&mut self, keys: Vec<u64>, before: &PushedSeries) {
         self.keys
             .extend(keys.into_iter().filter(|k| before.keys.contains(k)));
     }
@@ -95,8 +102,9 @@ pub struct Item<'a> {
     pub flavor: Flavor,
     pub series: &'a Series,
     pub key: u64,
-    /// Not written before: it gets a zero point first.
+    /// Not written before: it gets a zero point first, at `zero_at_nanos`.
     pub new: bool,
+    pub zero_at_nanos: u64,
 }
 
 /// Walks every series of a push in every flavor, family by family; a request builder looks at
@@ -107,15 +115,23 @@ pub struct Cursor<'a> {
     /// (flavor, series) indexes of the next series.
     next: (usize, usize),
     pushed: &'a PushedSeries,
+    now_nanos: u64,
 }
 
 impl<'a> Cursor<'a> {
-    pub fn new(families: &'a [Family], mode: HistogramMode, pushed: &'a PushedSeries) -> Self {
+    /// The series of a push at `now_nanos`.
+    pub fn new(
+        families: &'a [Family],
+        mode: HistogramMode,
+        pushed: &'a PushedSeries,
+        now_nanos: u64,
+    ) -> Self {
         Self {
             families,
             flavors: flavors(families, mode),
             next: (0, 0),
             pushed,
+            now_nanos,
         }
     }
 
@@ -135,6 +151,11 @@ impl<'a> Cursor<'a> {
                 series,
                 key,
                 new: !self.pushed.keys.contains(&key),
+                zero_at_nanos: zero_point_nanos(
+                    series.start_nanos,
+                    self.pushed.last_push_nanos,
+                    self.now_nanos,
+                ),
             });
         }
     }
@@ -150,15 +171,37 @@ pub fn field_len(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
-/// When a new series' zero point is written: strictly before its first value, in Prometheus'
-/// milliseconds too (a series may be written in the millisecond it started).
-pub fn zero_point_nanos(series: &Series, now_nanos: u64) -> u64 {
-    series.start_nanos.min(now_nanos.saturating_sub(1_000_000))
+/// When a new series' zero point is written: at its start, but after the previous push (whose
+/// samples of a reset or refused series the zero must follow) and strictly before its first
+/// value, all in Prometheus' milliseconds (a series may be written in the millisecond it
+/// started).
+fn zero_point_nanos(start: u64, last_push: Option<u64>, now: u64) -> u64 {
+    const MS: u64 = 1_000_000;
+    let after_last = last_push.map_or(0, |t| (t / MS + 1) * MS);
+    start.max(after_last).min(now.saturating_sub(MS))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_point_follows_the_previous_push_and_precedes_the_value() {
+        let s = 1_000_000_000u64; // one second in nanoseconds
+        for (start, last_push, now, zero) in [
+            (5 * s, None, 10 * s, 5 * s),                            // at its start
+            (5 * s, None, 5 * s, 5 * s - 1_000_000), // pushed in the millisecond it started
+            (5 * s, Some(8 * s), 10 * s, 8 * s + 1_000_000), // refused before: after that push
+            (5 * s + 1, Some(5 * s + 2), 10 * s, 5 * s + 1_000_000), // a reset in that push's ms
+            (9 * s, Some(8 * s), 10 * s, 9 * s),     // started since the last push
+        ] {
+            assert_eq!(
+                zero_point_nanos(start, last_push, now),
+                zero,
+                "{start} {last_push:?}"
+            );
+        }
+    }
     use crate::series::{Labels, SeriesValue};
 
     fn family(name: &'static str, kind: FamilyKind, n: usize) -> Family {
@@ -186,7 +229,7 @@ mod tests {
         ];
         let mut pushed = PushedSeries::default();
         let walk = |pushed: &PushedSeries, mode| {
-            let mut cursor = Cursor::new(&families, mode, pushed);
+            let mut cursor = Cursor::new(&families, mode, pushed, 0);
             let mut seen = Vec::new();
             while let Some(item) = cursor.peek() {
                 seen.push((item.family.name, item.flavor, item.new, item.key));
@@ -208,9 +251,9 @@ mod tests {
         assert_eq!(walk(&pushed, HistogramMode::Native).len(), 3);
         // The first counter and the native histogram went through, the rest failed.
         let mut outcome = pushed.begin();
-        outcome.sent(vec![both[0].3, both[3].3]);
-        outcome.failed(vec![both[1].3, both[2].3], &pushed);
-        pushed.finish(outcome);
+        outcome.stored(vec![both[0].3, both[3].3]);
+        outcome.not_stored(vec![both[1].3, both[2].3], &pushed);
+        pushed.finish(outcome, 0);
         let again: Vec<bool> = walk(&pushed, HistogramMode::Both)
             .iter()
             .map(|s| s.2)
@@ -218,8 +261,8 @@ mod tests {
         assert_eq!(again, [false, true, true, false]);
         // A failure later does not forget what was written before.
         let mut outcome = pushed.begin();
-        outcome.failed(vec![both[0].3], &pushed);
-        pushed.finish(outcome);
+        outcome.not_stored(vec![both[0].3], &pushed);
+        pushed.finish(outcome, 0);
         assert!(!walk(&pushed, HistogramMode::Both)[0].2);
     }
 }

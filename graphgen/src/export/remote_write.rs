@@ -23,7 +23,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::time::Instant;
 
-use super::push::{field_len, zero_point_nanos, Cursor, Flavor, Item, PushedSeries};
+use super::push::{field_len, Cursor, Flavor, Item, PushedSeries};
 use super::retry::{classify_http, parse_retry_after, Backoff, Verdict};
 use crate::engine::Engine;
 use crate::native_histogram::{HistogramMode, SparseBuckets};
@@ -202,17 +202,17 @@ pub fn series_of(
     flavor: Flavor,
     series: &Series,
     now_nanos: u64,
-    new: bool,
+    zero_at_nanos: Option<u64>,
     target: &Target,
 ) -> Vec<TimeSeries> {
     let now = millis(now_nanos);
-    let zero_at = millis(zero_point_nanos(series, now_nanos));
+    let zero_at = zero_at_nanos.map(millis);
     let samples = |value: f64| {
         let mut samples = Vec::with_capacity(2);
-        if new {
+        if let Some(timestamp) = zero_at {
             samples.push(Sample {
                 value: 0.0,
-                timestamp: zero_at,
+                timestamp,
             });
         }
         samples.push(Sample {
@@ -252,7 +252,7 @@ pub fn series_of(
                 .zip(cumulative)
                 .enumerate()
                 .map(|(i, (le, value))| {
-                    let mut ts = plain(&bucket_name, Some(("le", &le)), value.round());
+                    let mut ts = plain(&bucket_name, Some(("le", &le)), *value);
                     if i == exemplar_bucket {
                         ts.exemplars.extend(exemplar.as_ref().map(exemplar_of));
                     }
@@ -260,11 +260,8 @@ pub fn series_of(
                 })
                 .collect();
             out.push(plain(&format!("{}_sum", family.name), None, *sum));
-            out.push(plain(
-                &format!("{}_count", family.name),
-                None,
-                count.round(),
-            ));
+            // Float counts, as Tempo's classic histograms write them (span multipliers).
+            out.push(plain(&format!("{}_count", family.name), None, *count));
             out
         }
         (
@@ -283,11 +280,11 @@ pub fn series_of(
                 ..
             } = native;
             let mut histograms = Vec::with_capacity(2);
-            if new {
+            if let Some(timestamp) = zero_at {
                 histograms.push(prompb::Histogram {
                     schema: *schema,
                     zero_threshold: *zero_threshold,
-                    timestamp: zero_at,
+                    timestamp,
                     ..Default::default()
                 });
             }
@@ -349,9 +346,12 @@ impl Iterator for Parts<'_> {
             series,
             key,
             new,
+            zero_at_nanos,
         }) = self.cursor.peek()
         {
-            let timeseries = series_of(family, flavor, series, self.now_nanos, new, self.target);
+            let zero_at = new.then_some(zero_at_nanos);
+            let timeseries =
+                series_of(family, flavor, series, self.now_nanos, zero_at, self.target);
             let added: usize = timeseries.iter().map(|t| field_len(t.encoded_len())).sum();
             if !part.keys.is_empty() && size + added > self.max_bytes {
                 break; // this series opens the next part
@@ -379,7 +379,7 @@ pub fn to_parts<'a>(
     max_bytes: usize,
 ) -> Parts<'a> {
     Parts {
-        cursor: Cursor::new(families, histograms, pushed),
+        cursor: Cursor::new(families, histograms, pushed, now_nanos),
         now_nanos,
         target,
         max_bytes,
@@ -395,10 +395,21 @@ pub enum Delivery {
         status: u16,
         message: String,
     },
-    /// Still failing when the budget ran out.
+    /// Still failing when the budget ran out; `answered`: the last attempt got an HTTP answer
+    /// (so nothing was stored), not a lost connection or a timeout (it may have been).
     Expired {
         last_error: String,
+        answered: bool,
     },
+}
+
+/// How long a push may retry.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    /// Each request for at most this long (regular pushes).
+    PerRequest(Duration),
+    /// Everything, attempts included, done by then (the last push at shutdown).
+    Until(Instant),
 }
 
 /// Where and how to write.
@@ -450,13 +461,13 @@ impl RemoteWriter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.push_once(self.config.retry_budget).await;
+            self.push_once(Budget::PerRequest(self.config.retry_budget))
+                .await;
         }
     }
 
-    /// One push; each request is retried for at most `budget`. Returns whether every request
-    /// was sent.
-    pub async fn push_once(&self, budget: Duration) -> bool {
+    /// One push within `budget`. Returns whether every request was sent.
+    pub async fn push_once(&self, budget: Budget) -> bool {
         let mut pushed = self.pushed.lock().await;
         let (families, now) = {
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
@@ -486,37 +497,53 @@ impl RemoteWriter {
                     );
                     RemoteWriteOutcome::rejected
                 }
-                Delivery::Expired { last_error } => {
+                Delivery::Expired { last_error, .. } => {
                     tracing::warn!(error = %last_error, samples = part.samples, "remote write still failing after the retry budget; the next push carries the same cumulative values");
                     RemoteWriteOutcome::expired
                 }
             };
-            if delivery == Delivery::Sent {
-                outcome_of_push.sent(part.keys);
-            } else {
-                all_sent = false;
-                outcome_of_push.failed(part.keys, &pushed);
+            match delivery {
+                Delivery::Sent
+                | Delivery::Expired {
+                    answered: false, ..
+                } => outcome_of_push.stored(part.keys),
+                Delivery::Rejected { .. } | Delivery::Expired { answered: true, .. } => {
+                    outcome_of_push.not_stored(part.keys, &pushed)
+                }
             }
+            all_sent &= outcome == RemoteWriteOutcome::sent;
             let labels = RemoteWriteLabels { outcome };
             let rw = &self.metrics.remote_write;
             rw.requests.get_or_create(&labels).inc();
             rw.samples.get_or_create(&labels).inc_by(part.samples);
         }
-        pushed.finish(outcome_of_push);
+        pushed.finish(outcome_of_push, now);
         all_sent
     }
 
-    /// Sends one request, retrying as the spec says until `budget` is spent.
-    async fn deliver(&self, request: &WriteRequest, budget: Duration) -> Delivery {
+    /// Sends one request, retrying as the spec says within `budget`.
+    async fn deliver(&self, request: &WriteRequest, budget: Budget) -> Delivery {
         let body = bytes::Bytes::from(
             snap::raw::Encoder::new()
                 .compress_vec(&request.encode_to_vec())
                 .expect("snappy compresses any buffer in memory"),
         );
-        let deadline = Instant::now() + budget;
+        let (deadline, hard) = match budget {
+            Budget::PerRequest(d) => (Instant::now() + d, false),
+            Budget::Until(t) => (t, true),
+        };
         let mut attempt = 0u32;
         loop {
-            let (status, retry_after, error) = match self.send(body.clone()).await {
+            let sent = self.send(body.clone());
+            let answer = if hard {
+                match tokio::time::timeout_at(deadline, sent).await {
+                    Ok(answer) => answer.map_err(|e| e.to_string()),
+                    Err(_) => Err("the shutdown grace period ran out".to_string()),
+                }
+            } else {
+                sent.await.map_err(|e| e.to_string())
+            };
+            let (status, retry_after, error) = match answer {
                 Ok(response) if response.status().is_success() => return Delivery::Sent,
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -529,7 +556,7 @@ impl RemoteWriter {
                     let message: String = text.trim().chars().take(300).collect();
                     (Some(status), retry_after, format!("{status}: {message}"))
                 }
-                Err(e) => (None, None, e.to_string()),
+                Err(e) => (None, None, e),
             };
             let server_delay = match classify_http(status, retry_after) {
                 Verdict::GiveUp => {
@@ -540,11 +567,15 @@ impl RemoteWriter {
                 }
                 Verdict::Retry { server_delay } => server_delay,
             };
-            let delay = server_delay
-                .unwrap_or_else(|| self.config.backoff.delay(attempt, fastrand::f64()))
-                .min(Backoff::MAX);
+            // At least what the server asked for, never less than our own backoff (a
+            // `Retry-After: 0` must not make a busy loop).
+            let backoff = self.config.backoff.delay(attempt, fastrand::f64());
+            let delay = server_delay.map_or(backoff, |d| d.max(backoff));
             if Instant::now() + delay > deadline {
-                return Delivery::Expired { last_error: error };
+                return Delivery::Expired {
+                    last_error: error,
+                    answered: status.is_some(),
+                };
             }
             let reason = match status {
                 Some(429) => RemoteWriteRetry::throttled,
@@ -618,7 +649,14 @@ mod tests {
     fn a_new_counter_gets_sorted_labels_and_a_zero_sample_first() {
         let (family, series) = counter(5_000_000_000);
         let now = 5_000_000_000; // pushed in the millisecond it started
-        let [ts] = &series_of(&family, Flavor::Counter, &series, now, true, &target())[..] else {
+        let [ts] = &series_of(
+            &family,
+            Flavor::Counter,
+            &series,
+            now,
+            Some(now - 1_000_000),
+            &target(),
+        )[..] else {
             panic!("one series")
         };
         assert_eq!(
@@ -633,7 +671,7 @@ mod tests {
         );
         let samples: Vec<(f64, i64)> = ts.samples.iter().map(|s| (s.value, s.timestamp)).collect();
         assert_eq!(samples, [(0.0, 4_999), (7.0, 5_000)]);
-        let again = series_of(&family, Flavor::Counter, &series, now, false, &target());
+        let again = series_of(&family, Flavor::Counter, &series, now, None, &target());
         assert_eq!(again[0].samples.len(), 1, "no zero once written");
     }
 
@@ -666,7 +704,7 @@ mod tests {
             Flavor::Classic,
             &series,
             2_000_000_000,
-            false,
+            None,
             &target(),
         );
         let rows: Vec<(String, Option<String>, f64, usize)> = written
@@ -723,7 +761,7 @@ mod tests {
             Flavor::Classic,
             &series,
             2_000_000_000,
-            true,
+            Some(0),
             &target()
         )
         .iter()
@@ -733,7 +771,7 @@ mod tests {
             Flavor::Native,
             &series,
             2_000_000_000,
-            true,
+            Some(0),
             &target(),
         )[..] else {
             panic!("one series")
