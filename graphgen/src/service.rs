@@ -26,7 +26,7 @@ use crate::export::remote_write::{
 use crate::export::retry::Backoff;
 use crate::export::traces::{self, Drain, ExportSettings, TraceExporter};
 use crate::intake::{Intake, RequestLimits};
-use crate::queue::{Limits, SpanQueue};
+use crate::queue::{Limits, SpanQueue, Storage};
 use crate::receiver::{grpc, http};
 use crate::selfmetrics::{EngineStats, SelfMetrics};
 use crate::servicemap::{self, http::MapState};
@@ -74,6 +74,28 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// Runs graphgen until `shutdown` resolves, then shuts down gracefully.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let components = build(&settings)?;
+    let listeners = Listeners::bind(&settings).await?;
+    let running = serve(components, listeners, &settings);
+    shutdown.await;
+    running.shut_down(settings.shutdown_grace).await;
+    Ok(())
+}
+
+/// Everything graphgen runs, built from the settings, before any socket is opened.
+struct Components {
+    engine: Arc<Mutex<Engine>>,
+    metrics: Arc<SelfMetrics>,
+    registry: Registry,
+    /// The forwarding queue and its exporter, with a traces endpoint.
+    queue: Option<SpanQueue>,
+    exporter: Option<TraceExporter>,
+    intake: Arc<Intake>,
+    pusher: Option<MetricsPusher>,
+    remote_writer: Option<RemoteWriter>,
+}
+
+fn build(settings: &Settings) -> Result<Components, StartError> {
     let engine = Arc::new(Mutex::new(
         Engine::new(
             settings.graph.clone(),
@@ -87,60 +109,19 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     metrics.register(&mut registry);
     EngineCollector::register(engine.clone(), &mut registry);
     EngineStats::register(engine.clone(), &mut registry);
-
     let (queue, exporter) = match &settings.traces_endpoint {
         Some(endpoint) => {
-            let limits = Limits {
-                max_bytes: settings.queue_max_bytes,
-                max_spans: settings.queue_size,
-            };
-            let (queue, recovered) =
-                SpanQueue::open(&settings.queue_storage, limits, metrics.clone()).map_err(
-                    |source| StartError::QueueDir {
-                        dir: match &settings.queue_storage {
-                            crate::queue::Storage::Disk { dir, .. } => dir.clone(),
-                            crate::queue::Storage::Memory => Default::default(),
-                        },
-                        source,
-                    },
-                )?;
-            if recovered.requests > 0 || recovered.corrupt_segments > 0 {
-                tracing::info!(
-                    spans = recovered.spans,
-                    requests = recovered.requests,
-                    possibly_sent_before = recovered.resent_spans,
-                    corrupt_segments = recovered.corrupt_segments,
-                    unreadable_bytes = recovered.unreadable_bytes,
-                    "queue directory read back; sending what was not acknowledged"
-                );
-            }
-            let export = ExportSettings {
-                batch_spans: settings.export_batch_spans,
-                batch_bytes: MAX_BATCH_BYTES,
-                concurrency: settings.export_concurrency,
-                initial_backoff: settings.retry_initial_backoff,
-                max_elapsed: settings.retry_max_elapsed,
-            };
-            let exporter = TraceExporter::new(endpoint, queue.clone(), export, metrics.clone())?;
+            let queue = open_queue(settings, &metrics)?;
+            let exporter = TraceExporter::new(
+                endpoint,
+                queue.clone(),
+                export_settings(settings),
+                metrics.clone(),
+            )?;
             (Some(queue), Some(exporter))
         }
         None => (None, None),
     };
-
-    let grpc_listener = bind("OTLP/gRPC", settings.otlp_grpc_addr).await?;
-    let http_listener = bind("OTLP/HTTP", settings.otlp_http_addr).await?;
-    let admin_listener = bind("admin", settings.admin_addr).await?;
-    let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(
-        otlp_grpc = local(&grpc_listener),
-        otlp_http = local(&http_listener),
-        admin = local(&admin_listener),
-        traces_endpoint = settings.traces_endpoint.as_deref().unwrap_or("none"),
-        metrics_endpoint = settings.metrics_endpoint.as_deref().unwrap_or("none"),
-        instance_id = settings.instance_id,
-        "graphgen listening"
-    );
-
     let intake = Arc::new(Intake::new(
         engine.clone(),
         queue.clone(),
@@ -151,127 +132,265 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             max_concurrent_requests: settings.max_concurrent_requests,
         },
     ));
+    let pusher = metrics_pusher(settings, &engine, &metrics)?;
+    let remote_writer = remote_writer(settings, &engine, &metrics)?;
+    Ok(Components {
+        engine,
+        metrics,
+        registry,
+        queue,
+        exporter,
+        intake,
+        pusher,
+        remote_writer,
+    })
+}
+
+/// Opens the forwarding queue and logs what a queue directory held.
+fn open_queue(settings: &Settings, metrics: &Arc<SelfMetrics>) -> Result<SpanQueue, StartError> {
+    let limits = Limits {
+        max_bytes: settings.queue_max_bytes,
+        max_spans: settings.queue_size,
+    };
+    let (queue, recovered) = SpanQueue::open(&settings.queue_storage, limits, metrics.clone())
+        .map_err(|source| StartError::QueueDir {
+            dir: match &settings.queue_storage {
+                Storage::Disk { dir, .. } => dir.clone(),
+                Storage::Memory => Default::default(),
+            },
+            source,
+        })?;
+    if recovered.requests > 0 || recovered.corrupt_segments > 0 {
+        tracing::info!(
+            spans = recovered.spans,
+            requests = recovered.requests,
+            possibly_sent_before = recovered.resent_spans,
+            corrupt_segments = recovered.corrupt_segments,
+            unreadable_bytes = recovered.unreadable_bytes,
+            "queue directory read back; sending what was not acknowledged"
+        );
+    }
+    Ok(queue)
+}
+
+fn export_settings(settings: &Settings) -> ExportSettings {
+    ExportSettings {
+        batch_spans: settings.export_batch_spans,
+        batch_bytes: MAX_BATCH_BYTES,
+        concurrency: settings.export_concurrency,
+        initial_backoff: settings.retry_initial_backoff,
+        max_elapsed: settings.retry_max_elapsed,
+    }
+}
+
+fn metrics_pusher(
+    settings: &Settings,
+    engine: &Arc<Mutex<Engine>>,
+    metrics: &Arc<SelfMetrics>,
+) -> Result<Option<MetricsPusher>, StartError> {
+    let Some(endpoint) = &settings.metrics_endpoint else {
+        return Ok(None);
+    };
+    Ok(Some(MetricsPusher::new(
+        endpoint.clone(),
+        engine.clone(),
+        metrics.clone(),
+        Identity::new(settings.instance_id.clone()),
+        settings.metrics_max_request_bytes,
+        settings.histograms,
+    )?))
+}
+
+fn remote_writer(
+    settings: &Settings,
+    engine: &Arc<Mutex<Engine>>,
+    metrics: &Arc<SelfMetrics>,
+) -> Result<Option<RemoteWriter>, StartError> {
+    let Some(rw) = &settings.remote_write else {
+        return Ok(None);
+    };
+    let config = RemoteWriteConfig {
+        endpoint: rw.endpoint.clone(),
+        headers: rw.headers.clone(),
+        target: Target::new(&rw.external_labels, &settings.instance_id),
+        histograms: settings.histograms,
+        max_request_bytes: settings.metrics_max_request_bytes,
+        backoff: Backoff::new(settings.retry_initial_backoff),
+        retry_budget: settings
+            .retry_max_elapsed
+            .unwrap_or(REMOTE_WRITE_RETRY_FOREVER),
+    };
+    Ok(Some(RemoteWriter::new(
+        config,
+        engine.clone(),
+        metrics.clone(),
+    )?))
+}
+
+/// The three listening sockets, bound before anything is served.
+struct Listeners {
+    grpc: TcpListener,
+    http: TcpListener,
+    admin: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(settings: &Settings) -> Result<Self, StartError> {
+        let listeners = Self {
+            grpc: bind("OTLP/gRPC", settings.otlp_grpc_addr).await?,
+            http: bind("OTLP/HTTP", settings.otlp_http_addr).await?,
+            admin: bind("admin", settings.admin_addr).await?,
+        };
+        let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(
+            otlp_grpc = local(&listeners.grpc),
+            otlp_http = local(&listeners.http),
+            admin = local(&listeners.admin),
+            traces_endpoint = settings.traces_endpoint.as_deref().unwrap_or("none"),
+            metrics_endpoint = settings.metrics_endpoint.as_deref().unwrap_or("none"),
+            remote_write_endpoint = settings
+                .remote_write
+                .as_ref()
+                .map_or("none", |rw| rw.endpoint.as_str()),
+            instance_id = settings.instance_id,
+            "graphgen listening"
+        );
+        Ok(listeners)
+    }
+}
+
+/// The running tasks, and the signals that stop them in order.
+struct Running {
+    admin_state: Arc<AdminState>,
+    queue: Option<SpanQueue>,
+    stop_intake: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    drain: watch::Sender<Option<Drain>>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    http: JoinHandle<Result<(), std::io::Error>>,
+    admin: JoinHandle<Result<(), std::io::Error>>,
+    exporter: Option<JoinHandle<()>>,
+    /// Ticking tasks with nothing to finish: aborted at shutdown.
+    tickers: Vec<JoinHandle<()>>,
+    pusher: Option<MetricsPusher>,
+    remote_writer: Option<RemoteWriter>,
+}
+
+fn serve(c: Components, listeners: Listeners, settings: &Settings) -> Running {
     let (stop_intake, intake_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let (drain_tx, drain_rx) = watch::channel(None);
-
-    let grpc_task = tokio::spawn(grpc::serve(
-        grpc_listener,
-        intake.clone(),
+    let (drain, drain_rx) = watch::channel(None);
+    let grpc = tokio::spawn(grpc::serve(
+        listeners.grpc,
+        c.intake.clone(),
         stopped(intake_stopped.clone()),
     ));
-    let http_app = http::router(intake.clone());
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, http_app)
+    let http_app = http::router(c.intake.clone());
+    let http = tokio::spawn(async move {
+        axum::serve(listeners.http, http_app)
             .with_graceful_shutdown(stopped(intake_stopped))
             .await
     });
     let admin_state = Arc::new(AdminState {
-        registry: Arc::new(registry),
+        registry: Arc::new(c.registry),
         receivers_up: true.into(),
-        queue: queue.clone(),
+        queue: c.queue.clone(),
     });
     let service_map = Arc::new(MapState::new(
-        engine.clone(),
+        c.engine.clone(),
         settings.service_map_max_series,
         settings.grafana_url.clone(),
-        metrics.clone(),
+        c.metrics.clone(),
     ));
-    let snapshot_task = tokio::spawn(service_map.clone().run_snapshots());
+    let mut tickers = vec![
+        tokio::spawn(service_map.clone().run_snapshots()),
+        tokio::spawn(expire_periodically(c.engine.clone())),
+    ];
     let admin_app = admin::router(admin_state.clone()).merge(servicemap::http::router(service_map));
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_app)
+    let admin = tokio::spawn(async move {
+        axum::serve(listeners.admin, admin_app)
             .with_graceful_shutdown(stopped(admin_stopped))
             .await
     });
-    let exporter_task = exporter.map(|e| tokio::spawn(e.run(drain_rx)));
-    let expiry_task = tokio::spawn(expire_periodically(engine.clone()));
-    let pusher = match &settings.metrics_endpoint {
-        Some(endpoint) => Some(MetricsPusher::new(
-            endpoint.clone(),
-            engine.clone(),
-            metrics.clone(),
-            Identity::new(settings.instance_id.clone()),
-            settings.metrics_max_request_bytes,
-            settings.histograms,
-        )?),
-        None => None,
-    };
-    let push_task = pusher
-        .clone()
-        .map(|p| tokio::spawn(p.run_every(settings.flush_interval)));
-    let remote_writer = match &settings.remote_write {
-        Some(rw) => Some(RemoteWriter::new(
-            RemoteWriteConfig {
-                endpoint: rw.endpoint.clone(),
-                headers: rw.headers.clone(),
-                target: Target::new(&rw.external_labels, &settings.instance_id),
-                histograms: settings.histograms,
-                max_request_bytes: settings.metrics_max_request_bytes,
-                backoff: Backoff::new(settings.retry_initial_backoff),
-                retry_budget: settings
-                    .retry_max_elapsed
-                    .unwrap_or(REMOTE_WRITE_RETRY_FOREVER),
-            },
-            engine.clone(),
-            metrics.clone(),
-        )?),
-        None => None,
-    };
-    let remote_write_task = remote_writer
-        .clone()
-        .map(|w| tokio::spawn(w.run_every(settings.flush_interval)));
+    let period = settings.flush_interval;
+    tickers.extend(c.pusher.clone().map(|p| tokio::spawn(p.run_every(period))));
+    tickers.extend(
+        c.remote_writer
+            .clone()
+            .map(|w| tokio::spawn(w.run_every(period))),
+    );
+    Running {
+        admin_state,
+        queue: c.queue,
+        stop_intake,
+        stop_admin,
+        drain,
+        grpc,
+        http,
+        admin,
+        exporter: c.exporter.map(|e| tokio::spawn(e.run(drain_rx))),
+        tickers,
+        pusher: c.pusher,
+        remote_writer: c.remote_writer,
+    }
+}
 
-    shutdown.await;
-    tracing::info!("shutting down: stopping intake");
-    // The whole shutdown is bounded: receivers get the grace period to finish their
-    // requests, then the queue gets the grace period to drain.
-    let grace = settings.shutdown_grace;
-    admin_state.receivers_up.store(false, Ordering::Relaxed);
-    let _ = stop_intake.send(true);
-    log_join("OTLP/gRPC receiver", grpc_task, grace).await;
-    log_join("OTLP/HTTP receiver", http_task, grace).await;
-
-    if let Some(mut task) = exporter_task {
-        let left = queue.as_ref().map_or(0, |q| q.spans());
-        tracing::info!(spans = left, ?grace, "flushing queued spans");
-        let deadline = Instant::now() + grace;
-        let _ = drain_tx.send(Some(Drain { deadline }));
-        // The exporter honours the deadline itself; this is the backstop.
-        if tokio::time::timeout_at(deadline + Duration::from_secs(2), &mut task)
-            .await
-            .is_err()
-        {
+impl Running {
+    /// Stops intake, drains the queue, pushes the final metrics, stops the admin server. The
+    /// whole shutdown is bounded: receivers get `grace` to finish their requests, then the
+    /// queue gets `grace` to drain, then the last metric pushes.
+    async fn shut_down(self, grace: Duration) {
+        tracing::info!("shutting down: stopping intake");
+        self.admin_state
+            .receivers_up
+            .store(false, Ordering::Relaxed);
+        let _ = self.stop_intake.send(true);
+        log_join("OTLP/gRPC receiver", self.grpc, grace).await;
+        log_join("OTLP/HTTP receiver", self.http, grace).await;
+        if let Some(task) = self.exporter {
+            drain_queue(task, &self.drain, self.queue.as_ref(), grace).await;
+        }
+        if let Some(queue) = &self.queue {
+            if let Err(e) = queue.sync().await {
+                tracing::error!(error = %e, "cannot sync the queue directory at shutdown");
+            }
+        }
+        for task in self.tickers {
             task.abort();
-            tracing::error!("the exporter did not stop in time");
         }
-    }
-    if let Some(queue) = &queue {
-        if let Err(e) = queue.sync().await {
-            tracing::error!(error = %e, "cannot sync the queue directory at shutdown");
+        if let Some(pusher) = self.pusher {
+            pusher.push_once().await;
         }
+        if let Some(writer) = self.remote_writer {
+            writer
+                .push_once(RemoteWriteBudget::Until(Instant::now() + grace))
+                .await;
+        }
+        let _ = self.stop_admin.send(true);
+        log_join("admin server", self.admin, grace).await;
+        tracing::info!("graphgen stopped");
     }
-    expiry_task.abort();
-    snapshot_task.abort();
-    if let Some(task) = push_task {
+}
+
+/// Lets the exporter send what is queued for at most `grace`.
+async fn drain_queue(
+    mut task: JoinHandle<()>,
+    drain: &watch::Sender<Option<Drain>>,
+    queue: Option<&SpanQueue>,
+    grace: Duration,
+) {
+    let left = queue.map_or(0, |q| q.spans());
+    tracing::info!(spans = left, ?grace, "flushing queued spans");
+    let deadline = Instant::now() + grace;
+    let _ = drain.send(Some(Drain { deadline }));
+    // The exporter honours the deadline itself; this is the backstop.
+    if tokio::time::timeout_at(deadline + Duration::from_secs(2), &mut task)
+        .await
+        .is_err()
+    {
         task.abort();
+        tracing::error!("the exporter did not stop in time");
     }
-    if let Some(task) = remote_write_task {
-        task.abort();
-    }
-    if let Some(pusher) = pusher {
-        pusher.push_once().await;
-    }
-    if let Some(writer) = remote_writer {
-        // The last values, within the grace period, attempts included.
-        writer
-            .push_once(RemoteWriteBudget::Until(Instant::now() + grace))
-            .await;
-    }
-    let _ = stop_admin.send(true);
-    log_join("admin server", admin_task, grace).await;
-    tracing::info!("graphgen stopped");
-    Ok(())
 }
 
 async fn log_join<E: std::fmt::Display>(
