@@ -18,6 +18,33 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// `ALL`: every value of a label enum, so each label set can exist (at 0) from the start and
+/// `increase()` sees the first event. The `match` makes the compiler point here when a value is
+/// added to an enum.
+macro_rules! every_value {
+    ($($ty:ident: [$($v:ident),* $(,)?]);* $(;)?) => {
+        $(
+            impl $ty {
+                pub const ALL: &'static [Self] = &[$(Self::$v),*];
+            }
+            const _: fn($ty) = |value| match value { $($ty::$v => ()),* };
+        )*
+    };
+}
+
+every_value! {
+    Protocol: [grpc, http];
+    RequestOutcome: [accepted, partial, invalid, malformed, too_large, unsupported, queue_full, queue_unavailable, busy];
+    RefuseReason: [invalid, queue_full, queue_unavailable];
+    DropReason: [non_retryable, retries_exhausted, rejected_by_backend, shutdown, unreadable];
+    QueueWriteOp: [segment_start, append, ack, fsync, remove];
+    ExportOutcome: [success, failure];
+    FailureSide: [server, transport];
+    PushOutcome: [success, failure];
+    RemoteWriteOutcome: [sent, rejected, expired];
+    RemoteWriteRetry: [throttled, server_error, transport];
+}
+
 /// The OTLP transport a request came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -119,10 +146,6 @@ pub enum RemoteWriteOutcome {
     expired,
 }
 
-impl RemoteWriteOutcome {
-    pub const ALL: [Self; 3] = [Self::sent, Self::rejected, Self::expired];
-}
-
 /// Why a remote-write attempt is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -133,10 +156,6 @@ pub enum RemoteWriteRetry {
     server_error,
     /// No answer: connection refused or reset, timeout.
     transport,
-}
-
-impl RemoteWriteRetry {
-    pub const ALL: [Self; 3] = [Self::throttled, Self::server_error, Self::transport];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -158,21 +177,6 @@ pub struct RemoteWriteMetrics {
     pub samples: Family<RemoteWriteLabels, Counter>,
     /// Attempts retried, by reason.
     pub retries: Family<RemoteWriteRetryLabels, Counter>,
-}
-
-impl RemoteWriteMetrics {
-    /// Every label set at 0, so `increase()` sees the first event.
-    pub fn precreate(&self) {
-        for outcome in RemoteWriteOutcome::ALL {
-            let _ = self.requests.get_or_create(&RemoteWriteLabels { outcome });
-            let _ = self.samples.get_or_create(&RemoteWriteLabels { outcome });
-        }
-        for reason in RemoteWriteRetry::ALL {
-            let _ = self
-                .retries
-                .get_or_create(&RemoteWriteRetryLabels { reason });
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -300,8 +304,62 @@ impl SelfMetrics {
         }
     }
 
-    /// Registers every metric under `graphgen_`.
+    /// Creates every label set of every counter at 0, so a series exists before its first
+    /// event: `increase()` counts that event, and "none dropped" is a 0, not a missing series.
+    pub fn create_label_sets(&self) {
+        for &protocol in Protocol::ALL {
+            let _ = self
+                .spans_received
+                .get_or_create(&ProtocolLabels { protocol });
+            for &outcome in RequestOutcome::ALL {
+                let _ = self
+                    .requests
+                    .get_or_create(&RequestLabels { protocol, outcome });
+            }
+            for &reason in RefuseReason::ALL {
+                let _ = self
+                    .spans_refused
+                    .get_or_create(&RefusedLabels { protocol, reason });
+            }
+        }
+        for &reason in DropReason::ALL {
+            let _ = self
+                .export_dropped_spans
+                .get_or_create(&DropLabels { reason });
+        }
+        for &op in QueueWriteOp::ALL {
+            let _ = self
+                .queue
+                .write_errors
+                .get_or_create(&QueueWriteLabels { op });
+        }
+        for &outcome in ExportOutcome::ALL {
+            let _ = self
+                .export_requests
+                .get_or_create(&ExportLabels { outcome });
+        }
+        for &side in FailureSide::ALL {
+            let _ = self.export_failures.get_or_create(&FailureLabels { side });
+        }
+        for &outcome in PushOutcome::ALL {
+            let _ = self.metrics_pushes.get_or_create(&PushLabels { outcome });
+            let _ = self
+                .metrics_push_requests
+                .get_or_create(&PushLabels { outcome });
+        }
+        let rw = &self.remote_write;
+        for &outcome in RemoteWriteOutcome::ALL {
+            let _ = rw.requests.get_or_create(&RemoteWriteLabels { outcome });
+            let _ = rw.samples.get_or_create(&RemoteWriteLabels { outcome });
+        }
+        for &reason in RemoteWriteRetry::ALL {
+            let _ = rw.retries.get_or_create(&RemoteWriteRetryLabels { reason });
+        }
+    }
+
+    /// Registers every metric under `graphgen_`, every label set from 0.
     pub fn register(&self, registry: &mut Registry) {
+        self.create_label_sets();
         let r = registry.sub_registry_with_prefix("graphgen");
         r.register(
             "receiver_requests",

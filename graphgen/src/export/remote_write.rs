@@ -445,7 +445,6 @@ impl RemoteWriter {
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("graphgen/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        metrics.remote_write.precreate();
         Ok(Self {
             config: Arc::new(config),
             client,

@@ -60,7 +60,8 @@ impl Stats {
             .0
             .iter()
             .enumerate()
-            .filter(|(_, n)| **n > 0)
+            // The kinds that pair (server, client, producer, consumer) always, from 0.
+            .filter(|(kind, n)| **n > 0 || (2..=5).contains(kind))
             .map(|(kind, n)| (span_kind_name(kind as i32), *n))
     }
 }

@@ -64,20 +64,6 @@ impl Writer {
         let view = log.view();
         let writable = Arc::new(AtomicBool::new(true));
         metrics.queue.writable.set(1);
-        // Every step's series exists from the start at 0, so `increase()` sees the first error.
-        for op in [
-            QueueWriteOp::segment_start,
-            QueueWriteOp::append,
-            QueueWriteOp::ack,
-            QueueWriteOp::fsync,
-            QueueWriteOp::remove,
-        ] {
-            metrics
-                .queue
-                .write_errors
-                .get_or_create(&QueueWriteLabels { op })
-                .inc_by(0);
-        }
         let thread = std::thread::Builder::new()
             .name("graphgen-queue-writer".into())
             .spawn({

@@ -176,7 +176,15 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// The value of the series `name{labels}` (exactly those labels). A series that is not
+/// there fails the test: an absent metric is not a zero.
 pub fn find(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    find_optional(samples, name, labels)
+        .unwrap_or_else(|| panic!("no series {name}{labels:?} in graphgen's /metrics"))
+}
+
+/// The value of `name{labels}`, if that series exists.
+pub fn find_optional(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .filter(|s| s.name == name && s.labels.len() == labels.len())
@@ -185,7 +193,7 @@ pub fn find(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
                 .iter()
                 .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
-        .map_or(0.0, |s| s.value)
+        .map(|s| s.value)
 }
 
 /// Parses Prometheus text exposition (enough of it for our own output).
