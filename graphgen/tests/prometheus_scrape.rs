@@ -33,31 +33,35 @@ async fn prometheus_stores_the_edges_graphgen_exposes() {
         ("checkout", "orders", "database", 3.0),
         ("checkout", "payment-gateway", "virtual_node", 3.0),
     ];
-    let mut last = Vec::new();
-    for _ in 0..60 {
-        last = prometheus.query(query).await;
-        let all = expected.iter().all(|(c, s, t, n)| {
-            last.iter().any(|(labels, v)| {
-                labels.get("client").and_then(|x| x.as_str()) == Some(c)
-                    && labels.get("server").and_then(|x| x.as_str()) == Some(s)
-                    && labels
-                        .get("connection_type")
+    let stored = |result: &[(serde_json::Map<String, serde_json::Value>, f64)]| {
+        let mut edges: Vec<(String, String, String, f64)> = result
+            .iter()
+            .map(|(labels, v)| {
+                let get = |k: &str| {
+                    labels
+                        .get(k)
                         .and_then(|x| x.as_str())
                         .unwrap_or("")
-                        == *t
-                    && v == n
+                        .to_string()
+                };
+                (get("client"), get("server"), get("connection_type"), *v)
             })
-        });
-        if all {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(
-        last.len(),
-        expected.len(),
-        "edges stored by Prometheus: {last:?}"
-    );
+            .collect();
+        edges.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        edges
+    };
+    let mut want: Vec<(String, String, String, f64)> = expected
+        .iter()
+        .map(|(c, s, t, n)| (c.to_string(), s.to_string(), t.to_string(), *n))
+        .collect();
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // Exactly these edges with these counts, or the test fails when the time is up.
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus to store the edges",
+        || async { stored(&prometheus.query(query).await) == want },
+    )
+    .await;
 
     let failed = prometheus
         .query("sum by (client, server) (traces_service_graph_request_failed_total)")
@@ -71,9 +75,18 @@ async fn prometheus_stores_the_edges_graphgen_exposes() {
     let calls = prometheus
         .query("sum by (service) (traces_spanmetrics_calls_total{span_kind=\"SPAN_KIND_SERVER\"})")
         .await;
-    assert_eq!(calls.len(), 2, "{calls:?}");
+    let mut services: Vec<(String, f64)> = calls
+        .iter()
+        .map(|(labels, v)| (labels["service"].as_str().unwrap().to_string(), *v))
+        .collect();
+    services.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // Per trace: frontend serves GET /checkout, checkout serves POST /order.
+    assert_eq!(
+        services,
+        [("checkout".to_string(), 3.0), ("frontend".to_string(), 3.0)]
+    );
     let own = prometheus
-        .query("graphgen_receiver_spans_received_total")
+        .query("sum(graphgen_receiver_spans_received_total)")
         .await;
     assert_eq!(own[0].1, 18.0);
 }
