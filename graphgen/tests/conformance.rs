@@ -64,28 +64,38 @@ fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
         "every edge completed or expired"
     );
 
-    engine
-        .families()
-        .iter()
-        .flat_map(|f| f.samples())
-        .map(|s| ((s.name, s.labels.into_iter().collect()), s.value))
-        .collect()
+    // Every series exactly once: a duplicate would collapse unseen in the map.
+    let mut series = BTreeMap::new();
+    for s in engine.families().iter().flat_map(|f| f.samples()) {
+        let id: SeriesId = (s.name, s.labels.into_iter().collect());
+        if let Some(first) = series.insert(id.clone(), s.value) {
+            panic!(
+                "{}: graphgen wrote {id:?} twice ({first} and {})",
+                dir.display(),
+                s.value
+            );
+        }
+    }
+    series
 }
 
 fn expected(dir: &Path) -> BTreeMap<SeriesId, f64> {
     let expected: Expected = read_json(&dir.join("expected.json"));
-    expected
-        .series
-        .into_iter()
-        .map(|s| {
-            let labels = s
-                .labels
-                .into_iter()
-                .filter(|(k, v)| k != "__metrics_gen_instance" && !v.is_empty())
-                .collect();
-            ((s.name, labels), s.value)
-        })
-        .collect()
+    let mut series = BTreeMap::new();
+    for s in expected.series {
+        let labels = s
+            .labels
+            .into_iter()
+            .filter(|(k, v)| k != "__metrics_gen_instance" && !v.is_empty())
+            .collect();
+        let id: SeriesId = (s.name, labels);
+        assert!(
+            series.insert(id.clone(), s.value).is_none(),
+            "{}: {id:?} twice in expected.json",
+            dir.display()
+        );
+    }
+    series
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -121,8 +131,14 @@ fn every_conformance_case_matches_tempo() {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(cases_dir())
         .expect("read cases")
         .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.join("expected.json").exists())
+        .filter(|p| p.is_dir())
         .collect();
+    // A case without its expected output is a broken case, not one to skip.
+    for dir in &dirs {
+        for file in ["config.json", "input.json", "expected.json"] {
+            assert!(dir.join(file).exists(), "{}: no {file}", dir.display());
+        }
+    }
     dirs.sort();
     assert!(!dirs.is_empty(), "no conformance cases found");
 

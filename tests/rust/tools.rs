@@ -8,12 +8,23 @@
 use std::path::PathBuf;
 
 /// A free TCP port on loopback.
+/// A loopback port free now, for a program that cannot bind port 0 and say which it got
+/// (Prometheus, the demo roles). Never the same one twice in this process, so parallel tests
+/// do not collide with each other; graphgen itself binds port 0 (`Graphgen::start`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// `None` (and a loud SKIPPED line) when `what` is missing outside `make`; a panic under it.

@@ -33,6 +33,16 @@ pub struct Graphgen {
     pub log: PathBuf,
 }
 
+/// The gRPC, HTTP and admin addresses of graphgen's "graphgen listening" log line.
+fn listening(logs: &str) -> Option<[SocketAddr; 3]> {
+    let line = logs.lines().find(|l| l.contains("graphgen listening"))?;
+    let field = |name: &str| -> Option<SocketAddr> {
+        let rest = line.split(&format!("{name}=\"")).nth(1)?;
+        rest.split('"').next()?.parse().ok()
+    };
+    Some([field("otlp_grpc")?, field("otlp_http")?, field("admin")?])
+}
+
 impl Graphgen {
     /// Starts the binary with `args` on free loopback ports and waits until it answers.
     pub fn start(args: &[&str]) -> Self {
@@ -40,13 +50,14 @@ impl Graphgen {
     }
 
     /// Starts it under `wrapper` (a program that execs its arguments, such as `fiu-run -x`).
+    /// graphgen binds port 0 itself and the addresses are read from its "listening" line, so
+    /// parallel tests never race for a port.
     pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
-        let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
-        let (grpc, http, admin) = (addr(free_port()), addr(free_port()), addr(free_port()));
+        static STARTED: AtomicU64 = AtomicU64::new(0);
         let log = std::env::temp_dir().join(format!(
             "graphgen-test-{}-{}.log",
             std::process::id(),
-            admin.port()
+            STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         let binary = env!("CARGO_BIN_EXE_graphgen");
         let mut command = match wrapper.split_first() {
@@ -58,32 +69,35 @@ impl Graphgen {
             None => Command::new(binary),
         };
         let child = command
-            .args(["--otlp-grpc-addr", &grpc.to_string()])
-            .args(["--otlp-http-addr", &http.to_string()])
-            .args(["--admin-addr", &admin.to_string()])
+            .args(["--otlp-grpc-addr", "127.0.0.1:0"])
+            .args(["--otlp-http-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start graphgen");
-        let g = Self {
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut g = Self {
             child: Some(child),
-            grpc,
-            http,
-            admin,
+            grpc: unbound,
+            http: unbound,
+            admin: unbound,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(g.admin).is_err()
-            || std::net::TcpStream::connect(g.grpc).is_err()
-        {
+        loop {
+            if let Some([grpc, http, admin]) = listening(&g.logs()) {
+                (g.grpc, g.http, g.admin) = (grpc, http, admin);
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "graphgen did not start:\n{}",
                 g.logs()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
         g
     }
