@@ -71,17 +71,25 @@ pub fn init(default_service: &str) -> Result<Telemetry, TelemetryError> {
                 .build(),
         )
     };
-    install(provider.as_ref())?;
+    install(provider.as_ref(), None)?;
     Ok(Telemetry { provider })
 }
 
-/// Installs the subscriber with spans going to `provider` (tests pass their own).
-pub fn install(provider: Option<&SdkTracerProvider>) -> Result<(), TelemetryError> {
+/// Installs the subscriber with spans going to `provider` (tests pass their own). Logs follow
+/// `log_filter`, else `RUST_LOG`, else `info`.
+pub fn install(
+    provider: Option<&SdkTracerProvider>,
+    log_filter: Option<&str>,
+) -> Result<(), TelemetryError> {
+    let filter = match log_filter {
+        Some(directives) => EnvFilter::new(directives),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never in files or `docker logs`.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+        .with_filter(filter);
     let spans = provider.map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("demo-app"))

@@ -10,10 +10,10 @@ use serde_json::Value;
 fn install_tracing() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // The answers are what these tests read; keep the error logs of failing scenarios quiet.
-        std::env::set_var("RUST_LOG", "off");
         let provider = SdkTracerProvider::builder().build();
-        demo_app::telemetry::install(Some(&provider)).unwrap();
+        // The answers are what these tests read; keep the error logs of failing scenarios quiet
+        // (a filter, not `set_var`, which races with the other test threads).
+        demo_app::telemetry::install(Some(&provider), Some("off")).unwrap();
         std::mem::forget(provider);
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
