@@ -176,27 +176,16 @@ impl Intake {
             Some(queue) => Some(queue.try_reserve(body.len())?),
             None => None,
         };
-        let (mut request, raw) = match body {
-            Body::Protobuf(bytes) => (
-                // From a slice: decoding from `Bytes` would clone and drop a reference for
-                // every id and string field (measurable under load).
-                ExportTraceServiceRequest::decode(&bytes[..])
-                    .map_err(|e| Refused::Malformed(format!("invalid protobuf: {e}")))?,
-                Some(bytes),
-            ),
-            Body::Json(bytes) => (
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| Refused::Malformed(format!("invalid OTLP/JSON: {e}")))?,
-                None,
-            ),
+        let Decoded {
+            request,
+            valid,
+            invalid,
+            first_problem,
+        } = decode(&body)?;
+        let raw = match body {
+            Body::Protobuf(bytes) => Some(bytes),
+            Body::Json(_) => None,
         };
-        let (invalid, first_problem) = remove_invalid_spans(&mut request);
-        let valid: usize = request
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
         self.metrics
             .count_refused(protocol, RefuseReason::invalid, invalid);
         if invalid > 0 && valid == 0 {
@@ -244,6 +233,42 @@ impl Intake {
             }
         })
     }
+}
+
+/// A request decoded, without its invalid spans.
+#[derive(Debug)]
+pub struct Decoded {
+    pub request: ExportTraceServiceRequest,
+    pub valid: usize,
+    pub invalid: usize,
+    /// The first invalid span's problem, for the client's message.
+    pub first_problem: Option<String>,
+}
+
+/// Decodes a request body and takes out its invalid spans: the one decode path of both
+/// receivers (and of the fuzz target).
+pub fn decode(body: &Body) -> Result<Decoded, Refused> {
+    let mut request = match body {
+        // From a slice: decoding from `Bytes` would clone and drop a reference for every id
+        // and string field (measurable under load).
+        Body::Protobuf(bytes) => ExportTraceServiceRequest::decode(&bytes[..])
+            .map_err(|e| Refused::Malformed(format!("invalid protobuf: {e}")))?,
+        Body::Json(bytes) => serde_json::from_slice(bytes)
+            .map_err(|e| Refused::Malformed(format!("invalid OTLP/JSON: {e}")))?,
+    };
+    let (invalid, first_problem) = remove_invalid_spans(&mut request);
+    let valid = request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    Ok(Decoded {
+        request,
+        valid,
+        invalid,
+        first_problem,
+    })
 }
 
 /// What is wrong with a span's ids, if anything (OTLP: 16-byte non-zero trace id, 8-byte

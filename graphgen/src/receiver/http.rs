@@ -11,7 +11,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::intake::{Body as OtlpBody, Intake, Refused, RETRY_AFTER};
@@ -293,23 +292,6 @@ pub fn decompress(bytes: Bytes, content_encoding: &str, limit: usize) -> Result<
         other => Err(BodyError::Unsupported(format!(
             "unsupported content encoding {other:?}: use gzip or none"
         ))),
-    }
-}
-
-/// Decompresses and decodes an OTLP/HTTP body as the receiver and the intake do. The fuzz
-/// target drives this.
-pub fn decode_body(
-    bytes: &[u8],
-    encoding: Encoding,
-    content_encoding: &str,
-    limit: usize,
-) -> Result<ExportTraceServiceRequest, BodyError> {
-    let bytes = decompress(Bytes::copy_from_slice(bytes), content_encoding, limit)?;
-    match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes)
-            .map_err(|e| BodyError::Malformed(format!("invalid protobuf: {e}"))),
-        Encoding::Json => serde_json::from_slice(&bytes)
-            .map_err(|e| BodyError::Malformed(format!("invalid OTLP/JSON: {e}"))),
     }
 }
 
