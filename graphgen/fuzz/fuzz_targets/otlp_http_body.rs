@@ -32,13 +32,19 @@ fuzz_target!(|data: &[u8]| {
         Body::Json(bytes)
     };
     if let Ok(Decoded { request, valid, .. }) = decode(&body) {
-        let spans: usize = request
+        let spans: Vec<_> = request
             .resource_spans
             .iter()
             .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        assert_eq!(spans, valid);
+            .flat_map(|ss| &ss.spans)
+            .collect();
+        assert_eq!(spans.len(), valid);
+        for span in spans {
+            // What the engine may rely on: OTLP's id sizes, ids not all zero.
+            assert!(span.trace_id.len() == 16 && span.trace_id.iter().any(|b| *b != 0));
+            assert!(span.span_id.len() == 8 && span.span_id.iter().any(|b| *b != 0));
+            assert!(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8);
+        }
         let clock = ManualClock::new(1);
         let mut engine = Engine::new(
             Default::default(),
