@@ -29,7 +29,7 @@ use crate::intake::{Intake, RequestLimits};
 use crate::queue::{Limits, SpanQueue, Storage};
 use crate::receiver::{grpc, http};
 use crate::selfmetrics::{EngineStats, SelfMetrics};
-use crate::servicemap::{self, http::MapState};
+use crate::servicemap::{self, state::MapState};
 
 /// How often edges past their wait are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);

@@ -5,7 +5,9 @@
 //! - [`quantile`]: PromQL's `histogram_quantile` and counter-reset rule.
 //! - [`model`]: nodes and edges with their figures over a window.
 //! - [`layout`]: where the nodes go (layered, callers left).
-//! - [`api`]: the JSON; [`page`]: the HTML/SVG; [`http`]: the routes and the snapshot task.
+//! - [`state`]: the snapshots and the latest reading, and the task that takes them.
+//! - [`api`]: the JSON; [`page`]: the HTML/SVG; [`query`]: the query string;
+//!   [`http`]: the routes.
 
 pub mod api;
 pub mod history;
@@ -14,6 +16,8 @@ pub mod layout;
 pub mod model;
 pub mod page;
 pub mod quantile;
+pub mod query;
+pub mod state;
 
 pub use history::History;
 pub use model::ServiceMap;

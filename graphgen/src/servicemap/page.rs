@@ -9,9 +9,9 @@ use askama::Template;
 
 use super::api::{dashes, hex};
 use super::history::Connection;
-use super::http::MapQuery;
 use super::layout::{layered, Layout, LAYER_GAP};
 use super::model::{Edge, Figures, Node, ServiceMap};
+use super::query::MapQuery;
 use crate::series::Exemplar;
 
 /// Node radius in the drawing.

@@ -1,0 +1,101 @@
+//! The service map's state: the history of snapshots (one every 5 s, by its own task) and the
+//! latest reading of the engine, shared by the page and the API.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::history::{History, Snapshot, FINE_EVERY};
+use super::model::ServiceMap;
+use super::page::LayoutCache;
+use crate::engine::Engine;
+use crate::selfmetrics::SelfMetrics;
+
+/// How long a reading of the engine serves pages and the API.
+const CURRENT_FOR: Duration = Duration::from_secs(1);
+
+pub struct MapState {
+    engine: Arc<Mutex<Engine>>,
+    history: Mutex<History>,
+    /// The latest reading for pages, reused for [`CURRENT_FOR`] so that many viewers (or a
+    /// script polling the API) read the engine at most once a second.
+    current: Mutex<Option<Arc<Snapshot>>>,
+    /// Base URL of Grafana, for links to traces in Explore.
+    pub grafana_url: Option<String>,
+    pub layouts: LayoutCache,
+    metrics: Arc<SelfMetrics>,
+}
+
+impl MapState {
+    pub fn new(
+        engine: Arc<Mutex<Engine>>,
+        max_series: usize,
+        grafana_url: Option<String>,
+        metrics: Arc<SelfMetrics>,
+    ) -> Self {
+        let started = engine.lock().unwrap_or_else(|e| e.into_inner()).now_nanos();
+        Self {
+            engine,
+            history: Mutex::new(History::new(started, max_series)),
+            current: Mutex::new(None),
+            grafana_url,
+            layouts: LayoutCache::default(),
+            metrics,
+        }
+    }
+
+    /// Takes a snapshot of every edge and keeps it.
+    pub fn snapshot(&self) {
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = {
+            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            history.read(engine.graph(), engine.now_nanos())
+        };
+        history.record(snapshot);
+        let stats = history.stats();
+        let m = &self.metrics.service_map;
+        m.snapshots.set(stats.snapshots as i64);
+        m.snapshot_series.set(stats.series_entries as i64);
+        m.omitted_edges.set(stats.omitted_edges as i64);
+    }
+
+    /// The map over `window`, ending now. The locks are held only to read; the figures are
+    /// computed from shared snapshots afterwards.
+    pub fn map(&self, window: Duration) -> ServiceMap {
+        let (snapshots, started_at, current, bounds) = {
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cached = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let now = engine.now_nanos();
+            let current = match &*cached {
+                Some(c) if now.saturating_sub(c.at_nanos) < CURRENT_FOR.as_nanos() as u64 => {
+                    c.clone()
+                }
+                _ => {
+                    let c = Arc::new(history.read(engine.graph(), now));
+                    *cached = Some(c.clone());
+                    c
+                }
+            };
+            let bounds = engine.graph().config().histogram_buckets.clone();
+            (
+                history.snapshots(),
+                history.started_at_nanos(),
+                current,
+                bounds,
+            )
+        };
+        ServiceMap::compute(&snapshots, started_at, &current, window, &bounds)
+    }
+
+    /// Snapshots every [`FINE_EVERY`] until dropped.
+    pub async fn run_snapshots(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(FINE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // It waits for the engine's lock and reads every series: off the async workers.
+            let state = self.clone();
+            let _ = tokio::task::spawn_blocking(move || state.snapshot()).await;
+        }
+    }
+}
