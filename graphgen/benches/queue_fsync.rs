@@ -42,7 +42,8 @@ async fn run(max_group: usize, clients: usize, request_bytes: usize) -> Figures 
     let exporter = tokio::spawn({
         let queue = queue.clone();
         async move {
-            while let Some(batch) = queue.next_batch(8192, 2 << 20).await {
+            loop {
+                let batch = queue.next_batch(8192, 2 << 20).await;
                 queue.finish(batch);
             }
         }
@@ -67,8 +68,12 @@ async fn run(max_group: usize, clients: usize, request_bytes: usize) -> Figures 
         task.await.unwrap();
     }
     let (elapsed, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-    queue.close();
-    exporter.await.unwrap();
+    // Let the exporter take what is left, then stop it.
+    while !queue.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    exporter.abort();
+    let _ = exporter.await;
     drop(queue);
     let _ = std::fs::remove_dir_all(&dir);
     let requests = committed.load(Ordering::Relaxed) as f64;

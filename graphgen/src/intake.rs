@@ -74,6 +74,29 @@ pub enum Refused {
     Busy(Busy),
 }
 
+impl Refused {
+    /// How a request refused so is counted.
+    pub fn outcome(&self) -> RequestOutcome {
+        match self {
+            Refused::Invalid(_) => RequestOutcome::invalid,
+            Refused::Malformed(_) => RequestOutcome::malformed,
+            Refused::QueueFull(_) => RequestOutcome::queue_full,
+            Refused::QueueUnavailable(_) => RequestOutcome::queue_unavailable,
+            Refused::Busy(_) => RequestOutcome::busy,
+        }
+    }
+}
+
+/// How a request the intake took or refused is counted: the one mapping of a result to its
+/// outcome.
+pub fn outcome_of(result: &Result<Accepted, Refused>) -> RequestOutcome {
+    match result {
+        Ok(a) if a.rejected_spans > 0 => RequestOutcome::partial,
+        Ok(_) => RequestOutcome::accepted,
+        Err(refused) => refused.outcome(),
+    }
+}
+
 impl From<QueueError> for Refused {
     fn from(e: QueueError) -> Self {
         match e {
@@ -131,8 +154,9 @@ impl Intake {
     ) -> Result<Admission, Refused> {
         let bytes = self.admissions.estimate(announced, compressed);
         self.admissions.try_admit(bytes).map_err(|busy| {
-            self.metrics.count_request(protocol, RequestOutcome::busy);
-            Refused::Busy(busy)
+            let refused = Refused::Busy(busy);
+            self.metrics.count_request(protocol, refused.outcome());
+            refused
         })
     }
 
@@ -147,9 +171,9 @@ impl Intake {
         if queue.has_room(bytes.unwrap_or(1)) {
             return None;
         }
-        self.metrics
-            .count_request(protocol, RequestOutcome::queue_full);
-        Some(Refused::QueueFull(queue.full_error()))
+        let refused = Refused::QueueFull(queue.full_error());
+        self.metrics.count_request(protocol, refused.outcome());
+        Some(refused)
     }
 
     /// Takes a request, counting its outcome. A request refused for a full queue is refused
@@ -157,16 +181,7 @@ impl Intake {
     /// retry is not counted twice.
     pub async fn accept(&self, protocol: Protocol, body: Body) -> Result<Accepted, Refused> {
         let result = self.try_accept(protocol, body).await;
-        let outcome = match &result {
-            Ok(a) if a.rejected_spans > 0 => RequestOutcome::partial,
-            Ok(_) => RequestOutcome::accepted,
-            Err(Refused::Invalid(_)) => RequestOutcome::invalid,
-            Err(Refused::Malformed(_)) => RequestOutcome::malformed,
-            Err(Refused::QueueFull(_)) => RequestOutcome::queue_full,
-            Err(Refused::QueueUnavailable(_)) => RequestOutcome::queue_unavailable,
-            Err(Refused::Busy(_)) => RequestOutcome::busy,
-        };
-        self.metrics.count_request(protocol, outcome);
+        self.metrics.count_request(protocol, outcome_of(&result));
         result
     }
 

@@ -124,10 +124,7 @@ impl TraceExporter {
                 }
             } else {
                 tokio::select! {
-                    batch = self.queue.next_batch(spans, bytes) => match batch {
-                        Some(batch) => batch,
-                        None => return,
-                    },
+                    batch = self.queue.next_batch(spans, bytes) => batch,
                     changed = drain.changed() => {
                         if changed.is_err() {
                             return;

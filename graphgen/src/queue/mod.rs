@@ -76,7 +76,6 @@ struct State {
     /// Reserved, being written, queued and being sent.
     bytes: usize,
     spans: usize,
-    closed: bool,
 }
 
 struct Shared {
@@ -159,7 +158,6 @@ impl SpanQueue {
             ready: VecDeque::new(),
             bytes: 0,
             spans: 0,
-            closed: false,
         };
         let mut recovered = Recovered::default();
         let mut disk = None;
@@ -278,8 +276,8 @@ impl SpanQueue {
     }
 
     /// Takes up to `max_spans` / `max_bytes` worth of requests (at least one), waiting for
-    /// one to arrive; `None` once the queue is closed and nothing is left to take.
-    pub async fn next_batch(&self, max_spans: usize, max_bytes: usize) -> Option<Batch> {
+    /// one to arrive.
+    pub async fn next_batch(&self, max_spans: usize, max_bytes: usize) -> Batch {
         loop {
             let notified = self.0.wake.notified();
             tokio::pin!(notified);
@@ -287,7 +285,7 @@ impl SpanQueue {
             match self.take(max_spans, max_bytes) {
                 Some(entries) if self.0.disk.is_none() => {
                     if let Some(batch) = self.load(entries) {
-                        return Some(batch);
+                        return batch;
                     }
                 }
                 // Records on disk are read on a blocking thread. A caller that stops waiting
@@ -309,10 +307,9 @@ impl SpanQueue {
                     let received = handed.batch.as_mut().expect("set above").await;
                     handed.batch = None;
                     if let Ok(batch) = received {
-                        return Some(batch);
+                        return batch;
                     }
                 }
-                None if self.lock().closed => return None,
                 None => notified.await,
             }
         }
@@ -439,12 +436,6 @@ impl SpanQueue {
             state.spans -= entry.spans;
         }
         self.update_gauges(state);
-    }
-
-    /// Stops taking new requests: exporters get `None` once the queue is empty.
-    pub fn close(&self) {
-        self.lock().closed = true;
-        self.0.wake.notify_waiters();
     }
 
     /// Whether requests survive a restart.
@@ -701,22 +692,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_exporter_waiting_on_an_empty_queue_wakes_for_a_request_and_for_close() {
+    async fn an_exporter_waiting_on_an_empty_queue_wakes_for_a_request() {
         let queue = memory(1 << 20, 1 << 20);
         let waiter = tokio::spawn({
             let queue = queue.clone();
-            async move { queue.next_batch(10, 1 << 20).await.map(|b| b.spans) }
+            async move { queue.next_batch(10, 1 << 20).await.spans }
         });
         tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "nothing to take yet");
         push(&queue, 10, 4).await.unwrap();
-        assert_eq!(waiter.await.unwrap(), Some(4));
-        let waiter = tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.next_batch(10, 1 << 20).await.map(|b| b.spans) }
-        });
-        tokio::task::yield_now().await;
-        queue.close();
-        assert_eq!(waiter.await.unwrap(), None);
+        assert_eq!(waiter.await.unwrap(), 4);
     }
 
     #[tokio::test]
@@ -820,8 +805,7 @@ mod tests {
             queue.next_batch(100, 1 << 20),
         )
         .await
-        .expect("the batch came back")
-        .unwrap();
+        .expect("the batch came back");
         assert_eq!(
             batch.parts,
             vec![Bytes::from(vec![0; 10]), Bytes::from(vec![1; 10])]

@@ -33,36 +33,58 @@ pub fn router(intake: Arc<Intake>) -> Router {
         .with_state(intake)
 }
 
-/// An error answer: HTTP status, gRPC code for the Status body, message.
+/// An error answer: HTTP status, gRPC code for the Status body, message. Whoever decides a
+/// refusal counts it: the intake its own ([`Failure::refused`]), this receiver what it finds
+/// wrong with a body ([`Failure::body`]).
 struct Failure {
     status: StatusCode,
     code: tonic::Code,
     message: String,
-    /// Counted here; `None` when the intake counted the request itself.
-    outcome: Option<RequestOutcome>,
 }
 
 impl Failure {
-    fn new(
-        status: StatusCode,
-        code: tonic::Code,
-        outcome: Option<RequestOutcome>,
-        message: impl Into<String>,
-    ) -> Self {
+    /// The answer to a request the intake refused (and counted).
+    fn refused(refused: Refused) -> Self {
+        let (status, code) = match &refused {
+            Refused::Invalid(_) | Refused::Malformed(_) => {
+                (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument)
+            }
+            Refused::QueueFull(_) | Refused::Busy(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                tonic::Code::ResourceExhausted,
+            ),
+            Refused::QueueUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+            }
+        };
         Self {
             status,
             code,
-            message: message.into(),
-            outcome,
+            message: refused.to_string(),
         }
     }
 
-    /// Counts the request's outcome, unless the intake already did.
-    fn counted(mut self, intake: &Intake) -> Self {
-        if let Some(outcome) = self.outcome.take() {
-            intake.metrics().count_request(Protocol::http, outcome);
+    /// The answer to a body this receiver cannot take, counted here.
+    fn body(intake: &Intake, error: BodyError) -> Self {
+        let (status, code) = match &error {
+            BodyError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                tonic::Code::ResourceExhausted,
+            ),
+            BodyError::Malformed(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+            BodyError::Unsupported(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+            ),
+        };
+        intake
+            .metrics()
+            .count_request(Protocol::http, error.outcome());
+        Self {
+            status,
+            code,
+            message: error.to_string(),
         }
-        self
     }
 
     fn into_response(self, encoding: Encoding) -> Response {
@@ -124,16 +146,10 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
         PROTOBUF => Encoding::Protobuf,
         JSON => Encoding::Json,
         _ => {
-            let failure = Failure::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                tonic::Code::InvalidArgument,
-                Some(RequestOutcome::unsupported),
-                format!("unsupported content type {content_type:?}: use {PROTOBUF} or {JSON}"),
-            );
-            intake
-                .metrics()
-                .count_request(Protocol::http, RequestOutcome::unsupported);
-            return failure.into_response(Encoding::Json);
+            let error = BodyError::Unsupported(format!(
+                "unsupported content type {content_type:?}: use {PROTOBUF} or {JSON}"
+            ));
+            return Failure::body(&intake, error).into_response(Encoding::Json);
         }
     };
     // Before the body is read: a body that can never fit is a 413 (never a 429, which would
@@ -143,12 +159,11 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     if announced.is_some_and(|n| n > intake.max_message_bytes) {
-        return Failure::from(BodyError::TooLarge(format!(
+        let error = BodyError::TooLarge(format!(
             "request body is larger than the limit of {} bytes",
             intake.max_message_bytes
-        )))
-        .counted(&intake)
-        .into_response(encoding);
+        ));
+        return Failure::body(&intake, error).into_response(encoding);
     }
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -160,28 +175,14 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
     );
     let mut admission = match intake.admit(Protocol::http, announced, compressed) {
         Ok(admission) => admission,
-        Err(refused) => {
-            return Failure::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                tonic::Code::ResourceExhausted,
-                None,
-                refused.to_string(),
-            )
-            .into_response(encoding)
-        }
+        Err(refused) => return Failure::refused(refused).into_response(encoding),
     };
     if let Some(refused) = intake.refuse_early(Protocol::http, announced) {
-        return Failure::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            tonic::Code::ResourceExhausted,
-            None,
-            refused.to_string(),
-        )
-        .into_response(encoding);
+        return Failure::refused(refused).into_response(encoding);
     }
     match handle(&intake, content_encoding, body, encoding, &mut admission).await {
         Ok(response) => response,
-        Err(failure) => failure.counted(&intake).into_response(encoding),
+        Err(failure) => failure.into_response(encoding),
     }
 }
 
@@ -193,22 +194,20 @@ async fn handle(
     admission: &mut Admission,
 ) -> Result<Response, Failure> {
     let limit = intake.max_message_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|e| {
-            // Over the limit, or cut short (shorter than its Content-Length, broken chunking).
-            let over_limit = std::error::Error::source(&e)
-                .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
-            if over_limit {
-                BodyError::TooLarge(format!(
-                    "request body is larger than the limit of {limit} bytes"
-                ))
-            } else {
-                BodyError::Malformed(format!("request body is incomplete: {e}"))
-            }
-        })
-        .map_err(Failure::from)?;
-    let bytes = decompress(bytes, content_encoding, limit).map_err(Failure::from)?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // Over the limit, or cut short (shorter than its Content-Length, broken chunking).
+        let over_limit = std::error::Error::source(&e)
+            .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
+        let error = if over_limit {
+            BodyError::TooLarge(format!(
+                "request body is larger than the limit of {limit} bytes"
+            ))
+        } else {
+            BodyError::Malformed(format!("request body is incomplete: {e}"))
+        };
+        Failure::body(intake, error)
+    })?;
+    let bytes = decompress(bytes, content_encoding, limit).map_err(|e| Failure::body(intake, e))?;
     // The compressed body is gone; what is held from here on is this.
     admission.shrink_to(bytes.len());
     let body = match encoding {
@@ -232,17 +231,7 @@ async fn handle(
         }
         Err(refused) => refused,
     };
-    let (status, code) = match &refused {
-        Refused::Invalid(_) | Refused::Malformed(_) => {
-            (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument)
-        }
-        Refused::QueueFull(_) | Refused::Busy(_) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            tonic::Code::ResourceExhausted,
-        ),
-        Refused::QueueUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
-    };
-    Err(Failure::new(status, code, None, refused.to_string()))
+    Err(Failure::refused(refused))
 }
 
 /// Why a body could not be decoded.
@@ -256,26 +245,14 @@ pub enum BodyError {
     Unsupported(String),
 }
 
-impl From<BodyError> for Failure {
-    fn from(e: BodyError) -> Self {
-        let (status, code, outcome) = match &e {
-            BodyError::TooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                tonic::Code::ResourceExhausted,
-                RequestOutcome::too_large,
-            ),
-            BodyError::Malformed(_) => (
-                StatusCode::BAD_REQUEST,
-                tonic::Code::InvalidArgument,
-                RequestOutcome::malformed,
-            ),
-            BodyError::Unsupported(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                tonic::Code::InvalidArgument,
-                RequestOutcome::unsupported,
-            ),
-        };
-        Failure::new(status, code, Some(outcome), e.to_string())
+impl BodyError {
+    /// How a request with such a body is counted.
+    fn outcome(&self) -> RequestOutcome {
+        match self {
+            BodyError::TooLarge(_) => RequestOutcome::too_large,
+            BodyError::Malformed(_) => RequestOutcome::malformed,
+            BodyError::Unsupported(_) => RequestOutcome::unsupported,
+        }
     }
 }
 
