@@ -15,15 +15,20 @@
 //! - [`config`]: flags, environment and TOML file, resolved into [`config::Settings`].
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP in, with a budget of requests in flight reserved
 //!   before a body is read; [`codec`] keeps requests as their bytes.
-//! - [`intake`]: checks a request against the queue's room, decodes, validates, queues it,
+//! - [`intake`]: checks a request against the queue's room, decodes and validates it
+//!   ([`intake::decode`], the one decode path), queues it,
 //!   then feeds the engine.
 //! - [`queue`]: accepted requests waiting to be forwarded, in memory or on disk (a checksummed
 //!   segment log written by its own thread, with group commit).
-//! - [`export`]: spans out to Tempo, metrics out to Prometheus.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`selfmetrics`]: the `graphgen_*` series.
+//! - [`export`]: spans out to Tempo ([`export::traces`]), metrics pushed to Prometheus
+//!   ([`export::otlp_metrics`] OTLP, [`export::remote_write`] remote write; what both share in
+//!   [`export::push`]), with [`export::retry`]'s rules.
+//! - [`admin`]: `/metrics` (streamed by [`admin::scrape`]; the engine's series and counters
+//!   read at scrape time by [`admin::engine_metrics`]), `/healthz`, `/readyz`;
+//!   [`selfmetrics`]: the service's `graphgen_*` counters, every label set from 0.
 //! - [`servicemap`]: the live service map, `/graph` and `/api/graph`, with figures over a
 //!   window from snapshots of the counters.
-//! - [`service`]: starts it all and shuts it down gracefully.
+//! - [`service`]: builds the components, binds the listeners, serves, and shuts down in order.
 
 pub mod admin;
 pub mod attributes;

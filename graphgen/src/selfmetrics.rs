@@ -1,18 +1,10 @@
 //! graphgen's own metrics (`graphgen_*`): what came in, what was refused, what the queue and
 //! the exporters are doing. Exposed on the admin `/metrics` next to the engine's series.
 //! Outcomes and reasons are enums; their label values are derived, never typed as strings.
-//! [`EngineStats`] reads the engine's own counters (edges, store, series) at scrape time.
+//! The engine's own counters (edges, store, series) are read at scrape time by
+//! [`crate::admin::engine_metrics`].
 
-use std::sync::{Arc, Mutex};
-
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, NoLabelSet,
-};
-use prometheus_client::metrics::MetricType;
-
-use crate::engine::Engine;
-use crate::series::Cardinality;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -515,143 +507,5 @@ impl SelfMetrics {
             "HTTP requests of OTLP metric pushes (a push is split into parts), by outcome",
             self.metrics_push_requests.clone(),
         );
-    }
-}
-
-/// The engine's own counters and gauges (`graphgen_edges_*`, `graphgen_store_*`,
-/// `graphgen_series*`), read from the engine at every scrape.
-#[derive(Debug)]
-pub struct EngineStats {
-    engine: Arc<Mutex<Engine>>,
-}
-
-impl EngineStats {
-    pub fn register(engine: Arc<Mutex<Engine>>, registry: &mut Registry) {
-        registry.register_collector(Box::new(Self { engine }));
-    }
-}
-
-impl Collector for EngineStats {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (stats, pending, max_items, cardinality) = {
-            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-            let graph = engine.graph();
-            let mut cardinality = vec![("service_graph", graph.cardinality())];
-            if let Some(sm) = engine.span_metrics() {
-                cardinality.push(("span_metrics", sm.cardinality()));
-            }
-            (
-                graph.stats().clone(),
-                graph.pending_edges(),
-                graph.config().max_items,
-                cardinality,
-            )
-        };
-        let counter =
-            |encoder: &mut DescriptorEncoder, name, help, value: u64| -> std::fmt::Result {
-                let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-                m.encode_counter::<NoLabelSet, u64, u64>(&value, None)
-            };
-        let gauge = |encoder: &mut DescriptorEncoder, name, help, value: i64| -> std::fmt::Result {
-            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            m.encode_gauge(&value)
-        };
-        counter(
-            &mut encoder,
-            "graphgen_edges_completed",
-            "Edges recorded as service-graph metrics (paired or virtual)",
-            stats.edges_completed,
-        )?;
-        {
-            let mut m = encoder.encode_descriptor(
-                "graphgen_edges_expired",
-                "Edges that expired unmatched, by the kind of the span that was seen",
-                None,
-                MetricType::Counter,
-            )?;
-            for (kind, n) in stats.expired_by_kind() {
-                m.encode_family(&[("unmatched_span_kind", kind)])?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
-        }
-        counter(
-            &mut encoder,
-            "graphgen_store_dropped_spans",
-            "Spans dropped because max_items edges were already waiting",
-            stats.spans_dropped,
-        )?;
-        counter(
-            &mut encoder,
-            "graphgen_engine_invalid_spans",
-            "Spans the engine skipped for ids longer than OTLP allows",
-            stats.spans_invalid,
-        )?;
-        // One series per processor, from its `Cardinality`.
-        let per_processor = |encoder: &mut DescriptorEncoder,
-                             name,
-                             help,
-                             kind,
-                             value: fn(&Cardinality) -> u64|
-         -> std::fmt::Result {
-            let mut m = encoder.encode_descriptor(name, help, None, kind)?;
-            for (processor, c) in &cardinality {
-                let labels = [("processor", *processor)];
-                let mut family = m.encode_family(&labels)?;
-                match kind {
-                    MetricType::Gauge => family.encode_gauge(&(value(c) as i64))?,
-                    _ => family.encode_counter::<NoLabelSet, u64, u64>(&value(c), None)?,
-                }
-            }
-            Ok(())
-        };
-        per_processor(
-            &mut encoder,
-            "graphgen_series",
-            "Label sets held, by processor (bounded by max_series)",
-            MetricType::Gauge,
-            |c| c.series as u64,
-        )?;
-        per_processor(
-            &mut encoder,
-            "graphgen_series_refused",
-            "Updates not recorded because max_series label sets already exist, by processor",
-            MetricType::Counter,
-            |c| c.refused,
-        )?;
-        {
-            let mut m = encoder.encode_descriptor(
-                "graphgen_label_values_limited",
-                "Label values replaced by __cardinality_overflow__ (--max-cardinality-per-label), by processor and label",
-                None,
-                MetricType::Counter,
-            )?;
-            for (processor, c) in &cardinality {
-                for (label, n) in c.limited_values.iter().filter(|(_, n)| *n > 0) {
-                    let labels = [("processor", *processor), ("label", label.as_str())];
-                    m.encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, u64, u64>(n, None)?;
-                }
-            }
-        }
-        per_processor(
-            &mut encoder,
-            "graphgen_label_values_truncated",
-            "Label values cut to --max-label-value-length bytes, by processor",
-            MetricType::Counter,
-            |c| c.truncated_values,
-        )?;
-        gauge(
-            &mut encoder,
-            "graphgen_store_edges",
-            "Edges waiting for their other side",
-            pending as i64,
-        )?;
-        gauge(
-            &mut encoder,
-            "graphgen_store_capacity_edges",
-            "Most edges that may wait (max_items)",
-            max_items as i64,
-        )?;
-        Ok(())
     }
 }

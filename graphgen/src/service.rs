@@ -14,12 +14,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::admin::engine_metrics::{EngineCollector, EngineStats};
 use crate::admin::{self, AdminState};
 use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::export::otlp_metrics::{Identity, MetricsPusher};
-use crate::export::prometheus::EngineCollector;
 use crate::export::remote_write::{
     Budget as RemoteWriteBudget, RemoteWriteConfig, RemoteWriter, Target,
 };
@@ -28,7 +28,7 @@ use crate::export::traces::{self, Drain, ExportSettings, TraceExporter};
 use crate::intake::{Intake, RequestLimits};
 use crate::queue::{Limits, SpanQueue, Storage};
 use crate::receiver::{grpc, http};
-use crate::selfmetrics::{EngineStats, SelfMetrics};
+use crate::selfmetrics::SelfMetrics;
 use crate::servicemap::{self, state::MapState};
 
 /// How often edges past their wait are expired.

@@ -11,8 +11,12 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-use crate::export::prometheus::{stream, CONTENT_TYPE};
 use crate::queue::{NotAccepting, SpanQueue};
+
+pub mod engine_metrics;
+pub mod scrape;
+
+use scrape::{stream, CONTENT_TYPE};
 
 pub struct AdminState {
     pub registry: Arc<Registry>,

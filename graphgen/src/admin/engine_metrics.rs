@@ -1,0 +1,226 @@
+//! The engine's metrics, read from it at every scrape: its series (`traces_*`, streamed from
+//! the engine's own copies, see [`crate::series::Labels`]) and its own counters and gauges
+//! (`graphgen_edges_*`, `graphgen_store_*`, `graphgen_series*`). The service's other
+//! `graphgen_*` series are in [`crate::selfmetrics`].
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::engine::Engine;
+use crate::series::{whole_bucket_counts, Cardinality, FamilyKind, SeriesValue};
+
+/// Encodes the engine at every scrape.
+#[derive(Debug)]
+pub struct EngineCollector {
+    engine: Arc<Mutex<Engine>>,
+}
+
+impl EngineCollector {
+    pub fn register(engine: Arc<Mutex<Engine>>, registry: &mut Registry) {
+        registry.register_collector(Box::new(Self { engine }));
+    }
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let families = self
+            .engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .families();
+        for family in &families {
+            match family.kind {
+                FamilyKind::Counter => {
+                    let name = family.name.strip_suffix("_total").unwrap_or(family.name);
+                    let mut metric =
+                        encoder.encode_descriptor(name, family.help, None, MetricType::Counter)?;
+                    for series in &family.series {
+                        if let SeriesValue::Counter(v) = series.value {
+                            metric
+                                .encode_family(&series.labels)?
+                                .encode_counter::<NoLabelSet, f64, f64>(&v, None)?;
+                        }
+                    }
+                }
+                FamilyKind::Histogram => {
+                    let mut metric = encoder.encode_descriptor(
+                        family.name,
+                        family.help,
+                        None,
+                        MetricType::Histogram,
+                    )?;
+                    for series in &family.series {
+                        if let SeriesValue::Histogram {
+                            bounds,
+                            cumulative,
+                            sum,
+                            ..
+                        } = &series.value
+                        {
+                            // The encoder accumulates per-bucket counts itself.
+                            let (per_bucket, whole_count) = whole_bucket_counts(cumulative);
+                            let buckets: Vec<(f64, u64)> = bounds
+                                .iter()
+                                .copied()
+                                .chain([f64::INFINITY])
+                                .zip(per_bucket)
+                                .collect();
+                            metric
+                                .encode_family(&series.labels)?
+                                .encode_histogram::<NoLabelSet>(
+                                    *sum,
+                                    whole_count,
+                                    &buckets,
+                                    None,
+                                )?;
+                        }
+                    }
+                }
+            }
+        }
+
+        Ok(())
+    }
+}
+
+/// The engine's own counters and gauges (`graphgen_edges_*`, `graphgen_store_*`,
+/// `graphgen_series*`), read from the engine at every scrape.
+#[derive(Debug)]
+pub struct EngineStats {
+    engine: Arc<Mutex<Engine>>,
+}
+
+impl EngineStats {
+    pub fn register(engine: Arc<Mutex<Engine>>, registry: &mut Registry) {
+        registry.register_collector(Box::new(Self { engine }));
+    }
+}
+
+impl Collector for EngineStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (stats, pending, max_items, cardinality) = {
+            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let graph = engine.graph();
+            let mut cardinality = vec![("service_graph", graph.cardinality())];
+            if let Some(sm) = engine.span_metrics() {
+                cardinality.push(("span_metrics", sm.cardinality()));
+            }
+            (
+                graph.stats().clone(),
+                graph.pending_edges(),
+                graph.config().max_items,
+                cardinality,
+            )
+        };
+        let counter =
+            |encoder: &mut DescriptorEncoder, name, help, value: u64| -> std::fmt::Result {
+                let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                m.encode_counter::<NoLabelSet, u64, u64>(&value, None)
+            };
+        let gauge = |encoder: &mut DescriptorEncoder, name, help, value: i64| -> std::fmt::Result {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            m.encode_gauge(&value)
+        };
+        counter(
+            &mut encoder,
+            "graphgen_edges_completed",
+            "Edges recorded as service-graph metrics (paired or virtual)",
+            stats.edges_completed,
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_edges_expired",
+                "Edges that expired unmatched, by the kind of the span that was seen",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, n) in stats.expired_by_kind() {
+                m.encode_family(&[("unmatched_span_kind", kind)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "graphgen_store_dropped_spans",
+            "Spans dropped because max_items edges were already waiting",
+            stats.spans_dropped,
+        )?;
+        counter(
+            &mut encoder,
+            "graphgen_engine_invalid_spans",
+            "Spans the engine skipped for ids longer than OTLP allows",
+            stats.spans_invalid,
+        )?;
+        // One series per processor, from its `Cardinality`.
+        let per_processor = |encoder: &mut DescriptorEncoder,
+                             name,
+                             help,
+                             kind,
+                             value: fn(&Cardinality) -> u64|
+         -> std::fmt::Result {
+            let mut m = encoder.encode_descriptor(name, help, None, kind)?;
+            for (processor, c) in &cardinality {
+                let labels = [("processor", *processor)];
+                let mut family = m.encode_family(&labels)?;
+                match kind {
+                    MetricType::Gauge => family.encode_gauge(&(value(c) as i64))?,
+                    _ => family.encode_counter::<NoLabelSet, u64, u64>(&value(c), None)?,
+                }
+            }
+            Ok(())
+        };
+        per_processor(
+            &mut encoder,
+            "graphgen_series",
+            "Label sets held, by processor (bounded by max_series)",
+            MetricType::Gauge,
+            |c| c.series as u64,
+        )?;
+        per_processor(
+            &mut encoder,
+            "graphgen_series_refused",
+            "Updates not recorded because max_series label sets already exist, by processor",
+            MetricType::Counter,
+            |c| c.refused,
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_label_values_limited",
+                "Label values replaced by __cardinality_overflow__ (--max-cardinality-per-label), by processor and label",
+                None,
+                MetricType::Counter,
+            )?;
+            for (processor, c) in &cardinality {
+                for (label, n) in c.limited_values.iter().filter(|(_, n)| *n > 0) {
+                    let labels = [("processor", *processor), ("label", label.as_str())];
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, u64, u64>(n, None)?;
+                }
+            }
+        }
+        per_processor(
+            &mut encoder,
+            "graphgen_label_values_truncated",
+            "Label values cut to --max-label-value-length bytes, by processor",
+            MetricType::Counter,
+            |c| c.truncated_values,
+        )?;
+        gauge(
+            &mut encoder,
+            "graphgen_store_edges",
+            "Edges waiting for their other side",
+            pending as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "graphgen_store_capacity_edges",
+            "Most edges that may wait (max_items)",
+            max_items as i64,
+        )?;
+        Ok(())
+    }
+}
