@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::native_histogram::{self, HistogramMode, NativeConfig};
 use crate::queue::disk::Fsync;
 use crate::queue::Storage;
+use crate::series::RegistryLimits;
 use crate::{graph, spanmetrics};
 
 /// Every option, unset unless given. The same struct reads flags/env (clap) and the file (serde).
@@ -73,22 +74,14 @@ pub struct Options {
     #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_MAX_BUCKET_NUMBER")]
     pub native_histogram_max_bucket_number: Option<u32>,
     /// A native histogram over its bucket limit is reset if this long has passed since its last reset, as Tempo's native_histogram_min_reset_duration; 0s never resets [default: 15m]
-    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_MIN_RESET_DURATION", value_parser = parse_duration)]
-    #[serde(
-        default,
-        deserialize_with = "crate::duration_serde::deserialize_option"
-    )]
-    pub native_histogram_min_reset_duration: Option<Duration>,
+    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_MIN_RESET_DURATION")]
+    pub native_histogram_min_reset_duration: Option<HumanDuration>,
     /// This instance's identity in pushed metrics (service.instance.id, Prometheus' `instance`); unique per replica [default: the host name]
     #[arg(long, env = "GRAPHGEN_INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// How often metrics are pushed to the metrics endpoint [default: 10s]
-    #[arg(long, env = "GRAPHGEN_FLUSH_INTERVAL", value_parser = parse_duration)]
-    #[serde(
-        default,
-        deserialize_with = "crate::duration_serde::deserialize_option"
-    )]
-    pub flush_interval: Option<Duration>,
+    #[arg(long, env = "GRAPHGEN_FLUSH_INTERVAL")]
+    pub flush_interval: Option<HumanDuration>,
 
     /// Spans that may wait to be forwarded; when full, clients are told to retry later [default: 50000]
     #[arg(long, env = "GRAPHGEN_QUEUE_SIZE")]
@@ -118,34 +111,18 @@ pub struct Options {
     #[arg(long, env = "GRAPHGEN_EXPORT_BATCH_SPANS")]
     pub export_batch_spans: Option<usize>,
     /// First retry delay of a failed export; grows 1.5× (±50 % jitter) up to 30s [default: 500ms]
-    #[arg(long, env = "GRAPHGEN_RETRY_INITIAL_BACKOFF", value_parser = parse_duration)]
-    #[serde(
-        default,
-        deserialize_with = "crate::duration_serde::deserialize_option"
-    )]
-    pub retry_initial_backoff: Option<Duration>,
+    #[arg(long, env = "GRAPHGEN_RETRY_INITIAL_BACKOFF")]
+    pub retry_initial_backoff: Option<HumanDuration>,
     /// Give up on a batch (and count its spans as dropped) after retrying this long; 0s retries forever [default: 5m]
-    #[arg(long, env = "GRAPHGEN_RETRY_MAX_ELAPSED", value_parser = parse_duration)]
-    #[serde(
-        default,
-        deserialize_with = "crate::duration_serde::deserialize_option"
-    )]
-    pub retry_max_elapsed: Option<Duration>,
+    #[arg(long, env = "GRAPHGEN_RETRY_MAX_ELAPSED")]
+    pub retry_max_elapsed: Option<HumanDuration>,
     /// On SIGTERM/SIGINT, how long to keep flushing queued spans before exiting [default: 10s]
-    #[arg(long, env = "GRAPHGEN_SHUTDOWN_GRACE", value_parser = parse_duration)]
-    #[serde(
-        default,
-        deserialize_with = "crate::duration_serde::deserialize_option"
-    )]
-    pub shutdown_grace: Option<Duration>,
+    #[arg(long, env = "GRAPHGEN_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<HumanDuration>,
 
     /// How long an edge waits for its other side [default: 10s]
-    #[arg(long, env = "GRAPHGEN_WAIT", value_parser = parse_duration)]
-    #[serde(
-        default,
-        deserialize_with = "crate::duration_serde::deserialize_option"
-    )]
-    pub wait: Option<Duration>,
+    #[arg(long, env = "GRAPHGEN_WAIT")]
+    pub wait: Option<HumanDuration>,
     /// Most edges waiting at once; spans beyond are dropped and counted [default: 10000]
     #[arg(long, env = "GRAPHGEN_MAX_ITEMS")]
     pub max_items: Option<usize>,
@@ -162,12 +139,8 @@ pub struct Options {
     #[arg(long, env = "GRAPHGEN_MAX_CARDINALITY_PER_LABEL")]
     pub max_cardinality_per_label: Option<usize>,
     /// Series not updated for this long are dropped, as Tempo's stale_duration [default: 15m]
-    #[arg(long, env = "GRAPHGEN_STALE_DURATION", value_parser = parse_duration)]
-    #[serde(
-        default,
-        deserialize_with = "crate::duration_serde::deserialize_option"
-    )]
-    pub stale_duration: Option<Duration>,
+    #[arg(long, env = "GRAPHGEN_STALE_DURATION")]
+    pub stale_duration: Option<HumanDuration>,
     /// Attributes added as labels to service-graph series, comma-separated [default: none]
     #[arg(long, env = "GRAPHGEN_DIMENSIONS", value_delimiter = ',')]
     pub dimensions: Option<Vec<String>>,
@@ -208,6 +181,39 @@ pub struct Options {
     pub span_metrics_histogram_buckets: Option<Vec<f64>>,
 }
 
+/// Every service default in one place (the processors' own are in their `Config::default`,
+/// the native-histogram ones in [`crate::native_histogram`]). `--help` states each in its
+/// text and a test checks that text, these values and the README's table agree.
+mod default {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub const OTLP_GRPC_ADDR: SocketAddr = addr(4317);
+    pub const OTLP_HTTP_ADDR: SocketAddr = addr(4318);
+    pub const ADMIN_ADDR: SocketAddr = addr(9464);
+    pub const SERVICE_MAP_MAX_SERIES: usize = 2000;
+    pub const METRICS_MAX_REQUEST_BYTES: usize = 4 << 20;
+    pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+    pub const QUEUE_SIZE: usize = 50_000;
+    pub const QUEUE_MAX_BYTES: usize = 64 << 20;
+    pub const EXPORT_CONCURRENCY: usize = 4;
+    pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+    pub const MAX_INFLIGHT_BYTES: usize = 128 << 20;
+    pub const MAX_CONCURRENT_REQUESTS: usize = 256;
+    pub const EXPORT_BATCH_SPANS: usize = 8192;
+    pub const RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+    pub const RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    pub const SPAN_METRICS: bool = true;
+
+    const fn addr(port: u16) -> SocketAddr {
+        SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            port,
+        ))
+    }
+}
+
 /// Size of one segment file of the on-disk queue.
 const SEGMENT_BYTES: u64 = 16 << 20;
 /// Most requests the on-disk queue writes before one fsync (`--queue-fsync always`).
@@ -235,8 +241,27 @@ fn grafana_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 10s, 500ms, 1m)"))
+/// A duration option, written the usual way (`10s`, `500ms`, `1m`) on the command line, in the
+/// environment and in the TOML file alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        humantime::parse_duration(text)
+            .map(HumanDuration)
+            .map_err(|e| format!("{e} (write e.g. 10s, 500ms, 1m)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A configuration that cannot be used; the message names the option.
@@ -396,20 +421,26 @@ impl Options {
     }
 
     fn into_settings(self) -> Result<Settings, ConfigError> {
+        let duration = |value: Option<HumanDuration>| value.map(|d| d.0);
         let invalid =
             |option: &'static str, message: String| ConfigError::Invalid { option, message };
         let graph_defaults = graph::Config::default();
-        let max_series = self.max_series.unwrap_or(graph_defaults.max_series);
-        let max_label_value_length = self
-            .max_label_value_length
-            .unwrap_or(graph_defaults.max_label_value_length);
-        let max_label_name_length = self
-            .max_label_name_length
-            .unwrap_or(graph_defaults.max_label_name_length);
-        let max_cardinality_per_label = self.max_cardinality_per_label.unwrap_or(0);
+        let registry_defaults = RegistryLimits::default();
+        let limits = RegistryLimits {
+            max_series: self.max_series.unwrap_or(registry_defaults.max_series),
+            max_label_name_length: self
+                .max_label_name_length
+                .unwrap_or(registry_defaults.max_label_name_length),
+            max_label_value_length: self
+                .max_label_value_length
+                .unwrap_or(registry_defaults.max_label_value_length),
+            max_cardinality_per_label: self
+                .max_cardinality_per_label
+                .unwrap_or(registry_defaults.max_cardinality_per_label),
+        };
         for (option, value) in [
-            ("--max-label-value-length", max_label_value_length),
-            ("--max-label-name-length", max_label_name_length),
+            ("--max-label-value-length", limits.max_label_value_length),
+            ("--max-label-name-length", limits.max_label_name_length),
         ] {
             if value == 0 {
                 return Err(invalid(option, "must be at least 1".into()));
@@ -431,12 +462,12 @@ impl Options {
                 bucket_factor,
                 self.native_histogram_max_bucket_number
                     .unwrap_or(native_histogram::DEFAULT_MAX_BUCKET_NUMBER),
-                self.native_histogram_min_reset_duration
+                duration(self.native_histogram_min_reset_duration)
                     .unwrap_or(native_histogram::DEFAULT_MIN_RESET_DURATION),
             )
         });
         let graph = graph::Config {
-            wait: self.wait.unwrap_or(graph_defaults.wait),
+            wait: duration(self.wait).unwrap_or(graph_defaults.wait),
             max_items: self.max_items.unwrap_or(graph_defaults.max_items),
             histogram_buckets: self
                 .histogram_buckets
@@ -454,10 +485,7 @@ impl Options {
                 .database_name_attributes
                 .unwrap_or(graph_defaults.database_name_attributes),
             span_multiplier_key: self.span_multiplier_key.clone(),
-            max_series,
-            max_label_name_length,
-            max_label_value_length,
-            max_cardinality_per_label,
+            limits,
             native_histograms,
         };
         graph.validate().map_err(|e| {
@@ -469,7 +497,7 @@ impl Options {
             };
             invalid(option, e.to_string())
         })?;
-        let span_metrics = if self.span_metrics.unwrap_or(true) {
+        let span_metrics = if self.span_metrics.unwrap_or(default::SPAN_METRICS) {
             let defaults = spanmetrics::Config::default();
             let config = spanmetrics::Config {
                 histogram_buckets: self
@@ -477,10 +505,7 @@ impl Options {
                     .unwrap_or(defaults.histogram_buckets),
                 dimensions: self.span_metrics_dimensions.unwrap_or_default(),
                 span_multiplier_key: self.span_multiplier_key,
-                max_series,
-                max_label_name_length,
-                max_label_value_length,
-                max_cardinality_per_label,
+                limits,
                 native_histograms,
             };
             crate::series::validate_buckets(&config.histogram_buckets)
@@ -514,9 +539,9 @@ impl Options {
             d => Ok(d),
         };
         Ok(Settings {
-            otlp_grpc_addr: self.otlp_grpc_addr.unwrap_or(([0, 0, 0, 0], 4317).into()),
-            otlp_http_addr: self.otlp_http_addr.unwrap_or(([0, 0, 0, 0], 4318).into()),
-            admin_addr: self.admin_addr.unwrap_or(([0, 0, 0, 0], 9464).into()),
+            otlp_grpc_addr: self.otlp_grpc_addr.unwrap_or(default::OTLP_GRPC_ADDR),
+            otlp_http_addr: self.otlp_http_addr.unwrap_or(default::OTLP_HTTP_ADDR),
+            admin_addr: self.admin_addr.unwrap_or(default::ADMIN_ADDR),
             grafana_url: match self.grafana_url {
                 Some(url) => Some(grafana_url(&url).map_err(|m| invalid("--grafana-url", m))?),
                 None => None,
@@ -524,7 +549,7 @@ impl Options {
             service_map_max_series: positive(
                 "--service-map-max-series",
                 self.service_map_max_series,
-                2000,
+                default::SERVICE_MAP_MAX_SERIES,
             )?,
             traces_endpoint: self.traces_endpoint,
             metrics_endpoint: self.metrics_endpoint,
@@ -543,7 +568,7 @@ impl Options {
             metrics_max_request_bytes: positive(
                 "--metrics-max-request-bytes",
                 self.metrics_max_request_bytes,
-                4 << 20,
+                default::METRICS_MAX_REQUEST_BYTES,
             )?,
             instance_id: match self.instance_id {
                 Some(id) if id.trim().is_empty() => {
@@ -554,11 +579,15 @@ impl Options {
             },
             flush_interval: nonzero(
                 "--flush-interval",
-                self.flush_interval,
-                Duration::from_secs(10),
+                duration(self.flush_interval),
+                default::FLUSH_INTERVAL,
             )?,
-            queue_size: positive("--queue-size", self.queue_size, 50_000)?,
-            queue_max_bytes: positive("--queue-max-bytes", self.queue_max_bytes, 64 << 20)?,
+            queue_size: positive("--queue-size", self.queue_size, default::QUEUE_SIZE)?,
+            queue_max_bytes: positive(
+                "--queue-max-bytes",
+                self.queue_max_bytes,
+                default::QUEUE_MAX_BYTES,
+            )?,
             queue_storage: match self.queue_dir {
                 Some(dir) => Storage::Disk {
                     dir,
@@ -568,30 +597,44 @@ impl Options {
                 },
                 None => Storage::Memory,
             },
-            export_concurrency: positive("--export-concurrency", self.export_concurrency, 4)?,
-            max_message_bytes: positive("--max-message-bytes", self.max_message_bytes, 4 << 20)?,
+            export_concurrency: positive(
+                "--export-concurrency",
+                self.export_concurrency,
+                default::EXPORT_CONCURRENCY,
+            )?,
+            max_message_bytes: positive(
+                "--max-message-bytes",
+                self.max_message_bytes,
+                default::MAX_MESSAGE_BYTES,
+            )?,
             max_inflight_bytes: positive(
                 "--max-inflight-bytes",
                 self.max_inflight_bytes,
-                128 << 20,
+                default::MAX_INFLIGHT_BYTES,
             )?,
             max_concurrent_requests: positive(
                 "--max-concurrent-requests",
                 self.max_concurrent_requests,
-                256,
+                default::MAX_CONCURRENT_REQUESTS,
             )?,
-            export_batch_spans: positive("--export-batch-spans", self.export_batch_spans, 8192)?,
+            export_batch_spans: positive(
+                "--export-batch-spans",
+                self.export_batch_spans,
+                default::EXPORT_BATCH_SPANS,
+            )?,
             retry_initial_backoff: nonzero(
                 "--retry-initial-backoff",
-                self.retry_initial_backoff,
-                Duration::from_millis(500),
+                duration(self.retry_initial_backoff),
+                default::RETRY_INITIAL_BACKOFF,
             )?,
-            retry_max_elapsed: Some(self.retry_max_elapsed.unwrap_or(Duration::from_secs(300)))
-                .filter(|d| !d.is_zero()),
-            shutdown_grace: self.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+            retry_max_elapsed: Some(
+                duration(self.retry_max_elapsed).unwrap_or(default::RETRY_MAX_ELAPSED),
+            )
+            .filter(|d| !d.is_zero()),
+            shutdown_grace: duration(self.shutdown_grace).unwrap_or(default::SHUTDOWN_GRACE),
             stale_duration: nonzero(
                 "--stale-duration",
-                self.stale_duration,
+                duration(self.stale_duration),
                 crate::engine::DEFAULT_STALE_AFTER,
             )?,
             graph,

@@ -12,8 +12,3 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*value).to_string())
 }
-
-/// The same for optional settings (`Option<Duration>`), as in graphgen's config file.
-pub fn deserialize_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    deserialize(d).map(Some)
-}

@@ -399,7 +399,7 @@ impl prometheus_client::encoding::EncodeLabelSet for Labels {
 }
 
 impl<V> SeriesMap<V> {
-    pub fn new(limits: SeriesLimits, names: Vec<String>) -> Self {
+    pub fn new(limits: RegistryLimits, names: Vec<String>) -> Self {
         Self {
             max_value_length: limits.max_label_value_length,
             truncated: 0,
@@ -635,13 +635,29 @@ pub struct Cardinality {
     pub limited_values: Vec<(String, u64)>,
 }
 
-/// The bounds of a processor's series.
+/// The bounds of a processor's series, as Tempo's registry has them (generator-wide, one value
+/// for both processors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeriesLimits {
+pub struct RegistryLimits {
+    /// Most label sets kept; updates of new label sets beyond are counted, not recorded.
     pub max_series: usize,
+    /// Label names and values are cut to these many bytes (Tempo's registry limits).
+    pub max_label_name_length: usize,
     pub max_label_value_length: usize,
-    /// 0: no per-label limit.
+    /// A label with more distinct values than this (over `stale_duration`) has them replaced
+    /// by `__cardinality_overflow__`; 0 turns the limit off (Tempo's default).
     pub max_cardinality_per_label: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self {
+            max_series: 100_000,
+            max_label_name_length: crate::label_limits::MAX_LABEL_NAME_LENGTH,
+            max_label_value_length: crate::label_limits::MAX_LABEL_VALUE_LENGTH,
+            max_cardinality_per_label: 0,
+        }
+    }
 }
 
 /// Histogram bounds that are not finite and strictly increasing.
@@ -674,11 +690,11 @@ pub fn exponential_buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
 mod tests {
     use super::*;
 
-    fn limits(max_series: usize, max_label_value_length: usize) -> SeriesLimits {
-        SeriesLimits {
+    fn limits(max_series: usize, max_label_value_length: usize) -> RegistryLimits {
+        RegistryLimits {
             max_series,
             max_label_value_length,
-            max_cardinality_per_label: 0,
+            ..RegistryLimits::default()
         }
     }
 

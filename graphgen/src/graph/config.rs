@@ -1,7 +1,6 @@
 //! Options of the service-graph processor, named as in Tempo's `service_graphs` overrides.
 
-use crate::label_limits::{MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
-use crate::series::{validate_buckets, InvalidBuckets, SeriesLimits};
+use crate::series::{validate_buckets, InvalidBuckets, RegistryLimits};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -33,14 +32,9 @@ pub struct Config {
     pub database_name_attributes: Vec<String>,
     /// A double attribute holding the sampling ratio; each span then counts `1/ratio` times.
     pub span_multiplier_key: Option<String>,
-    /// Most label sets (edges × dimension values) kept; edges beyond are counted, not recorded.
-    pub max_series: usize,
-    /// Label names and values are cut to these many bytes (Tempo's registry limits).
-    pub max_label_name_length: usize,
-    pub max_label_value_length: usize,
-    /// A label with more distinct values than this (over `stale_duration`) has them replaced
-    /// by `__cardinality_overflow__`; 0 turns the limit off (Tempo's default).
-    pub max_cardinality_per_label: usize,
+    /// The bounds of the series (label sets = edges × dimension values); generator-wide.
+    #[serde(skip)]
+    pub limits: RegistryLimits,
     /// Native buckets for the latency histograms (the generator-wide `--histograms`), not a
     /// per-processor key.
     #[serde(skip)]
@@ -65,10 +59,7 @@ impl Default for Config {
                 "db.system.name",
             ]),
             span_multiplier_key: None,
-            max_series: 100_000,
-            max_label_name_length: MAX_LABEL_NAME_LENGTH,
-            max_label_value_length: MAX_LABEL_VALUE_LENGTH,
-            max_cardinality_per_label: 0,
+            limits: RegistryLimits::default(),
             native_histograms: None,
         }
     }
@@ -92,15 +83,6 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The bounds of the processor's series.
-    pub fn series_limits(&self) -> SeriesLimits {
-        SeriesLimits {
-            max_series: self.max_series,
-            max_label_value_length: self.max_label_value_length,
-            max_cardinality_per_label: self.max_cardinality_per_label,
-        }
-    }
-
     /// How the latency histograms are kept.
     pub fn histogram_layout(&self) -> HistogramLayout {
         HistogramLayout {
@@ -114,7 +96,7 @@ impl Config {
         if self.max_items == 0 {
             return Err(ConfigError::MaxItems);
         }
-        if self.max_series == 0 {
+        if self.limits.max_series == 0 {
             return Err(ConfigError::MaxSeries);
         }
         if let Some(d) = self.dimensions.iter().find(|d| d.trim().is_empty()) {

@@ -108,7 +108,7 @@ impl Layout {
         let prefix = config.enable_client_server_prefix;
         let sanitize_label_name = |name: &str| {
             let mut label = sanitize_label_name(name);
-            truncate_label(&mut label, config.max_label_name_length);
+            truncate_label(&mut label, config.limits.max_label_name_length);
             label
         };
         for name in &names {
@@ -166,7 +166,7 @@ impl ServiceGraph {
                 config.histogram_layout(),
                 &layout.labels,
                 config.enable_messaging_system_latency_histogram,
-                config.series_limits(),
+                config.limits,
             ),
             layout,
             service_name: String::new(),

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use super::edge::{ConnectionType, Edge};
 use super::replace;
 use crate::series::{
-    Cardinality, Family, FamilyKind, Histogram, HistogramLayout, Series, SeriesLimits, SeriesMap,
+    Cardinality, Family, FamilyKind, Histogram, HistogramLayout, RegistryLimits, Series, SeriesMap,
     SeriesValue,
 };
 use crate::spans::duration_sec;
@@ -60,7 +60,7 @@ impl Recorder {
         histograms: HistogramLayout,
         dimensions: &[(String, usize)],
         messaging_histogram: bool,
-        limits: SeriesLimits,
+        limits: RegistryLimits,
     ) -> Self {
         let label_names: Vec<String> = ["client", "server", "connection_type"]
             .into_iter()

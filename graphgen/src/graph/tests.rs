@@ -589,7 +589,10 @@ fn a_full_store_drops_and_counts_spans() {
 #[test]
 fn label_sets_beyond_max_series_are_counted_not_recorded() {
     let mut graph = ServiceGraph::new(Config {
-        max_series: 2,
+        limits: crate::series::RegistryLimits {
+            max_series: 2,
+            ..Default::default()
+        },
         ..Config::default()
     })
     .unwrap();
@@ -663,7 +666,10 @@ fn bad_configs_are_refused() {
         ),
         (
             Config {
-                max_series: 0,
+                limits: crate::series::RegistryLimits {
+                    max_series: 0,
+                    ..Default::default()
+                },
                 ..Config::default()
             },
             "max_series",

@@ -8,13 +8,13 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
-use crate::label_limits::{truncate_label, MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH};
+use crate::label_limits::truncate_label;
 use crate::native_histogram::NativeConfig;
 use crate::series::{
     exponential_buckets, Family, FamilyKind, Histogram, HistogramLayout, Series, SeriesMap,
     SeriesValue,
 };
-use crate::series::{Cardinality, InvalidBuckets, SeriesLimits};
+use crate::series::{Cardinality, InvalidBuckets, RegistryLimits};
 use crate::spans::{duration_sec, span_kind_name, status_code_name};
 
 /// Labels Tempo sets itself; a dimension that sanitizes to one of them is prefixed with `__`.
@@ -35,14 +35,9 @@ pub struct Config {
     pub dimensions: Vec<String>,
     /// A double attribute holding the sampling ratio; calls and latency count `1/ratio` times.
     pub span_multiplier_key: Option<String>,
-    /// Most label sets kept; spans of new label sets beyond are counted, not recorded.
-    pub max_series: usize,
-    /// Label names and values are cut to these many bytes (Tempo's registry limits).
-    pub max_label_name_length: usize,
-    pub max_label_value_length: usize,
-    /// A label with more distinct values than this (over `stale_duration`) has them replaced
-    /// by `__cardinality_overflow__`; 0 turns the limit off (Tempo's default).
-    pub max_cardinality_per_label: usize,
+    /// The bounds of the series; generator-wide.
+    #[serde(skip)]
+    pub limits: RegistryLimits,
     /// Native buckets for the latency histogram (the generator-wide `--histograms`).
     #[serde(skip)]
     pub native_histograms: Option<NativeConfig>,
@@ -54,10 +49,7 @@ impl Default for Config {
             histogram_buckets: exponential_buckets(0.002, 2.0, 14),
             dimensions: Vec::new(),
             span_multiplier_key: None,
-            max_series: 100_000,
-            max_label_name_length: MAX_LABEL_NAME_LENGTH,
-            max_label_value_length: MAX_LABEL_VALUE_LENGTH,
-            max_cardinality_per_label: 0,
+            limits: RegistryLimits::default(),
             native_histograms: None,
         }
     }
@@ -93,7 +85,7 @@ impl SpanMetrics {
             .map(|s| s.to_string())
             .chain(config.dimensions.iter().map(|d| {
                 let mut label = sanitize_label_name(d);
-                truncate_label(&mut label, config.max_label_name_length);
+                truncate_label(&mut label, config.limits.max_label_name_length);
                 if INTRINSIC_LABELS.contains(&label.as_str()) {
                     format!("__{label}")
                 } else {
@@ -108,10 +100,9 @@ impl SpanMetrics {
             },
             scratch: vec![String::new(); label_names.len()],
             series: SeriesMap::new(
-                SeriesLimits {
-                    max_series: config.max_series.max(1),
-                    max_label_value_length: config.max_label_value_length,
-                    max_cardinality_per_label: config.max_cardinality_per_label,
+                RegistryLimits {
+                    max_series: config.limits.max_series.max(1),
+                    ..config.limits
                 },
                 label_names,
             ),
