@@ -15,6 +15,17 @@ use crate::queue::Storage;
 use crate::series::RegistryLimits;
 use crate::{graph, spanmetrics};
 
+/// `or`: every option the command line left unset, taken from the file.
+macro_rules! or_from_file {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        impl $ty {
+            fn or(self, file: Self) -> Self {
+                Self { $($field: self.$field.or(file.$field)),* }
+            }
+        }
+    };
+}
+
 /// Every option, unset unless given. The same struct reads flags/env (clap) and the file (serde).
 #[derive(Debug, Default, Clone, Parser, Deserialize)]
 #[command(
@@ -23,13 +34,38 @@ use crate::{graph, spanmetrics};
     about = "Receives OTLP traces, builds Tempo-compatible service-graph and span metrics, \
              forwards the spans to Tempo and the metrics to Prometheus."
 )]
-#[serde(default, deny_unknown_fields)]
+// Unknown keys are refused by `read_file` (serde cannot with flattened groups).
+#[serde(default)]
 pub struct Options {
     /// TOML file with any of the options below (keys in snake_case); flags and env override it.
     #[arg(long, env = "GRAPHGEN_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub listen: ListenOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub traces: TracesOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub metrics: MetricsOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub graph: GraphOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub registry: RegistryOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub span_metrics_options: SpanMetricsOptions,
+}
 
+/// Where graphgen listens, and its service map.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[command(next_help_heading = "Listening")]
+#[serde(default)]
+pub struct ListenOptions {
     /// OTLP/gRPC listen address [default: 0.0.0.0:4317]
     #[arg(long, env = "GRAPHGEN_OTLP_GRPC_ADDR")]
     pub otlp_grpc_addr: Option<SocketAddr>,
@@ -45,44 +81,24 @@ pub struct Options {
     /// Most series the service map keeps in each of its snapshots, the busiest edges first; its memory is bounded by this [default: 2000]
     #[arg(long, env = "GRAPHGEN_SERVICE_MAP_MAX_SERIES")]
     pub service_map_max_series: Option<usize>,
+}
 
+or_from_file!(ListenOptions {
+    otlp_grpc_addr,
+    otlp_http_addr,
+    admin_addr,
+    grafana_url,
+    service_map_max_series
+});
+
+/// Spans in and out: the intake limits, the forwarding queue and the exporter to the traces endpoint.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[command(next_help_heading = "Spans in and out")]
+#[serde(default)]
+pub struct TracesOptions {
     /// OTLP/gRPC endpoint that receives every span, e.g. http://tempo:4317 [default: none, no forwarding]
     #[arg(long, env = "GRAPHGEN_TRACES_ENDPOINT")]
     pub traces_endpoint: Option<String>,
-    /// OTLP/HTTP metrics endpoint, e.g. http://prometheus:9090/api/v1/otlp/v1/metrics [default: none, no push]
-    #[arg(long, env = "GRAPHGEN_METRICS_ENDPOINT")]
-    pub metrics_endpoint: Option<String>,
-    /// Largest OTLP request of a metrics push, in bytes before gzip; a larger push is split [default: 4194304]
-    #[arg(long, env = "GRAPHGEN_METRICS_MAX_REQUEST_BYTES")]
-    pub metrics_max_request_bytes: Option<usize>,
-    /// Prometheus remote-write endpoint (1.0, protobuf + snappy, as Tempo's generator sends), e.g. http://prometheus:9090/api/v1/write; runs beside or instead of the OTLP push [default: none]
-    #[arg(long, env = "GRAPHGEN_REMOTE_WRITE_ENDPOINT")]
-    pub remote_write_endpoint: Option<String>,
-    /// Extra headers of every remote-write request, comma-separated Name=value, e.g. X-Scope-OrgID=team-a [default: none]
-    #[arg(long, env = "GRAPHGEN_REMOTE_WRITE_HEADERS", value_delimiter = ',')]
-    pub remote_write_headers: Option<Vec<String>>,
-    /// Labels added to every remote-written series, comma-separated name=value, as Tempo's external_labels [default: none]
-    #[arg(long, env = "GRAPHGEN_EXTERNAL_LABELS", value_delimiter = ',')]
-    pub external_labels: Option<Vec<String>>,
-    /// Latency histograms written: classic (_bucket/_sum/_count), native, or both, as Tempo's generate_native_histograms; /metrics always shows classic buckets [default: classic]
-    #[arg(long, env = "GRAPHGEN_HISTOGRAMS", value_enum)]
-    pub histograms: Option<HistogramMode>,
-    /// Growth factor between native buckets, as Tempo's native_histogram_bucket_factor; must be above 1 [default: 1.1]
-    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_BUCKET_FACTOR")]
-    pub native_histogram_bucket_factor: Option<f64>,
-    /// Most populated native buckets per histogram before its resolution is lowered or it is reset; 0 means no limit, as Tempo's native_histogram_max_bucket_number [default: 100]
-    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_MAX_BUCKET_NUMBER")]
-    pub native_histogram_max_bucket_number: Option<u32>,
-    /// A native histogram over its bucket limit is reset if this long has passed since its last reset, as Tempo's native_histogram_min_reset_duration; 0s never resets [default: 15m]
-    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_MIN_RESET_DURATION")]
-    pub native_histogram_min_reset_duration: Option<HumanDuration>,
-    /// This instance's identity in pushed metrics (service.instance.id, Prometheus' `instance`); unique per replica [default: the host name]
-    #[arg(long, env = "GRAPHGEN_INSTANCE_ID")]
-    pub instance_id: Option<String>,
-    /// How often metrics are pushed to the metrics endpoint [default: 10s]
-    #[arg(long, env = "GRAPHGEN_FLUSH_INTERVAL")]
-    pub flush_interval: Option<HumanDuration>,
-
     /// Spans that may wait to be forwarded; when full, clients are told to retry later [default: 50000]
     #[arg(long, env = "GRAPHGEN_QUEUE_SIZE")]
     pub queue_size: Option<usize>,
@@ -119,28 +135,89 @@ pub struct Options {
     /// On SIGTERM/SIGINT, how long to keep flushing queued spans before exiting [default: 10s]
     #[arg(long, env = "GRAPHGEN_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<HumanDuration>,
+}
 
+or_from_file!(TracesOptions {
+    traces_endpoint,
+    queue_size,
+    queue_max_bytes,
+    queue_dir,
+    queue_fsync,
+    export_concurrency,
+    max_message_bytes,
+    max_inflight_bytes,
+    max_concurrent_requests,
+    export_batch_spans,
+    retry_initial_backoff,
+    retry_max_elapsed,
+    shutdown_grace
+});
+
+/// Metrics out: the OTLP push, remote write, and the histogram kinds written.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[command(next_help_heading = "Metrics out")]
+#[serde(default)]
+pub struct MetricsOptions {
+    /// OTLP/HTTP metrics endpoint, e.g. http://prometheus:9090/api/v1/otlp/v1/metrics [default: none, no push]
+    #[arg(long, env = "GRAPHGEN_METRICS_ENDPOINT")]
+    pub metrics_endpoint: Option<String>,
+    /// Largest OTLP request of a metrics push, in bytes before gzip; a larger push is split [default: 4194304]
+    #[arg(long, env = "GRAPHGEN_METRICS_MAX_REQUEST_BYTES")]
+    pub metrics_max_request_bytes: Option<usize>,
+    /// Prometheus remote-write endpoint (1.0, protobuf + snappy, as Tempo's generator sends), e.g. http://prometheus:9090/api/v1/write; runs beside or instead of the OTLP push [default: none]
+    #[arg(long, env = "GRAPHGEN_REMOTE_WRITE_ENDPOINT")]
+    pub remote_write_endpoint: Option<String>,
+    /// Extra headers of every remote-write request, comma-separated Name=value, e.g. X-Scope-OrgID=team-a [default: none]
+    #[arg(long, env = "GRAPHGEN_REMOTE_WRITE_HEADERS", value_delimiter = ',')]
+    pub remote_write_headers: Option<Vec<String>>,
+    /// Labels added to every remote-written series, comma-separated name=value, as Tempo's external_labels [default: none]
+    #[arg(long, env = "GRAPHGEN_EXTERNAL_LABELS", value_delimiter = ',')]
+    pub external_labels: Option<Vec<String>>,
+    /// Latency histograms written: classic (_bucket/_sum/_count), native, or both, as Tempo's generate_native_histograms; /metrics always shows classic buckets [default: classic]
+    #[arg(long, env = "GRAPHGEN_HISTOGRAMS", value_enum)]
+    pub histograms: Option<HistogramMode>,
+    /// Growth factor between native buckets, as Tempo's native_histogram_bucket_factor; must be above 1 [default: 1.1]
+    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_BUCKET_FACTOR")]
+    pub native_histogram_bucket_factor: Option<f64>,
+    /// Most populated native buckets per histogram before its resolution is lowered or it is reset; 0 means no limit, as Tempo's native_histogram_max_bucket_number [default: 100]
+    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_MAX_BUCKET_NUMBER")]
+    pub native_histogram_max_bucket_number: Option<u32>,
+    /// A native histogram over its bucket limit is reset if this long has passed since its last reset, as Tempo's native_histogram_min_reset_duration; 0s never resets [default: 15m]
+    #[arg(long, env = "GRAPHGEN_NATIVE_HISTOGRAM_MIN_RESET_DURATION")]
+    pub native_histogram_min_reset_duration: Option<HumanDuration>,
+    /// This instance's identity in pushed metrics (service.instance.id, Prometheus' `instance`); unique per replica [default: the host name]
+    #[arg(long, env = "GRAPHGEN_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// How often metrics are pushed to the metrics endpoint [default: 10s]
+    #[arg(long, env = "GRAPHGEN_FLUSH_INTERVAL")]
+    pub flush_interval: Option<HumanDuration>,
+}
+
+or_from_file!(MetricsOptions {
+    metrics_endpoint,
+    metrics_max_request_bytes,
+    remote_write_endpoint,
+    remote_write_headers,
+    external_labels,
+    histograms,
+    native_histogram_bucket_factor,
+    native_histogram_max_bucket_number,
+    native_histogram_min_reset_duration,
+    instance_id,
+    flush_interval
+});
+
+/// The service-graph processor (Tempo's `service_graphs`).
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[command(next_help_heading = "Service graphs")]
+#[serde(default)]
+pub struct GraphOptions {
     /// How long an edge waits for its other side [default: 10s]
     #[arg(long, env = "GRAPHGEN_WAIT")]
     pub wait: Option<HumanDuration>,
     /// Most edges waiting at once; spans beyond are dropped and counted [default: 10000]
     #[arg(long, env = "GRAPHGEN_MAX_ITEMS")]
     pub max_items: Option<usize>,
-    /// Most label sets each processor keeps; beyond, updates are counted and not recorded [default: 100000]
-    #[arg(long, env = "GRAPHGEN_MAX_SERIES")]
-    pub max_series: Option<usize>,
-    /// Label values are cut to this many bytes (at a character boundary), as Tempo's max_label_value_length [default: 2048]
-    #[arg(long, env = "GRAPHGEN_MAX_LABEL_VALUE_LENGTH")]
-    pub max_label_value_length: Option<usize>,
-    /// Label names are cut to this many bytes, as Tempo's max_label_name_length [default: 1024]
-    #[arg(long, env = "GRAPHGEN_MAX_LABEL_NAME_LENGTH")]
-    pub max_label_name_length: Option<usize>,
-    /// A label with more distinct values than this (within --stale-duration) has them replaced by __cardinality_overflow__, as Tempo's max_cardinality_per_label; 0 turns it off [default: 0]
-    #[arg(long, env = "GRAPHGEN_MAX_CARDINALITY_PER_LABEL")]
-    pub max_cardinality_per_label: Option<usize>,
-    /// Series not updated for this long are dropped, as Tempo's stale_duration [default: 15m]
-    #[arg(long, env = "GRAPHGEN_STALE_DURATION")]
-    pub stale_duration: Option<HumanDuration>,
     /// Attributes added as labels to service-graph series, comma-separated [default: none]
     #[arg(long, env = "GRAPHGEN_DIMENSIONS", value_delimiter = ',')]
     pub dimensions: Option<Vec<String>>,
@@ -165,7 +242,56 @@ pub struct Options {
     /// Double attribute with the sampling ratio; each span then counts 1/ratio times [default: none]
     #[arg(long, env = "GRAPHGEN_SPAN_MULTIPLIER_KEY")]
     pub span_multiplier_key: Option<String>,
+}
 
+or_from_file!(GraphOptions {
+    wait,
+    max_items,
+    dimensions,
+    enable_client_server_prefix,
+    enable_virtual_node_label,
+    enable_messaging_system_latency_histogram,
+    histogram_buckets,
+    peer_attributes,
+    database_name_attributes,
+    span_multiplier_key
+});
+
+/// The bounds of both processors' series (Tempo's registry).
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[command(next_help_heading = "Series limits")]
+#[serde(default)]
+pub struct RegistryOptions {
+    /// Most label sets each processor keeps; beyond, updates are counted and not recorded [default: 100000]
+    #[arg(long, env = "GRAPHGEN_MAX_SERIES")]
+    pub max_series: Option<usize>,
+    /// Label values are cut to this many bytes (at a character boundary), as Tempo's max_label_value_length [default: 2048]
+    #[arg(long, env = "GRAPHGEN_MAX_LABEL_VALUE_LENGTH")]
+    pub max_label_value_length: Option<usize>,
+    /// Label names are cut to this many bytes, as Tempo's max_label_name_length [default: 1024]
+    #[arg(long, env = "GRAPHGEN_MAX_LABEL_NAME_LENGTH")]
+    pub max_label_name_length: Option<usize>,
+    /// A label with more distinct values than this (within --stale-duration) has them replaced by __cardinality_overflow__, as Tempo's max_cardinality_per_label; 0 turns it off [default: 0]
+    #[arg(long, env = "GRAPHGEN_MAX_CARDINALITY_PER_LABEL")]
+    pub max_cardinality_per_label: Option<usize>,
+    /// Series not updated for this long are dropped, as Tempo's stale_duration [default: 15m]
+    #[arg(long, env = "GRAPHGEN_STALE_DURATION")]
+    pub stale_duration: Option<HumanDuration>,
+}
+
+or_from_file!(RegistryOptions {
+    max_series,
+    max_label_value_length,
+    max_label_name_length,
+    max_cardinality_per_label,
+    stale_duration
+});
+
+/// The span-metrics processor (Tempo's `span_metrics`).
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[command(next_help_heading = "Span metrics")]
+#[serde(default)]
+pub struct SpanMetricsOptions {
     /// Produce traces_spanmetrics_* (Grafana's service-graph table needs them) [default: true]
     #[arg(long, env = "GRAPHGEN_SPAN_METRICS", num_args = 0..=1, default_missing_value = "true")]
     pub span_metrics: Option<bool>,
@@ -180,6 +306,12 @@ pub struct Options {
     )]
     pub span_metrics_histogram_buckets: Option<Vec<f64>>,
 }
+
+or_from_file!(SpanMetricsOptions {
+    span_metrics,
+    span_metrics_dimensions,
+    span_metrics_histogram_buckets
+});
 
 /// Every service default in one place (the processors' own are in their `Config::default`,
 /// the native-histogram ones in [`crate::native_histogram`]). `--help` states each in its
@@ -357,58 +489,15 @@ pub struct Settings {
 impl Options {
     /// Fills every option the command line left unset from `file`.
     fn or(self, file: Options) -> Options {
-        macro_rules! pick {
-            ($($field:ident),* $(,)?) => { Options { config: self.config, $($field: self.$field.or(file.$field)),* } };
+        Options {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            traces: self.traces.or(file.traces),
+            metrics: self.metrics.or(file.metrics),
+            graph: self.graph.or(file.graph),
+            registry: self.registry.or(file.registry),
+            span_metrics_options: self.span_metrics_options.or(file.span_metrics_options),
         }
-        pick!(
-            otlp_grpc_addr,
-            otlp_http_addr,
-            admin_addr,
-            grafana_url,
-            service_map_max_series,
-            traces_endpoint,
-            metrics_endpoint,
-            metrics_max_request_bytes,
-            remote_write_endpoint,
-            remote_write_headers,
-            external_labels,
-            histograms,
-            native_histogram_bucket_factor,
-            native_histogram_max_bucket_number,
-            native_histogram_min_reset_duration,
-            instance_id,
-            flush_interval,
-            queue_size,
-            queue_max_bytes,
-            queue_dir,
-            queue_fsync,
-            export_concurrency,
-            max_message_bytes,
-            max_inflight_bytes,
-            max_concurrent_requests,
-            export_batch_spans,
-            retry_initial_backoff,
-            retry_max_elapsed,
-            shutdown_grace,
-            wait,
-            max_items,
-            max_series,
-            max_label_value_length,
-            max_label_name_length,
-            max_cardinality_per_label,
-            stale_duration,
-            dimensions,
-            enable_client_server_prefix,
-            enable_virtual_node_label,
-            enable_messaging_system_latency_histogram,
-            histogram_buckets,
-            peer_attributes,
-            database_name_attributes,
-            span_multiplier_key,
-            span_metrics,
-            span_metrics_dimensions,
-            span_metrics_histogram_buckets,
-        )
     }
 
     /// Reads the `--config` file if any, merges, applies defaults and checks every value.
@@ -427,14 +516,20 @@ impl Options {
         let graph_defaults = graph::Config::default();
         let registry_defaults = RegistryLimits::default();
         let limits = RegistryLimits {
-            max_series: self.max_series.unwrap_or(registry_defaults.max_series),
+            max_series: self
+                .registry
+                .max_series
+                .unwrap_or(registry_defaults.max_series),
             max_label_name_length: self
+                .registry
                 .max_label_name_length
                 .unwrap_or(registry_defaults.max_label_name_length),
             max_label_value_length: self
+                .registry
                 .max_label_value_length
                 .unwrap_or(registry_defaults.max_label_value_length),
             max_cardinality_per_label: self
+                .registry
                 .max_cardinality_per_label
                 .unwrap_or(registry_defaults.max_cardinality_per_label),
         };
@@ -446,8 +541,9 @@ impl Options {
                 return Err(invalid(option, "must be at least 1".into()));
             }
         }
-        let histograms = self.histograms.unwrap_or_default();
+        let histograms = self.metrics.histograms.unwrap_or_default();
         let bucket_factor = self
+            .metrics
             .native_histogram_bucket_factor
             .unwrap_or(native_histogram::DEFAULT_BUCKET_FACTOR);
         // Tempo's check (`modules/generator/validation/fields.go:155-158`).
@@ -460,31 +556,36 @@ impl Options {
         let native_histograms = histograms.native().then(|| {
             NativeConfig::new(
                 bucket_factor,
-                self.native_histogram_max_bucket_number
+                self.metrics
+                    .native_histogram_max_bucket_number
                     .unwrap_or(native_histogram::DEFAULT_MAX_BUCKET_NUMBER),
-                duration(self.native_histogram_min_reset_duration)
+                duration(self.metrics.native_histogram_min_reset_duration)
                     .unwrap_or(native_histogram::DEFAULT_MIN_RESET_DURATION),
             )
         });
         let graph = graph::Config {
-            wait: duration(self.wait).unwrap_or(graph_defaults.wait),
-            max_items: self.max_items.unwrap_or(graph_defaults.max_items),
+            wait: duration(self.graph.wait).unwrap_or(graph_defaults.wait),
+            max_items: self.graph.max_items.unwrap_or(graph_defaults.max_items),
             histogram_buckets: self
+                .graph
                 .histogram_buckets
                 .unwrap_or(graph_defaults.histogram_buckets),
-            dimensions: self.dimensions.unwrap_or_default(),
-            enable_client_server_prefix: self.enable_client_server_prefix.unwrap_or(false),
+            dimensions: self.graph.dimensions.unwrap_or_default(),
+            enable_client_server_prefix: self.graph.enable_client_server_prefix.unwrap_or(false),
             enable_messaging_system_latency_histogram: self
+                .graph
                 .enable_messaging_system_latency_histogram
                 .unwrap_or(false),
-            enable_virtual_node_label: self.enable_virtual_node_label.unwrap_or(false),
+            enable_virtual_node_label: self.graph.enable_virtual_node_label.unwrap_or(false),
             peer_attributes: self
+                .graph
                 .peer_attributes
                 .unwrap_or(graph_defaults.peer_attributes),
             database_name_attributes: self
+                .graph
                 .database_name_attributes
                 .unwrap_or(graph_defaults.database_name_attributes),
-            span_multiplier_key: self.span_multiplier_key.clone(),
+            span_multiplier_key: self.graph.span_multiplier_key.clone(),
             limits,
             native_histograms,
         };
@@ -497,14 +598,22 @@ impl Options {
             };
             invalid(option, e.to_string())
         })?;
-        let span_metrics = if self.span_metrics.unwrap_or(default::SPAN_METRICS) {
+        let span_metrics = if self
+            .span_metrics_options
+            .span_metrics
+            .unwrap_or(default::SPAN_METRICS)
+        {
             let defaults = spanmetrics::Config::default();
             let config = spanmetrics::Config {
                 histogram_buckets: self
+                    .span_metrics_options
                     .span_metrics_histogram_buckets
                     .unwrap_or(defaults.histogram_buckets),
-                dimensions: self.span_metrics_dimensions.unwrap_or_default(),
-                span_multiplier_key: self.span_multiplier_key,
+                dimensions: self
+                    .span_metrics_options
+                    .span_metrics_dimensions
+                    .unwrap_or_default(),
+                span_multiplier_key: self.graph.span_multiplier_key,
                 limits,
                 native_histograms,
             };
@@ -515,9 +624,12 @@ impl Options {
             None
         };
         for (option, endpoint) in [
-            ("--traces-endpoint", &self.traces_endpoint),
-            ("--metrics-endpoint", &self.metrics_endpoint),
-            ("--remote-write-endpoint", &self.remote_write_endpoint),
+            ("--traces-endpoint", &self.traces.traces_endpoint),
+            ("--metrics-endpoint", &self.metrics.metrics_endpoint),
+            (
+                "--remote-write-endpoint",
+                &self.metrics.remote_write_endpoint,
+            ),
         ] {
             if let Some(url) = endpoint {
                 // No TLS is built in: inside the stack every hop is plain HTTP.
@@ -539,27 +651,33 @@ impl Options {
             d => Ok(d),
         };
         Ok(Settings {
-            otlp_grpc_addr: self.otlp_grpc_addr.unwrap_or(default::OTLP_GRPC_ADDR),
-            otlp_http_addr: self.otlp_http_addr.unwrap_or(default::OTLP_HTTP_ADDR),
-            admin_addr: self.admin_addr.unwrap_or(default::ADMIN_ADDR),
-            grafana_url: match self.grafana_url {
+            otlp_grpc_addr: self
+                .listen
+                .otlp_grpc_addr
+                .unwrap_or(default::OTLP_GRPC_ADDR),
+            otlp_http_addr: self
+                .listen
+                .otlp_http_addr
+                .unwrap_or(default::OTLP_HTTP_ADDR),
+            admin_addr: self.listen.admin_addr.unwrap_or(default::ADMIN_ADDR),
+            grafana_url: match self.listen.grafana_url {
                 Some(url) => Some(grafana_url(&url).map_err(|m| invalid("--grafana-url", m))?),
                 None => None,
             },
             service_map_max_series: positive(
                 "--service-map-max-series",
-                self.service_map_max_series,
+                self.listen.service_map_max_series,
                 default::SERVICE_MAP_MAX_SERIES,
             )?,
-            traces_endpoint: self.traces_endpoint,
-            metrics_endpoint: self.metrics_endpoint,
-            remote_write: match self.remote_write_endpoint {
+            traces_endpoint: self.traces.traces_endpoint,
+            metrics_endpoint: self.metrics.metrics_endpoint,
+            remote_write: match self.metrics.remote_write_endpoint {
                 Some(endpoint) => Some(RemoteWriteSettings {
                     endpoint,
-                    headers: headers(self.remote_write_headers.unwrap_or_default())?,
+                    headers: headers(self.metrics.remote_write_headers.unwrap_or_default())?,
                     external_labels: pairs(
                         "--external-labels",
-                        self.external_labels.unwrap_or_default(),
+                        self.metrics.external_labels.unwrap_or_default(),
                     )?,
                 }),
                 None => None,
@@ -567,10 +685,10 @@ impl Options {
             histograms,
             metrics_max_request_bytes: positive(
                 "--metrics-max-request-bytes",
-                self.metrics_max_request_bytes,
+                self.metrics.metrics_max_request_bytes,
                 default::METRICS_MAX_REQUEST_BYTES,
             )?,
-            instance_id: match self.instance_id {
+            instance_id: match self.metrics.instance_id {
                 Some(id) if id.trim().is_empty() => {
                     return Err(invalid("--instance-id", "must not be empty".into()))
                 }
@@ -579,19 +697,19 @@ impl Options {
             },
             flush_interval: nonzero(
                 "--flush-interval",
-                duration(self.flush_interval),
+                duration(self.metrics.flush_interval),
                 default::FLUSH_INTERVAL,
             )?,
-            queue_size: positive("--queue-size", self.queue_size, default::QUEUE_SIZE)?,
+            queue_size: positive("--queue-size", self.traces.queue_size, default::QUEUE_SIZE)?,
             queue_max_bytes: positive(
                 "--queue-max-bytes",
-                self.queue_max_bytes,
+                self.traces.queue_max_bytes,
                 default::QUEUE_MAX_BYTES,
             )?,
-            queue_storage: match self.queue_dir {
+            queue_storage: match self.traces.queue_dir {
                 Some(dir) => Storage::Disk {
                     dir,
-                    fsync: self.queue_fsync.unwrap_or(Fsync::Periodic),
+                    fsync: self.traces.queue_fsync.unwrap_or(Fsync::Periodic),
                     segment_bytes: SEGMENT_BYTES,
                     max_group: QUEUE_MAX_GROUP,
                 },
@@ -599,42 +717,42 @@ impl Options {
             },
             export_concurrency: positive(
                 "--export-concurrency",
-                self.export_concurrency,
+                self.traces.export_concurrency,
                 default::EXPORT_CONCURRENCY,
             )?,
             max_message_bytes: positive(
                 "--max-message-bytes",
-                self.max_message_bytes,
+                self.traces.max_message_bytes,
                 default::MAX_MESSAGE_BYTES,
             )?,
             max_inflight_bytes: positive(
                 "--max-inflight-bytes",
-                self.max_inflight_bytes,
+                self.traces.max_inflight_bytes,
                 default::MAX_INFLIGHT_BYTES,
             )?,
             max_concurrent_requests: positive(
                 "--max-concurrent-requests",
-                self.max_concurrent_requests,
+                self.traces.max_concurrent_requests,
                 default::MAX_CONCURRENT_REQUESTS,
             )?,
             export_batch_spans: positive(
                 "--export-batch-spans",
-                self.export_batch_spans,
+                self.traces.export_batch_spans,
                 default::EXPORT_BATCH_SPANS,
             )?,
             retry_initial_backoff: nonzero(
                 "--retry-initial-backoff",
-                duration(self.retry_initial_backoff),
+                duration(self.traces.retry_initial_backoff),
                 default::RETRY_INITIAL_BACKOFF,
             )?,
             retry_max_elapsed: Some(
-                duration(self.retry_max_elapsed).unwrap_or(default::RETRY_MAX_ELAPSED),
+                duration(self.traces.retry_max_elapsed).unwrap_or(default::RETRY_MAX_ELAPSED),
             )
             .filter(|d| !d.is_zero()),
-            shutdown_grace: duration(self.shutdown_grace).unwrap_or(default::SHUTDOWN_GRACE),
+            shutdown_grace: duration(self.traces.shutdown_grace).unwrap_or(default::SHUTDOWN_GRACE),
             stale_duration: nonzero(
                 "--stale-duration",
-                duration(self.stale_duration),
+                duration(self.registry.stale_duration),
                 crate::engine::DEFAULT_STALE_AFTER,
             )?,
             graph,
@@ -648,10 +766,27 @@ fn read_file(path: &Path) -> Result<Options, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    let parse_error = |message: String| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    // The keys are the long flags in snake_case; serde cannot refuse unknown keys across
+    // flattened groups, so they are checked here, against the flags themselves.
+    let table: toml::Table = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+    let known: Vec<String> = <Options as clap::CommandFactory>::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|long| *long != "config")
+        .map(|long| long.replace('-', "_"))
+        .collect();
+    if let Some(key) = table.keys().find(|k| !known.contains(k)) {
+        return Err(parse_error(format!(
+            "unknown option `{key}` (keys are the long flags in snake_case, e.g. `flush_interval`)"
+        )));
+    }
+    table
+        .try_into()
+        .map_err(|e: toml::de::Error| parse_error(e.to_string()))
 }
 
 #[cfg(test)]
@@ -776,18 +911,28 @@ mod tests {
         let file = dir.join("graphgen.toml");
         std::fs::write(
             &file,
-            "wait = \"2s\"\nmax_items = 7\ndimensions = [\"a\"]\nqueue_size = 9\n",
+            "wait = \"2s\"\nmax_items = 7\ndimensions = [\"a\"]\nqueue_size = 9\n\
+             flush_interval = \"3s\"\nmax_series = 11\nspan_metrics = false\n\
+             admin_addr = \"127.0.0.1:9999\"\n",
         )
         .unwrap();
         let s = parse(&["--config", file.to_str().unwrap(), "--max-items=8"]).unwrap();
+        // One key of every option group.
         assert_eq!(s.graph.wait, Duration::from_secs(2));
         assert_eq!(s.graph.max_items, 8);
         assert_eq!(s.graph.dimensions, ["a"]);
         assert_eq!(s.queue_size, 9);
+        assert_eq!(s.flush_interval, Duration::from_secs(3));
+        assert_eq!(s.graph.limits.max_series, 11);
+        assert_eq!(s.span_metrics, None);
+        assert_eq!(s.admin_addr.to_string(), "127.0.0.1:9999");
 
         std::fs::write(&file, "wiat = \"2s\"\n").unwrap();
         let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
-        assert!(err.contains("wiat"), "{err}");
+        assert!(err.contains("unknown option `wiat`"), "{err}");
+        std::fs::write(&file, "wait = \"soon\"\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("write e.g."), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
