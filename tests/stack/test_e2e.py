@@ -255,8 +255,12 @@ def test_grafana_edge_links(stack, traffic):
         rate = prom_query(prom, f"sum by (client, server)(rate(traces_service_graph_request_total{{{sel}}}[1m]))")
         assert rate and float(rate[0]["value"][1]) > 0, (client, server)
         p90 = prom_query(prom, "histogram_quantile(0.9, sum(rate(traces_service_graph_request_server_seconds_bucket"
-                               f"{{{sel}}}[1m])) by (le, client, server))")
-        assert p90 and float(p90[0]["value"][1]) >= 0, (client, server, p90)
+                               f"{{{sel}}}[5m])) by (le, client, server))")
+        assert p90, (client, server)
+        value = float(p90[0]["value"][1])
+        # Within the classic buckets (0.1 s … 12.8 s); an uninstrumented peer's 0 s lands in the
+        # first bucket, where the quantile interpolates between 0 and 0.1.
+        assert 0 < value <= 12.8, (client, server, value)
     failed = prom_query(prom, 'sum by (client, server)(rate(traces_service_graph_request_failed_total{client="payments",server="payment-gateway"}[1m]))')
     assert failed and float(failed[0]["value"][1]) > 0
 
