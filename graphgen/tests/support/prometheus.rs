@@ -94,18 +94,8 @@ impl Prometheus {
         &self,
         promql: &str,
     ) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
-        let url = format!("{}/api/v1/query?query={}", self.url, percent_encode(promql));
-        let text = reqwest::get(url)
+        self.query_raw(promql)
             .await
-            .expect("query prometheus")
-            .text()
-            .await
-            .unwrap();
-        let response: serde_json::Value = serde_json::from_str(&text).expect("json");
-        assert_eq!(response["status"], "success", "{promql}: {response}");
-        response["data"]["result"]
-            .as_array()
-            .expect("vector result")
             .iter()
             .map(|r| {
                 let labels = r["metric"].as_object().cloned().unwrap_or_default();
