@@ -106,16 +106,22 @@ def stack():
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['grpc']}", "OTEL_BSP_SCHEDULE_DELAY": "200",
             "GRAPHGEN_URL": f"http://127.0.0.1:{ports['admin']}",
         })
-    wait_http(f"http://127.0.0.1:{ports['admin']}/readyz")
-    wait_http(f"http://127.0.0.1:{ports['prometheus']}/-/ready")
-    for role in ROLES:
-        wait_http(f"{url[role]}/healthz")
-    yield {"frontend": url["frontend"], "prometheus": f"http://127.0.0.1:{ports['prometheus']}",
-           "admin": f"http://127.0.0.1:{ports['admin']}", "work": work}
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        p.wait(timeout=30)
+    try:
+        wait_http(f"http://127.0.0.1:{ports['admin']}/readyz")
+        wait_http(f"http://127.0.0.1:{ports['prometheus']}/-/ready")
+        for role in ROLES:
+            wait_http(f"{url[role]}/healthz")
+        yield {"frontend": url["frontend"], "prometheus": f"http://127.0.0.1:{ports['prometheus']}",
+               "admin": f"http://127.0.0.1:{ports['admin']}", "work": work}
+    finally:
+        # Also when a process never came up: nothing outlives the run.
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 EDGES = {
@@ -412,10 +418,12 @@ def lone_graphgen():
                              f"--otlp-http-addr=127.0.0.1:{ports['http']}", f"--admin-addr=127.0.0.1:{ports['admin']}",
                              "--wait=1s"], stdout=log, stderr=subprocess.STDOUT)
     admin = f"http://127.0.0.1:{ports['admin']}"
-    wait_http(admin + "/readyz")
-    yield {"admin": admin, "http": f"http://127.0.0.1:{ports['http']}/v1/traces"}
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        wait_http(admin + "/readyz")
+        yield {"admin": admin, "http": f"http://127.0.0.1:{ports['http']}/v1/traces"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror="window.pwned=1">', "' onmouseover='alert(1)",
