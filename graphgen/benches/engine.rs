@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use graphgen::clock::SystemClock;
+use graphgen::dedup::SeenSpans;
 use graphgen::engine::Engine;
 use graphgen::graph;
 use graphgen::native_histogram::NativeConfig;
@@ -56,5 +57,32 @@ fn steady_state(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, steady_state);
+/// The cost of `--dedup-window` per span: 200 new spans a request (each looked up and recorded,
+/// the record full at 1,000,000 so the oldest is forgotten each time), beside the steady state's
+/// 200 spans of `default` above.
+fn dedup_filter(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dedup");
+    group.throughput(Throughput::Elements(200));
+    for max_spans in [100_000, 1_000_000] {
+        let mut seen = SeenSpans::new(std::time::Duration::from_secs(3600), max_spans);
+        let mut next = 0u64;
+        let mut trace = [7u8; 16];
+        let mut record = |seen: &mut SeenSpans| {
+            for _ in 0..200 {
+                next += 1;
+                trace[..8].copy_from_slice(&next.to_be_bytes());
+                std::hint::black_box(seen.first_time(&trace, &next.to_be_bytes(), next));
+            }
+        };
+        for _ in 0..max_spans / 200 + 100 {
+            record(&mut seen); // fill the record
+        }
+        group.bench_function(format!("200_new_spans_record_{max_spans}"), |b| {
+            b.iter(|| record(&mut seen))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, steady_state, dedup_filter);
 criterion_main!(benches);

@@ -135,6 +135,12 @@ pub struct TracesOptions {
     /// On SIGTERM/SIGINT, how long to keep flushing queued spans before exiting [default: 10s]
     #[arg(long, env = "GRAPHGEN_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<HumanDuration>,
+    /// Count a span delivered again within this long only once (SDK and load-balancer retries re-send spans graphgen had taken); still forwarded; 0s turns it off [default: 0s]
+    #[arg(long, env = "GRAPHGEN_DEDUP_WINDOW")]
+    pub dedup_window: Option<HumanDuration>,
+    /// Most spans the de-duplication record holds, about 40 bytes each; past it the oldest are forgotten first [default: 1000000]
+    #[arg(long, env = "GRAPHGEN_DEDUP_MAX_SPANS")]
+    pub dedup_max_spans: Option<usize>,
 }
 
 or_from_file!(TracesOptions {
@@ -150,7 +156,9 @@ or_from_file!(TracesOptions {
     export_batch_spans,
     retry_initial_backoff,
     retry_max_elapsed,
-    shutdown_grace
+    shutdown_grace,
+    dedup_window,
+    dedup_max_spans
 });
 
 /// Metrics out: the OTLP push, remote write, and the histogram kinds written.
@@ -336,6 +344,9 @@ mod default {
     pub const RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
     pub const RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    /// Off: Tempo counts every delivery.
+    pub const DEDUP_WINDOW: Duration = Duration::ZERO;
+    pub const DEDUP_MAX_SPANS: usize = 1_000_000;
     pub const SPAN_METRICS: bool = true;
 
     const fn addr(port: u16) -> SocketAddr {
@@ -482,6 +493,8 @@ pub struct Settings {
     pub retry_max_elapsed: Option<Duration>,
     pub shutdown_grace: Duration,
     pub stale_duration: Duration,
+    /// (window, most spans held) when re-delivered spans are counted once.
+    pub dedup: Option<(Duration, usize)>,
     pub graph: graph::Config,
     pub span_metrics: Option<spanmetrics::Config>,
 }
@@ -755,6 +768,17 @@ impl Options {
                 duration(self.registry.stale_duration),
                 crate::engine::DEFAULT_STALE_AFTER,
             )?,
+            dedup: match duration(self.traces.dedup_window).unwrap_or(default::DEDUP_WINDOW) {
+                window if window.is_zero() => None,
+                window => Some((
+                    window,
+                    positive(
+                        "--dedup-max-spans",
+                        self.traces.dedup_max_spans,
+                        default::DEDUP_MAX_SPANS,
+                    )?,
+                )),
+            },
             graph,
             span_metrics,
         })

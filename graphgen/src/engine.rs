@@ -7,6 +7,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use crate::clock::Clock;
+use crate::dedup::SeenSpans;
 use crate::graph::{self, ServiceGraph};
 use crate::series::Family;
 use crate::spanmetrics::{self, SpanMetrics};
@@ -29,6 +30,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     /// Series not updated for this long are dropped, as Tempo's registry does.
     stale_after: Duration,
+    /// Spans already counted, when re-deliveries are to be counted once (`--dedup-window`).
+    dedup: Option<SeenSpans>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -52,7 +55,40 @@ impl Engine {
             span_metrics: span_metrics.map(SpanMetrics::new).transpose()?,
             clock,
             stale_after: DEFAULT_STALE_AFTER,
+            dedup: None,
         })
+    }
+
+    /// Counts a span delivered again while `seen` remembers it only once.
+    pub fn with_dedup(mut self, seen: SeenSpans) -> Self {
+        self.dedup = Some(seen);
+        self
+    }
+
+    /// As [`Engine::push`], first taking out of `batches` the spans already counted (when
+    /// de-duplication is on). The caller owns the decoded request, so nothing is copied.
+    pub fn push_deduplicated(&mut self, batches: &mut [ResourceSpans]) {
+        if let Some(seen) = &mut self.dedup {
+            let now = self.clock.now_nanos();
+            for ss in batches.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()) {
+                ss.spans
+                    .retain(|span| seen.first_time(&span.trace_id, &span.span_id, now));
+            }
+        }
+        self.push(batches);
+    }
+
+    /// [`Engine::with_dedup`] for `Some((window, max_spans))`.
+    pub fn with_dedup_if(self, dedup: Option<(Duration, usize)>) -> Self {
+        match dedup {
+            Some((window, max_spans)) => self.with_dedup(SeenSpans::new(window, max_spans)),
+            None => self,
+        }
+    }
+
+    /// The record of spans already counted, when de-duplication is on.
+    pub fn dedup(&self) -> Option<&SeenSpans> {
+        self.dedup.as_ref()
     }
 
     pub fn push(&mut self, batches: &[ResourceSpans]) {
@@ -153,6 +189,77 @@ mod tests {
             totals(&engine.families()),
             vec![(1.0, restarted)],
             "counts again from its own start"
+        );
+    }
+    /// Every sample of every series (both processors), in a stable order.
+    fn every_sample(families: &[Family]) -> Vec<String> {
+        let mut samples: Vec<String> = families
+            .iter()
+            .flat_map(|f| f.samples())
+            .map(|s| format!("{} {:?} {}", s.name, s.labels, s.value))
+            .collect();
+        samples.sort();
+        samples
+    }
+
+    #[test]
+    fn a_request_delivered_twice_counts_once_with_dedup_and_twice_without() {
+        let request = crate::workload::client_server_request(20);
+        let run = |dedup: bool| {
+            let clock = ManualClock::new(1_000_000_000);
+            let mut engine = Engine::new(
+                graph::Config::default(),
+                Some(spanmetrics::Config::default()),
+                Arc::new(clock.clone()),
+            )
+            .unwrap();
+            if dedup {
+                engine = engine.with_dedup(SeenSpans::new(Duration::from_secs(60), 1000));
+            }
+            for _ in 0..2 {
+                engine.push_deduplicated(&mut request.clone());
+            }
+            // A batch re-sent after a partial failure: half of it again, and nothing new.
+            let mut half = request.clone();
+            half.truncate(half.len() / 2);
+            engine.push_deduplicated(&mut half);
+            clock.advance(Duration::from_secs(30));
+            engine.expire();
+            (
+                every_sample(&engine.families()),
+                engine.dedup().map(|d| d.duplicates()),
+            )
+        };
+        let once = {
+            let clock = ManualClock::new(1_000_000_000);
+            let mut engine = Engine::new(
+                graph::Config::default(),
+                Some(spanmetrics::Config::default()),
+                Arc::new(clock.clone()),
+            )
+            .unwrap();
+            engine.push(&request);
+            clock.advance(Duration::from_secs(30));
+            engine.expire();
+            every_sample(&engine.families())
+        };
+        let spans: usize = request
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        let half: usize = request[..request.len() / 2]
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        let (deduplicated, duplicates) = run(true);
+        assert_eq!(deduplicated, once, "the same series as one delivery");
+        assert_eq!(duplicates, Some((spans + half) as u64));
+        let (doubled, _) = run(false);
+        assert_ne!(
+            doubled, once,
+            "without the filter, re-deliveries count again"
         );
     }
 }

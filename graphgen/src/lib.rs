@@ -4,7 +4,8 @@
 //! The engine (pure logic, no I/O):
 //! - [`graph`] pairs client and server spans into edges (`traces_service_graph_*`).
 //! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`).
-//! - [`engine`] puts both behind one door with a [`clock`].
+//! - [`engine`] puts both behind one door with a [`clock`] (and, optionally, [`dedup`]: a span
+//!   delivered twice is counted once).
 //! - [`series`] is the metric model they share; [`attributes`] the attribute rules;
 //!   [`native_histogram`] the native (exponential) buckets of latency histograms;
 //!   [`spans`] how both read a span's kind, status and duration; [`label_limits`] how long
@@ -35,6 +36,7 @@ pub mod attributes;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod dedup;
 mod duration_serde;
 pub mod engine;
 pub mod export;

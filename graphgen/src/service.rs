@@ -102,7 +102,8 @@ fn build(settings: &Settings) -> Result<Components, StartError> {
             settings.span_metrics.clone(),
             Arc::new(SystemClock),
         )?
-        .with_stale_after(settings.stale_duration),
+        .with_stale_after(settings.stale_duration)
+        .with_dedup_if(settings.dedup),
     ));
     let metrics = Arc::new(SelfMetrics::default());
     let mut registry = Registry::default();

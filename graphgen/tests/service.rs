@@ -139,6 +139,44 @@ async fn every_counter_label_set_exists_from_the_start_at_zero() {
 }
 
 #[tokio::test]
+async fn a_request_delivered_twice_is_counted_once_with_dedup_on() {
+    let g = Graphgen::start(&["--wait=1s", "--dedup-window=1m"]);
+    let mut client = grpc_client(&g).await;
+    let request = topology_trace(true);
+    let spans = span_count(&request);
+    // An SDK's retry of a request graphgen had taken, and an HTTP re-send of it.
+    client.export(request.clone()).await.unwrap();
+    client.export(request.clone()).await.unwrap();
+    let body = prost::Message::encode_to_vec(&request);
+    let r = post(&g, "application/x-protobuf", false, body).await;
+    assert_eq!(r.status(), 200);
+    eventually(Duration::from_secs(10), "the edges", || async {
+        let m = g.metrics().await;
+        EDGES.iter().all(|(c, s, t)| {
+            find_optional(
+                &m,
+                "traces_service_graph_request_total",
+                &edge_labels(c, s, t),
+            ) == Some(1.0)
+        })
+    })
+    .await;
+    let m = g.metrics().await;
+    assert_eq!(
+        find(&m, "graphgen_dedup_duplicate_spans_total", &[]),
+        2.0 * spans as f64
+    );
+    assert_eq!(find(&m, "graphgen_dedup_tracked_spans", &[]), spans as f64);
+    // Counted once: the failed request too.
+    let failed = find_optional(
+        &m,
+        "traces_service_graph_request_failed_total",
+        &edge_labels("frontend", "checkout", ""),
+    );
+    assert_eq!(failed, Some(1.0));
+}
+
+#[tokio::test]
 async fn grpc_and_http_clients_build_the_expected_edges() {
     let g = Graphgen::start(&["--wait=1s"]);
     let ready = reqwest::get(format!("http://{}/readyz", g.admin))

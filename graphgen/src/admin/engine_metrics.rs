@@ -102,8 +102,13 @@ impl EngineStats {
 
 impl Collector for EngineStats {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (stats, pending, max_items, cardinality) = {
+        let (stats, pending, max_items, cardinality, dedup) = {
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let now = engine.now_nanos();
+            // (duplicates, spans held, how far back the record reaches), zeros when off.
+            let dedup = engine.dedup().map_or((0, 0, 0), |d| {
+                (d.duplicates(), d.len(), d.oldest_age_nanos(now))
+            });
             let graph = engine.graph();
             let mut cardinality = vec![("service_graph", graph.cardinality())];
             if let Some(sm) = engine.span_metrics() {
@@ -114,6 +119,7 @@ impl Collector for EngineStats {
                 graph.pending_edges(),
                 graph.config().max_items,
                 cardinality,
+                dedup,
             )
         };
         let counter =
@@ -142,6 +148,27 @@ impl Collector for EngineStats {
                 m.encode_family(&[("unmatched_span_kind", kind)])?
                     .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
             }
+        }
+        counter(
+            &mut encoder,
+            "graphgen_dedup_duplicate_spans",
+            "Spans delivered again within --dedup-window, not counted a second time (still forwarded)",
+            dedup.0,
+        )?;
+        gauge(
+            &mut encoder,
+            "graphgen_dedup_tracked_spans",
+            "Spans the de-duplication record holds (at most --dedup-max-spans)",
+            dedup.1 as i64,
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_dedup_reach_seconds",
+                "How far back the de-duplication record reaches: --dedup-window, or less when --dedup-max-spans cuts it short",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_gauge(&(dedup.2 as f64 / 1e9))?;
         }
         counter(
             &mut encoder,
