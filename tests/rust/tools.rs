@@ -7,24 +7,31 @@
 
 use std::path::PathBuf;
 
-/// A free TCP port on loopback.
 /// A loopback port free now, for a program that cannot bind port 0 and say which it got
-/// (Prometheus, the demo roles). Never the same one twice in this process, so parallel tests
-/// do not collide with each other; graphgen itself binds port 0 (`Graphgen::start`).
+/// (Prometheus, the demo roles, a sink started later). It is taken below the kernel's
+/// ephemeral range, so no socket bound to port 0 (graphgen under test binds its listeners so)
+/// and no outgoing connection can be given it meanwhile; and never handed out twice in this
+/// process, so parallel tests do not collide.
 pub fn free_port() -> u16 {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !handed_out.contains(&port) {
+    let start = low + (std::process::id() as u16).wrapping_mul(7919) % (high - low);
+    for i in 0..(high - low) {
+        let port = low + (start - low + i) % (high - low);
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             handed_out.push(port);
             return port;
         }
     }
+    panic!("no free loopback port below {high}");
 }
 
 /// `None` (and a loud SKIPPED line) when `what` is missing outside `make`; a panic under it.
