@@ -205,7 +205,10 @@ mod tests {
     #[test]
     fn a_request_delivered_twice_counts_once_with_dedup_and_twice_without() {
         let request = crate::workload::client_server_request(20);
-        let run = |dedup: bool| {
+        // A batch re-sent after a partial failure: half of it again, and nothing new.
+        let half = &request[..request.len() / 2];
+        // The samples after pushing `deliveries`, and the duplicates the filter (if on) saw.
+        let run = |dedup: bool, deliveries: &[&[ResourceSpans]]| {
             let clock = ManualClock::new(1_000_000_000);
             let mut engine = Engine::new(
                 graph::Config::default(),
@@ -216,13 +219,9 @@ mod tests {
             if dedup {
                 engine = engine.with_dedup(SeenSpans::new(Duration::from_secs(60), 1000));
             }
-            for _ in 0..2 {
-                engine.push_deduplicated(&mut request.clone());
+            for delivery in deliveries {
+                engine.push_deduplicated(&mut delivery.to_vec());
             }
-            // A batch re-sent after a partial failure: half of it again, and nothing new.
-            let mut half = request.clone();
-            half.truncate(half.len() / 2);
-            engine.push_deduplicated(&mut half);
             clock.advance(Duration::from_secs(30));
             engine.expire();
             (
@@ -230,33 +229,18 @@ mod tests {
                 engine.dedup().map(|d| d.duplicates()),
             )
         };
-        let once = {
-            let clock = ManualClock::new(1_000_000_000);
-            let mut engine = Engine::new(
-                graph::Config::default(),
-                Some(spanmetrics::Config::default()),
-                Arc::new(clock.clone()),
-            )
-            .unwrap();
-            engine.push(&request);
-            clock.advance(Duration::from_secs(30));
-            engine.expire();
-            every_sample(&engine.families())
+        let spans = |batches: &[ResourceSpans]| -> usize {
+            batches
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum()
         };
-        let spans: usize = request
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        let half: usize = request[..request.len() / 2]
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        let (deduplicated, duplicates) = run(true);
+        let (once, _) = run(false, &[&request]);
+        let (deduplicated, duplicates) = run(true, &[&request, &request, half]);
         assert_eq!(deduplicated, once, "the same series as one delivery");
-        assert_eq!(duplicates, Some((spans + half) as u64));
-        let (doubled, _) = run(false);
+        assert_eq!(duplicates, Some((spans(&request) + spans(half)) as u64));
+        let (doubled, _) = run(false, &[&request, &request, half]);
         assert_ne!(
             doubled, once,
             "without the filter, re-deliveries count again"

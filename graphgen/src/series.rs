@@ -133,10 +133,7 @@ impl Histogram {
         // at once, and a huge multiplier costs no more than 1.
         let more = times - 1;
         if more > 0 {
-            let bucket = layout.bounds.partition_point(|bound| *bound < value);
-            self.counts[bucket] += more as f64;
-            self.sum += value * more as f64;
-            self.count += more as f64;
+            self.observe_classic(&layout.bounds, value, more as f64);
             if let Some(native) = &mut self.native {
                 native.buckets.observe_n(value, more);
             }

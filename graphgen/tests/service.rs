@@ -39,6 +39,21 @@ fn edge_labels<'a>(
     labels
 }
 
+/// Waits until each of `EDGES` has counted `requests`.
+async fn every_edge_counted(g: &Graphgen, requests: f64) {
+    eventually(Duration::from_secs(10), "every edge", || async {
+        let m = g.metrics().await;
+        EDGES.iter().all(|(c, s, t)| {
+            find_optional(
+                &m,
+                "traces_service_graph_request_total",
+                &edge_labels(c, s, t),
+            ) == Some(requests)
+        })
+    })
+    .await;
+}
+
 async fn grpc_client(g: &Graphgen) -> TraceServiceClient<tonic::transport::Channel> {
     TraceServiceClient::connect(g.grpc_url())
         .await
@@ -150,17 +165,7 @@ async fn a_request_delivered_twice_is_counted_once_with_dedup_on() {
     let body = prost::Message::encode_to_vec(&request);
     let r = post(&g, "application/x-protobuf", false, body).await;
     assert_eq!(r.status(), 200);
-    eventually(Duration::from_secs(10), "the edges", || async {
-        let m = g.metrics().await;
-        EDGES.iter().all(|(c, s, t)| {
-            find_optional(
-                &m,
-                "traces_service_graph_request_total",
-                &edge_labels(c, s, t),
-            ) == Some(1.0)
-        })
-    })
-    .await;
+    every_edge_counted(&g, 1.0).await;
     let m = g.metrics().await;
     assert_eq!(
         find(&m, "graphgen_dedup_duplicate_spans_total", &[]),
@@ -223,17 +228,7 @@ async fn grpc_and_http_clients_build_the_expected_edges() {
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
-    eventually(Duration::from_secs(10), "all edges", || async {
-        let m = g.metrics().await;
-        EDGES.iter().all(|(c, s, t)| {
-            find_optional(
-                &m,
-                "traces_service_graph_request_total",
-                &edge_labels(c, s, t),
-            ) == Some(6.0)
-        })
-    })
-    .await;
+    every_edge_counted(&g, 6.0).await;
     let m = g.metrics().await;
     assert_eq!(
         find(

@@ -31,7 +31,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::time::Instant;
 
-use super::push::{field_len, Cursor, Flavor, Item, PushedSeries};
+use super::push::{field_len, http_client, Cursor, Flavor, Item, PushedSeries};
 use crate::engine::Engine;
 use crate::native_histogram::{HistogramMode, SparseBuckets};
 use crate::selfmetrics::{PushLabels, PushOutcome, SelfMetrics};
@@ -424,9 +424,7 @@ impl MetricsPusher {
         max_request_bytes: usize,
         histograms: HistogramMode,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let client = http_client()?;
         Ok(Self {
             endpoint,
             client,

@@ -166,6 +166,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The HTTP client of both pushes: a request answers within 10 s or counts as failed.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("graphgen/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Bytes a field of `len` bytes takes inside its message: tag and length prefix.
 pub fn field_len(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len

@@ -23,7 +23,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::time::Instant;
 
-use super::push::{field_len, Cursor, Flavor, Item, PushedSeries};
+use super::push::{field_len, http_client, Cursor, Flavor, Item, PushedSeries};
 use super::retry::{classify_http, parse_retry_after, Backoff, Verdict};
 use crate::engine::Engine;
 use crate::native_histogram::{HistogramMode, SparseBuckets};
@@ -441,10 +441,7 @@ impl RemoteWriter {
         engine: Arc<Mutex<Engine>>,
         metrics: Arc<SelfMetrics>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!("graphgen/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = http_client()?;
         Ok(Self {
             config: Arc::new(config),
             client,
@@ -485,8 +482,12 @@ impl RemoteWriter {
         );
         for part in parts {
             let delivery = self.deliver(&part.request, budget).await;
-            let outcome = match &delivery {
-                Delivery::Sent => RemoteWriteOutcome::sent,
+            // How it ended, and whether its series may now be stored.
+            let outcome = match delivery {
+                Delivery::Sent => {
+                    outcome_of_push.stored(part.keys);
+                    RemoteWriteOutcome::sent
+                }
                 Delivery::Rejected { status, message } => {
                     tracing::error!(
                         status,
@@ -494,22 +495,22 @@ impl RemoteWriter {
                         samples = part.samples,
                         "remote write rejected the request; dropped, not retried"
                     );
+                    outcome_of_push.not_stored(part.keys, &pushed);
                     RemoteWriteOutcome::rejected
                 }
-                Delivery::Expired { last_error, .. } => {
+                Delivery::Expired {
+                    last_error,
+                    answered,
+                } => {
                     tracing::warn!(error = %last_error, samples = part.samples, "remote write still failing after the retry budget; the next push carries the same cumulative values");
+                    if answered {
+                        outcome_of_push.not_stored(part.keys, &pushed);
+                    } else {
+                        outcome_of_push.stored(part.keys);
+                    }
                     RemoteWriteOutcome::expired
                 }
             };
-            match delivery {
-                Delivery::Sent
-                | Delivery::Expired {
-                    answered: false, ..
-                } => outcome_of_push.stored(part.keys),
-                Delivery::Rejected { .. } | Delivery::Expired { answered: true, .. } => {
-                    outcome_of_push.not_stored(part.keys, &pushed)
-                }
-            }
             all_sent &= outcome == RemoteWriteOutcome::sent;
             let labels = RemoteWriteLabels { outcome };
             let rw = &self.metrics.remote_write;
