@@ -81,6 +81,12 @@ pub struct ListenOptions {
     /// Most series the service map keeps in each of its snapshots, the busiest edges first; its memory is bounded by this [default: 2000]
     #[arg(long, env = "GRAPHGEN_SERVICE_MAP_MAX_SERIES")]
     pub service_map_max_series: Option<usize>,
+    /// The other replicas' admin addresses, comma-separated host:port, each name resolved to all its addresses at every query (a Compose service, a Kubernetes headless Service): /graph and /api/graph then show the whole fleet [default: none, this replica only]
+    #[arg(long, env = "GRAPHGEN_PEERS", value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
+    /// How long the service map waits for a peer's answer before showing it as missing [default: 2s]
+    #[arg(long, env = "GRAPHGEN_PEER_TIMEOUT")]
+    pub peer_timeout: Option<HumanDuration>,
 }
 
 or_from_file!(ListenOptions {
@@ -88,7 +94,9 @@ or_from_file!(ListenOptions {
     otlp_http_addr,
     admin_addr,
     grafana_url,
-    service_map_max_series
+    service_map_max_series,
+    peers,
+    peer_timeout
 });
 
 /// Spans in and out: the intake limits, the forwarding queue and the exporter to the traces endpoint.
@@ -332,6 +340,7 @@ mod default {
     pub const OTLP_HTTP_ADDR: SocketAddr = addr(4318);
     pub const ADMIN_ADDR: SocketAddr = addr(9464);
     pub const SERVICE_MAP_MAX_SERIES: usize = 2000;
+    pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
     pub const METRICS_MAX_REQUEST_BYTES: usize = 4 << 20;
     pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
     pub const QUEUE_SIZE: usize = 50_000;
@@ -474,6 +483,9 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     pub grafana_url: Option<String>,
     pub service_map_max_series: usize,
+    /// `host:port` of the other replicas' admin listeners (`--peers`).
+    pub peers: Vec<String>,
+    pub peer_timeout: Duration,
     pub traces_endpoint: Option<String>,
     pub metrics_endpoint: Option<String>,
     pub metrics_max_request_bytes: usize,
@@ -681,6 +693,19 @@ impl Options {
                 "--service-map-max-series",
                 self.listen.service_map_max_series,
                 default::SERVICE_MAP_MAX_SERIES,
+            )?,
+            peers: self
+                .listen
+                .peers
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| crate::servicemap::fleet::parse_peer(p).map_err(|m| invalid("--peers", m)))
+                .collect::<Result<_, _>>()?,
+            peer_timeout: nonzero(
+                "--peer-timeout",
+                duration(self.listen.peer_timeout),
+                default::PEER_TIMEOUT,
             )?,
             traces_endpoint: self.traces.traces_endpoint,
             metrics_endpoint: self.metrics.metrics_endpoint,

@@ -35,6 +35,7 @@ every_value! {
     PushOutcome: [success, failure];
     RemoteWriteOutcome: [sent, rejected, expired];
     RemoteWriteRetry: [throttled, server_error, transport];
+    PeerOutcome: [answered, missing];
 }
 
 /// The OTLP transport a request came over.
@@ -148,6 +149,21 @@ pub enum RemoteWriteRetry {
     server_error,
     /// No answer: connection refused or reset, timeout.
     transport,
+}
+
+/// How a peer replica answered the service map's request for its part (`--peers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum PeerOutcome {
+    /// Its part is in the fleet's map.
+    answered,
+    /// No answer, an error, or a part that cannot be merged: shown as missing.
+    missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub outcome: PeerOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -266,6 +282,8 @@ pub struct ServiceMapMetrics {
     pub snapshots: Gauge,
     pub snapshot_series: Gauge,
     pub omitted_edges: Gauge,
+    /// Peers asked for their part, by how they answered.
+    pub peer_queries: Family<PeerLabels, Counter>,
 }
 
 impl SelfMetrics {
@@ -346,6 +364,12 @@ impl SelfMetrics {
         }
         for &reason in RemoteWriteRetry::ALL {
             let _ = rw.retries.get_or_create(&RemoteWriteRetryLabels { reason });
+        }
+        for &outcome in PeerOutcome::ALL {
+            let _ = self
+                .service_map
+                .peer_queries
+                .get_or_create(&PeerLabels { outcome });
         }
     }
 
@@ -485,6 +509,11 @@ impl SelfMetrics {
             "service_map_omitted_edges",
             "Edges left off the service map because --service-map-max-series series of busier ones were kept",
             m.omitted_edges.clone(),
+        );
+        r.register(
+            "service_map_peer_queries",
+            "Peer replicas asked for their part of the fleet's service map (--peers), by outcome: answered, or missing from the map",
+            m.peer_queries.clone(),
         );
         let rw = &self.remote_write;
         r.register(

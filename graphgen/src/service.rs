@@ -29,7 +29,7 @@ use crate::intake::{Intake, RequestLimits};
 use crate::queue::{Limits, SpanQueue, Storage};
 use crate::receiver::{grpc, http};
 use crate::selfmetrics::SelfMetrics;
-use crate::servicemap::{self, state::MapState};
+use crate::servicemap::{self, fleet::Fleet, state::MapState};
 
 /// How often edges past their wait are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -52,7 +52,7 @@ pub enum StartError {
     Engine(#[from] crate::engine::ConfigError),
     #[error(transparent)]
     Endpoint(#[from] traces::InvalidEndpoint),
-    #[error("cannot build the metrics HTTP client: {0}")]
+    #[error("cannot build an HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("cannot open the queue directory {dir}")]
     QueueDir {
@@ -93,6 +93,8 @@ struct Components {
     intake: Arc<Intake>,
     pusher: Option<MetricsPusher>,
     remote_writer: Option<RemoteWriter>,
+    /// The other replicas the service map asks for their parts (`--peers`).
+    fleet: Option<Fleet>,
 }
 
 fn build(settings: &Settings) -> Result<Components, StartError> {
@@ -135,6 +137,10 @@ fn build(settings: &Settings) -> Result<Components, StartError> {
     ));
     let pusher = metrics_pusher(settings, &engine, &metrics)?;
     let remote_writer = remote_writer(settings, &engine, &metrics)?;
+    let fleet = match settings.peers.is_empty() {
+        true => None,
+        false => Some(Fleet::new(settings.peers.clone(), settings.peer_timeout)?),
+    };
     Ok(Components {
         engine,
         metrics,
@@ -144,6 +150,7 @@ fn build(settings: &Settings) -> Result<Components, StartError> {
         intake,
         pusher,
         remote_writer,
+        fleet,
     })
 }
 
@@ -300,7 +307,9 @@ fn serve(c: Components, listeners: Listeners, settings: &Settings) -> Running {
     let service_map = Arc::new(MapState::new(
         c.engine.clone(),
         settings.service_map_max_series,
+        settings.instance_id.clone(),
         settings.grafana_url.clone(),
+        c.fleet.clone(),
         c.metrics.clone(),
     ));
     let mut tickers = vec![

@@ -79,58 +79,6 @@ async fn the_first_value_of_a_new_series_counts_in_increase() {
     assert_eq!(relay.refused.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
-/// One trace: the reference topology (virtual client, HTTP call, database, uninstrumented
-/// peer; failing every 7th) plus, every 3rd, a message from checkout to notifications.
-fn mixed_trace(i: usize) -> ExportTraceServiceRequest {
-    let mut request = topology_trace(i.is_multiple_of(7));
-    if i.is_multiple_of(3) {
-        let trace = request.resource_spans[0].scope_spans[0].spans[0]
-            .trace_id
-            .clone();
-        let (producer, consumer) = (next_id(), next_id());
-        let publish = span(
-            &trace,
-            producer,
-            None,
-            4,
-            "publish order",
-            vec![kv("messaging.system", "kafka")],
-            false,
-        );
-        let process = span(
-            &trace,
-            consumer,
-            Some(producer),
-            5,
-            "process order",
-            vec![kv("messaging.system", "kafka")],
-            i.is_multiple_of(5),
-        );
-        request
-            .resource_spans
-            .push(resource("checkout", vec![publish]));
-        request
-            .resource_spans
-            .push(resource("notifications", vec![process]));
-    }
-    request
-}
-
-fn trace_id_of(request: &ExportTraceServiceRequest) -> Vec<u8> {
-    request.resource_spans[0].scope_spans[0].spans[0]
-        .trace_id
-        .clone()
-}
-
-/// What the load_balancing exporter does: all spans of a trace to one instance, chosen by the
-/// trace id.
-fn instance_for(trace_id: &[u8], instances: usize) -> usize {
-    let hash = trace_id.iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x100000001b3)
-    });
-    (hash % instances as u64) as usize
-}
-
 type Totals = BTreeMap<String, f64>;
 
 async fn totals(prometheus: &Prometheus, selector: &str) -> Totals {

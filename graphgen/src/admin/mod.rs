@@ -36,7 +36,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 async fn index() -> impl IntoResponse {
-    "graphgen\n\n/metrics    Prometheus metrics (service graph, span metrics, graphgen_*)\n/healthz    liveness\n/readyz     readiness: a request sent now would be taken\n/graph      the live service map\n/api/graph  the service map as JSON\n"
+    "graphgen\n\n/metrics    Prometheus metrics (service graph, span metrics, graphgen_*)\n/healthz    liveness\n/readyz     readiness: a request sent now would be taken\n/graph      the live service map (the whole fleet with --peers)\n/api/graph  the service map as JSON\n/api/graph/part  this replica's counts over a window, which peers merge\n"
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

@@ -9,6 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::fleet::{Replica, ReplicaState};
 use super::history::Connection;
 use super::model::{Figures, NodeKind, ServiceMap};
 use crate::series::Exemplar;
@@ -23,8 +24,14 @@ pub struct GraphResponse {
     pub computed_at_unix_ms: u64,
     pub nodes: Vec<NodeRow>,
     pub edges: Vec<EdgeRow>,
-    /// Edges not shown because `--service-map-max-edges` busier ones were.
+    /// Edges left out of some replica's snapshots because `--service-map-max-series` series
+    /// of busier ones were kept.
     pub omitted_edges: usize,
+    /// The replicas whose parts were asked for: this one first, then each peer (`--peers`)
+    /// with its state. The map lacks the share of every `missing` one.
+    pub replicas: Vec<Replica>,
+    /// How many replicas are missing from the map.
+    pub missing_replicas: usize,
 }
 
 /// A node: `mainstat` is the p90 server latency in ms and `secondarystat` requests per second
@@ -103,7 +110,7 @@ fn percent(f: &Figures) -> Option<f64> {
 }
 
 impl GraphResponse {
-    pub fn new(map: &ServiceMap, window_text: &str) -> Self {
+    pub fn new(map: &ServiceMap, replicas: &[Replica], window_text: &str) -> Self {
         let nodes = map
             .nodes
             .iter()
@@ -169,6 +176,11 @@ impl GraphResponse {
             nodes,
             edges,
             omitted_edges: map.omitted_edges,
+            replicas: replicas.to_vec(),
+            missing_replicas: replicas
+                .iter()
+                .filter(|r| r.state == ReplicaState::Missing)
+                .count(),
         }
     }
 }

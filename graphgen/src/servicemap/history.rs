@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::graph::ServiceGraph;
 use crate::series::Exemplar;
 
@@ -29,7 +31,8 @@ pub struct EdgeId {
 }
 
 /// How the two sides of an edge are connected (Tempo's `connection_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Connection {
     /// Two instrumented services (an empty `connection_type`).
     #[default]
@@ -62,7 +65,8 @@ impl Connection {
 }
 
 /// Which side of a virtual edge is uninstrumented (Tempo's `virtual_node` label, when on).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VirtualSide {
     Client,
     Server,

@@ -1,13 +1,17 @@
-//! The service map's routes on the admin port: `GET /graph` (the page) and `GET /api/graph`
-//! (JSON).
+//! The service map's routes on the admin port: `GET /graph` (the page), `GET /api/graph`
+//! (JSON) and `GET /api/graph/part` (this replica's increases, which peers merge).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::api::GraphResponse;
+use super::fleet::{Replica, ReplicaState};
 use super::model::ServiceMap;
 use super::page;
+use super::part::MapPart;
 use super::query::{parse_window, MapQuery};
 use super::state::MapState;
+use crate::selfmetrics::{PeerLabels, PeerOutcome};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +22,7 @@ pub fn router(state: Arc<MapState>) -> Router {
     Router::new()
         .route("/graph", get(graph_page))
         .route("/api/graph", get(graph_json))
+        .route("/api/graph/part", get(part_json))
         .with_state(state)
 }
 
@@ -30,13 +35,33 @@ fn bad_request(message: String) -> Response {
         .into_response()
 }
 
-/// Parses the window, computes the map off the async workers (reading every edge and laying
-/// the map out is CPU work) and answers with what `answer` makes of it.
+fn ok(content_type: &'static str, body: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// This replica's part, computed off the async workers (it reads every edge).
+async fn own_part(state: &Arc<MapState>, window: Duration) -> Result<MapPart, String> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.part(window))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Parses the window, gathers this replica's part and, with `--peers`, every peer's, merges
+/// them off the async workers (laying the map out is CPU work) and answers with what `answer`
+/// makes of the map.
 async fn with_map(
     state: Arc<MapState>,
     q: MapQuery,
     content_type: &'static str,
-    answer: impl FnOnce(&MapState, &ServiceMap, &str, &MapQuery) -> Result<Vec<u8>, String>
+    answer: impl FnOnce(&MapState, &ServiceMap, &[Replica], &str, &MapQuery) -> Result<Vec<u8>, String>
         + Send
         + 'static,
 ) -> Response {
@@ -44,28 +69,53 @@ async fn with_map(
         Ok(w) => w,
         Err(message) => return bad_request(message),
     };
+    let own = match own_part(&state, window).await {
+        Ok(part) => part,
+        Err(e) => return internal(e),
+    };
+    let (peers, replicas) = match &state.fleet {
+        Some(fleet) => {
+            let bounds = own.bounds.clone();
+            let (peers, replicas) = fleet.gather(&own, window, &text, &bounds).await;
+            count_peers(&state, &replicas);
+            (peers, replicas)
+        }
+        None => (Vec::new(), vec![Replica::this(&own.instance)]),
+    };
     let made = tokio::task::spawn_blocking(move || {
-        let map = state.map(window);
-        answer(&state, &map, &text, &q)
+        let bounds = own.bounds.clone();
+        let mut parts = vec![own];
+        parts.extend(peers);
+        let map = ServiceMap::from_parts(&parts, window, &bounds);
+        answer(&state, &map, &replicas, &text, &q)
     })
     .await;
     match made {
-        Ok(Ok(body)) => (
-            [
-                (header::CONTENT_TYPE, content_type),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            body,
-        )
-            .into_response(),
+        Ok(Ok(body)) => ok(content_type, body),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e.to_string()),
     }
 }
 
+fn count_peers(state: &MapState, replicas: &[Replica]) {
+    for r in replicas {
+        let outcome = match r.state {
+            ReplicaState::This => continue,
+            ReplicaState::Answered => PeerOutcome::answered,
+            ReplicaState::Missing => PeerOutcome::missing,
+        };
+        state
+            .metrics
+            .service_map
+            .peer_queries
+            .get_or_create(&PeerLabels { outcome })
+            .inc();
+    }
+}
+
 async fn graph_json(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>) -> Response {
-    with_map(state, q, "application/json", |_, map, text, _| {
-        serde_json::to_vec(&GraphResponse::new(map, text)).map_err(|e| e.to_string())
+    with_map(state, q, "application/json", |_, map, replicas, text, _| {
+        serde_json::to_vec(&GraphResponse::new(map, replicas, text)).map_err(|e| e.to_string())
     })
     .await
 }
@@ -75,13 +125,35 @@ async fn graph_page(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery
         state,
         q,
         "text/html; charset=utf-8",
-        |state, map, text, q| {
-            page::render(map, text, q, state.grafana_url.as_deref(), &state.layouts)
-                .map(String::into_bytes)
-                .map_err(|e| e.to_string())
+        |state, map, replicas, text, q| {
+            page::render(
+                map,
+                replicas,
+                text,
+                q,
+                state.grafana_url.as_deref(),
+                &state.layouts,
+            )
+            .map(String::into_bytes)
+            .map_err(|e| e.to_string())
         },
     )
     .await
+}
+
+/// This replica's part alone (never its peers'), for a peer drawing the fleet's map.
+async fn part_json(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>) -> Response {
+    let window = match parse_window(q.window.as_deref()) {
+        Ok((w, _)) => w,
+        Err(message) => return bad_request(message),
+    };
+    match own_part(&state, window).await {
+        Ok(part) => match serde_json::to_vec(&part) {
+            Ok(body) => ok("application/json", body),
+            Err(e) => internal(e.to_string()),
+        },
+        Err(e) => internal(e),
+    }
 }
 
 fn internal(error: String) -> Response {

@@ -5,12 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::history::{Connection, EdgeCounts, EdgeId, Snapshot, VirtualSide, WindowStart};
-use super::quantile::{histogram_quantile, increase};
+use super::history::{Connection, EdgeId, Snapshot, VirtualSide};
+use super::part::{merge, MapPart, RECENT_TRACES};
+use super::quantile::histogram_quantile;
 use crate::series::Exemplar;
-
-/// Trace ids listed per node or edge.
-pub const RECENT_TRACES: usize = 5;
 
 /// What happened on an edge (or into a node) over the window, as Grafana's queries compute it:
 /// `rate(…[window])` of the counters and `histogram_quantile(0.9, rate(…_bucket[window]))`.
@@ -47,32 +45,6 @@ impl Figures {
             p90_seconds: histogram_quantile(0.9, bounds, &latency),
             latency,
         }
-    }
-
-    /// What `now`'s series added since the window's start: each series' increase (PromQL's
-    /// reset rule, scaled where its baseline came late), summed.
-    fn over_window(
-        edge: &EdgeId,
-        now: &EdgeCounts,
-        start: &WindowStart,
-        window: Duration,
-        bounds: &[f64],
-    ) -> Self {
-        let (mut requests, mut failed) = (0.0, 0.0);
-        let mut latency = vec![0.0; bounds.len() + 1];
-        for (key, series) in &now.series {
-            let base = start.baseline(edge, *key, series);
-            requests += increase(base.total, series.total) * base.scale;
-            failed += increase(base.failed, series.failed) * base.scale;
-            for (i, sum) in latency.iter_mut().enumerate() {
-                let (b, n) = (
-                    base.latency.get(i).copied().unwrap_or(0.0),
-                    series.latency.get(i).copied().unwrap_or(0.0),
-                );
-                *sum += increase(b, n) * base.scale;
-            }
-        }
-        Self::from_increases(requests, failed, latency, window, bounds)
     }
 
     /// The figures of several edges together (a node's incoming edges).
@@ -152,7 +124,7 @@ pub struct ServiceMap {
 
 impl ServiceMap {
     /// The map of `current` over the `window` before it, from `snapshots` (oldest first) of a
-    /// process that started counting at `started_at`.
+    /// process that started counting at `started_at`: one replica's part, alone.
     pub fn compute(
         snapshots: &[Arc<Snapshot>],
         started_at: u64,
@@ -160,25 +132,34 @@ impl ServiceMap {
         window: Duration,
         bounds: &[f64],
     ) -> Self {
-        let start_nanos = current.at_nanos.saturating_sub(window.as_nanos() as u64);
-        let start = WindowStart::new(snapshots, started_at, start_nanos, current.at_nanos);
-        let mut edges: Vec<Edge> = current
-            .edges
-            .iter()
-            .map(|(id, now)| Edge {
-                id: id.clone(),
-                connection: now.connection,
-                figures: Figures::over_window(id, now, &start, window, bounds),
-                recent: start.recent_exemplars(id, current, RECENT_TRACES),
+        let part = MapPart::of("", snapshots, started_at, current, window, bounds);
+        Self::from_parts(&[part], window, bounds)
+    }
+
+    /// The map of several replicas' parts over the same `window`: increases summed edge by
+    /// edge, then rates and p90 taken from the sums.
+    pub fn from_parts(parts: &[MapPart], window: Duration, bounds: &[f64]) -> Self {
+        let merged = merge(parts);
+        let kinds = node_kinds(
+            merged
+                .iter()
+                .map(|(id, m)| (id, m.connection, m.virtual_side)),
+        );
+        let edges: Vec<Edge> = merged
+            .into_iter()
+            .map(|(id, m)| Edge {
+                connection: m.connection,
+                figures: Figures::from_increases(m.requests, m.failed, m.latency, window, bounds),
+                recent: m.recent,
+                id,
             })
             .collect();
-        edges.sort_by(|a, b| a.id.cmp(&b.id));
 
         let mut incoming: HashMap<&str, Vec<&Edge>> = HashMap::new();
         for e in &edges {
             incoming.entry(&*e.id.server).or_default().push(e);
         }
-        let nodes = node_kinds(current)
+        let nodes = kinds
             .into_iter()
             .map(|(id, kind)| {
                 let into = incoming.get(&*id).map(Vec::as_slice).unwrap_or_default();
@@ -204,10 +185,10 @@ impl ServiceMap {
             .collect();
         Self {
             window,
-            computed_at_nanos: current.at_nanos,
+            computed_at_nanos: parts.iter().map(|p| p.at_nanos).max().unwrap_or(0),
             nodes,
             edges,
-            omitted_edges: current.omitted,
+            omitted_edges: parts.iter().map(|p| p.omitted_edges).sum(),
         }
     }
 
@@ -226,11 +207,13 @@ impl ServiceMap {
 /// or messaging edge, the client of a database edge. A virtual edge has one uninstrumented side:
 /// the one Tempo's `virtual_node` label names, else the side not known from other edges, else
 /// the client (a request from outside, such as Tempo's `user`).
-fn node_kinds(current: &Snapshot) -> BTreeMap<Arc<str>, NodeKind> {
+fn node_kinds<'a>(
+    edges: impl Iterator<Item = (&'a EdgeId, Connection, Option<VirtualSide>)> + Clone,
+) -> BTreeMap<Arc<str>, NodeKind> {
     let mut instrumented: BTreeSet<&Arc<str>> = BTreeSet::new();
     let mut databases: BTreeSet<&Arc<str>> = BTreeSet::new();
-    for (id, c) in &current.edges {
-        match (c.connection, c.virtual_side) {
+    for (id, connection, virtual_side) in edges.clone() {
+        match (connection, virtual_side) {
             (Connection::Direct | Connection::Messaging, _) => {
                 instrumented.extend([&id.client, &id.server]);
             }
@@ -251,12 +234,11 @@ fn node_kinds(current: &Snapshot) -> BTreeMap<Arc<str>, NodeKind> {
     // (the other side is the uninstrumented one). Of the rest, the client of one whose client
     // nobody calls is an outside caller, so its server is instrumented, which may settle
     // others; repeat. Sorted, so the same graph always gets the same kinds.
-    let servers: BTreeSet<&Arc<str>> = current.edges.keys().map(|id| &id.server).collect();
-    let mut open: Vec<&EdgeId> = current
-        .edges
-        .iter()
-        .filter(|(_, c)| c.connection == Connection::Virtual && c.virtual_side.is_none())
-        .map(|(id, _)| id)
+    let servers: BTreeSet<&Arc<str>> = edges.clone().map(|(id, ..)| &id.server).collect();
+    let mut open: Vec<&EdgeId> = edges
+        .clone()
+        .filter(|&(_, c, side)| c == Connection::Virtual && side.is_none())
+        .map(|(id, ..)| id)
         .collect();
     open.sort();
     loop {
@@ -271,7 +253,7 @@ fn node_kinds(current: &Snapshot) -> BTreeMap<Arc<str>, NodeKind> {
         instrumented.insert(&open.remove(pick).server);
     }
     let mut kinds = BTreeMap::new();
-    for id in current.edges.keys() {
+    for (id, ..) in edges {
         for node in [&id.client, &id.server] {
             let kind = if instrumented.contains(node) {
                 NodeKind::Service

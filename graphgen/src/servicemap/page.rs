@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use askama::Template;
 
 use super::api::{dashes, hex};
+use super::fleet::{Replica, ReplicaState};
 use super::history::Connection;
 use super::layout::{layered, Layout, LAYER_GAP};
 use super::model::{Edge, Figures, Node, ServiceMap};
@@ -111,6 +112,34 @@ struct Page {
     details: Option<Details>,
     /// Set when a selection names nothing on the map.
     not_found: Option<String>,
+    /// With `--peers`: whose parts the map holds.
+    fleet: Option<FleetView>,
+}
+
+/// The replicas behind a fleet's map.
+struct FleetView {
+    answered: usize,
+    replicas: usize,
+    /// Address and reason of each replica missing from the map.
+    missing: Vec<(String, String)>,
+}
+
+impl FleetView {
+    fn of(replicas: &[Replica]) -> Option<Self> {
+        if replicas.len() < 2 {
+            return None;
+        }
+        let missing: Vec<(String, String)> = replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Missing)
+            .map(|r| (r.address.clone(), r.error.clone().unwrap_or_default()))
+            .collect();
+        Some(Self {
+            answered: replicas.len() - missing.len(),
+            replicas: replicas.len(),
+            missing,
+        })
+    }
 }
 
 struct Choice {
@@ -371,6 +400,7 @@ fn separate_labels(edges: &mut [EdgeView]) {
 /// The whole page for `map`.
 pub fn render(
     map: &ServiceMap,
+    replicas: &[Replica],
     window: &str,
     q: &MapQuery,
     grafana: Option<&str>,
@@ -529,6 +559,7 @@ pub fn render(
         undrawn_edges,
         details,
         not_found,
+        fleet: FleetView::of(replicas),
     }
     .render()
 }
@@ -588,6 +619,7 @@ mod tests {
     fn an_empty_map_says_what_to_do() {
         let html = render(
             &map_of(&[]),
+            &[],
             "5m",
             &MapQuery::default(),
             None,
@@ -600,10 +632,40 @@ mod tests {
     }
 
     #[test]
+    fn the_fleet_line_names_missing_replicas_as_text() {
+        let map = map_of(&[("a", "b", Connection::Direct, 1.0, 0.0)]);
+        let q = MapQuery::default();
+        let cache = LayoutCache::default();
+        let alone = render(&map, &[Replica::this("x")], "5m", &q, None, &cache).unwrap();
+        assert!(!alone.contains("id=\"fleet\""), "one replica: no fleet line");
+        let rows = [
+            Replica::this("x"),
+            Replica {
+                address: "10.0.0.2:9464".into(),
+                instance: Some("y".into()),
+                state: ReplicaState::Answered,
+                error: None,
+            },
+            Replica {
+                address: "<b>10.0.0.3:9464".into(),
+                instance: None,
+                state: ReplicaState::Missing,
+                error: Some("no answer: <script>alert(1)</script>".into()),
+            },
+        ];
+        let html = render(&map, &rows, "5m", &q, None, &cache).unwrap();
+        assert!(html.contains("Fleet: 2 of 3 replicas in this map"), "{html}");
+        assert!(html.contains("class=\"warning\""));
+        assert!(html.contains("&#60;b&#62;10.0.0.3:9464") || html.contains("&lt;b&gt;10.0.0.3:9464"));
+        assert!(!html.contains("<script>alert"));
+    }
+
+    #[test]
     fn hostile_names_are_text_never_markup() {
         let evil = "<script>alert(\"x\")</script>' onload='alert(1)";
         let html = render(
             &map_of(&[(evil, "b&b", Connection::Direct, 3.0, 1.0)]),
+            &[],
             "5m",
             &MapQuery {
                 node: Some(evil.into()),
@@ -638,6 +700,7 @@ mod tests {
         };
         let html = render(
             &map,
+            &[],
             "5m",
             &q,
             Some("http://localhost:3000"),
@@ -651,7 +714,7 @@ mod tests {
         assert!(html.contains("class=\"edge failing virtual_node selected\""));
         assert!(html.contains("data-kind=\"database\""));
         // Without --grafana-url, ids only, no links.
-        let bare = render(&map, "5m", &q, None, &LayoutCache::default()).unwrap();
+        let bare = render(&map, &[], "5m", &q, None, &LayoutCache::default()).unwrap();
         assert!(bare.contains(&trace) && !bare.contains("/explore?"));
     }
 
@@ -660,6 +723,7 @@ mod tests {
         let long = "ü".repeat(60);
         let html = render(
             &map_of(&[(&long, "b", Connection::Direct, 1.0, 0.0)]),
+            &[],
             "5m",
             &MapQuery::default(),
             None,
@@ -686,7 +750,7 @@ mod tests {
             .collect();
         let map = map_of(&edges);
         let cache = LayoutCache::default();
-        let html = render(&map, "5m", &MapQuery::default(), None, &cache).unwrap();
+        let html = render(&map, &[], "5m", &MapQuery::default(), None, &cache).unwrap();
         assert_eq!(html.matches("<g class=\"edge").count(), MOST_EDGES_DRAWN);
         assert!(html.contains("100 quieter edge(s) not drawn"));
         assert!(
@@ -699,7 +763,7 @@ mod tests {
         );
         // The same shape again: the layout is reused, not made twice.
         let first = cache.0.lock().unwrap()[0].1.clone();
-        render(&map, "1m", &MapQuery::default(), None, &cache).unwrap();
+        render(&map, &[], "1m", &MapQuery::default(), None, &cache).unwrap();
         let second = cache.0.lock().unwrap()[0].1.clone();
         assert!(Arc::ptr_eq(&first, &second));
     }

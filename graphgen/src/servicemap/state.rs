@@ -4,9 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::fleet::Fleet;
 use super::history::{History, Snapshot, FINE_EVERY};
 use super::model::ServiceMap;
 use super::page::LayoutCache;
+use super::part::MapPart;
 use crate::engine::Engine;
 use crate::selfmetrics::SelfMetrics;
 
@@ -19,17 +21,23 @@ pub struct MapState {
     /// The latest reading for pages, reused for [`CURRENT_FOR`] so that many viewers (or a
     /// script polling the API) read the engine at most once a second.
     current: Mutex<Option<Arc<Snapshot>>>,
+    /// This replica's `--instance-id`.
+    pub instance: String,
     /// Base URL of Grafana, for links to traces in Explore.
     pub grafana_url: Option<String>,
     pub layouts: LayoutCache,
-    metrics: Arc<SelfMetrics>,
+    /// The other replicas (`--peers`), whose parts the map adds to this one's.
+    pub fleet: Option<Fleet>,
+    pub metrics: Arc<SelfMetrics>,
 }
 
 impl MapState {
     pub fn new(
         engine: Arc<Mutex<Engine>>,
         max_series: usize,
+        instance: String,
         grafana_url: Option<String>,
+        fleet: Option<Fleet>,
         metrics: Arc<SelfMetrics>,
     ) -> Self {
         let started = engine.lock().unwrap_or_else(|e| e.into_inner()).now_nanos();
@@ -37,8 +45,10 @@ impl MapState {
             engine,
             history: Mutex::new(History::new(started, max_series)),
             current: Mutex::new(None),
+            instance,
             grafana_url,
             layouts: LayoutCache::default(),
+            fleet,
             metrics,
         }
     }
@@ -58,9 +68,21 @@ impl MapState {
         m.omitted_edges.set(stats.omitted_edges as i64);
     }
 
-    /// The map over `window`, ending now. The locks are held only to read; the figures are
-    /// computed from shared snapshots afterwards.
+    /// The latency histogram's bucket bounds.
+    pub fn bounds(&self) -> Vec<f64> {
+        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        engine.graph().config().histogram_buckets.clone()
+    }
+
+    /// This replica's map over `window`, ending now.
     pub fn map(&self, window: Duration) -> ServiceMap {
+        let part = self.part(window);
+        ServiceMap::from_parts(&[part], window, &self.bounds())
+    }
+
+    /// This replica's increases over `window`, ending now. The locks are held only to read;
+    /// the increases are computed from shared snapshots afterwards.
+    pub fn part(&self, window: Duration) -> MapPart {
         let (snapshots, started_at, current, bounds) = {
             let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
             let mut cached = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -84,7 +106,14 @@ impl MapState {
                 bounds,
             )
         };
-        ServiceMap::compute(&snapshots, started_at, &current, window, &bounds)
+        MapPart::of(
+            &self.instance,
+            &snapshots,
+            started_at,
+            &current,
+            window,
+            &bounds,
+        )
     }
 
     /// Snapshots every [`FINE_EVERY`] until dropped.

@@ -49,10 +49,20 @@ impl Graphgen {
         Self::start_wrapped(&[], args)
     }
 
+    /// Starts it with its admin listener on `admin` (a port others must know before it
+    /// starts, such as a peer's in `--peers`).
+    pub fn start_with_admin(admin: SocketAddr, args: &[&str]) -> Self {
+        Self::launch(&[], Some(admin), args)
+    }
+
     /// Starts it under `wrapper` (a program that execs its arguments, such as `fiu-run -x`).
     /// graphgen binds port 0 itself and the addresses are read from its "listening" line, so
     /// parallel tests never race for a port.
     pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Self {
+        Self::launch(wrapper, None, args)
+    }
+
+    fn launch(wrapper: &[&str], admin: Option<SocketAddr>, args: &[&str]) -> Self {
         static STARTED: AtomicU64 = AtomicU64::new(0);
         let log = std::env::temp_dir().join(format!(
             "graphgen-test-{}-{}.log",
@@ -71,7 +81,10 @@ impl Graphgen {
         let child = command
             .args(["--otlp-grpc-addr", "127.0.0.1:0"])
             .args(["--otlp-http-addr", "127.0.0.1:0"])
-            .args(["--admin-addr", "127.0.0.1:0"])
+            .args([
+                "--admin-addr",
+                &admin.map_or("127.0.0.1:0".to_string(), |a| a.to_string()),
+            ])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -477,3 +490,55 @@ where
 pub mod prometheus;
 pub mod proxy;
 pub mod remote_write;
+
+/// One trace: the reference topology (virtual client, HTTP call, database, uninstrumented
+/// peer; failing every 7th) plus, every 3rd, a message from checkout to notifications.
+pub fn mixed_trace(i: usize) -> ExportTraceServiceRequest {
+    let mut request = topology_trace(i.is_multiple_of(7));
+    if i.is_multiple_of(3) {
+        let trace = request.resource_spans[0].scope_spans[0].spans[0]
+            .trace_id
+            .clone();
+        let (producer, consumer) = (next_id(), next_id());
+        let publish = span(
+            &trace,
+            producer,
+            None,
+            4,
+            "publish order",
+            vec![kv("messaging.system", "kafka")],
+            false,
+        );
+        let process = span(
+            &trace,
+            consumer,
+            Some(producer),
+            5,
+            "process order",
+            vec![kv("messaging.system", "kafka")],
+            i.is_multiple_of(5),
+        );
+        request
+            .resource_spans
+            .push(resource("checkout", vec![publish]));
+        request
+            .resource_spans
+            .push(resource("notifications", vec![process]));
+    }
+    request
+}
+
+pub fn trace_id_of(request: &ExportTraceServiceRequest) -> Vec<u8> {
+    request.resource_spans[0].scope_spans[0].spans[0]
+        .trace_id
+        .clone()
+}
+
+/// What the load_balancing exporter does: all spans of a trace to one instance, chosen by the
+/// trace id.
+pub fn instance_for(trace_id: &[u8], instances: usize) -> usize {
+    let hash = trace_id.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    });
+    (hash % instances as u64) as usize
+}
