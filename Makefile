@@ -1,7 +1,7 @@
 # Every command of the project; `make help` lists them.
 SHELL := /bin/bash
 COMPOSE := docker compose -f deploy/compose.yaml
-# graphgen ×REPLICAS behind the OpenTelemetry Collector's load_balancing exporter (Compose v2.24+).
+# graphgen ×REPLICAS behind the OpenTelemetry Collector's load_balancing exporter (Compose v2.24.4+).
 SCALE_COMPOSE := docker compose -f deploy/compose.yaml -f deploy/compose.scale.yaml
 REPLICAS ?= 3
 VENV := .venv
@@ -31,6 +31,7 @@ up-scale: ## the stack with graphgen ×REPLICAS (default 3) behind the OpenTelem
 	REPLICAS=$(REPLICAS) $(SCALE_COMPOSE) up -d --build --wait
 	@echo "OTLP:        localhost:4317 gRPC, :4318 HTTP (the collector, routing by trace id)"
 	@echo "graphgen:    $(REPLICAS) replicas, each scraped by Prometheus (dashboard: graphgen health)"
+	@echo "fleet map:   http://localhost:9464/graph  (every replica's share, merged)"
 	@echo "grafana:     http://localhost:3000   prometheus: http://localhost:9090"
 
 down-scale: ## stop the scaled stack (keeps the data volumes)

@@ -140,7 +140,7 @@ pub struct TracesOptions {
     /// Give up on a batch (and count its spans as dropped) after retrying this long; 0s retries forever [default: 5m]
     #[arg(long, env = "GRAPHGEN_RETRY_MAX_ELAPSED")]
     pub retry_max_elapsed: Option<HumanDuration>,
-    /// On SIGTERM/SIGINT, how long to keep flushing queued spans before exiting [default: 10s]
+    /// On SIGTERM/SIGINT, the whole time graphgen takes to stop: intake closed, queued spans flushed, the final metrics push; give the orchestrator's grace period a few seconds more [default: 10s]
     #[arg(long, env = "GRAPHGEN_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<HumanDuration>,
     /// Count a span delivered again within this long only once (SDK and load-balancer retries re-send spans graphgen had taken); still forwarded; 0s turns it off [default: 0s]

@@ -349,52 +349,81 @@ impl Running {
     /// Stops intake, drains the queue, pushes the final metrics, stops the admin server. The
     /// whole shutdown is bounded: receivers get `grace` to finish their requests, then the
     /// queue gets `grace` to drain, then the last metric pushes.
+    /// Stops within `grace` (`--shutdown-grace`), the whole budget, so that an orchestrator's
+    /// grace period a little longer than it is never cut short: intake closes in at most a
+    /// quarter of it, queued spans are flushed until the last quarter (until the end when no
+    /// metrics are pushed), and the final metrics push has what is left.
     async fn shut_down(self, grace: Duration) {
-        tracing::info!("shutting down: stopping intake");
+        tracing::info!(?grace, "shutting down: stopping intake");
+        let started = Instant::now();
+        let deadline = started + grace;
+        let pushes = self.pusher.is_some() || self.remote_writer.is_some();
+        let spans_until = deadline - if pushes { grace / 4 } else { Duration::ZERO };
         self.admin_state
             .receivers_up
             .store(false, Ordering::Relaxed);
         let _ = self.stop_intake.send(true);
-        log_join("OTLP/gRPC receiver", self.grpc, grace).await;
-        log_join("OTLP/HTTP receiver", self.http, grace).await;
+        let receivers_until = started + grace / 4;
+        tokio::join!(
+            log_join("OTLP/gRPC receiver", self.grpc, receivers_until),
+            log_join("OTLP/HTTP receiver", self.http, receivers_until),
+        );
         if let Some(task) = self.exporter {
-            drain_queue(task, &self.drain, self.queue.as_ref(), grace).await;
+            drain_queue(task, &self.drain, self.queue.as_ref(), spans_until).await;
         }
         if let Some(queue) = &self.queue {
-            if let Err(e) = queue.sync().await {
-                tracing::error!(error = %e, "cannot sync the queue directory at shutdown");
+            match tokio::time::timeout_at(deadline, queue.sync()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot sync the queue directory at shutdown")
+                }
+                Err(_) => tracing::error!("the queue directory did not sync in time"),
             }
         }
         for task in self.tickers {
             task.abort();
         }
         if let Some(pusher) = self.pusher {
-            pusher.push_once().await;
+            if tokio::time::timeout_at(deadline, pusher.push_once())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the final metrics push did not end within --shutdown-grace");
+            }
         }
         if let Some(writer) = self.remote_writer {
-            writer
-                .push_once(RemoteWriteBudget::Until(Instant::now() + grace))
-                .await;
+            let push = writer.push_once(RemoteWriteBudget::Until(deadline));
+            if tokio::time::timeout_at(deadline, push).await.is_err() {
+                tracing::warn!("the final remote write did not end within --shutdown-grace");
+            }
         }
         let _ = self.stop_admin.send(true);
-        log_join("admin server", self.admin, grace).await;
-        tracing::info!("graphgen stopped");
+        // Scrapes in flight may finish; a held connection does not keep graphgen up.
+        log_join(
+            "admin server",
+            self.admin,
+            deadline.max(Instant::now() + ADMIN_CLOSE),
+        )
+        .await;
+        tracing::info!(took = ?started.elapsed(), "graphgen stopped");
     }
 }
 
-/// Lets the exporter send what is queued for at most `grace`.
+/// What the admin server is given to close, even when the budget is spent.
+const ADMIN_CLOSE: Duration = Duration::from_millis(300);
+
+/// Lets the exporter send what is queued until `deadline`.
 async fn drain_queue(
     mut task: JoinHandle<()>,
     drain: &watch::Sender<Option<Drain>>,
     queue: Option<&SpanQueue>,
-    grace: Duration,
+    deadline: Instant,
 ) {
     let left = queue.map_or(0, |q| q.spans());
-    tracing::info!(spans = left, ?grace, "flushing queued spans");
-    let deadline = Instant::now() + grace;
+    tracing::info!(spans = left, until = ?deadline.saturating_duration_since(Instant::now()), "flushing queued spans");
     let _ = drain.send(Some(Drain { deadline }));
     // The exporter honours the deadline itself; this is the backstop.
-    if tokio::time::timeout_at(deadline + Duration::from_secs(2), &mut task)
+    if tokio::time::timeout_at(deadline + Duration::from_millis(500), &mut task)
         .await
         .is_err()
     {
@@ -406,15 +435,15 @@ async fn drain_queue(
 async fn log_join<E: std::fmt::Display>(
     what: &str,
     mut task: JoinHandle<Result<(), E>>,
-    limit: Duration,
+    until: Instant,
 ) {
-    match tokio::time::timeout(limit, &mut task).await {
+    match tokio::time::timeout_at(until, &mut task).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "{what} failed"),
         Ok(Err(e)) => tracing::error!(error = %e, "{what} panicked"),
         Err(_) => {
             task.abort();
-            tracing::warn!("{what} still had open connections after {limit:?}; closed them");
+            tracing::warn!("{what} still had open connections; closed them");
         }
     }
 }

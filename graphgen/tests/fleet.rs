@@ -253,7 +253,7 @@ async fn any_replica_shows_the_fleet_map_of_one_graphgen_and_names_a_missing_one
         .text()
         .await
         .unwrap();
-    assert!(page.contains("2 of 3 replicas"), "{page}");
+    assert!(page.contains("2 of 3 graphgen instances"), "{page}");
     assert!(page.contains(&gone.to_string()));
     assert!(
         replicas[0]

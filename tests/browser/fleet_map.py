@@ -36,7 +36,7 @@ def main():
         assert drawn_edges == edges, f"drawn {sorted(drawn_edges)}, API {sorted(edges)}"
         fleet = driver.find_element(By.ID, "fleet")
         text = fleet.text
-        assert "2 of 3 replicas" in text, text
+        assert "2 of 3 graphgen instances" in text, text
         assert missing in text, f"{missing!r} not named in {text!r}"
         assert "warning" in fleet.get_attribute("class"), "a missing replica stands out"
         colour = driver.execute_script(

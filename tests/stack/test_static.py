@@ -4,6 +4,7 @@ Docker, Kubernetes, the OpenTelemetry Collector, Tempo and Grafana cannot run on
 machine, so their files are checked against what the pinned versions accept."""
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -81,10 +82,15 @@ def test_images_are_pinned_in_the_env_file():
             image = service.get("image")
             assert not image or image.startswith("${") or image.endswith(":local"), f"{path.name}/{name}: image {image!r} not from deploy/.env"
     built_tags = []
-    for name, service in {**compose()["services"], **scaled()["services"]}.items():
+    services = {**compose()["services"], **scaled()["services"]}
+    for name, service in services.items():
         image = service.get("image", "")
         built_here = "build" in service and (not image or image.endswith(":local"))
-        assert image in env.values() or built_here, f"{name}: image {image!r} neither from deploy/.env nor built here"
+        # Or built by another service (Compose then does not pull it: pull.go, isServiceImageToBuild).
+        built_by_another = image.endswith(":local") and any(
+            "build" in other and other.get("image") == image for other in services.values())
+        assert image in env.values() or built_here or built_by_another, \
+            f"{name}: image {image!r} neither from deploy/.env nor built here"
         if built_here and image:
             built_tags.append(image)
     # Parallel builds (buildx bake) writing one tag collide.
@@ -126,8 +132,29 @@ def test_scaled_stack_publishes_the_collector_on_loopback_only():
             published[int(host)] = (name, int(container))
     assert published == {
         8080: ("frontend", 8080), 3000: ("grafana", 3000), 9090: ("prometheus", 9090), 3200: ("tempo", 3200),
-        4317: ("otelcol", 4317), 4318: ("otelcol", 4318),
+        4317: ("otelcol", 4317), 4318: ("otelcol", 4318), 9464: ("graphgen-map", 9464),
     }
+
+
+def test_scaled_stack_publishes_one_fleet_map_where_the_demo_links():
+    services = scaled()["services"]
+    replicas, fleet_map = services["graphgen"], services["graphgen-map"]
+    # Every replica and the map ask the compose service name, which resolves to every replica.
+    assert replicas["environment"]["GRAPHGEN_PEERS"] == "graphgen:9464"
+    assert fleet_map["environment"]["GRAPHGEN_PEERS"] == "graphgen:9464"
+    assert fleet_map["image"] == replicas["image"] and "build" not in fleet_map
+    assert fleet_map["environment"]["GRAPHGEN_INSTANCE_ID"] == "graphgen-map"
+    # It takes no spans: the collector resolves the replicas only, and its OTLP ports are closed.
+    _, _, dns = check_collector_config(load_yaml(OTELCOL_CONFIG))
+    assert dns["hostname"] == "graphgen"
+    assert fleet_map["ports"] == ["127.0.0.1:9464:9464"]
+    # The demo's "Service map" link is that port.
+    for name in ["frontend", "checkout"]:
+        assert services[name]["environment"]["GRAPHGEN_URL"] == "http://localhost:9464", name
+    # Re-sent spans count once over the collector's retry horizon.
+    otlp = load_yaml(OTELCOL_CONFIG)["exporters"]["load_balancing"]["protocol"]["otlp"]
+    window = duration_seconds(replicas["environment"]["GRAPHGEN_DEDUP_WINDOW"])
+    assert window >= duration_seconds(otlp["retry_on_failure"]["max_elapsed_time"])
 
 
 def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies():
@@ -431,6 +458,12 @@ TLS_CLIENT_KEYS = {"insecure", "insecure_skip_verify", "ca_file", "ca_pem", "cer
 DURATION = re.compile(r"^\d+(ms|s|m|h)$")
 
 
+def duration_seconds(text):
+    """A Go/Compose duration of one unit (`25s`, `5m`) in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)", text).groups()
+    return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
 def kubernetes_documents():
     """(file name, document) for every document of every manifest in deploy/kubernetes."""
     out = []
@@ -470,13 +503,13 @@ def check_collector_config(config):
     assert otlp["compression"] in {"gzip", "none", ""}, "graphgen's gRPC server accepts gzip only"
     for section, keys in [("sending_queue", QUEUE_KEYS), ("retry_on_failure", RETRY_KEYS)]:
         assert set(lb[section]) <= keys and set(otlp[section]) <= keys, section
-        # Retried and queued by the load balancer (re-routed over the current ring), not by the
-        # per-backend exporter (stuck with its backend).
-        assert lb[section]["enabled"] is True and otlp[section] == {"enabled": False}, section
-    assert lb["sending_queue"]["sizer"] in {"requests", "items", "bytes"}
-    assert lb["sending_queue"]["block_on_overflow"] is False, "a full queue must answer the apps with a retryable error"
+        # Retried and queued per backend, not by the load balancer: at contrib v0.159.0 its
+        # retry re-sends a whole request, parts other backends had accepted included (#50437).
+        assert otlp[section]["enabled"] is True and lb[section] == {"enabled": False}, section
+    assert otlp["sending_queue"]["sizer"] in {"requests", "items", "bytes"}
+    assert otlp["sending_queue"]["block_on_overflow"] is False, "a full queue must answer the apps with a retryable error"
     for key in ["initial_interval", "max_interval", "max_elapsed_time"]:
-        assert DURATION.match(lb["retry_on_failure"][key]), key
+        assert DURATION.match(otlp["retry_on_failure"][key]), key
     # The sub-exporter's attempt ends before the load balancer's.
     seconds = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     as_s = lambda d: float(re.match(r"\d+", d).group()) * seconds[DURATION.match(d).group(1)]
@@ -530,15 +563,14 @@ def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
 
     version = latest_version()
     documents = kubernetes_documents()
-    kinds = sorted((doc["kind"], doc["metadata"]["name"]) for _, doc in documents if doc["kind"] != "Kustomization")
+    kinds = sorted((doc["kind"], doc["metadata"]["name"]) for _, doc in documents)
     assert kinds == sorted([
         ("Namespace", "service-graph-demo"), ("Deployment", "graphgen"), ("Service", "graphgen"),
         ("ConfigMap", "otelcol"), ("ServiceAccount", "otelcol"), ("Role", "otelcol-k8s-resolver"),
         ("RoleBinding", "otelcol-k8s-resolver"), ("Deployment", "otelcol"), ("Service", "otelcol"),
+        ("Service", "graphgen-peers"),
     ])
     for name, doc in documents:
-        if doc["kind"] == "Kustomization":
-            continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -551,14 +583,71 @@ def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
 
 
 def test_kustomization_lists_every_manifest_and_one_namespace_holds_them():
-    kustomization = load_yaml(KUBERNETES / "kustomization.yaml")
+    # Named `Kustomization` (no extension): kustomize reads it, `kubectl apply -f` skips it.
+    assert not list(KUBERNETES.glob("kustomization.*"))
+    kustomization = load_yaml(KUBERNETES / "Kustomization")
     assert kustomization["kind"] == "Kustomization"
-    manifests = sorted(p.name for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml")
-    assert sorted(kustomization["resources"]) == manifests
+    manifests = sorted(p.name for p in KUBERNETES.glob("*.yaml"))
+    assert kustomization["resources"] == manifests, "every manifest, in the order -f applies them"
     namespace = k8s("Namespace", "service-graph-demo")["metadata"]["name"]
+    first_file, first_doc = kubernetes_documents()[0]
+    assert first_doc["kind"] == "Namespace", f"{first_file}: `apply -f` creates the namespace first"
     for _, doc in kubernetes_documents():
-        if doc["kind"] not in {"Namespace", "Kustomization"}:
+        if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == namespace, f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def readme_kubectl_commands():
+    readme = (ROOT / "README.md").read_text()
+    return sorted(set(re.findall(r"`(kubectl apply -[kf] [^`]+)`", readme)))
+
+
+def kubectl_offline(tmp_path, *args):
+    """Runs kubectl against a kubeconfig whose server refuses connections (port 1), so that
+    nothing of this machine's own configuration is ever contacted."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (not in Debian's or PyPI's registries); the manifest checks above still ran")
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "none",
+        "clusters": [{"name": "none", "cluster": {"server": "http://127.0.0.1:1"}}],
+        "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
+        "users": [{"name": "none", "user": {}}],
+    }))
+    return subprocess.run([kubectl, *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "KUBECONFIG": str(config)})
+
+
+def test_readme_gives_the_kubectl_commands_that_work():
+    assert readme_kubectl_commands() == ["kubectl apply -f deploy/kubernetes", "kubectl apply -k deploy/kubernetes"]
+
+
+def test_kubectl_apply_k_builds_every_object_namespace_first(tmp_path):
+    """`kubectl apply -k` = kustomize's build, then apply: the build runs here for real (the
+    apply needs a cluster, which this machine has not)."""
+    built = kubectl_offline(tmp_path, "kustomize", "deploy/kubernetes")
+    assert built.returncode == 0, built.stderr
+    objects = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert objects[0]["kind"] == "Namespace"
+    key = lambda d: (d["kind"], d["metadata"]["name"])
+    assert sorted(map(key, objects)) == sorted(key(d) for _, d in kubernetes_documents())
+
+
+def test_kubectl_apply_f_reads_the_manifests_in_order_and_not_the_kustomization(tmp_path):
+    """The README's `kubectl apply -f` with --dry-run=client, as far as it goes without a
+    cluster: kubectl reads and decodes every file, in its own order, and stops at the API
+    discovery, naming each object it could not map. The order is the files' (lexical), the
+    namespace's file first, and the Kustomization is not among them."""
+    command = next(c for c in readme_kubectl_commands() if " -f " in c).split()
+    ran = kubectl_offline(tmp_path, *command[1:], "--dry-run=client", "--validate=false")
+    assert ran.returncode != 0, "no cluster here"
+    read = re.findall(r'unable to recognize "([^"]+)"', ran.stderr)
+    assert read, ran.stderr
+    files = list(dict.fromkeys(read))
+    assert files == [f"deploy/kubernetes/{p.name}" for p in sorted(KUBERNETES.glob("*.yaml"))], files
+    assert len(read) == len(kubernetes_documents()), "every document decoded, one error each"
+    assert "Kustomization" not in ran.stderr, ran.stderr
 
 
 def named_port(container, port):
@@ -582,8 +671,20 @@ def test_kubernetes_graphgen_deployment_and_headless_service():
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001, "the image's USER (deploy/Dockerfile)"
-    # Longer than graphgen's shutdown grace (10 s), as compose's stop_grace_period.
-    assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
+    # graphgen's --shutdown-grace is its whole shutdown; the kubelet's SIGKILL comes 5 s later.
+    grace = duration_seconds(env["GRAPHGEN_SHUTDOWN_GRACE"]["value"])
+    assert pod["spec"]["terminationGracePeriodSeconds"] == grace + 5
+    # Every pod asks every other for its part of the map, through a name that keeps the
+    # not-ready ones (so they show as missing rather than vanish).
+    peers = k8s("Service", "graphgen-peers")
+    host, port = env["GRAPHGEN_PEERS"]["value"].rsplit(":", 1)
+    assert host == f"graphgen-peers.{peers['metadata']['namespace']}.svc.cluster.local"
+    assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"] is True
+    assert peers["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert [(p["port"], named_port(container, p["targetPort"])) for p in peers["spec"]["ports"]] == [(int(port), 9464)]
+    # Counting once over the collector's retry horizon.
+    retry = collector_configs()["kubernetes"]["exporters"]["load_balancing"]["protocol"]["otlp"]["retry_on_failure"]
+    assert duration_seconds(env["GRAPHGEN_DEDUP_WINDOW"]["value"]) >= duration_seconds(retry["max_elapsed_time"])
     service = k8s("Service", "graphgen")["spec"]
     assert service["clusterIP"] == "None", "headless: the name resolves to every pod"
     assert service["selector"].items() <= pod["metadata"]["labels"].items()
@@ -643,11 +744,12 @@ def test_graphgen_keeps_its_queue_on_a_volume_and_every_service_has_time_to_stop
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"install -d -o 10001 -g 10001 /var/lib/graphgen", dockerfile)
     assert queue_dir.startswith("/var/lib/graphgen")
-    # Time to flush the queue and push metrics (graphgen), finish writes (Tempo, Prometheus).
-    seconds = lambda d: int(d.rstrip("s"))
-    assert seconds(graphgen["stop_grace_period"]) > 10 + 2  # --shutdown-grace 10s + the final push
+    # graphgen's --shutdown-grace is its whole shutdown; Docker's SIGKILL comes 5 s later.
+    # Tempo and Prometheus have time to finish their writes.
+    grace = duration_seconds(graphgen["environment"]["GRAPHGEN_SHUTDOWN_GRACE"])
+    assert duration_seconds(graphgen["stop_grace_period"]) == grace + 5
     for name in ("tempo", "prometheus"):
-        assert seconds(services[name]["stop_grace_period"]) >= 15, name
+        assert duration_seconds(services[name]["stop_grace_period"]) >= 15, name
 
 
 # Our own code's floor: `std::fs::File::try_lock` (graphgen's queue directory lock) is stable

@@ -286,9 +286,18 @@ mod tests {
     #[tokio::test]
     async fn peers_that_cannot_be_merged_are_missing_with_the_reason() {
         let bounds = vec![0.1, 1.0];
-        let good = peer(Some(serde_json::to_string(&part("b", bounds.clone())).unwrap())).await;
-        let same_id = peer(Some(serde_json::to_string(&part("b", bounds.clone())).unwrap())).await;
-        let itself = peer(Some(serde_json::to_string(&part("a", bounds.clone())).unwrap())).await;
+        let good = peer(Some(
+            serde_json::to_string(&part("b", bounds.clone())).unwrap(),
+        ))
+        .await;
+        let same_id = peer(Some(
+            serde_json::to_string(&part("b", bounds.clone())).unwrap(),
+        ))
+        .await;
+        let itself = peer(Some(
+            serde_json::to_string(&part("a", bounds.clone())).unwrap(),
+        ))
+        .await;
         let other_buckets = peer(Some(serde_json::to_string(&part("c", vec![0.5])).unwrap())).await;
         let garbage = peer(Some("<html>".into())).await;
         let silent = peer(None).await;
@@ -296,7 +305,15 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let all = [good, same_id, itself, other_buckets, garbage, silent, closed];
+        let all = [
+            good,
+            same_id,
+            itself,
+            other_buckets,
+            garbage,
+            silent,
+            closed,
+        ];
         let fleet = Fleet::new(
             all.iter().map(|a| a.to_string()).collect(),
             Duration::from_millis(300),
@@ -329,7 +346,11 @@ mod tests {
         assert!(reason(other_buckets).contains("latency buckets"));
         assert!(reason(garbage).contains("not a map part"));
         assert!(reason(silent).contains("no answer within 300ms"));
-        assert!(reason(closed).to_lowercase().contains("refused"), "{}", reason(closed));
+        assert!(
+            reason(closed).to_lowercase().contains("refused"),
+            "{}",
+            reason(closed)
+        );
         assert_eq!(rows.len(), 1 + all.len() - 1);
     }
 

@@ -637,7 +637,10 @@ mod tests {
         let q = MapQuery::default();
         let cache = LayoutCache::default();
         let alone = render(&map, &[Replica::this("x")], "5m", &q, None, &cache).unwrap();
-        assert!(!alone.contains("id=\"fleet\""), "one replica: no fleet line");
+        assert!(
+            !alone.contains("id=\"fleet\""),
+            "one replica: no fleet line"
+        );
         let rows = [
             Replica::this("x"),
             Replica {
@@ -654,9 +657,14 @@ mod tests {
             },
         ];
         let html = render(&map, &rows, "5m", &q, None, &cache).unwrap();
-        assert!(html.contains("Fleet: 2 of 3 replicas in this map"), "{html}");
+        assert!(
+            html.contains("Fleet: 2 of 3 graphgen instances in this map"),
+            "{html}"
+        );
         assert!(html.contains("class=\"warning\""));
-        assert!(html.contains("&#60;b&#62;10.0.0.3:9464") || html.contains("&lt;b&gt;10.0.0.3:9464"));
+        assert!(
+            html.contains("&#60;b&#62;10.0.0.3:9464") || html.contains("&lt;b&gt;10.0.0.3:9464")
+        );
         assert!(!html.contains("<script>alert"));
     }
 

@@ -343,7 +343,11 @@ mod tests {
         short.edges[0].latency.pop();
         assert!(matches!(
             short.check(&[0.1, 1.0], Duration::from_secs(60)),
-            Err(PartError::Buckets { got: 2, want: 3, .. })
+            Err(PartError::Buckets {
+                got: 2,
+                want: 3,
+                ..
+            })
         ));
         let mut negative = p.clone();
         negative.edges[0].failed = -1.0;
