@@ -31,6 +31,9 @@ GRAPHGEN = Path(os.environ.get("GRAPHGEN_BIN", RELEASE / "graphgen"))
 LOAD = RELEASE / "graphgen-load"
 TICKS = os.sysconf("SC_CLK_TCK")
 SHAPE = ["--traces-per-request", "100", "--replay", "200", "--seed", "7"]
+# Requests built as they are sent, every span id new: what the de-duplication record costs
+# for spans it has not seen (a replayed request is all duplicates after its first round).
+FRESH = ["--traces-per-request", "100", "--seed", "7"]
 LOGS = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
 
 
@@ -77,9 +80,9 @@ def stop(process):
         process.wait()
 
 
-def load(endpoint, protocol, seconds, extra=()):
+def load(endpoint, protocol, seconds, extra=(), shape=SHAPE):
     cmd = ["taskset", "-c", "1", LOAD, "send", "--endpoint", endpoint, "--protocol", protocol,
-           "--duration", f"{seconds}s", "--concurrency", "16", "--json", *SHAPE, *extra]
+           "--duration", f"{seconds}s", "--concurrency", "16", "--json", *shape, *extra]
     out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -91,16 +94,16 @@ def graphgen_metric(admin_port, name):
                if line.startswith(name) and not line.startswith("#"))
 
 
-def measure(name, collector, protocol, seconds, extra_load=()):
+def measure(name, collector, protocol, seconds, extra_load=(), shape=SHAPE):
     """Runs `collector` (name, cmd, grpc port, http port), warms it up, measures one window."""
     cmd, grpc, http = collector
     process = start(name, cmd, 0)
     try:
         wait_port(grpc)
         endpoint = f"http://127.0.0.1:{grpc if protocol == 'grpc' else http}"
-        load(endpoint, protocol, 2, extra_load)  # warm-up
+        load(endpoint, protocol, 2, extra_load, shape)  # warm-up
         cpu0 = cpu_seconds(process.pid)
-        summary = load(endpoint, protocol, seconds, extra_load)
+        summary = load(endpoint, protocol, seconds, extra_load, shape)
         cpu = cpu_seconds(process.pid) - cpu0
         rss = peak_rss_mib(process.pid)
     finally:
@@ -124,7 +127,7 @@ def graphgen_cmd(traces_endpoint=None, extra=()):
            "--admin-addr", f"127.0.0.1:{admin}", *extra]
     if traces_endpoint:
         cmd += ["--traces-endpoint", traces_endpoint]
-    return (cmd, grpc, http), admin
+    return (list(map(str, cmd)), grpc, http), admin
 
 
 def rotel_agent():
@@ -180,6 +183,17 @@ def main():
         collector, admin = graphgen_cmd(sink_url)
         rows.append(measure("graphgen ingest + forward (gRPC)", collector, "grpc", args.seconds))
 
+        # --dedup-window: new spans (fresh ids, the record full after the warm-up, so every
+        # span also evicts one) against the same load without it, and spans all seen before.
+        collector, _ = graphgen_cmd()
+        rows.append(measure("graphgen ingest, fresh ids", collector, "grpc", args.seconds, shape=FRESH))
+        for most in (100_000, 1_000_000):
+            collector, _ = graphgen_cmd(extra=["--dedup-window", "5m", "--dedup-max-spans", most])
+            rows.append(measure(f"graphgen ingest, fresh ids, dedup {most:,}", collector, "grpc",
+                                args.seconds, shape=FRESH))
+        collector, _ = graphgen_cmd(extra=["--dedup-window", "5m"])
+        rows.append(measure("graphgen ingest, all re-delivered, dedup", collector, "grpc", args.seconds))
+
         # Refusal: a dead traces endpoint and a 1-byte queue: every request after the first is
         # refused; the load generator does not wait, so graphgen does nothing but refuse.
         collector, admin = graphgen_cmd(f"http://127.0.0.1:{free_port()}",
@@ -230,6 +244,9 @@ def main():
     ratio("graphgen ingest (gRPC, both processors)", "rotel-agent blackhole (gRPC)")
     ratio("graphgen ingest (HTTP protobuf)", "rotel-agent blackhole (HTTP)")
     ratio("graphgen ingest (gRPC, both processors)", "prost decode alone (baseline)")
+    ratio("graphgen ingest, fresh ids, dedup 100,000", "graphgen ingest, fresh ids")
+    ratio("graphgen ingest, fresh ids, dedup 1,000,000", "graphgen ingest, fresh ids")
+    ratio("graphgen ingest, all re-delivered, dedup", "graphgen ingest (gRPC, both processors)")
     accepted = by_mode["graphgen ingest (gRPC, both processors)"]
     refused = by_mode["graphgen refusing (queue full)"]
     if refused.get("refusals_per_cpu_s"):

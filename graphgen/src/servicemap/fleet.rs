@@ -93,15 +93,21 @@ impl Fleet {
         let mut replicas = vec![Replica::this(&own.instance)];
         let mut addresses = BTreeSet::new();
         for peer in &self.peers {
-            match tokio::net::lookup_host(peer.as_str()).await {
-                Ok(found) => {
+            // A resolver that does not answer must not hold the page past the peers' timeout.
+            let lookup = tokio::time::timeout(self.timeout, tokio::net::lookup_host(peer.as_str()));
+            match lookup.await {
+                Err(_) => replicas.push(missing(
+                    peer.clone(),
+                    format!("not resolved within {:?}", self.timeout),
+                )),
+                Ok(Err(e)) => replicas.push(missing(peer.clone(), format!("not resolved: {e}"))),
+                Ok(Ok(found)) => {
                     let found: Vec<SocketAddr> = found.collect();
                     if found.is_empty() {
                         replicas.push(missing(peer.clone(), "the name has no address".into()));
                     }
                     addresses.extend(found);
                 }
-                Err(e) => replicas.push(missing(peer.clone(), format!("not resolved: {e}"))),
             }
         }
         let timeout = self.timeout;
