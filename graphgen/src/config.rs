@@ -84,7 +84,7 @@ pub struct ListenOptions {
     /// The other replicas' admin addresses, comma-separated host:port, each name resolved to all its addresses at every query (a Compose service, a Kubernetes headless Service): /graph and /api/graph then show the whole fleet [default: none, this replica only]
     #[arg(long, env = "GRAPHGEN_PEERS", value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
-    /// How long the service map waits for a peer's answer before showing it as missing [default: 2s]
+    /// How long the service map waits for the peers' names to resolve, then for their answers, before showing a peer as missing [default: 2s]
     #[arg(long, env = "GRAPHGEN_PEER_TIMEOUT")]
     pub peer_timeout: Option<HumanDuration>,
 }
@@ -700,7 +700,10 @@ impl Options {
                 .unwrap_or_default()
                 .iter()
                 .filter(|p| !p.trim().is_empty())
-                .map(|p| crate::servicemap::fleet::parse_peer(p).map_err(|m| invalid("--peers", m)))
+                .map(|p| {
+                    crate::servicemap::fleet::parse_peer(p)
+                        .map_err(|e| invalid("--peers", e.to_string()))
+                })
                 .collect::<Result<_, _>>()?,
             peer_timeout: nonzero(
                 "--peer-timeout",

@@ -35,7 +35,7 @@ every_value! {
     PushOutcome: [success, failure];
     RemoteWriteOutcome: [sent, rejected, expired];
     RemoteWriteRetry: [throttled, server_error, transport];
-    PeerOutcome: [answered, missing];
+    PeerOutcome: [answered, unresolved, no_answer, bad_answer, unmergeable, same_instance_id, too_many_addresses];
 }
 
 /// The OTLP transport a request came over.
@@ -157,8 +157,13 @@ pub enum RemoteWriteRetry {
 pub enum PeerOutcome {
     /// Its part is in the fleet's map.
     answered,
-    /// No answer, an error, or a part that cannot be merged: shown as missing.
-    missing,
+    /// Missing from the map (`servicemap::fleet::Missing` says what each means).
+    unresolved,
+    no_answer,
+    bad_answer,
+    unmergeable,
+    same_instance_id,
+    too_many_addresses,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -512,7 +517,7 @@ impl SelfMetrics {
         );
         r.register(
             "service_map_peer_queries",
-            "Peer replicas asked for their part of the fleet's service map (--peers), by outcome: answered, or missing from the map",
+            "Peer replicas asked for their part of the fleet's service map (--peers), by outcome: answered, or why it is missing from the map",
             m.peer_queries.clone(),
         );
         let rw = &self.remote_write;

@@ -346,19 +346,24 @@ fn serve(c: Components, listeners: Listeners, settings: &Settings) -> Running {
 }
 
 impl Running {
-    /// Stops intake, drains the queue, pushes the final metrics, stops the admin server. The
-    /// whole shutdown is bounded: receivers get `grace` to finish their requests, then the
-    /// queue gets `grace` to drain, then the last metric pushes.
-    /// Stops within `grace` (`--shutdown-grace`), the whole budget, so that an orchestrator's
-    /// grace period a little longer than it is never cut short: intake closes in at most a
-    /// quarter of it, queued spans are flushed until the last quarter (until the end when no
-    /// metrics are pushed), and the final metrics push has what is left.
+    /// Stops intake, drains the queue, pushes the final metrics, stops the admin server, all
+    /// within `grace` (`--shutdown-grace`) and [`ADMIN_CLOSE`], so that an orchestrator's grace
+    /// period a little longer is never cut short: intake closes in at most a quarter of it,
+    /// queued spans are flushed until the last quarter (less the queue's final sync; until the
+    /// end when no metrics are pushed), and the final metrics pushes share what is left.
     async fn shut_down(self, grace: Duration) {
         tracing::info!(?grace, "shutting down: stopping intake");
         let started = Instant::now();
         let deadline = started + grace;
         let pushes = self.pusher.is_some() || self.remote_writer.is_some();
-        let spans_until = deadline - if pushes { grace / 4 } else { Duration::ZERO };
+        let pushes_from = deadline - if pushes { grace / 4 } else { Duration::ZERO };
+        // The sync that records what was delivered must not be squeezed out by the flush.
+        let sync_share = if self.queue.is_some() {
+            (grace / 10).min(Duration::from_secs(1))
+        } else {
+            Duration::ZERO
+        };
+        let flush_until = pushes_from - sync_share;
         self.admin_state
             .receivers_up
             .store(false, Ordering::Relaxed);
@@ -369,10 +374,22 @@ impl Running {
             log_join("OTLP/HTTP receiver", self.http, receivers_until),
         );
         if let Some(task) = self.exporter {
-            drain_queue(task, &self.drain, self.queue.as_ref(), spans_until).await;
+            drain_queue(
+                task,
+                &self.drain,
+                self.queue.as_ref(),
+                flush_until,
+                sync_share / 2,
+            )
+            .await;
         }
         if let Some(queue) = &self.queue {
-            match tokio::time::timeout_at(deadline, queue.sync()).await {
+            match tokio::time::timeout_at(
+                pushes_from.max(Instant::now() + sync_share / 2),
+                queue.sync(),
+            )
+            .await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "cannot sync the queue directory at shutdown")
@@ -383,26 +400,32 @@ impl Running {
         for task in self.tickers {
             task.abort();
         }
-        if let Some(pusher) = self.pusher {
-            if tokio::time::timeout_at(deadline, pusher.push_once())
-                .await
-                .is_err()
-            {
-                tracing::warn!("the final metrics push did not end within --shutdown-grace");
+        // Both pushes at once: a hung endpoint must not leave the other no time.
+        let otlp = async {
+            if let Some(pusher) = self.pusher {
+                if tokio::time::timeout_at(deadline, pusher.push_once())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("the final metrics push did not end within --shutdown-grace");
+                }
             }
-        }
-        if let Some(writer) = self.remote_writer {
-            let push = writer.push_once(RemoteWriteBudget::Until(deadline));
-            if tokio::time::timeout_at(deadline, push).await.is_err() {
-                tracing::warn!("the final remote write did not end within --shutdown-grace");
+        };
+        let remote_write = async {
+            if let Some(writer) = self.remote_writer {
+                let push = writer.push_once(RemoteWriteBudget::Until(deadline));
+                if tokio::time::timeout_at(deadline, push).await.is_err() {
+                    tracing::warn!("the final remote write did not end within --shutdown-grace");
+                }
             }
-        }
+        };
+        tokio::join!(otlp, remote_write);
         let _ = self.stop_admin.send(true);
         // Scrapes in flight may finish; a held connection does not keep graphgen up.
         log_join(
             "admin server",
             self.admin,
-            deadline.max(Instant::now() + ADMIN_CLOSE),
+            deadline.max(Instant::now()) + ADMIN_CLOSE,
         )
         .await;
         tracing::info!(took = ?started.elapsed(), "graphgen stopped");
@@ -412,18 +435,20 @@ impl Running {
 /// What the admin server is given to close, even when the budget is spent.
 const ADMIN_CLOSE: Duration = Duration::from_millis(300);
 
-/// Lets the exporter send what is queued until `deadline`.
+/// Lets the exporter send what is queued until `deadline`; a stuck exporter is aborted
+/// `backstop` later.
 async fn drain_queue(
     mut task: JoinHandle<()>,
     drain: &watch::Sender<Option<Drain>>,
     queue: Option<&SpanQueue>,
     deadline: Instant,
+    backstop: Duration,
 ) {
     let left = queue.map_or(0, |q| q.spans());
     tracing::info!(spans = left, until = ?deadline.saturating_duration_since(Instant::now()), "flushing queued spans");
     let _ = drain.send(Some(Drain { deadline }));
     // The exporter honours the deadline itself; this is the backstop.
-    if tokio::time::timeout_at(deadline + Duration::from_millis(500), &mut task)
+    if tokio::time::timeout_at(deadline + backstop, &mut task)
         .await
         .is_err()
     {

@@ -254,6 +254,7 @@ async fn any_replica_shows_the_fleet_map_of_one_graphgen_and_names_a_missing_one
         .find(|r| r["state"] == "missing")
         .unwrap();
     assert_eq!(missing["address"], gone.to_string());
+    assert_eq!(missing["reason"], "no_answer");
     assert!(!missing["error"].as_str().unwrap().is_empty());
     let partial = Shown::of(&map);
     assert!(partial.requests_per_second() < reference.requests_per_second());
@@ -269,7 +270,7 @@ async fn any_replica_shows_the_fleet_map_of_one_graphgen_and_names_a_missing_one
         replicas[0]
             .value(
                 "graphgen_service_map_peer_queries_total",
-                &[("outcome", "missing")]
+                &[("outcome", "no_answer")]
             )
             .await
             >= 1.0

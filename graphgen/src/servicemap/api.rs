@@ -24,8 +24,9 @@ pub struct GraphResponse {
     pub computed_at_unix_ms: u64,
     pub nodes: Vec<NodeRow>,
     pub edges: Vec<EdgeRow>,
-    /// Edges left out of some replica's snapshots because `--service-map-max-series` series
-    /// of busier ones were kept.
+    /// Edges left out of the snapshots because `--service-map-max-series` series of busier
+    /// ones were kept, summed over the replicas (each replica's row has its own): not shown,
+    /// or undercounted where another replica kept them.
     pub omitted_edges: usize,
     /// The replicas whose parts were asked for: this one first, then each peer (`--peers`)
     /// with its state. The map lacks the share of every `missing` one.

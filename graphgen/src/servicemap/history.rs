@@ -30,8 +30,9 @@ pub struct EdgeId {
     pub server: Arc<str>,
 }
 
-/// How the two sides of an edge are connected (Tempo's `connection_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// How the two sides of an edge are connected (Tempo's `connection_type`). Ordered: where
+/// replicas' parts disagree, the greater wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Connection {
     /// Two instrumented services (an empty `connection_type`).
@@ -65,7 +66,7 @@ impl Connection {
 }
 
 /// Which side of a virtual edge is uninstrumented (Tempo's `virtual_node` label, when on).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VirtualSide {
     Client,

@@ -80,7 +80,7 @@ async fn with_map(
             count_peers(&state, &replicas);
             (peers, replicas)
         }
-        None => (Vec::new(), vec![Replica::this(&own.instance)]),
+        None => (Vec::new(), vec![Replica::this(&own)]),
     };
     let made = tokio::task::spawn_blocking(move || {
         let bounds = own.bounds.clone();
@@ -99,10 +99,10 @@ async fn with_map(
 
 fn count_peers(state: &MapState, replicas: &[Replica]) {
     for r in replicas {
-        let outcome = match r.state {
-            ReplicaState::This => continue,
-            ReplicaState::Answered => PeerOutcome::answered,
-            ReplicaState::Missing => PeerOutcome::missing,
+        let outcome = match (r.state, r.reason) {
+            (ReplicaState::This, _) => continue,
+            (_, Some(reason)) => reason.outcome(),
+            (_, None) => PeerOutcome::answered,
         };
         state
             .metrics

@@ -132,7 +132,7 @@ impl ServiceMap {
         window: Duration,
         bounds: &[f64],
     ) -> Self {
-        let part = MapPart::of("", snapshots, started_at, current, window, bounds);
+        let part = MapPart::of("", 0, snapshots, started_at, current, window, bounds);
         Self::from_parts(&[part], window, bounds)
     }
 

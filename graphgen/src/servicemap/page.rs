@@ -571,6 +571,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::servicemap::fleet::Missing;
     use crate::servicemap::history::{EdgeCounts, EdgeId, SeriesCounts, Snapshot};
 
     fn map_of(edges: &[(&str, &str, Connection, f64, f64)]) -> ServiceMap {
@@ -636,24 +637,36 @@ mod tests {
         let map = map_of(&[("a", "b", Connection::Direct, 1.0, 0.0)]);
         let q = MapQuery::default();
         let cache = LayoutCache::default();
-        let alone = render(&map, &[Replica::this("x")], "5m", &q, None, &cache).unwrap();
+        let this = Replica {
+            address: "this replica".into(),
+            instance: Some("x".into()),
+            state: ReplicaState::This,
+            reason: None,
+            error: None,
+            omitted_edges: 0,
+        };
+        let alone = render(&map, std::slice::from_ref(&this), "5m", &q, None, &cache).unwrap();
         assert!(
             !alone.contains("id=\"fleet\""),
             "one replica: no fleet line"
         );
         let rows = [
-            Replica::this("x"),
+            this,
             Replica {
                 address: "10.0.0.2:9464".into(),
                 instance: Some("y".into()),
                 state: ReplicaState::Answered,
+                reason: None,
                 error: None,
+                omitted_edges: 0,
             },
             Replica {
                 address: "<b>10.0.0.3:9464".into(),
                 instance: None,
                 state: ReplicaState::Missing,
+                reason: Some(Missing::NoAnswer),
                 error: Some("no answer: <script>alert(1)</script>".into()),
+                omitted_edges: 0,
             },
         ];
         let html = render(&map, &rows, "5m", &q, None, &cache).unwrap();

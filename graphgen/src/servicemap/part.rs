@@ -18,8 +18,10 @@ pub const RECENT_TRACES: usize = 5;
 /// What one replica counted over one window. Also the JSON of `GET /api/graph/part`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MapPart {
-    /// The replica's `--instance-id`, so that a replica reached twice counts once.
+    /// The replica's `--instance-id`, and a number drawn when its process started: a process
+    /// reached at two addresses counts once, two processes given one id are told apart.
     pub instance: String,
+    pub boot: u64,
     /// The end of the window (Unix nanoseconds).
     pub at_nanos: u64,
     pub window_seconds: f64,
@@ -88,15 +90,21 @@ pub enum PartError {
         got: usize,
         want: usize,
     },
-    #[error("edge {client:?} → {server:?} has a count that is negative or not a number")]
+    #[error("edge {client:?} → {server:?} has a count that is negative, too large, or failures above requests")]
     Count { client: String, server: String },
+    #[error("edge {client:?} → {server:?} is listed twice")]
+    Duplicate { client: String, server: String },
 }
+
+/// Larger than any count a process makes (2^53, where f64 stops counting by ones).
+const MOST_COUNT: f64 = 9_007_199_254_740_992.0;
 
 impl MapPart {
     /// `current`'s increases over the `window` before it, from `snapshots` (oldest first) of a
     /// process that started counting at `started_at`.
     pub fn of(
         instance: &str,
+        boot: u64,
         snapshots: &[Arc<Snapshot>],
         started_at: u64,
         current: &Snapshot,
@@ -141,6 +149,7 @@ impl MapPart {
         edges.sort_by(|a, b| (&a.client, &a.server).cmp(&(&b.client, &b.server)));
         Self {
             instance: instance.to_string(),
+            boot,
             at_nanos: current.at_nanos,
             window_seconds: window.as_secs_f64(),
             bounds: bounds.to_vec(),
@@ -164,8 +173,15 @@ impl MapPart {
                 ours: window.as_secs_f64(),
             });
         }
-        let count = |x: f64| x.is_finite() && x >= 0.0;
+        let count = |x: f64| (0.0..=MOST_COUNT).contains(&x);
+        let mut seen = std::collections::HashSet::new();
         for e in &self.edges {
+            if !seen.insert((&e.client, &e.server)) {
+                return Err(PartError::Duplicate {
+                    client: e.client.clone(),
+                    server: e.server.clone(),
+                });
+            }
             if e.latency.len() != bounds.len() + 1 {
                 return Err(PartError::Buckets {
                     client: e.client.clone(),
@@ -174,7 +190,13 @@ impl MapPart {
                     want: bounds.len() + 1,
                 });
             }
-            if !(count(e.requests) && count(e.failed) && e.latency.iter().all(|&x| count(x))) {
+            // Failures are requests too (with a little room for rounding).
+            let failed_ok = e.failed <= e.requests * (1.0 + 1e-9) + 1e-9;
+            if !(count(e.requests)
+                && count(e.failed)
+                && failed_ok
+                && e.latency.iter().all(|&x| count(x)))
+            {
                 return Err(PartError::Count {
                     client: e.client.clone(),
                     server: e.server.clone(),
@@ -197,7 +219,8 @@ pub struct MergedEdge {
 }
 
 /// Adds up `parts` edge by edge: counts and buckets summed, a typed connection winning over a
-/// plain one (as among one edge's series), recent traces newest first, each once.
+/// plain one (as among one edge's series; between typed ones, by [`Connection`]'s order),
+/// recent traces newest first, each once.
 pub fn merge(parts: &[MapPart]) -> Vec<(EdgeId, MergedEdge)> {
     // One `Arc<str>` per name, shared by its edges.
     let mut names: std::collections::HashMap<&str, Arc<str>> = Default::default();
@@ -212,10 +235,12 @@ pub fn merge(parts: &[MapPart]) -> Vec<(EdgeId, MergedEdge)> {
                 server: name(&mut names, &e.server),
             };
             let m = edges.entry(id).or_default();
-            if m.connection == Connection::Direct {
-                m.connection = e.connection;
-            }
-            m.virtual_side = m.virtual_side.or(e.virtual_side);
+            // The same answer in any order of the parts: a fixed precedence, not the first.
+            m.connection = m.connection.max(e.connection);
+            m.virtual_side = match (m.virtual_side, e.virtual_side) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             m.requests += e.requests;
             m.failed += e.failed;
             if m.latency.len() < e.latency.len() {
@@ -284,6 +309,7 @@ mod tests {
     fn part(instance: &str, edges: Vec<EdgePart>) -> MapPart {
         MapPart {
             instance: instance.into(),
+            boot: 1,
             at_nanos: 7,
             window_seconds: 60.0,
             bounds: vec![0.1, 1.0],
@@ -321,6 +347,22 @@ mod tests {
         assert_eq!(db.failed, 2.0);
         assert_eq!(db.latency, [1.0, 5.0, 5.0]);
         assert_eq!(db.connection, Connection::Database, "a typed part wins");
+        // Parts that disagree give the same edge in either order.
+        let mut virtual_db = edge("a", "db", 1.0, [1.0, 1.0, 1.0]);
+        virtual_db.connection = Connection::Virtual;
+        virtual_db.virtual_side = Some(VirtualSide::Server);
+        let mut typed = edge("a", "db", 1.0, [1.0, 1.0, 1.0]);
+        typed.connection = Connection::Database;
+        typed.virtual_side = Some(VirtualSide::Client);
+        let one = merge(&[
+            part("x", vec![virtual_db.clone()]),
+            part("y", vec![typed.clone()]),
+        ]);
+        let other = merge(&[part("y", vec![typed]), part("x", vec![virtual_db])]);
+        assert_eq!(
+            (one[0].1.connection, one[0].1.virtual_side),
+            (other[0].1.connection, other[0].1.virtual_side)
+        );
         let recent: Vec<u8> = db.recent.iter().map(|x| x.trace_id[0]).collect();
         assert_eq!(recent, [3, 1, 2], "newest first, each trace once");
     }
@@ -354,6 +396,21 @@ mod tests {
         assert!(matches!(
             negative.check(&[0.1, 1.0], Duration::from_secs(60)),
             Err(PartError::Count { .. })
+        ));
+        let mut more_failed = p.clone();
+        more_failed.edges[0].failed = 5.0;
+        assert!(matches!(
+            more_failed.check(&[0.1, 1.0], Duration::from_secs(60)),
+            Err(PartError::Count { .. })
+        ));
+        let mut huge = p.clone();
+        huge.edges[0].requests = 1e300;
+        assert!(huge.check(&[0.1, 1.0], Duration::from_secs(60)).is_err());
+        let mut twice = p.clone();
+        twice.edges.push(twice.edges[0].clone());
+        assert!(matches!(
+            twice.check(&[0.1, 1.0], Duration::from_secs(60)),
+            Err(PartError::Duplicate { .. })
         ));
         let bad_id = json.replace(&"ab".repeat(16), "not-hex");
         assert!(serde_json::from_str::<MapPart>(&bad_id)

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::fleet::Fleet;
 use super::history::{History, Snapshot, FINE_EVERY};
-use super::model::ServiceMap;
 use super::page::LayoutCache;
 use super::part::MapPart;
 use crate::engine::Engine;
@@ -21,8 +20,10 @@ pub struct MapState {
     /// The latest reading for pages, reused for [`CURRENT_FOR`] so that many viewers (or a
     /// script polling the API) read the engine at most once a second.
     current: Mutex<Option<Arc<Snapshot>>>,
-    /// This replica's `--instance-id`.
+    /// This replica's `--instance-id`, and a number drawn at start that tells this process
+    /// from another given the same id.
     pub instance: String,
+    boot: u64,
     /// Base URL of Grafana, for links to traces in Explore.
     pub grafana_url: Option<String>,
     pub layouts: LayoutCache,
@@ -46,6 +47,7 @@ impl MapState {
             history: Mutex::new(History::new(started, max_series)),
             current: Mutex::new(None),
             instance,
+            boot: fastrand::u64(..),
             grafana_url,
             layouts: LayoutCache::default(),
             fleet,
@@ -66,18 +68,6 @@ impl MapState {
         m.snapshots.set(stats.snapshots as i64);
         m.snapshot_series.set(stats.series_entries as i64);
         m.omitted_edges.set(stats.omitted_edges as i64);
-    }
-
-    /// The latency histogram's bucket bounds.
-    pub fn bounds(&self) -> Vec<f64> {
-        let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        engine.graph().config().histogram_buckets.clone()
-    }
-
-    /// This replica's map over `window`, ending now.
-    pub fn map(&self, window: Duration) -> ServiceMap {
-        let part = self.part(window);
-        ServiceMap::from_parts(&[part], window, &self.bounds())
     }
 
     /// This replica's increases over `window`, ending now. The locks are held only to read;
@@ -108,6 +98,7 @@ impl MapState {
         };
         MapPart::of(
             &self.instance,
+            self.boot,
             &snapshots,
             started_at,
             &current,
