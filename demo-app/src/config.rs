@@ -89,6 +89,17 @@ pub struct Config {
         default_value = "http://localhost:8084"
     )]
     pub notifications_url: String,
+    /// PostgreSQL that checkout stores orders in (libpq URL; a `password` here is for local
+    /// runs only: compose uses trust on its private network)
+    #[arg(
+        long,
+        env = "DEMO_DATABASE_URL",
+        default_value = "postgres://demo@127.0.0.1:5432/orders"
+    )]
+    pub database_url: String,
+    /// NATS server that carries order events from checkout to notifications
+    #[arg(long, env = "DEMO_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
     /// Multiplies every simulated delay (0 = no waiting, as in tests)
     #[arg(long, env = "DEMO_LATENCY_SCALE", default_value_t = 1.0)]
     pub latency_scale: f64,

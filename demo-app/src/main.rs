@@ -13,7 +13,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(role = config.role.name(), %addr, "demo-app listening");
-    axum::serve(listener, demo_app::router(config))
+    let app = demo_app::app(config).await?;
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server")?;

@@ -1,5 +1,7 @@
 //! Every endpoint's status and JSON, with all five roles served in this process.
 
+mod support;
+
 use std::sync::Once;
 
 use demo_app::{Config, Role};
@@ -21,9 +23,29 @@ fn install_tracing() {
     });
 }
 
-/// Serves every role on a loopback port; returns the frontend's base URL.
-async fn start_shop() -> String {
+/// The frontend's base URL, and the backends checkout and notifications use (stopped when
+/// dropped).
+struct InProcess {
+    frontend: String,
+    postgres: support::Postgres,
+    _nats: support::Nats,
+}
+
+impl std::fmt::Display for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.frontend)
+    }
+}
+
+/// Serves every role on a loopback port, with a real PostgreSQL and NATS; `None` when they
+/// are not installed (see `tools`).
+async fn start_shop() -> Option<InProcess> {
     install_tracing();
+    let (postgres, nats) = tokio::task::spawn_blocking(|| {
+        Some((support::Postgres::start()?, support::Nats::start()?))
+    })
+    .await
+    .unwrap()?;
     let roles = [
         Role::Frontend,
         Role::Checkout,
@@ -47,15 +69,18 @@ async fn start_shop() -> String {
             notifications_url: urls[4].clone(),
             grafana_url: "http://grafana.test:3000".into(),
             graphgen_url: "http://graphgen.test:9464".into(),
+            database_url: postgres.url(),
+            nats_url: nats.url(),
             ..Config::for_role(role)
         };
-        tokio::spawn(async move {
-            axum::serve(listener, demo_app::router(config))
-                .await
-                .unwrap()
-        });
+        let app = demo_app::app(config).await.unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     }
-    urls[0].clone()
+    Some(InProcess {
+        frontend: urls[0].clone(),
+        postgres,
+        _nats: nats,
+    })
 }
 
 async fn get(url: String) -> (u16, Value) {
@@ -72,7 +97,9 @@ fn is_trace_id(v: &Value) -> bool {
 
 #[tokio::test]
 async fn every_scenario_answers_json_with_a_trace_id() {
-    let shop = start_shop().await;
+    let Some(shop) = start_shop().await else {
+        return;
+    };
     // (path, status, a field that must be in the answer)
     let cases = [
         ("/simple", 200, "scenario"),
@@ -124,7 +151,9 @@ async fn every_scenario_answers_json_with_a_trace_id() {
 
 #[tokio::test]
 async fn an_unknown_fail_name_is_a_400_listing_the_valid_ones_and_the_shop_keeps_serving() {
-    let shop = start_shop().await;
+    let Some(shop) = start_shop().await else {
+        return;
+    };
     let valid = serde_json::json!([
         "frontend",
         "checkout",
@@ -155,7 +184,9 @@ async fn an_unknown_fail_name_is_a_400_listing_the_valid_ones_and_the_shop_keeps
 
 #[tokio::test]
 async fn landing_page_has_a_button_and_a_plain_link_per_scenario() {
-    let shop = start_shop().await;
+    let Some(shop) = start_shop().await else {
+        return;
+    };
     let response = reqwest::get(format!("{shop}/")).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]
@@ -192,6 +223,15 @@ async fn landing_page_has_a_button_and_a_plain_link_per_scenario() {
         html.contains("href=\"http://graphgen.test:9464/graph\">Service map</a>"),
         "the service map link uses GRAPHGEN_URL"
     );
+    // The page says which backends it talks to: addresses, never credentials.
+    assert!(
+        html.contains(&format!(
+            "PostgreSQL at <code>127.0.0.1:{}/orders</code>",
+            shop.postgres.port
+        )),
+        "{html}"
+    );
+    assert!(html.contains("NATS at <code>127.0.0.1:"), "{html}");
     let (status, _) = get(format!("{shop}/healthz")).await;
     assert_eq!(status, 200);
 }

@@ -76,12 +76,37 @@ fn spans_of(batches: &[ResourceSpans], trace_id: &str) -> Vec<Seen> {
 }
 
 async fn call(shop: &Shop, path: &str) -> (u16, String) {
+    let (status, body) = call_json(shop, path).await;
+    (status, body["trace_id"].as_str().unwrap().to_string())
+}
+
+async fn call_json(shop: &Shop, path: &str) -> (u16, Value) {
     let response = reqwest::get(format!("{}{path}", shop.frontend))
         .await
         .unwrap();
     let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (status, body["trace_id"].as_str().unwrap().to_string())
+    (status, response.json().await.unwrap())
+}
+
+/// Waits until the receiver holds a span of `service` named `name` in each of `traces`.
+async fn wait_for(receiver: &Receiver, service: &str, name: &str, traces: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let batches = receiver.batches();
+        let all = traces.iter().all(|t| {
+            spans_of(&batches, t)
+                .iter()
+                .any(|s| s.service == service && s.span.name == name)
+        });
+        if all {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{service}/{name} never arrived for {traces:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Finds the one span of `service` named `name`.
@@ -110,20 +135,54 @@ fn is_child(child: &Seen, parent: &Seen) -> bool {
 async fn a_chain_is_one_trace_across_every_service_and_draws_the_graph() {
     let receiver = Receiver::default();
     let endpoint = receiver.start().await;
-    let shop = tokio::task::spawn_blocking(move || Shop::start(Some(&endpoint)))
+    let Some(shop) = tokio::task::spawn_blocking(move || Shop::start(Some(&endpoint)))
         .await
-        .unwrap();
+        .unwrap()
+    else {
+        return;
+    };
 
-    let (status, chain) = call(&shop, "/chain").await;
-    assert_eq!(status, 200);
+    let (status, chain_body) = call_json(&shop, "/chain").await;
+    assert_eq!(status, 200, "{chain_body}");
+    let chain = chain_body["trace_id"].as_str().unwrap().to_string();
+    // The order is a row in PostgreSQL, and its event was published.
+    let order = &chain_body["order"];
+    assert_eq!(order["event_published"], true, "{order}");
+    let id = order["order_id"].as_i64().unwrap();
+    let row = shop
+        .postgres
+        .query(&format!("SELECT sku, quantity FROM orders WHERE id = {id}"));
+    assert_eq!(row, "demo-widget|1");
     let (status, fail_payments) = call(&shop, "/chain?fail=payments").await;
     assert_eq!(status, 502);
     let (status, fail_gateway) = call(&shop, "/chain?fail=payment-gateway").await;
     assert_eq!(status, 502);
     let (status, fail_notifications) = call(&shop, "/chain?fail=notifications").await;
     assert_eq!(status, 200);
+    let (status, fail_postgres) = call_json(&shop, "/chain?fail=postgres").await;
+    assert_eq!(status, 502, "{fail_postgres}");
+    let refused = fail_postgres["error"].as_str().unwrap();
+    assert!(
+        refused.contains("violates check constraint"),
+        "PostgreSQL's own message: {refused}"
+    );
+    let fail_postgres = fail_postgres["trace_id"].as_str().unwrap().to_string();
     let (status, error) = call(&shop, "/error").await;
     assert_eq!(status, 500);
+    assert_eq!(
+        shop.postgres.query("SELECT count(*) FROM orders"),
+        "2",
+        "the plain chain and the failing consumer's; the refused row is not there"
+    );
+    // The events are consumed asynchronously: wait for both consumers' spans.
+    wait_for(
+        &receiver,
+        "notifications",
+        "process orders",
+        &[&chain, &fail_notifications],
+    )
+    .await;
+    let (shop_pg_port, shop_nats_port) = (shop.postgres.port, shop.nats.port);
     // Stopping the roles flushes their span batches.
     tokio::task::spawn_blocking(move || shop.stop())
         .await
@@ -188,19 +247,44 @@ async fn a_chain_is_one_trace_across_every_service_and_draws_the_graph() {
     }
     let db = one(&spans, "checkout", "INSERT orders");
     assert_eq!(db.kind(), SpanKind::Client);
-    assert_eq!(db.attr("db.system").as_deref(), Some("postgresql"));
-    assert_eq!(db.attr("db.name").as_deref(), Some("orders"));
+    assert!(is_child(db, checkout));
+    let port = shop_pg_port.to_string();
+    for (key, want) in [
+        ("db.system.name", "postgresql"),
+        ("db.namespace", "orders"),
+        ("db.operation.name", "INSERT"),
+        ("db.collection.name", "orders"),
+        ("db.query.text", demo_app::database::INSERT),
+        ("server.address", "127.0.0.1"),
+        ("server.port", port.as_str()),
+        ("peer.service", "postgres"),
+    ] {
+        assert_eq!(db.attr(key).as_deref(), Some(want), "{key}");
+    }
     let gateway = one(&spans, "payments", "POST /v1/charges");
     assert_eq!(gateway.kind(), SpanKind::Client);
     assert_eq!(
         gateway.attr("peer.service").as_deref(),
         Some("payment-gateway")
     );
-    let producer = one(&spans, "checkout", "orders publish");
+    let producer = one(&spans, "checkout", "publish orders");
     assert_eq!(producer.kind(), SpanKind::Producer);
-    assert_eq!(producer.attr("messaging.system").as_deref(), Some("kafka"));
-    let consumer = one(&spans, "notifications", "orders process");
+    let nats_port = shop_nats_port.to_string();
+    for (key, want) in [
+        ("messaging.system", "nats"),
+        ("messaging.destination.name", "orders"),
+        ("server.address", "127.0.0.1"),
+        ("server.port", nats_port.as_str()),
+    ] {
+        assert_eq!(producer.attr(key).as_deref(), Some(want), "{key}");
+    }
+    // One CONSUMER span per message, in the same trace.
+    let consumer = one(&spans, "notifications", "process orders");
     assert_eq!(consumer.kind(), SpanKind::Consumer);
+    assert_eq!(
+        consumer.attr("messaging.consumer.group.name").as_deref(),
+        Some("notifications")
+    );
     assert!(
         is_child(consumer, producer),
         "context carried in the message"
@@ -247,8 +331,35 @@ async fn a_chain_is_one_trace_across_every_service_and_draws_the_graph() {
 
     let spans = spans_of(&batches, &fail_gateway);
     assert!(one(&spans, "payments", "POST /v1/charges").failed());
+    let spans = spans_of(&batches, &fail_postgres);
+    let db = one(&spans, "checkout", "INSERT orders");
+    assert!(db.failed());
+    assert_eq!(db.attr("db.response.status_code").as_deref(), Some("23514"));
+    let exception = db
+        .span
+        .events
+        .iter()
+        .find(|e| e.name == "exception")
+        .expect("an exception event on the database span");
+    let message = exception
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "exception.message")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Any::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        message.contains("violates check constraint \"orders_quantity_check\""),
+        "{message}"
+    );
+    assert!(
+        spans.iter().all(|s| s.span.name != "publish orders"),
+        "no event for an order that was not stored"
+    );
     let spans = spans_of(&batches, &fail_notifications);
-    assert!(one(&spans, "notifications", "orders process").failed());
+    assert!(one(&spans, "notifications", "process orders").failed());
     assert!(
         !one(&spans, "frontend", "GET /chain").failed(),
         "a failed consumer does not fail the request"
@@ -294,17 +405,17 @@ async fn a_chain_is_one_trace_across_every_service_and_draws_the_graph() {
             .copied()
             .unwrap_or_default()
     };
-    // 4 chains (failures in payments stop before the database and the event) and /error;
-    // the failed consumer fails only its messaging edge, not the request.
-    assert_eq!(edge("user", "frontend", "virtual_node"), (5.0, 3.0));
-    assert_eq!(edge("frontend", "checkout", ""), (4.0, 2.0));
-    assert_eq!(edge("checkout", "inventory", ""), (4.0, 0.0));
-    assert_eq!(edge("checkout", "payments", ""), (4.0, 2.0));
+    // 5 chains (failures in payments stop before the database and the event, a refused row
+    // before the event) and /error; the failed consumer fails only its messaging edge.
+    assert_eq!(edge("user", "frontend", "virtual_node"), (6.0, 4.0));
+    assert_eq!(edge("frontend", "checkout", ""), (5.0, 3.0));
+    assert_eq!(edge("checkout", "inventory", ""), (5.0, 0.0));
+    assert_eq!(edge("checkout", "payments", ""), (5.0, 2.0));
     assert_eq!(
         edge("payments", "payment-gateway", "virtual_node"),
-        (3.0, 1.0)
+        (4.0, 1.0)
     );
-    assert_eq!(edge("checkout", "postgres", "database"), (2.0, 0.0));
+    assert_eq!(edge("checkout", "postgres", "database"), (3.0, 1.0));
     assert_eq!(
         edge("checkout", "notifications", "messaging_system"),
         (2.0, 1.0)

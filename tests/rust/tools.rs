@@ -81,6 +81,37 @@ pub fn prometheus() -> Option<PathBuf> {
     }
 }
 
+/// The directory of PostgreSQL's server programs (Debian's `postgresql`: the newest
+/// `/usr/lib/postgresql/<version>/bin`, or `$PG_BIN`).
+pub fn postgres_bin() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .max();
+    match newest.map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"))) {
+        Some(bin) if bin.join("initdb").exists() => Some(bin),
+        _ => missing("PostgreSQL (/usr/lib/postgresql/<version>/bin: Debian's postgresql)"),
+    }
+}
+
+/// Debian's `nats-server` (or `$NATS_SERVER`).
+pub fn nats_server() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("NATS_SERVER").map(PathBuf::from),
+        Some(PathBuf::from("/usr/sbin/nats-server")),
+        Some(PathBuf::from("/usr/bin/nats-server")),
+    ];
+    match candidates.into_iter().flatten().find(|p| p.exists()) {
+        Some(binary) => Some(binary),
+        None => missing("nats-server (/usr/sbin/nats-server: Debian's nats-server)"),
+    }
+}
+
 /// Debian's Chromium and its driver, which the browser test drives through selenium.
 pub fn chromium() -> Option<()> {
     let has = |p: &str| std::path::Path::new(p).exists();

@@ -50,6 +50,9 @@ struct Landing<'a> {
     grafana_url: &'a str,
     graphgen_url: &'a str,
     failable: &'a [&'a str],
+    /// Where checkout's database and the broker are (host:port, never credentials).
+    database: String,
+    nats: String,
 }
 
 async fn landing(State(app): State<Arc<App>>) -> Result<Html<String>, AppError> {
@@ -64,6 +67,8 @@ async fn landing(State(app): State<Arc<App>>) -> Result<Html<String>, AppError> 
         grafana_url: app.config.grafana_url.trim_end_matches('/'),
         graphgen_url: app.config.graphgen_url.trim_end_matches('/'),
         failable: &failable,
+        database: crate::database::shown_address(&app.config.database_url),
+        nats: crate::messaging::shown_address(&app.config.nats_url),
     };
     page.render().map(Html).map_err(|e| AppError::Failed {
         service: Role::Frontend.name().into(),

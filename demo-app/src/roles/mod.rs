@@ -3,7 +3,7 @@
 mod checkout;
 mod frontend;
 mod inventory;
-mod notifications;
+pub mod notifications;
 mod payments;
 
 use std::sync::Arc;

@@ -1,35 +1,36 @@
-//! notifications: consumes order events (CONSUMER spans continuing the producer's trace).
+//! notifications: consumes order events from NATS in a queue group (CONSUMER spans continuing
+//! the producer's trace); `?fail=notifications` fails the processing.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
-use axum::Json;
-use tracing::Instrument;
-
 use super::Routes;
 use crate::failure::FailTarget;
-use crate::messaging::{consumer_span, Message, EVENTS_PATH};
 use crate::{work, App, Role};
 
+/// No endpoints of its own besides `/work`: its work arrives over NATS.
 pub fn routes() -> Routes {
-    Routes::new().route(EVENTS_PATH, post(consume))
+    Routes::new()
 }
 
-async fn consume(State(app): State<Arc<App>>, Json(message): Json<Message>) -> StatusCode {
-    let span = consumer_span(&message);
-    async {
-        work(&app, 5).await;
-        {
-            let _send = tracing::info_span!("send email", notification.channel = "email").entered();
-        }
-        if message.fail == Some(FailTarget::Role(Role::Notifications)) {
-            crate::telemetry::record_exception("SmtpError", "mail server unavailable");
-        }
-    }
-    .instrument(span)
-    .await;
-    // Acknowledged either way: a failed consumer does not fail the producer.
-    StatusCode::ACCEPTED
+/// Subscribes to the order events; each is handled under its CONSUMER span.
+pub async fn start_consuming(app: Arc<App>) -> Result<(), async_nats::SubscribeError> {
+    let Some(broker) = app.broker.clone() else {
+        return Ok(());
+    };
+    broker
+        .consume(move |fail| {
+            let app = app.clone();
+            async move {
+                work(&app, 5).await;
+                {
+                    let _send =
+                        tracing::info_span!("send email", notification.channel = "email").entered();
+                }
+                if fail == Some(FailTarget::Role(Role::Notifications)) {
+                    return Err("mail server unavailable".to_string());
+                }
+                Ok(())
+            }
+        })
+        .await
 }

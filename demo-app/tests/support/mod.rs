@@ -24,6 +24,9 @@ pub const ROLES: [&str; 5] = [
 #[path = "../../../tests/rust/tools.rs"]
 pub mod tools;
 pub use tools::free_port;
+#[path = "../../../tests/rust/backends.rs"]
+pub mod backends;
+pub use backends::{Nats, Postgres};
 
 /// Keeps every batch of spans it receives.
 #[derive(Clone, Default)]
@@ -66,11 +69,17 @@ impl Receiver {
 pub struct Shop {
     children: Vec<Child>,
     pub frontend: String,
+    /// checkout's database and the broker, real processes of their own.
+    pub postgres: Postgres,
+    pub nats: Nats,
 }
 
 impl Shop {
-    /// Starts every role with OTLP going to `otlp_endpoint` (None: export switched off).
-    pub fn start(otlp_endpoint: Option<&str>) -> Self {
+    /// Starts PostgreSQL, NATS and every role with OTLP going to `otlp_endpoint` (None: export
+    /// switched off); `None` when PostgreSQL or nats-server is not installed (see `tools`).
+    pub fn start(otlp_endpoint: Option<&str>) -> Option<Self> {
+        let postgres = Postgres::start()?;
+        let nats = Nats::start()?;
         let ports: Vec<u16> = ROLES.iter().map(|_| free_port()).collect();
         let url = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
         let mut children = Vec::new();
@@ -83,6 +92,8 @@ impl Shop {
                 .env("DEMO_INVENTORY_URL", url(2))
                 .env("DEMO_PAYMENTS_URL", url(3))
                 .env("DEMO_NOTIFICATIONS_URL", url(4))
+                .env("DEMO_DATABASE_URL", postgres.url())
+                .env("DEMO_NATS_URL", nats.url())
                 .env("DEMO_LATENCY_SCALE", "0")
                 .env("RUST_LOG", "warn")
                 .env("OTEL_BSP_SCHEDULE_DELAY", "100")
@@ -101,10 +112,12 @@ impl Shop {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Self {
+        Some(Self {
             children,
             frontend: url(0),
-        }
+            postgres,
+            nats,
+        })
     }
 
     /// SIGTERM to every role, so their batched spans are flushed; waits for them to exit.
