@@ -24,6 +24,7 @@ import urllib.request
 
 import pytest
 
+import backends
 from conftest import PYTHON, ROOT, TRACE_ID, http_get_json, prom_query, prometheus_exprs, substitute
 
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
@@ -79,7 +80,10 @@ def stack():
         out = open(work / f"{log}.log", "w")
         procs.append(subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT))
 
-    ports = {name: free_port() for name in ["grpc", "http", "admin", "prometheus", *ROLES]}
+    ports = {name: free_port() for name in ["grpc", "http", "admin", "prometheus", "postgres", "nats", *ROLES]}
+    # checkout's database and the broker, real processes like the rest.
+    postgres = backends.start_postgres(ports["postgres"], open(work / "postgres.log", "w"))
+    procs.append(backends.start_nats(ports["nats"], open(work / "nats.log", "w")))
     for binary in ["graphgen", "demo-app"]:
         assert (TARGET / binary).exists(), f"{TARGET / binary} missing: `make e2e` builds it"
     start([str(TARGET / "graphgen"), f"--otlp-grpc-addr=127.0.0.1:{ports['grpc']}",
@@ -105,6 +109,8 @@ def stack():
             "DEMO_LATENCY_SCALE": "0.02", "RUST_LOG": "warn",
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['grpc']}", "OTEL_BSP_SCHEDULE_DELAY": "200",
             "GRAPHGEN_URL": f"http://127.0.0.1:{ports['admin']}",
+            "DEMO_DATABASE_URL": f"postgres://demo@127.0.0.1:{ports['postgres']}/orders",
+            "DEMO_NATS_URL": f"nats://127.0.0.1:{ports['nats']}",
         })
     try:
         wait_http(f"http://127.0.0.1:{ports['admin']}/readyz")
@@ -122,6 +128,7 @@ def stack():
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        backends.stop_postgres(*postgres)
 
 
 EDGES = {

@@ -9,6 +9,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import urllib.parse
 
 import jsonschema
 import pytest
@@ -164,7 +165,33 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies():
         for dependency, condition in (service.get("depends_on") or {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
             assert condition == {"condition": "service_healthy"}, f"{name} → {dependency}: {condition}"
-    assert set(compose()["volumes"]) == {"graphgen-queue", "tempo-data", "prometheus-data", "grafana-data"}
+    assert set(compose()["volumes"]) == {"graphgen-queue", "tempo-data", "prometheus-data", "grafana-data", "postgres-data"}
+
+
+def test_the_demo_talks_to_a_real_postgres_and_nats():
+    services = load_compose(COMPOSE)["services"]
+    env = env_file()
+    postgres, nats = services["postgres"], services["nats"]
+    assert postgres["image"] == env["POSTGRES_IMAGE"] and nats["image"] == env["NATS_IMAGE"]
+    # Neither is published: only the roles reach them.
+    assert "ports" not in postgres and "ports" not in nats
+    # The checkout's URL names this database, its user and its service; trust needs no password.
+    url = urllib.parse.urlparse(services["checkout"]["environment"]["DEMO_DATABASE_URL"])
+    assert (url.scheme, url.hostname, url.port, url.path) == ("postgres", "postgres", 5432, "/orders")
+    assert url.username == postgres["environment"]["POSTGRES_USER"] and url.password is None
+    assert postgres["environment"]["POSTGRES_DB"] == "orders"
+    assert postgres["environment"]["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    # From PostgreSQL 18 the image's VOLUME is /var/lib/postgresql (PGDATA below it).
+    major = int(env["POSTGRES_IMAGE"].split(":")[1].split(".")[0])
+    assert major >= 18 and "postgres-data:/var/lib/postgresql" in postgres["volumes"]
+    nats_url = urllib.parse.urlparse(services["notifications"]["environment"]["DEMO_NATS_URL"])
+    assert (nats_url.scheme, nats_url.hostname, nats_url.port) == ("nats", "nats", 4222)
+    # The roles that use them wait until they are healthy.
+    assert services["checkout"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert services["checkout"]["depends_on"]["nats"] == {"condition": "service_healthy"}
+    assert services["notifications"]["depends_on"]["nats"] == {"condition": "service_healthy"}
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert any("8222/healthz" in part for part in nats["healthcheck"]["test"])
 
 
 def test_scaled_stack_routes_the_apps_through_the_collector():
