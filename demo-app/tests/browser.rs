@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use support::{tools, Receiver, Shop};
 
@@ -27,25 +26,16 @@ async fn chromium_clicks_every_button_and_sees_a_trace_id() {
         "/../target/landing-page.png"
     ));
     let _ = std::fs::remove_file(&screenshot);
-    let url = format!("{}/", shop.frontend);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/landing.py");
-    let shot = screenshot.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args([script, &url, shot.to_str().unwrap()])
-            .env("SE_OFFLINE", "true")
-            .output()
-            .expect("run the browser script")
+    let args = vec![
+        format!("{}/", shop.frontend),
+        screenshot.to_str().unwrap().to_string(),
+    ];
+    let printed = tokio::task::spawn_blocking(move || {
+        tools::run_browser_script(&python, "landing.py", &args)
     })
     .await
     .unwrap();
-    assert!(
-        output.status.success(),
-        "browser check failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&output.stdout));
+    println!("{printed}");
     let png = std::fs::read(&screenshot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
 }

@@ -11,7 +11,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -284,30 +283,19 @@ async fn any_replica_shows_the_fleet_map_of_one_graphgen_and_names_a_missing_one
         env!("CARGO_MANIFEST_DIR"),
         "/../target/fleet-map.png"
     ));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/fleet_map.py");
     let admin = replicas[0].admin;
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args([
-                script,
-                &format!("http://{admin}/graph"),
-                &format!("http://{admin}/api/graph"),
-                &gone.to_string(),
-                screenshot.to_str().unwrap(),
-            ])
-            .env("SE_OFFLINE", "true")
-            .output()
-            .expect("run the browser script")
+    let args = vec![
+        format!("http://{admin}/graph"),
+        format!("http://{admin}/api/graph"),
+        gone.to_string(),
+        screenshot.to_str().unwrap().to_string(),
+    ];
+    let printed = tokio::task::spawn_blocking(move || {
+        tools::run_browser_script(&python, "fleet_map.py", &args)
     })
     .await
     .unwrap();
-    assert!(
-        output.status.success(),
-        "browser check failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&output.stdout));
+    println!("{printed}");
 }
 
 /// Every `traces_*` series graphgen exposes, by name and labels.

@@ -112,6 +112,25 @@ pub fn nats_server() -> Option<PathBuf> {
     }
 }
 
+/// Runs one of `tests/browser/*.py` (selenium driving Chromium) with `args`, offline; panics
+/// with its output when it fails, returns what it printed otherwise.
+pub fn run_browser_script(python: &std::path::Path, script: &str, args: &[String]) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/browser/");
+    let output = std::process::Command::new(python)
+        .arg(format!("{path}{script}"))
+        .args(args)
+        .env("SE_OFFLINE", "true")
+        .output()
+        .expect("run the browser script");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "browser check {script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Debian's Chromium and its driver, which the browser test drives through selenium.
 pub fn chromium() -> Option<()> {
     let has = |p: &str| std::path::Path::new(p).exists();
