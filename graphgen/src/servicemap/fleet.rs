@@ -378,7 +378,11 @@ mod tests {
 
     /// A peer that answers every connection with `answer` (or, if `None`, never answers).
     async fn peer(answer: Option<String>) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peer_on("127.0.0.1", answer).await
+    }
+
+    async fn peer_on(ip: &str, answer: Option<String>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let mut held = Vec::new();
@@ -408,7 +412,12 @@ mod tests {
         // The same process reached at a second address: counted once, not missing.
         let b_again = answering(part("b", 1, bounds.clone())).await;
         // Another process given the same id: its share cannot be told apart.
-        let b_twin = answering(part("b", 2, bounds.clone())).await;
+        // On 127.0.0.2, so it sorts after b's addresses and is the one named.
+        let b_twin = peer_on(
+            "127.0.0.2",
+            Some(serde_json::to_string(&part("b", 2, bounds.clone())).unwrap()),
+        )
+        .await;
         let itself = answering(part("a", 7, bounds.clone())).await;
         let a_twin = answering(part("a", 8, bounds.clone())).await;
         let other_buckets = answering(part("c", 1, vec![0.5])).await;
