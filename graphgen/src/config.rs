@@ -10,6 +10,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::native_histogram::{self, HistogramMode, NativeConfig};
+use crate::processors::GraphMetrics;
 use crate::queue::disk::Fsync;
 use crate::queue::Storage;
 use crate::series::RegistryLimits;
@@ -228,6 +229,9 @@ or_from_file!(MetricsOptions {
 #[command(next_help_heading = "Service graphs")]
 #[serde(default)]
 pub struct GraphOptions {
+    /// The series made, by Tempo's processor names, comma-separated: service-graphs, service-graphs-request, service-graphs-latency, service-graphs-connection-info, span-metrics, span-metrics-count, span-metrics-latency, span-metrics-size [default: service-graphs,span-metrics]
+    #[arg(long, env = "GRAPHGEN_PROCESSORS", value_delimiter = ',')]
+    pub processors: Option<Vec<String>>,
     /// How long an edge waits for its other side [default: 10s]
     #[arg(long, env = "GRAPHGEN_WAIT")]
     pub wait: Option<HumanDuration>,
@@ -261,6 +265,7 @@ pub struct GraphOptions {
 }
 
 or_from_file!(GraphOptions {
+    processors,
     wait,
     max_items,
     dimensions,
@@ -357,6 +362,10 @@ mod default {
     pub const DEDUP_WINDOW: Duration = Duration::ZERO;
     pub const DEDUP_MAX_SPANS: usize = 1_000_000;
     pub const SPAN_METRICS: bool = true;
+    pub const PROCESSORS: [&str; 2] = [
+        crate::processors::SERVICE_GRAPHS,
+        crate::processors::SPAN_METRICS,
+    ];
 
     const fn addr(port: u16) -> SocketAddr {
         SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -588,7 +597,19 @@ impl Options {
                     .unwrap_or(native_histogram::DEFAULT_MIN_RESET_DURATION),
             )
         });
+        let processors = match &self.graph.processors {
+            Some(names) => crate::processors::resolve(names),
+            None => crate::processors::resolve(&default::PROCESSORS),
+        }
+        .map_err(|e| invalid("--processors", e.to_string()))?;
         let graph = graph::Config {
+            // Without a service-graphs name no series are written; edges are still paired
+            // for the service map.
+            metrics: processors.service_graphs.unwrap_or(GraphMetrics {
+                request: false,
+                latency: false,
+                connection_info: false,
+            }),
             wait: duration(self.graph.wait).unwrap_or(graph_defaults.wait),
             max_items: self.graph.max_items.unwrap_or(graph_defaults.max_items),
             histogram_buckets: self
@@ -623,17 +644,24 @@ impl Options {
             };
             invalid(option, e.to_string())
         })?;
-        let span_metrics = if self
+        let span_metrics_on = self
             .span_metrics_options
             .span_metrics
-            .unwrap_or(default::SPAN_METRICS)
-        {
+            .unwrap_or(default::SPAN_METRICS);
+        let span_metrics = if let (true, Some(set)) = (span_metrics_on, processors.span_metrics) {
             let defaults = spanmetrics::Config::default();
+            let configured = self
+                .span_metrics_options
+                .span_metrics_histogram_buckets
+                .unwrap_or(defaults.histogram_buckets.clone());
             let config = spanmetrics::Config {
-                histogram_buckets: self
-                    .span_metrics_options
-                    .span_metrics_histogram_buckets
-                    .unwrap_or(defaults.histogram_buckets),
+                metrics: set,
+                // As Tempo: span metrics chosen by sub-name use its default buckets.
+                histogram_buckets: if processors.span_metrics_default_buckets {
+                    defaults.histogram_buckets
+                } else {
+                    configured
+                },
                 dimensions: self
                     .span_metrics_options
                     .span_metrics_dimensions

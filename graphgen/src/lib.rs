@@ -4,6 +4,7 @@
 //! The engine (pure logic, no I/O):
 //! - [`graph`] pairs client and server spans into edges (`traces_service_graph_*`).
 //! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`).
+//! - [`processors`] resolves Tempo's `processors` names into the series each processor makes.
 //! - [`engine`] puts both behind one door with a [`clock`] (and, optionally, [`dedup`]: a span
 //!   delivered twice is counted once).
 //! - [`series`] is the metric model they share; [`attributes`] the attribute rules;
@@ -44,6 +45,7 @@ pub mod graph;
 pub mod intake;
 pub mod label_limits;
 pub mod native_histogram;
+pub mod processors;
 pub mod queue;
 pub mod receiver;
 pub mod selfmetrics;

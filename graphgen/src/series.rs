@@ -510,6 +510,8 @@ impl<V> SeriesMap<V> {
 pub enum FamilyKind {
     Counter,
     Histogram,
+    /// A value that is set, not accumulated (`traces_service_graph_connection_info`).
+    Gauge,
 }
 
 /// One metric family, ready to be exposed or pushed.
@@ -535,6 +537,7 @@ pub struct Series {
 #[derive(Debug, Clone)]
 pub enum SeriesValue {
     Counter(f64),
+    Gauge(f64),
     Histogram {
         bounds: Arc<[f64]>,
         /// Cumulative, one per bound plus `+Inf`.
@@ -561,7 +564,7 @@ impl Family {
         let mut out = Vec::new();
         for series in &self.series {
             match &series.value {
-                SeriesValue::Counter(v) => out.push(Sample {
+                SeriesValue::Counter(v) | SeriesValue::Gauge(v) => out.push(Sample {
                     name: self.name.to_string(),
                     labels: series.labels.to_vec(),
                     value: *v,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use graphgen::clock::ManualClock;
 use graphgen::engine::Engine;
 use graphgen::graph;
+use graphgen::processors;
 use graphgen::spanmetrics;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde::Deserialize;
@@ -43,16 +44,32 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> T {
 }
 
 fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
-    let config: graph::Config = read_json(&dir.join("config.json"));
+    // `processors`, when a case names it, is Tempo's list (the overrides' `processors`); the
+    // other keys are the service-graph options.
+    let mut raw: serde_json::Value = read_json(&dir.join("config.json"));
+    let names: Vec<String> = match raw.as_object_mut().and_then(|o| o.remove("processors")) {
+        Some(list) => serde_json::from_value(list).expect("processors is a list of names"),
+        None => vec!["service-graphs".into(), "span-metrics".into()],
+    };
+    let processors = processors::resolve(&names).expect("known processor names");
+    let mut config: graph::Config = serde_json::from_value(raw)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join("config.json").display()));
+    config.metrics = processors
+        .service_graphs
+        .unwrap_or(processors::GraphMetrics {
+            request: false,
+            latency: false,
+            connection_info: false,
+        });
+    let span_metrics = processors.span_metrics.map(|metrics| spanmetrics::Config {
+        metrics,
+        ..spanmetrics::Config::default()
+    });
     let input: Input = read_json(&dir.join("input.json"));
     let clock = ManualClock::new(1_700_000_000_000_000_000);
     let wait = config.wait;
-    let mut engine = Engine::new(
-        config,
-        Some(spanmetrics::Config::default()),
-        Arc::new(clock.clone()),
-    )
-    .expect("valid config");
+    let mut engine =
+        Engine::new(config, span_metrics, Arc::new(clock.clone())).expect("valid config");
     for request in &input.requests {
         engine.push(&request.resource_spans);
     }

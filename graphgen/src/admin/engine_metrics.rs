@@ -46,6 +46,19 @@ impl Collector for EngineCollector {
                         }
                     }
                 }
+                FamilyKind::Gauge => {
+                    let mut metric = encoder.encode_descriptor(
+                        family.name,
+                        family.help,
+                        None,
+                        MetricType::Gauge,
+                    )?;
+                    for series in &family.series {
+                        if let SeriesValue::Gauge(v) = series.value {
+                            metric.encode_family(&series.labels)?.encode_gauge(&v)?;
+                        }
+                    }
+                }
                 FamilyKind::Histogram => {
                     let mut metric = encoder.encode_descriptor(
                         family.name,

@@ -24,7 +24,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
-    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
     Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -117,6 +117,12 @@ fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, zero_at: Option<u6
     // Strictly before the real point, in Prometheus' milliseconds too.
     let mut points = Vec::with_capacity(2);
     match (&series.value, flavor) {
+        (SeriesValue::Gauge(value), _) => points.push(Point::Number(NumberDataPoint {
+            attributes,
+            time_unix_nano: now_nanos,
+            value: Some(number_data_point::Value::AsDouble(*value)),
+            ..Default::default()
+        })),
         (SeriesValue::Counter(value), _) => {
             let point = |time_unix_nano, value| {
                 Point::Number(NumberDataPoint {
@@ -140,7 +146,8 @@ fn points_of(series: &Series, flavor: Flavor, now_nanos: u64, zero_at: Option<u6
                 exemplar,
                 ..
             },
-            Flavor::Classic | Flavor::Counter,
+            // A histogram is never written in a number flavor; the classic arm covers them.
+            Flavor::Classic | Flavor::Counter | Flavor::Gauge,
         ) => {
             // OTLP wants whole per-bucket counts, one more than bounds.
             let (bucket_counts, count) = whole_bucket_counts(cumulative);
@@ -305,6 +312,7 @@ impl Iterator for Parts<'_> {
             for point in points {
                 match (&mut metric.data, point) {
                     (Some(Data::Sum(s)), Point::Number(p)) => s.data_points.push(p),
+                    (Some(Data::Gauge(g)), Point::Number(p)) => g.data_points.push(p),
                     (Some(Data::Histogram(h)), Point::Histogram(p)) => h.data_points.push(p),
                     (Some(Data::ExponentialHistogram(h)), Point::Exponential(p)) => {
                         h.data_points.push(p)
@@ -328,6 +336,9 @@ fn empty_data(flavor: Flavor) -> Data {
             is_monotonic: true,
             data_points: Vec::new(),
         }),
+        Flavor::Gauge => Data::Gauge(Gauge {
+            data_points: Vec::new(),
+        }),
         Flavor::Classic => Data::Histogram(Histogram {
             aggregation_temporality: cumulative,
             data_points: Vec::new(),
@@ -343,6 +354,7 @@ fn same_flavor(metric: &Metric, flavor: Flavor) -> bool {
     matches!(
         (&metric.data, flavor),
         (Some(Data::Sum(_)), Flavor::Counter)
+            | (Some(Data::Gauge(_)), Flavor::Gauge)
             | (Some(Data::Histogram(_)), Flavor::Classic)
             | (Some(Data::ExponentialHistogram(_)), Flavor::Native)
     )

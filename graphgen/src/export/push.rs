@@ -14,6 +14,8 @@ use crate::series::{Family, FamilyKind, Series};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Flavor {
     Counter,
+    /// Set, not accumulated: written as it is, with no zero point before it.
+    Gauge,
     Classic,
     Native,
 }
@@ -24,6 +26,7 @@ fn flavors(families: &[Family], mode: HistogramMode) -> Vec<(usize, Flavor)> {
     for (i, family) in families.iter().enumerate() {
         match family.kind {
             FamilyKind::Counter => out.push((i, Flavor::Counter)),
+            FamilyKind::Gauge => out.push((i, Flavor::Gauge)),
             FamilyKind::Histogram => {
                 if mode.classic() {
                     out.push((i, Flavor::Classic));
@@ -150,7 +153,8 @@ impl<'a> Cursor<'a> {
                 flavor,
                 series,
                 key,
-                new: !self.pushed.keys.contains(&key),
+                // A gauge is set, not counted from zero: it never gets a zero point.
+                new: flavor != Flavor::Gauge && !self.pushed.keys.contains(&key),
                 zero_at_nanos: zero_point_nanos(
                     series.start_nanos,
                     self.pushed.last_push_nanos,

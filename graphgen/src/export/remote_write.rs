@@ -227,7 +227,9 @@ pub fn series_of(
         ..Default::default()
     };
     match (&series.value, flavor) {
-        (SeriesValue::Counter(value), _) => vec![plain(family.name, None, *value)],
+        (SeriesValue::Counter(value) | SeriesValue::Gauge(value), _) => {
+            vec![plain(family.name, None, *value)]
+        }
         (
             SeriesValue::Histogram {
                 bounds,
@@ -237,7 +239,8 @@ pub fn series_of(
                 exemplar,
                 ..
             },
-            Flavor::Classic | Flavor::Counter,
+            // A histogram is never written in a number flavor; the classic arm covers them.
+            Flavor::Classic | Flavor::Counter | Flavor::Gauge,
         ) => {
             let bucket_name = format!("{}_bucket", family.name);
             // The exemplar goes on the bucket its value falls in, as Prometheus' client does.

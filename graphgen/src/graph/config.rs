@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::native_histogram::NativeConfig;
+use crate::processors::GraphMetrics;
 use crate::series::{exponential_buckets, HistogramLayout};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +40,9 @@ pub struct Config {
     /// per-processor key.
     #[serde(skip)]
     pub native_histograms: Option<NativeConfig>,
+    /// Which series are written (the `service-graphs*` names of `processors`).
+    #[serde(skip)]
+    pub metrics: GraphMetrics,
 }
 
 impl Default for Config {
@@ -61,6 +65,7 @@ impl Default for Config {
             span_multiplier_key: None,
             limits: RegistryLimits::default(),
             native_histograms: None,
+            metrics: GraphMetrics::default(),
         }
     }
 }

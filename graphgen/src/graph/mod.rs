@@ -166,6 +166,7 @@ impl ServiceGraph {
                 config.histogram_layout(),
                 &layout.labels,
                 config.enable_messaging_system_latency_histogram,
+                config.metrics,
                 config.limits,
             ),
             layout,

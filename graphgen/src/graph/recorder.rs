@@ -5,6 +5,7 @@ use std::hash::{Hash, Hasher};
 
 use super::edge::{ConnectionType, Edge};
 use super::replace;
+use crate::processors::GraphMetrics;
 use crate::series::{
     Cardinality, Family, FamilyKind, Histogram, HistogramLayout, RegistryLimits, Series, SeriesMap,
     SeriesValue,
@@ -48,6 +49,8 @@ pub(super) struct Recorder {
     /// For each dimension label, the `Edge::dimensions` slot it reads.
     dimension_slots: Vec<usize>,
     messaging_histogram: bool,
+    /// Which families are written (`processors`); every figure is kept for the service map.
+    metrics: GraphMetrics,
     /// Labelled `client`, `server`, `connection_type`, then the dimension labels.
     series: SeriesMap<EdgeSeries>,
     /// Label values of the edge being recorded; reused so recording allocates nothing.
@@ -60,6 +63,7 @@ impl Recorder {
         histograms: HistogramLayout,
         dimensions: &[(String, usize)],
         messaging_histogram: bool,
+        metrics: GraphMetrics,
         limits: RegistryLimits,
     ) -> Self {
         let label_names: Vec<String> = ["client", "server", "connection_type"]
@@ -72,6 +76,7 @@ impl Recorder {
             scratch: vec![String::new(); label_names.len()],
             dimension_slots: dimensions.iter().map(|(_, slot)| *slot).collect(),
             messaging_histogram,
+            metrics,
             series: SeriesMap::new(limits, label_names),
         }
     }
@@ -158,18 +163,31 @@ impl Recorder {
             value: SeriesValue::Counter(v),
             start_nanos,
         };
-        let (mut total, mut failed, mut server, mut client, mut messaging) =
-            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut total, mut failed, mut server, mut client, mut messaging, mut info) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let m = self.metrics;
         for (labels, s, start) in self.series.iter() {
-            total.push(counter(s.total, labels.clone(), start));
-            if let Some(f) = s.failed {
-                failed.push(counter(f, labels.clone(), start));
+            if m.request {
+                total.push(counter(s.total, labels.clone(), start));
+                if let Some(f) = s.failed {
+                    failed.push(counter(f, labels.clone(), start));
+                }
             }
-            server.push(hist(&s.server, labels.clone(), start));
-            if let Some(m) = &s.messaging {
-                messaging.push(hist(m, labels.clone(), start));
+            if m.latency {
+                server.push(hist(&s.server, labels.clone(), start));
+                if let Some(h) = &s.messaging {
+                    messaging.push(hist(h, labels.clone(), start));
+                }
+                client.push(hist(&s.client, labels.clone(), start));
             }
-            client.push(hist(&s.client, labels, start));
+            if m.connection_info {
+                // Present while the edge is: it goes when the edge's series go stale.
+                info.push(Series {
+                    labels,
+                    value: SeriesValue::Gauge(1.0),
+                    start_nanos: start,
+                });
+            }
         }
         let counter_family = |name, help, series| Family {
             name,
@@ -185,34 +203,46 @@ impl Recorder {
             kind: FamilyKind::Histogram,
             series,
         };
-        let mut families = vec![
-            counter_family(
+        let mut families = Vec::new();
+        if m.request {
+            families.push(counter_family(
                 "traces_service_graph_request_total",
                 "Requests between two nodes",
                 total,
-            ),
-            counter_family(
+            ));
+            families.push(counter_family(
                 "traces_service_graph_request_failed_total",
                 "Failed requests between two nodes",
                 failed,
-            ),
-            seconds_family(
+            ));
+        }
+        if m.latency {
+            families.push(seconds_family(
                 "traces_service_graph_request_server_seconds",
                 "Time for a request between two nodes as seen from the server",
                 server,
-            ),
-            seconds_family(
+            ));
+            families.push(seconds_family(
                 "traces_service_graph_request_client_seconds",
                 "Time for a request between two nodes as seen from the client",
                 client,
-            ),
-        ];
-        if self.messaging_histogram {
-            families.push(seconds_family(
-                "traces_service_graph_request_messaging_system_seconds",
-                "Time between publisher and consumer for services communicating through a messaging system",
-                messaging,
             ));
+            if self.messaging_histogram {
+                families.push(seconds_family(
+                    "traces_service_graph_request_messaging_system_seconds",
+                    "Time between publisher and consumer for services communicating through a messaging system",
+                    messaging,
+                ));
+            }
+        }
+        if m.connection_info {
+            families.push(Family {
+                name: "traces_service_graph_connection_info",
+                help: "1 while requests between two nodes are seen (presence only)",
+                unit: "",
+                kind: FamilyKind::Gauge,
+                series: info,
+            });
         }
         families
     }

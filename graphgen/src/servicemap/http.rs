@@ -129,6 +129,7 @@ async fn graph_page(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery
             page::render(
                 map,
                 replicas,
+                state.exported,
                 text,
                 q,
                 state.grafana_url.as_deref(),

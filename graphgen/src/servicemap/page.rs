@@ -13,6 +13,7 @@ use super::history::Connection;
 use super::layout::{layered, Layout, LAYER_GAP};
 use super::model::{Edge, Figures, Node, ServiceMap};
 use super::query::MapQuery;
+use crate::processors::GraphMetrics;
 use crate::series::Exemplar;
 
 /// Node radius in the drawing.
@@ -114,6 +115,9 @@ struct Page {
     not_found: Option<String>,
     /// With `--peers`: whose parts the map holds.
     fleet: Option<FleetView>,
+    /// Whether Prometheus gets these figures too (`processors`): the map always has them.
+    latency_exported: bool,
+    requests_exported: bool,
 }
 
 /// The replicas behind a fleet's map.
@@ -401,6 +405,7 @@ fn separate_labels(edges: &mut [EdgeView]) {
 pub fn render(
     map: &ServiceMap,
     replicas: &[Replica],
+    exported: GraphMetrics,
     window: &str,
     q: &MapQuery,
     grafana: Option<&str>,
@@ -560,6 +565,8 @@ pub fn render(
         details,
         not_found,
         fleet: FleetView::of(replicas),
+        latency_exported: exported.latency,
+        requests_exported: exported.request,
     }
     .render()
 }
@@ -621,6 +628,7 @@ mod tests {
         let html = render(
             &map_of(&[]),
             &[],
+            GraphMetrics::default(),
             "5m",
             &MapQuery::default(),
             None,
@@ -645,7 +653,16 @@ mod tests {
             error: None,
             omitted_edges: 0,
         };
-        let alone = render(&map, std::slice::from_ref(&this), "5m", &q, None, &cache).unwrap();
+        let alone = render(
+            &map,
+            std::slice::from_ref(&this),
+            GraphMetrics::default(),
+            "5m",
+            &q,
+            None,
+            &cache,
+        )
+        .unwrap();
         assert!(
             !alone.contains("id=\"fleet\""),
             "one replica: no fleet line"
@@ -669,7 +686,7 @@ mod tests {
                 omitted_edges: 0,
             },
         ];
-        let html = render(&map, &rows, "5m", &q, None, &cache).unwrap();
+        let html = render(&map, &rows, GraphMetrics::default(), "5m", &q, None, &cache).unwrap();
         assert!(
             html.contains("Fleet: 2 of 3 graphgen instances in this map"),
             "{html}"
@@ -687,6 +704,7 @@ mod tests {
         let html = render(
             &map_of(&[(evil, "b&b", Connection::Direct, 3.0, 1.0)]),
             &[],
+            GraphMetrics::default(),
             "5m",
             &MapQuery {
                 node: Some(evil.into()),
@@ -722,6 +740,7 @@ mod tests {
         let html = render(
             &map,
             &[],
+            GraphMetrics::default(),
             "5m",
             &q,
             Some("http://localhost:3000"),
@@ -735,7 +754,16 @@ mod tests {
         assert!(html.contains("class=\"edge failing virtual_node selected\""));
         assert!(html.contains("data-kind=\"database\""));
         // Without --grafana-url, ids only, no links.
-        let bare = render(&map, &[], "5m", &q, None, &LayoutCache::default()).unwrap();
+        let bare = render(
+            &map,
+            &[],
+            GraphMetrics::default(),
+            "5m",
+            &q,
+            None,
+            &LayoutCache::default(),
+        )
+        .unwrap();
         assert!(bare.contains(&trace) && !bare.contains("/explore?"));
     }
 
@@ -745,6 +773,7 @@ mod tests {
         let html = render(
             &map_of(&[(&long, "b", Connection::Direct, 1.0, 0.0)]),
             &[],
+            GraphMetrics::default(),
             "5m",
             &MapQuery::default(),
             None,
@@ -771,7 +800,16 @@ mod tests {
             .collect();
         let map = map_of(&edges);
         let cache = LayoutCache::default();
-        let html = render(&map, &[], "5m", &MapQuery::default(), None, &cache).unwrap();
+        let html = render(
+            &map,
+            &[],
+            GraphMetrics::default(),
+            "5m",
+            &MapQuery::default(),
+            None,
+            &cache,
+        )
+        .unwrap();
         assert_eq!(html.matches("<g class=\"edge").count(), MOST_EDGES_DRAWN);
         assert!(html.contains("100 quieter edge(s) not drawn"));
         assert!(
@@ -784,7 +822,16 @@ mod tests {
         );
         // The same shape again: the layout is reused, not made twice.
         let first = cache.0.lock().unwrap()[0].1.clone();
-        render(&map, &[], "1m", &MapQuery::default(), None, &cache).unwrap();
+        render(
+            &map,
+            &[],
+            GraphMetrics::default(),
+            "1m",
+            &MapQuery::default(),
+            None,
+            &cache,
+        )
+        .unwrap();
         let second = cache.0.lock().unwrap()[0].1.clone();
         assert!(Arc::ptr_eq(&first, &second));
     }

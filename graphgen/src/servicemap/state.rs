@@ -9,6 +9,7 @@ use super::history::{History, Snapshot, FINE_EVERY};
 use super::page::LayoutCache;
 use super::part::MapPart;
 use crate::engine::Engine;
+use crate::processors::GraphMetrics;
 use crate::selfmetrics::SelfMetrics;
 
 /// How long a reading of the engine serves pages and the API.
@@ -27,6 +28,9 @@ pub struct MapState {
     /// Base URL of Grafana, for links to traces in Explore.
     pub grafana_url: Option<String>,
     pub layouts: LayoutCache,
+    /// The service-graph series Prometheus gets (`processors`), for the page to say what
+    /// Grafana will lack.
+    pub exported: GraphMetrics,
     /// The other replicas (`--peers`), whose parts the map adds to this one's.
     pub fleet: Option<Fleet>,
     pub metrics: Arc<SelfMetrics>,
@@ -41,7 +45,10 @@ impl MapState {
         fleet: Option<Fleet>,
         metrics: Arc<SelfMetrics>,
     ) -> Self {
-        let started = engine.lock().unwrap_or_else(|e| e.into_inner()).now_nanos();
+        let (started, exported) = {
+            let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
+            (engine.now_nanos(), engine.graph().config().metrics)
+        };
         Self {
             engine,
             history: Mutex::new(History::new(started, max_series)),
@@ -50,6 +57,7 @@ impl MapState {
             boot: fastrand::u64(..),
             grafana_url,
             layouts: LayoutCache::default(),
+            exported,
             fleet,
             metrics,
         }

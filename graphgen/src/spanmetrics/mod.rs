@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::attributes::{self, copy_into, sanitize_label_name};
 use crate::label_limits::truncate_label;
 use crate::native_histogram::NativeConfig;
+use crate::processors::SpanMetricsSet;
 use crate::series::{
     exponential_buckets, Family, FamilyKind, Histogram, HistogramLayout, Series, SeriesMap,
     SeriesValue,
@@ -41,6 +42,9 @@ pub struct Config {
     /// Native buckets for the latency histogram (the generator-wide `--histograms`).
     #[serde(skip)]
     pub native_histograms: Option<NativeConfig>,
+    /// Which series are written (the `span-metrics*` names of `processors`).
+    #[serde(skip)]
+    pub metrics: SpanMetricsSet,
 }
 
 impl Default for Config {
@@ -51,6 +55,7 @@ impl Default for Config {
             span_multiplier_key: None,
             limits: RegistryLimits::default(),
             native_histograms: None,
+            metrics: SpanMetricsSet::default(),
         }
     }
 }
@@ -193,15 +198,19 @@ impl SpanMetrics {
                 start_nanos: s.latency.start_nanos(start_nanos, now),
             });
         }
-        vec![
-            Family {
+        let m = self.config.metrics;
+        let mut families = Vec::new();
+        if m.count {
+            families.push(Family {
                 name: "traces_spanmetrics_calls_total",
                 help: "Spans seen, by service, span name, kind and status",
                 unit: "",
                 kind: FamilyKind::Counter,
                 series: calls,
-            },
-            Family {
+            });
+        }
+        if m.latency {
+            families.push(Family {
                 name: "traces_spanmetrics_latency",
                 help: "Span duration in seconds",
                 // No unit: Prometheus' OTLP translation would append `_seconds`, and Tempo's
@@ -209,15 +218,18 @@ impl SpanMetrics {
                 unit: "",
                 kind: FamilyKind::Histogram,
                 series: latency,
-            },
-            Family {
+            });
+        }
+        if m.size {
+            families.push(Family {
                 name: "traces_spanmetrics_size_total",
                 help: "Protobuf-encoded size of the spans, in bytes",
                 unit: "",
                 kind: FamilyKind::Counter,
                 series: size,
-            },
-        ]
+            });
+        }
+        families
     }
 }
 
