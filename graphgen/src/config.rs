@@ -922,6 +922,32 @@ mod tests {
     }
 
     #[test]
+    fn processors_choose_the_series_as_tempo_names_them() {
+        let s = parse(&[
+            "--processors=service-graphs-request,service-graphs-connection-info,span-metrics-count",
+            "--span-metrics-histogram-buckets=0.5,1",
+        ])
+        .unwrap();
+        let graph = s.graph.metrics;
+        assert!(graph.request && !graph.latency && graph.connection_info);
+        let spans = s.span_metrics.unwrap();
+        assert!(spans.metrics.count && !spans.metrics.latency && !spans.metrics.size);
+        // Sub-names bring Tempo's default span-metrics buckets, whatever was configured.
+        assert_eq!(
+            spans.histogram_buckets,
+            spanmetrics::Config::default().histogram_buckets
+        );
+        // No span-metrics name: no span metrics; no service-graphs name: no graph series.
+        let s = parse(&["--processors=service-graphs"]).unwrap();
+        assert!(s.span_metrics.is_none());
+        let s = parse(&["--processors=span-metrics"]).unwrap();
+        assert!(!s.graph.metrics.request && !s.graph.metrics.latency);
+        // --span-metrics=false still turns span metrics off.
+        let s = parse(&["--span-metrics=false"]).unwrap();
+        assert!(s.span_metrics.is_none() && s.graph.metrics.request);
+    }
+
+    #[test]
     fn remote_write_and_native_histogram_options() {
         let s = parse(&[
             "--remote-write-endpoint=http://mimir:8080/api/v1/push",
@@ -1031,6 +1057,7 @@ mod tests {
             ),
             (&["--otlp-grpc-addr=nowhere"], "--otlp-grpc-addr"),
             (&["--flush-interval=0s"], "--flush-interval"),
+            (&["--processors=service-graph"], "--processors"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

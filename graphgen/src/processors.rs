@@ -157,7 +157,14 @@ mod tests {
 
     #[test]
     fn lists_resolve_as_tempo_resolves_them() {
-        let cases: &[(&[&str], Option<GraphMetrics>, Option<SpanMetricsSet>, bool)] = &[
+        // (names, service-graph series, span-metrics series, span metrics' default buckets)
+        type Case<'a> = (
+            &'a [&'a str],
+            Option<GraphMetrics>,
+            Option<SpanMetricsSet>,
+            bool,
+        );
+        let cases: &[Case] = &[
             (
                 &["service-graphs", "span-metrics"],
                 graph(true, true, false),

@@ -1310,3 +1310,46 @@ async fn requests_in_flight_are_bounded_before_their_bodies_are_read() {
         200
     );
 }
+
+#[tokio::test]
+async fn processors_by_tempo_names_choose_the_series_and_the_page_says_what_prometheus_lacks() {
+    let g = Graphgen::start(&[
+        "--wait=1s",
+        "--processors=service-graphs-request,service-graphs-connection-info,span-metrics-count",
+    ]);
+    let mut client = grpc_client(&g).await;
+    client.export(topology_trace(false)).await.unwrap();
+    every_edge_counted(&g, 1.0).await;
+    let m = g.metrics().await;
+    // The presence gauge: 1 for every edge, with the request counter's labels.
+    for (c, s, t) in EDGES {
+        assert_eq!(
+            find(
+                &m,
+                "traces_service_graph_connection_info",
+                &edge_labels(c, s, t)
+            ),
+            1.0,
+            "{c} -> {s}"
+        );
+    }
+    let names: std::collections::BTreeSet<&str> = m.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains("traces_spanmetrics_calls_total"));
+    for absent in [
+        "traces_service_graph_request_server_seconds_bucket",
+        "traces_service_graph_request_client_seconds_count",
+        "traces_spanmetrics_latency_bucket",
+        "traces_spanmetrics_size_total",
+    ] {
+        assert!(!names.contains(absent), "{absent} is not made");
+    }
+    // The service map still has its figures, and says Grafana will not.
+    let page = reqwest::get(format!("http://{}/graph", g.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("service-graphs-latency is off"), "{page}");
+    assert!(!page.contains("service-graphs-request is off"));
+}
