@@ -162,7 +162,14 @@ mod tests {
     fn series_not_updated_for_the_stale_duration_are_dropped_then_start_over() {
         let clock = ManualClock::new(1_000);
         let mut engine = Engine::new(
-            graph::Config::default(),
+            graph::Config {
+                // The presence gauge goes stale with its edge's other series.
+                metrics: crate::processors::GraphMetrics {
+                    connection_info: true,
+                    ..Default::default()
+                },
+                ..graph::Config::default()
+            },
             Some(spanmetrics::Config::default()),
             Arc::new(clock.clone()),
         )
@@ -171,16 +178,30 @@ mod tests {
         let request = client_server_request(1);
         engine.push(&request);
         assert_eq!(totals(&engine.families()), vec![(1.0, 1_000)]);
+        let presence = |engine: &Engine| {
+            engine
+                .families()
+                .iter()
+                .filter(|f| f.name == "traces_service_graph_connection_info")
+                .flat_map(|f| f.series.iter())
+                .map(|s| match s.value {
+                    crate::series::SeriesValue::Gauge(v) => v,
+                    _ => unreachable!("a gauge"),
+                })
+                .collect::<Vec<f64>>()
+        };
+        assert_eq!(presence(&engine), [1.0]);
 
         clock.advance(Duration::from_secs(59));
         engine.expire();
         assert_eq!(totals(&engine.families()).len(), 1, "not stale yet");
+        assert_eq!(presence(&engine), [1.0]);
 
         clock.advance(Duration::from_secs(2));
         engine.expire();
         assert!(
             engine.families().iter().all(|f| f.series.is_empty()),
-            "every series dropped"
+            "every series dropped, the presence gauge too"
         );
 
         engine.push(&request);

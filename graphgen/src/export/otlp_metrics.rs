@@ -719,6 +719,33 @@ mod tests {
         assert!(zero.time_unix_nano < real.time_unix_nano);
     }
 
+    #[test]
+    fn a_gauge_is_one_gauge_point_with_no_zero_before_it() {
+        let mut info = counter_family(1, 5_000_000_000);
+        info.name = "traces_service_graph_connection_info";
+        info.kind = FamilyKind::Gauge;
+        info.series[0].value = SeriesValue::Gauge(1.0);
+        let parts = to_parts(
+            &[info],
+            HistogramMode::Classic,
+            6_000_000_000,
+            &Identity::new("a"),
+            &PushedSeries::default(),
+            1 << 20,
+        )
+        .collect::<Vec<_>>();
+        let metric = &parts[0].request.resource_metrics[0].scope_metrics[0].metrics[0];
+        assert_eq!(metric.name, "traces_service_graph_connection_info");
+        let Some(Data::Gauge(gauge)) = &metric.data else {
+            panic!("a gauge: {:?}", metric.data)
+        };
+        let [point] = &gauge.data_points[..] else {
+            panic!("one point")
+        };
+        assert_eq!(point.value, Some(number_data_point::Value::AsDouble(1.0)));
+        assert_eq!(point.time_unix_nano, 6_000_000_000);
+    }
+
     /// Prometheus 3.13.1's `convertBucketsLayout` for OTLP exponential buckets without
     /// down-scaling (graphgen's scale is at most 8), re-stated from
     /// `storage/remote/otlptranslator/prometheusremotewrite/histograms.go:170-256`: the offset

@@ -238,6 +238,7 @@ mod tests {
             family("a_total", FamilyKind::Counter, 2),
             family("empty_total", FamilyKind::Counter, 0),
             family("h", FamilyKind::Histogram, 1),
+            family("info", FamilyKind::Gauge, 1),
         ];
         let mut pushed = PushedSeries::default();
         let walk = |pushed: &PushedSeries, mode| {
@@ -258,9 +259,11 @@ mod tests {
                 ("a_total", Flavor::Counter, true),
                 ("h", Flavor::Classic, true),
                 ("h", Flavor::Native, true),
+                // A gauge is set, not counted from zero: never a zero point.
+                ("info", Flavor::Gauge, false),
             ]
         );
-        assert_eq!(walk(&pushed, HistogramMode::Native).len(), 3);
+        assert_eq!(walk(&pushed, HistogramMode::Native).len(), 4);
         // The first counter and the native histogram went through, the rest failed.
         let mut outcome = pushed.begin();
         outcome.stored(vec![both[0].3, both[3].3]);
@@ -270,7 +273,7 @@ mod tests {
             .iter()
             .map(|s| s.2)
             .collect();
-        assert_eq!(again, [false, true, true, false]);
+        assert_eq!(again, [false, true, true, false, false]);
         // A failure later does not forget what was written before.
         let mut outcome = pushed.begin();
         outcome.not_stored(vec![both[0].3], &pushed);
