@@ -232,6 +232,9 @@ pub struct GraphOptions {
     /// The series made, by Tempo's processor names, comma-separated: service-graphs, service-graphs-request, service-graphs-latency, service-graphs-connection-info, span-metrics, span-metrics-count, span-metrics-latency, span-metrics-size [default: service-graphs,span-metrics]
     #[arg(long, env = "GRAPHGEN_PROCESSORS", value_delimiter = ',')]
     pub processors: Option<Vec<String>>,
+    /// Also draw an edge from a span to its child in another service when neither has a kind Tempo pairs (INTERNAL or UNSPECIFIED): parent service → child service, as a client/server pair; not a Tempo option [default: false]
+    #[arg(long, env = "GRAPHGEN_EDGES_FROM_PARENT_CHILD", num_args = 0..=1, default_missing_value = "true")]
+    pub edges_from_parent_child: Option<bool>,
     /// How long an edge waits for its other side [default: 10s]
     #[arg(long, env = "GRAPHGEN_WAIT")]
     pub wait: Option<HumanDuration>,
@@ -266,6 +269,7 @@ pub struct GraphOptions {
 
 or_from_file!(GraphOptions {
     processors,
+    edges_from_parent_child,
     wait,
     max_items,
     dimensions,
@@ -610,6 +614,7 @@ impl Options {
                 latency: false,
                 connection_info: false,
             }),
+            edges_from_parent_child: self.graph.edges_from_parent_child.unwrap_or(false),
             wait: duration(self.graph.wait).unwrap_or(graph_defaults.wait),
             max_items: self.graph.max_items.unwrap_or(graph_defaults.max_items),
             histogram_buckets: self

@@ -43,6 +43,10 @@ pub struct Config {
     /// Which series are written (the `service-graphs*` names of `processors`).
     #[serde(skip)]
     pub metrics: GraphMetrics,
+    /// Edges between kind-less parent and child spans of different services (not a Tempo
+    /// option; off, graphgen equals Tempo).
+    #[serde(skip)]
+    pub edges_from_parent_child: bool,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             limits: RegistryLimits::default(),
             native_histograms: None,
             metrics: GraphMetrics::default(),
+            edges_from_parent_child: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod config;
 mod edge;
+mod parent_child;
 mod recorder;
 mod store;
 
@@ -15,6 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 
 pub use config::{Config, ConfigError};
 pub use edge::{ConnectionType, Edge, EdgeKey};
+use parent_child::{KindlessSpan, KindlessSpans};
 pub use recorder::EdgeFigures;
 use recorder::Recorder;
 use store::{Store, StoreError, Upsert};
@@ -151,6 +153,10 @@ pub struct ServiceGraph {
     layout: Layout,
     store: Store,
     recorder: Recorder,
+    /// Kind-less spans waiting for a parent or children (`edges_from_parent_child`).
+    kindless: KindlessSpans,
+    /// The edge a kind-less pair is recorded through, reused.
+    kindless_edge: Edge,
     /// The current resource's service name, reused across batches.
     service_name: String,
     stats: Stats,
@@ -169,6 +175,8 @@ impl ServiceGraph {
                 config.metrics,
                 config.limits,
             ),
+            kindless: KindlessSpans::default(),
+            kindless_edge: Edge::new(layout.slots),
             layout,
             service_name: String::new(),
             stats: Stats::default(),
@@ -242,7 +250,12 @@ impl ServiceGraph {
             Ok(SpanKind::Producer) => (Side::Client, ConnectionType::MessagingSystem),
             Ok(SpanKind::Server) => (Side::Server, ConnectionType::Unknown),
             Ok(SpanKind::Consumer) => (Side::Server, ConnectionType::MessagingSystem),
-            _ => return,
+            _ => {
+                if self.config.edges_from_parent_child {
+                    self.push_kindless(service, resource, span, now, expires_at);
+                }
+                return;
+            }
         };
         let key_span_id = match side {
             Side::Client => &span.span_id,
@@ -316,9 +329,85 @@ impl ServiceGraph {
         }
     }
 
+    /// A span of no pairing kind: an edge with its parent or children in other services, when
+    /// those are kind-less too (see [`parent_child`]).
+    fn push_kindless(
+        &mut self,
+        service: &str,
+        resource: &[KeyValue],
+        span: &Span,
+        now: u64,
+        expires_at: u64,
+    ) {
+        let Some(own) = EdgeKey::new(&span.trace_id, &span.span_id) else {
+            self.stats.spans_invalid += 1;
+            return;
+        };
+        let parent = match span.parent_span_id.is_empty() {
+            true => None,
+            false => match EdgeKey::new(&span.trace_id, &span.parent_span_id) {
+                Some(key) => Some(key),
+                None => {
+                    self.stats.spans_invalid += 1;
+                    return;
+                }
+            },
+        };
+        let Self {
+            config,
+            layout,
+            recorder,
+            stats,
+            kindless,
+            kindless_edge,
+            ..
+        } = self;
+        let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
+        let kindless_span = KindlessSpan {
+            service: service.to_string(),
+            kind: span.kind,
+            duration_sec: duration_sec(span.start_time_unix_nano, span.end_time_unix_nano),
+            start_nanos: span.start_time_unix_nano,
+            end_nanos: span.end_time_unix_nano,
+            failed: span
+                .status
+                .as_ref()
+                .is_some_and(|s| s.code == StatusCode::Error as i32),
+            multiplier: attributes::span_multiplier(
+                config.span_multiplier_key.as_deref(),
+                &span.attributes,
+                resource,
+            ),
+            dimensions: layout
+                .dimensions
+                .iter()
+                .map(|(attribute, ..)| {
+                    let mut value = String::new();
+                    copy_into(attribute, &lists, &mut value);
+                    value
+                })
+                .collect(),
+            expires_at,
+        };
+        let slots: Vec<(usize, usize)> = layout
+            .dimensions
+            .iter()
+            .map(|(_, client, server)| (*client, *server))
+            .collect();
+        let stored = kindless.push(own, parent, kindless_span, config.max_items, |pair| {
+            pair.fill(&slots, kindless_edge);
+            recorder.record(kindless_edge, now);
+            stats.edges_completed += 1;
+        });
+        if !stored {
+            stats.spans_dropped += 1;
+        }
+    }
+
     /// Expires every edge whose wait is over at `now`: edges with an uninstrumented side
     /// become virtual-node edges, the rest are counted as expired.
     pub fn expire(&mut self, now: u64) {
+        self.kindless.expire(now);
         let Self {
             layout,
             store,

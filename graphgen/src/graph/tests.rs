@@ -481,6 +481,107 @@ fn service_graph_rules() {
             edges: 1,
             expired: &[],
         },
+        Case {
+            name: "kind-less spans across three services make parent → child edges",
+            config: |c| c.edges_from_parent_child = true,
+            spans: vec![
+                // ingest (INTERNAL root) → parse (UNSPECIFIED) → store (INTERNAL, failing);
+                // ingest → store again (a fan-out); ingest → ingest makes nothing.
+                s("ingest", 1, 1, 0),
+                S {
+                    start_ms: 10,
+                    end_ms: 60,
+                    ..s("parse", 0, 2, 1)
+                },
+                S {
+                    error: true,
+                    start_ms: 20,
+                    end_ms: 40,
+                    ..s("store", 1, 3, 2)
+                },
+                S {
+                    end_ms: 30,
+                    ..s("store", 1, 4, 1)
+                },
+                s("ingest", 1, 5, 1),
+            ],
+            want: vec![
+                (
+                    "traces_service_graph_request_total",
+                    vec![("client", "ingest"), ("server", "parse")],
+                    1.0,
+                ),
+                (
+                    "traces_service_graph_request_total",
+                    vec![("client", "parse"), ("server", "store")],
+                    1.0,
+                ),
+                (
+                    "traces_service_graph_request_failed_total",
+                    vec![("client", "parse"), ("server", "store")],
+                    1.0,
+                ),
+                (
+                    "traces_service_graph_request_total",
+                    vec![("client", "ingest"), ("server", "store")],
+                    1.0,
+                ),
+                // The child is the server side, the parent the client side.
+                (
+                    "traces_service_graph_request_server_seconds_sum",
+                    vec![("client", "ingest"), ("server", "parse")],
+                    0.05,
+                ),
+                (
+                    "traces_service_graph_request_client_seconds_sum",
+                    vec![("client", "ingest"), ("server", "parse")],
+                    0.1,
+                ),
+            ],
+            edges: 3,
+            expired: &[],
+        },
+        Case {
+            name: "a kind-less child may come before its parent",
+            config: |c| c.edges_from_parent_child = true,
+            spans: vec![s("worker", 1, 2, 1), s("scheduler", 1, 1, 0)],
+            want: vec![(
+                "traces_service_graph_request_total",
+                vec![("client", "scheduler"), ("server", "worker")],
+                1.0,
+            )],
+            edges: 1,
+            expired: &[],
+        },
+        Case {
+            name: "without the option kind-less spans make nothing, as in Tempo",
+            config: none,
+            spans: vec![s("scheduler", 1, 1, 0), s("worker", 1, 2, 1)],
+            want: vec![],
+            edges: 0,
+            expired: &[],
+        },
+        Case {
+            name: "with client and server spans around, nothing is counted twice",
+            config: |c| c.edges_from_parent_child = true,
+            spans: vec![
+                s("shop", 3, 1, 9),
+                s("cart", 2, 2, 1),
+                // Kind-less children of a server span, in its service and in another: Tempo
+                // pairs the server, so neither is a parent–child edge.
+                s("cart", 1, 3, 2),
+                s("pricing", 1, 4, 2),
+                // A kind-less span under a client span of another service: no edge either.
+                s("audit", 1, 5, 1),
+            ],
+            want: vec![(
+                "traces_service_graph_request_total",
+                vec![("client", "shop"), ("server", "cart")],
+                1.0,
+            )],
+            edges: 1,
+            expired: &[],
+        },
     ];
 
     // Every case runs; every mismatch is reported, not only the first.
