@@ -279,10 +279,7 @@ impl ServiceGraph {
             &span.attributes,
             resource,
         );
-        let failed = span
-            .status
-            .as_ref()
-            .is_some_and(|s| s.code == StatusCode::Error as i32);
+        let failed = failed(span);
         let duration = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
         let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
 
@@ -369,10 +366,7 @@ impl ServiceGraph {
             duration_sec: duration_sec(span.start_time_unix_nano, span.end_time_unix_nano),
             start_nanos: span.start_time_unix_nano,
             end_nanos: span.end_time_unix_nano,
-            failed: span
-                .status
-                .as_ref()
-                .is_some_and(|s| s.code == StatusCode::Error as i32),
+            failed: failed(span),
             multiplier: attributes::span_multiplier(
                 config.span_multiplier_key.as_deref(),
                 &span.attributes,
@@ -389,13 +383,8 @@ impl ServiceGraph {
                 .collect(),
             expires_at,
         };
-        let slots: Vec<(usize, usize)> = layout
-            .dimensions
-            .iter()
-            .map(|(_, client, server)| (*client, *server))
-            .collect();
         let stored = kindless.push(own, parent, kindless_span, config.max_items, |pair| {
-            pair.fill(&slots, kindless_edge);
+            pair.fill(&layout.dimensions, kindless_edge);
             recorder.record(kindless_edge, now);
             stats.edges_completed += 1;
         });
@@ -483,6 +472,13 @@ fn apply_database(config: &Config, e: &mut Edge, lists: &[&[KeyValue]; 2], durat
         // The database name replaces whatever was there, but only when it is not empty.
         e.server_service.drain(..before);
     }
+}
+
+/// Whether the span's status is ERROR.
+fn failed(span: &Span) -> bool {
+    span.status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32)
 }
 
 pub(super) fn replace(target: &mut String, value: &str) {

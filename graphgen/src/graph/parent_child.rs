@@ -119,7 +119,8 @@ impl Pair {
     /// type: Grafana draws the child as instrumented (grafana-tempo-datasource v13.1.0,
     /// `src/graphTransform.ts:258-268`: a server is instrumented when `connection_type` is empty
     /// or `messaging_system`).
-    pub fn fill(&self, slots: &[(usize, usize)], e: &mut Edge) {
+    /// `dimensions`: `(attribute, client slot, server slot)`, in the order of the spans' values.
+    pub fn fill(&self, dimensions: &[(String, usize, usize)], e: &mut Edge) {
         e.key = self.key;
         e.connection_type = ConnectionType::Unknown;
         super::replace(&mut e.client_service, &self.parent.service);
@@ -135,7 +136,7 @@ impl Pair {
         for slot in e.dimensions.iter_mut() {
             slot.clear();
         }
-        for (i, (client_slot, server_slot)) in slots.iter().enumerate() {
+        for (i, (_, client_slot, server_slot)) in dimensions.iter().enumerate() {
             // Client values first, then server ones, as the pair's spans would be applied.
             if let Some(v) = self.parent.dimensions.get(i).filter(|v| !v.is_empty()) {
                 super::replace(&mut e.dimensions[*client_slot], v);
