@@ -370,7 +370,8 @@ def test_service_map_figures_equal_grafanas_queries(stack, traffic):
     window's edges: its rate is the increase divided by the sampled interval, W - 2 s at
     worst, where graphgen divides by W. So per edge: graphgen ≤ Prometheus ≤ graphgen ×
     W / (W - 2) (1 % slack for float rounding); p90 is a ratio of bucket rates and must agree
-    to 1e-6; so must the error share."""
+    to 1e-6. The raw samples Prometheus stored in the window rose by exactly graphgen's counts
+    of requests and failures."""
     window = 30
     prom = stack["prometheus"]
     # Quiet: the window's start and graphgen's snapshots around it (5 s apart) see no traffic.
@@ -392,6 +393,18 @@ def test_service_map_figures_equal_grafanas_queries(stack, traffic):
         url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
         return http_get_json(url)["data"]["result"]
 
+    def stored_increase(name):
+        """Per edge, what the counters rose by in the window, from the raw samples Prometheus
+        stored: no extrapolation (the window starts in the quiet spell and ends after it)."""
+        rose = {}
+        for r in query(f"{name}[{window}s]"):
+            values = [float(v) for _, v in r["values"]]
+            key = edge_of(r)
+            rose[key] = rose.get(key, 0.0) + values[-1] - values[0]
+        return rose
+
+    stored_requests = stored_increase("traces_service_graph_request_total")
+    stored_failed = stored_increase("traces_service_graph_request_failed_total")
     rates = edge_values(query(f"sum by (client, server)(rate(traces_service_graph_request_total[{window}s]))"))
     failed = edge_values(query(f"sum by (client, server)(rate(traces_service_graph_request_failed_total[{window}s]))"))
     p90 = edge_values(query("histogram_quantile(0.9, sum(rate(traces_service_graph_request_server_seconds_bucket"
@@ -405,8 +418,18 @@ def test_service_map_figures_equal_grafanas_queries(stack, traffic):
         assert ours * 0.99 <= theirs <= ours * window / (window - 2) * 1.01 + 1e-12, (key, ours, theirs)
         if ours == 0:
             continue
+        # Exactly the requests and failures Prometheus stored...
+        requests = ours * window
+        assert math.isclose(requests, stored_requests.get(key, 0.0), rel_tol=1e-6), (key, requests, stored_requests)
         share = edge["detail__error_percent"] / 100
-        assert math.isclose(share, failed.get(key, 0.0) / theirs, rel_tol=1e-6, abs_tol=1e-9), (key, share, failed.get(key))
+        assert math.isclose(share * requests, stored_failed.get(key, 0.0), rel_tol=1e-6, abs_tol=1e-9), \
+            (key, share, stored_failed)
+        # ...and Grafana's ratio of two rates agrees up to their extrapolations, which differ
+        # when one series' first sample is 0 (Prometheus then extrapolates no further back than
+        # to zero) or its samples start or end a push apart from the other's.
+        ratio = failed.get(key, 0.0) / theirs
+        assert share * (window - 2) / window * 0.99 - 1e-9 <= ratio <= share * window / (window - 2) * 1.01 + 1e-9, \
+            (key, share, ratio)
         if math.isnan(p90.get(key, math.nan)):
             assert edge["detail__p90_ms"] is None, key
         else:
