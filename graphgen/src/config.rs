@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::filter::FilterPolicy;
 use crate::native_histogram::{self, HistogramMode, NativeConfig};
 use crate::processors::GraphMetrics;
 use crate::queue::disk::Fsync;
@@ -265,6 +266,10 @@ pub struct GraphOptions {
     /// Double attribute with the sampling ratio; each span then counts 1/ratio times [default: none]
     #[arg(long, env = "GRAPHGEN_SPAN_MULTIPLIER_KEY")]
     pub span_multiplier_key: Option<String>,
+    /// Which client and server spans the service graph pairs (Tempo's service_graphs
+    /// filter_policies); in the file only, see the README.
+    #[arg(skip)]
+    pub filter_policies: Option<Vec<FilterPolicy>>,
 }
 
 or_from_file!(GraphOptions {
@@ -279,7 +284,8 @@ or_from_file!(GraphOptions {
     histogram_buckets,
     peer_attributes,
     database_name_attributes,
-    span_multiplier_key
+    span_multiplier_key,
+    filter_policies
 });
 
 /// The bounds of both processors' series (Tempo's registry).
@@ -330,13 +336,78 @@ pub struct SpanMetricsOptions {
         value_delimiter = ','
     )]
     pub span_metrics_histogram_buckets: Option<Vec<f64>>,
+    /// Intrinsic labels turned on or off, comma-separated name=true|false (service, span_name, span_kind, status_code, status_message), as Tempo's intrinsic_dimensions; in the file a table [default: service=true,span_name=true,span_kind=true,status_code=true,status_message=false]
+    #[arg(
+        long,
+        env = "GRAPHGEN_SPAN_METRICS_INTRINSIC_DIMENSIONS",
+        value_delimiter = ','
+    )]
+    #[serde(default, deserialize_with = "switches")]
+    pub span_metrics_intrinsic_dimensions: Option<Vec<Switch>>,
+    /// Also write traces_target_info (one series per resource, its attributes as labels) and add job and instance labels to span metrics, as Tempo's enable_target_info [default: false]
+    #[arg(long, env = "GRAPHGEN_SPAN_METRICS_ENABLE_TARGET_INFO", num_args = 0..=1, default_missing_value = "true")]
+    pub span_metrics_enable_target_info: Option<bool>,
+    /// Resource attributes left out of traces_target_info, comma-separated, as Tempo's target_info_excluded_dimensions [default: none]
+    #[arg(
+        long,
+        env = "GRAPHGEN_SPAN_METRICS_TARGET_INFO_EXCLUDED_DIMENSIONS",
+        value_delimiter = ','
+    )]
+    pub span_metrics_target_info_excluded_dimensions: Option<Vec<String>>,
+    /// With target info on, the instance label (service.instance.id) on span metrics and target info, as Tempo's enable_instance_label [default: true]
+    #[arg(long, env = "GRAPHGEN_SPAN_METRICS_ENABLE_INSTANCE_LABEL", num_args = 0..=1, default_missing_value = "true")]
+    pub span_metrics_enable_instance_label: Option<bool>,
+    /// Labels joined from several attributes (Tempo's dimension_mappings); in the file only.
+    #[arg(skip)]
+    pub span_metrics_dimension_mappings: Option<Vec<spanmetrics::DimensionMapping>>,
+    /// Which spans span metrics count (Tempo's span_metrics filter_policies); in the file only.
+    #[arg(skip)]
+    pub span_metrics_filter_policies: Option<Vec<FilterPolicy>>,
 }
 
 or_from_file!(SpanMetricsOptions {
     span_metrics,
     span_metrics_dimensions,
-    span_metrics_histogram_buckets
+    span_metrics_histogram_buckets,
+    span_metrics_intrinsic_dimensions,
+    span_metrics_enable_target_info,
+    span_metrics_target_info_excluded_dimensions,
+    span_metrics_enable_instance_label,
+    span_metrics_dimension_mappings,
+    span_metrics_filter_policies
 });
+
+/// Options of the file that have no flag: structured values, as Tempo writes them.
+const FILE_ONLY: [&str; 3] = [
+    "filter_policies",
+    "span_metrics_dimension_mappings",
+    "span_metrics_filter_policies",
+];
+
+/// `name=true|false`: one intrinsic dimension turned on or off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch(pub String, pub bool);
+
+impl std::str::FromStr for Switch {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (name, on) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?}: write name=true or name=false"))?;
+        let on = on
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: write name=true or name=false"))?;
+        Ok(Switch(name.trim().to_string(), on))
+    }
+}
+
+/// In the file, switches are a table, as in Tempo: `{ status_message = true }`.
+fn switches<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Switch>>, D::Error> {
+    let table: Option<std::collections::BTreeMap<String, bool>> = Deserialize::deserialize(d)?;
+    Ok(table.map(|t| t.into_iter().map(|(k, v)| Switch(k, v)).collect()))
+}
 
 /// Every service default in one place (the processors' own are in their `Config::default`,
 /// the native-histogram ones in [`crate::native_histogram`]). `--help` states each in its
@@ -637,6 +708,7 @@ impl Options {
                 .database_name_attributes
                 .unwrap_or(graph_defaults.database_name_attributes),
             span_multiplier_key: self.graph.span_multiplier_key.clone(),
+            filter_policies: self.graph.filter_policies.clone().unwrap_or_default(),
             limits,
             native_histograms,
         };
@@ -646,6 +718,7 @@ impl Options {
                 graph::ConfigError::MaxItems => "--max-items",
                 graph::ConfigError::MaxSeries => "--max-series",
                 graph::ConfigError::EmptyDimension(_) => "--dimensions",
+                graph::ConfigError::Filter(_) => "filter_policies",
             };
             invalid(option, e.to_string())
         })?;
@@ -655,28 +728,59 @@ impl Options {
             .unwrap_or(default::SPAN_METRICS);
         let span_metrics = if let (true, Some(set)) = (span_metrics_on, processors.span_metrics) {
             let defaults = spanmetrics::Config::default();
-            let configured = self
-                .span_metrics_options
+            let sm = self.span_metrics_options;
+            let configured = sm
                 .span_metrics_histogram_buckets
                 .unwrap_or(defaults.histogram_buckets.clone());
+            let mut intrinsic_dimensions = defaults.intrinsic_dimensions;
+            let switches: Vec<(String, bool)> = sm
+                .span_metrics_intrinsic_dimensions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|Switch(name, on)| (name, on))
+                .collect();
+            intrinsic_dimensions
+                .apply(&switches)
+                .map_err(|e| invalid("--span-metrics-intrinsic-dimensions", e.to_string()))?;
             let config = spanmetrics::Config {
                 metrics: set,
+                intrinsic_dimensions,
+                dimension_mappings: sm.span_metrics_dimension_mappings.unwrap_or_default(),
+                enable_target_info: sm
+                    .span_metrics_enable_target_info
+                    .unwrap_or(defaults.enable_target_info),
+                target_info_excluded_dimensions: sm
+                    .span_metrics_target_info_excluded_dimensions
+                    .unwrap_or_default(),
+                enable_instance_label: sm
+                    .span_metrics_enable_instance_label
+                    .unwrap_or(defaults.enable_instance_label),
+                filter_policies: sm.span_metrics_filter_policies.unwrap_or_default(),
                 // As Tempo: span metrics chosen by sub-name use its default buckets.
                 histogram_buckets: if processors.span_metrics_default_buckets {
                     defaults.histogram_buckets
                 } else {
                     configured
                 },
-                dimensions: self
-                    .span_metrics_options
-                    .span_metrics_dimensions
-                    .unwrap_or_default(),
+                dimensions: sm.span_metrics_dimensions.unwrap_or_default(),
                 span_multiplier_key: self.graph.span_multiplier_key,
                 limits,
                 native_histograms,
             };
-            crate::series::validate_buckets(&config.histogram_buckets)
-                .map_err(|e| invalid("--span-metrics-histogram-buckets", e.to_string()))?;
+            // Every check of the processor's own, before any span arrives.
+            spanmetrics::SpanMetrics::new(config.clone()).map_err(|e| {
+                let option = match e {
+                    spanmetrics::ConfigError::Buckets(_) => "--span-metrics-histogram-buckets",
+                    spanmetrics::ConfigError::UnknownIntrinsic(_) => {
+                        "--span-metrics-intrinsic-dimensions"
+                    }
+                    spanmetrics::ConfigError::MappingCollides { .. } => {
+                        "span_metrics_dimension_mappings"
+                    }
+                    spanmetrics::ConfigError::Filter(_) => "span_metrics_filter_policies",
+                };
+                invalid(option, e.to_string())
+            })?;
             Some(config)
         } else {
             None
@@ -864,7 +968,10 @@ fn read_file(path: &Path) -> Result<Options, ConfigError> {
         .filter(|long| *long != "config")
         .map(|long| long.replace('-', "_"))
         .collect();
-    if let Some(key) = table.keys().find(|k| !known.contains(k)) {
+    if let Some(key) = table
+        .keys()
+        .find(|k| !known.contains(k) && !FILE_ONLY.contains(&k.as_str()))
+    {
         return Err(parse_error(format!(
             "unknown option `{key}` (keys are the long flags in snake_case, e.g. `flush_interval`)"
         )));
@@ -1044,6 +1151,81 @@ mod tests {
         std::fs::write(&file, "wait = \"soon\"\n").unwrap();
         let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
         assert!(err.contains("write e.g."), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tempo_structured_options_come_from_the_file_as_tempo_writes_them() {
+        let dir =
+            std::env::temp_dir().join(format!("graphgen-tempo-options-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("graphgen.toml");
+        std::fs::write(
+            &file,
+            r#"
+span_metrics_intrinsic_dimensions = { status_message = true, span_kind = false }
+span_metrics_enable_target_info = true
+span_metrics_target_info_excluded_dimensions = ["k8s.pod.name"]
+
+[[filter_policies]]
+exclude = { match_type = "regex", attributes = [{ key = "span.http.route", value = "^/health" }] }
+
+[[span_metrics_filter_policies]]
+include = { match_type = "strict", attributes = [{ key = "kind", value = "SPAN_KIND_SERVER" }, { key = "span.http.status_code", value = 500 }] }
+
+[[span_metrics_dimension_mappings]]
+name = "target"
+source_labels = ["http.request.method", "server.address"]
+join = " "
+"#,
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path]).unwrap();
+        assert_eq!(s.graph.filter_policies.len(), 1);
+        let sm = s.span_metrics.clone().unwrap();
+        assert!(sm.intrinsic_dimensions.status_message && !sm.intrinsic_dimensions.span_kind);
+        assert!(
+            sm.intrinsic_dimensions.service,
+            "the others keep their defaults"
+        );
+        assert!(sm.enable_target_info && sm.enable_instance_label);
+        assert_eq!(sm.target_info_excluded_dimensions, ["k8s.pod.name"]);
+        assert_eq!(sm.dimension_mappings[0].source_labels.len(), 2);
+        assert_eq!(sm.filter_policies.len(), 1);
+        // The flag form of the switches, over the file's.
+        let s = parse(&[
+            "--config",
+            path,
+            "--span-metrics-intrinsic-dimensions=status_message=false",
+        ])
+        .unwrap();
+        let sm = s.span_metrics.unwrap();
+        assert!(!sm.intrinsic_dimensions.status_message && sm.intrinsic_dimensions.span_kind);
+
+        // What Tempo refuses is refused at start, naming the option.
+        for (text, want) in [
+            (
+                "[[filter_policies]]\ninclude = { match_type = \"regex\", attributes = [{ key = \"name\", value = \"(\" }] }\n",
+                "filter_policies",
+            ),
+            (
+                "[[span_metrics_filter_policies]]\nexclude = { match_type = \"strict\", attributes = [{ key = \"duration\", value = \"1s\" }] }\n",
+                "span_metrics_filter_policies",
+            ),
+            (
+                "span_metrics_dimensions = [\"target\"]\n[[span_metrics_dimension_mappings]]\nname = \"target\"\n",
+                "span_metrics_dimension_mappings",
+            ),
+            (
+                "span_metrics_intrinsic_dimensions = { duration = true }\n",
+                "--span-metrics-intrinsic-dimensions",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = parse(&["--config", path]).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

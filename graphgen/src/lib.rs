@@ -3,7 +3,8 @@
 //!
 //! The engine (pure logic, no I/O):
 //! - [`graph`] pairs client and server spans into edges (`traces_service_graph_*`).
-//! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`).
+//! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`, and `traces_target_info`).
+//! - [`filter`]: Tempo's `filter_policies`, which spans each processor counts.
 //! - [`processors`] resolves Tempo's `processors` names into the series each processor makes.
 //! - [`engine`] puts both behind one door with a [`clock`] (and, optionally, [`dedup`]: a span
 //!   delivered twice is counted once).
@@ -41,6 +42,7 @@ pub mod dedup;
 mod duration_serde;
 pub mod engine;
 pub mod export;
+pub mod filter;
 pub mod graph;
 pub mod intake;
 pub mod label_limits;

@@ -52,6 +52,22 @@ fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
         None => vec!["service-graphs".into(), "span-metrics".into()],
     };
     let processors = processors::resolve(&names).expect("known processor names");
+    // `span_metrics`, when a case names it, holds Tempo's span-metrics overrides; the cases ran
+    // with the instance label off unless they say otherwise.
+    let span_options = raw
+        .as_object_mut()
+        .and_then(|o| o.remove("span_metrics"))
+        .unwrap_or_else(|| serde_json::json!({}));
+    let mut span_options = span_options
+        .as_object()
+        .expect("span_metrics is an object")
+        .clone();
+    span_options
+        .entry("enable_instance_label")
+        .or_insert(serde_json::Value::Bool(false));
+    let span_config: spanmetrics::Config =
+        serde_json::from_value(serde_json::Value::Object(span_options))
+            .unwrap_or_else(|e| panic!("{}: span_metrics: {e}", dir.display()));
     let mut config: graph::Config = serde_json::from_value(raw)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.join("config.json").display()));
     config.metrics = processors
@@ -63,7 +79,7 @@ fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
         });
     let span_metrics = processors.span_metrics.map(|metrics| spanmetrics::Config {
         metrics,
-        ..spanmetrics::Config::default()
+        ..span_config
     });
     let input: Input = read_json(&dir.join("input.json"));
     let clock = ManualClock::new(1_700_000_000_000_000_000);

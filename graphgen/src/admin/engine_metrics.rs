@@ -115,7 +115,7 @@ impl EngineStats {
 
 impl Collector for EngineStats {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (stats, pending, max_items, cardinality, dedup) = {
+        let (stats, pending, max_items, cardinality, dedup, filtered, filtered_sides) = {
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
             let now = engine.now_nanos();
             // (duplicates, spans held, how far back the record reaches), zeros when off.
@@ -127,12 +127,18 @@ impl Collector for EngineStats {
             if let Some(sm) = engine.span_metrics() {
                 cardinality.push(("span_metrics", sm.cardinality()));
             }
+            let mut filtered = vec![("service_graph", graph.stats().spans_filtered)];
+            if let Some(sm) = engine.span_metrics() {
+                filtered.push(("span_metrics", sm.filtered_spans()));
+            }
             (
                 graph.stats().clone(),
                 graph.pending_edges(),
                 graph.config().max_items,
                 cardinality,
                 dedup,
+                filtered,
+                graph.filtered_sides(),
             )
         };
         let counter =
@@ -248,6 +254,30 @@ impl Collector for EngineStats {
             "Label values cut to --max-label-value-length bytes, by processor",
             MetricType::Counter,
             |c| c.truncated_values,
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_spans_filtered",
+                "Spans left out by a processor's filter_policies, by processor",
+                None,
+                MetricType::Counter,
+            )?;
+            for (processor, n) in &filtered {
+                m.encode_family(&[("processor", *processor)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(n, None)?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "graphgen_edges_filtered",
+            "Edges dropped because one of their sides was filtered out (the other side is then dropped too)",
+            stats.edges_filtered,
+        )?;
+        counter(
+            &mut encoder,
+            "graphgen_filtered_sides_overflow",
+            "Filtered sides not remembered because max_items were (their other side then waits and expires)",
+            filtered_sides.1,
         )?;
         gauge(
             &mut encoder,

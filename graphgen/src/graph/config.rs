@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::filter::{FilterError, FilterPolicy, SpanFilter};
 use crate::native_histogram::NativeConfig;
 use crate::processors::GraphMetrics;
 use crate::series::{exponential_buckets, HistogramLayout};
@@ -33,6 +34,8 @@ pub struct Config {
     pub database_name_attributes: Vec<String>,
     /// A double attribute holding the sampling ratio; each span then counts `1/ratio` times.
     pub span_multiplier_key: Option<String>,
+    /// Which client and server spans are paired (Tempo's `filter_policies`).
+    pub filter_policies: Vec<FilterPolicy>,
     /// The bounds of the series (label sets = edges × dimension values); generator-wide.
     #[serde(skip)]
     pub limits: RegistryLimits,
@@ -67,6 +70,7 @@ impl Default for Config {
                 "db.system.name",
             ]),
             span_multiplier_key: None,
+            filter_policies: Vec::new(),
             limits: RegistryLimits::default(),
             native_histograms: None,
             metrics: GraphMetrics::default(),
@@ -90,6 +94,8 @@ pub enum ConfigError {
     MaxSeries,
     #[error("dimension {0:?} is empty")]
     EmptyDimension(String),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
 }
 
 impl Config {
@@ -112,6 +118,7 @@ impl Config {
         if let Some(d) = self.dimensions.iter().find(|d| d.trim().is_empty()) {
             return Err(ConfigError::EmptyDimension(d.clone()));
         }
+        SpanFilter::new(&self.filter_policies)?;
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 
 mod config;
 mod edge;
+mod filtered;
 mod parent_child;
 mod recorder;
 mod store;
@@ -16,12 +17,14 @@ use opentelemetry_proto::tonic::trace::v1::{
 
 pub use config::{Config, ConfigError};
 pub use edge::{ConnectionType, Edge, EdgeKey};
+use filtered::FilteredSides;
 use parent_child::{KindlessSpan, KindlessSpans};
 pub use recorder::EdgeFigures;
 use recorder::Recorder;
 use store::{Store, StoreError, Upsert};
 
 use crate::attributes::{self, copy_into, sanitize_label_name};
+use crate::filter::SpanFilter;
 use crate::label_limits::truncate_label;
 use crate::series::{Cardinality, Family};
 use crate::spans::{duration_sec, span_kind_name};
@@ -39,6 +42,11 @@ pub struct Stats {
     pub spans_dropped: u64,
     /// Spans skipped because their ids are longer than OTLP allows.
     pub spans_invalid: u64,
+    /// Client and server spans left out by `filter_policies`.
+    pub spans_filtered: u64,
+    /// Edges dropped because one side was filtered out (Tempo's dropped edges): a waiting
+    /// edge whose other side was filtered, or a span whose other side had been.
+    pub edges_filtered: u64,
 }
 
 /// Expired edges counted by the OTLP span kind of the side that was seen.
@@ -69,12 +77,21 @@ impl Stats {
 }
 
 /// Which side of an edge a span is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Side {
     /// CLIENT or PRODUCER: keyed by its own span id.
     Client,
     /// SERVER or CONSUMER: keyed by its parent's span id.
     Server,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
 }
 
 /// Where each dimension's value lives in `Edge::dimensions`, and which labels read them.
@@ -159,6 +176,9 @@ pub struct ServiceGraph {
     kindless_edge: Edge,
     /// The current resource's service name, reused across batches.
     service_name: String,
+    /// `filter_policies`, and the sides they left out.
+    filter: SpanFilter,
+    filtered: FilteredSides,
     stats: Stats,
 }
 
@@ -167,6 +187,8 @@ impl ServiceGraph {
         config.validate()?;
         let layout = Layout::new(&config);
         Ok(Self {
+            filter: SpanFilter::new(&config.filter_policies)?,
+            filtered: FilteredSides::new(config.max_items),
             store: Store::new(config.max_items, layout.slots),
             recorder: Recorder::new(
                 config.histogram_layout(),
@@ -217,6 +239,11 @@ impl ServiceGraph {
         self.store.len()
     }
 
+    /// (sides of filtered spans remembered, sides not remembered because `max_items` were)
+    pub fn filtered_sides(&self) -> (usize, u64) {
+        (self.filtered.len(), self.filtered.overflow())
+    }
+
     /// Processes one batch of spans received at `now` (nanoseconds since the epoch).
     pub fn push(&mut self, batches: &[ResourceSpans], now: u64) {
         let expires_at = now.saturating_add(self.config.wait.as_nanos() as u64);
@@ -252,6 +279,10 @@ impl ServiceGraph {
             Ok(SpanKind::Consumer) => (Side::Server, ConnectionType::MessagingSystem),
             _ => {
                 if self.config.edges_from_parent_child {
+                    if !self.filter.keeps(resource, span) {
+                        self.stats.spans_filtered += 1;
+                        return;
+                    }
                     self.push_kindless(service, resource, span, now, expires_at);
                 }
                 return;
@@ -265,6 +296,21 @@ impl ServiceGraph {
             self.stats.spans_invalid += 1;
             return;
         };
+        if !self.filter.keeps(resource, span) {
+            self.stats.spans_filtered += 1;
+            // A root server span has no client to wait for.
+            if side == Side::Client || !span.parent_span_id.is_empty() {
+                if self.store.remove_waiting_for(&key, side) {
+                    self.stats.edges_filtered += 1;
+                }
+                self.filtered.add(key, side, expires_at);
+            }
+            return;
+        }
+        if self.filtered.has_counterpart(&key, side) && !self.store.contains(&key) {
+            self.stats.edges_filtered += 1;
+            return;
+        }
 
         let Self {
             config,
@@ -397,6 +443,7 @@ impl ServiceGraph {
     /// become virtual-node edges, the rest are counted as expired.
     pub fn expire(&mut self, now: u64) {
         self.kindless.expire(now);
+        self.filtered.expire(now);
         let Self {
             layout,
             store,

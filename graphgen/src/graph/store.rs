@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::edge::{Edge, EdgeKey};
+use super::Side;
 
 const NIL: u32 = u32::MAX;
 
@@ -94,6 +95,29 @@ impl Store {
         std::mem::swap(&mut self.slots[slot as usize].edge, &mut self.scratch);
         self.index.insert(key, slot);
         Ok(Upsert::Stored { new: true })
+    }
+
+    pub fn contains(&self, key: &EdgeKey) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Removes the edge of `key` if it waits for a span of `side` (its one side is the other
+    /// one); returns whether it did.
+    pub fn remove_waiting_for(&mut self, key: &EdgeKey, side: Side) -> bool {
+        let Some(&slot) = self.index.get(key) else {
+            return false;
+        };
+        let edge = &self.slots[slot as usize].edge;
+        // As Tempo's getEdgeSide: an edge with a server service is a server side.
+        let waiting_side = match edge.server_service.is_empty() {
+            true => Side::Client,
+            false => Side::Server,
+        };
+        if edge.is_complete() || waiting_side == side {
+            return false;
+        }
+        self.remove(slot);
+        true
     }
 
     /// Removes every edge whose time is up (oldest first), handing each to `expire`.

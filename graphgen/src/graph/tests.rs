@@ -105,6 +105,16 @@ struct Case {
 
 fn none(_: &mut Config) {}
 
+fn policies(json: &str) -> Vec<crate::filter::FilterPolicy> {
+    serde_json::from_str(json).expect("valid policies")
+}
+
+fn exclude_health_checks() -> Vec<crate::filter::FilterPolicy> {
+    policies(
+        r#"[{"exclude": {"match_type": "regex", "attributes": [{"key": "span.http.route", "value": "^/health"}]}}]"#,
+    )
+}
+
 fn run(case: &Case) -> (Vec<crate::series::Sample>, ServiceGraph) {
     let mut config = Config::default();
     (case.config)(&mut config);
@@ -582,6 +592,82 @@ fn service_graph_rules() {
             edges: 1,
             expired: &[],
         },
+        Case {
+            name: "a filtered client span drops its server span too: no edge, nothing expires",
+            config: |c| c.filter_policies = exclude_health_checks(),
+            spans: vec![
+                S {
+                    attrs: &[("http.route", "/healthz")],
+                    ..s("probe", 3, 1, 9)
+                },
+                s("cart", 2, 2, 1),
+            ],
+            want: vec![],
+            edges: 0,
+            expired: &[],
+        },
+        Case {
+            name: "a server span waiting for a client that is then filtered is dropped",
+            config: |c| c.filter_policies = exclude_health_checks(),
+            spans: vec![
+                s("cart", 2, 2, 1),
+                S {
+                    attrs: &[("http.route", "/healthz")],
+                    ..s("probe", 3, 1, 9)
+                },
+            ],
+            want: vec![],
+            edges: 0,
+            expired: &[],
+        },
+        Case {
+            name: "a filtered root server span is left out: no virtual-node edge",
+            config: |c| {
+                c.enable_virtual_node_label = true;
+                c.filter_policies = exclude_health_checks();
+            },
+            spans: vec![S {
+                attrs: &[("http.route", "/healthz")],
+                ..s("cart", 2, 2, 0)
+            }],
+            want: vec![],
+            edges: 0,
+            expired: &[],
+        },
+        Case {
+            name:
+                "include by resource attribute: a side from elsewhere drops the edge; others pair",
+            config: |c| {
+                c.filter_policies = policies(
+                    r#"[{"include": {"match_type": "strict", "attributes": [{"key": "resource.env", "value": "prod"}]}}]"#,
+                )
+            },
+            spans: vec![
+                S {
+                    resource: &[("env", "prod")],
+                    ..s("shop", 3, 1, 9)
+                },
+                S {
+                    resource: &[("env", "dev")],
+                    ..s("cart", 2, 2, 1)
+                },
+                S {
+                    resource: &[("env", "prod")],
+                    ..s("shop", 3, 3, 9)
+                },
+                S {
+                    resource: &[("env", "prod")],
+                    ..s("cart", 2, 4, 3)
+                },
+            ],
+            want: vec![(
+                "traces_service_graph_request_total",
+                vec![("client", "shop"), ("server", "cart")],
+                1.0,
+            )],
+            edges: 1,
+            expired: &[],
+        },
     ];
 
     // Every case runs; every mismatch is reported, not only the first.
@@ -786,4 +872,49 @@ fn bad_configs_are_refused() {
         let err = ServiceGraph::new(config).unwrap_err().to_string();
         assert!(err.contains(want), "{err}");
     }
+}
+
+#[test]
+fn filtered_spans_and_the_edges_they_drop_are_counted_and_forgotten_after_wait() {
+    let mut graph = ServiceGraph::new(Config {
+        filter_policies: exclude_health_checks(),
+        ..Config::default()
+    })
+    .unwrap();
+    let health = S {
+        attrs: &[("http.route", "/healthz")],
+        ..s("probe", 3, 1, 9)
+    };
+    graph.push(&batch(&[s("cart", 2, 2, 1), health]), NOW);
+    assert_eq!(graph.stats().spans_filtered, 1);
+    assert_eq!(graph.stats().edges_filtered, 1, "the waiting server side");
+    assert_eq!(graph.filtered_sides(), (1, 0));
+    // A retried server span within `wait` is dropped too...
+    graph.push(&batch(&[s("cart", 2, 2, 1)]), NOW);
+    assert_eq!(graph.stats().edges_filtered, 2);
+    assert_eq!(graph.pending_edges(), 0);
+    // ...and after it, the filtered side is forgotten: the span waits (and expires) as usual.
+    let wait = Config::default().wait.as_nanos() as u64;
+    graph.expire(NOW + wait);
+    assert_eq!(graph.filtered_sides(), (0, 0));
+    graph.push(&batch(&[s("cart", 2, 2, 1)]), NOW + wait);
+    assert_eq!(graph.pending_edges(), 1);
+}
+
+#[test]
+fn filtered_sides_are_bounded_by_max_items() {
+    let mut graph = ServiceGraph::new(Config {
+        filter_policies: exclude_health_checks(),
+        max_items: 2,
+        ..Config::default()
+    })
+    .unwrap();
+    let spans: Vec<S> = (1..=3)
+        .map(|id| S {
+            attrs: &[("http.route", "/healthz")],
+            ..s("probe", 3, id, 9)
+        })
+        .collect();
+    graph.push(&batch(&spans), NOW);
+    assert_eq!(graph.filtered_sides(), (2, 1));
 }

@@ -7,12 +7,15 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use crate::attributes::{self, copy_into, sanitize_label_name};
+use crate::filter::{FilterError, FilterPolicy, SpanFilter};
 use crate::label_limits::truncate_label;
 use crate::native_histogram::NativeConfig;
 use crate::processors::SpanMetricsSet;
 use crate::series::{
-    exponential_buckets, Family, FamilyKind, Histogram, HistogramLayout, Series, SeriesMap,
+    exponential_buckets, Family, FamilyKind, Histogram, HistogramLayout, Labels, Series, SeriesMap,
     SeriesValue,
 };
 use crate::series::{Cardinality, InvalidBuckets, RegistryLimits};
@@ -26,14 +29,92 @@ const INTRINSIC_LABELS: [&str; 5] = [
     "status_code",
     "status_message",
 ];
+/// target_info also prefixes resource attributes named like these.
+const JOB: &str = "job";
+const INSTANCE: &str = "instance";
+
+/// Which intrinsic labels span metrics carry (Tempo's `intrinsic_dimensions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntrinsicDimensions {
+    pub service: bool,
+    pub span_name: bool,
+    pub span_kind: bool,
+    pub status_code: bool,
+    pub status_message: bool,
+}
+
+impl Default for IntrinsicDimensions {
+    fn default() -> Self {
+        Self {
+            service: true,
+            span_name: true,
+            span_kind: true,
+            status_code: true,
+            status_message: false,
+        }
+    }
+}
+
+impl IntrinsicDimensions {
+    /// Applies `name=true|false` settings over the defaults, as Tempo's `ApplyFromMap`.
+    pub fn apply(&mut self, settings: &[(String, bool)]) -> Result<(), ConfigError> {
+        for (name, on) in settings {
+            match name.as_str() {
+                "service" => self.service = *on,
+                "span_name" => self.span_name = *on,
+                "span_kind" => self.span_kind = *on,
+                "status_code" => self.status_code = *on,
+                "status_message" => self.status_message = *on,
+                _ => return Err(ConfigError::UnknownIntrinsic(name.clone())),
+            }
+        }
+        Ok(())
+    }
+
+    fn enabled(&self) -> [bool; 5] {
+        [
+            self.service,
+            self.span_name,
+            self.span_kind,
+            self.status_code,
+            self.status_message,
+        ]
+    }
+}
+
+/// Several attributes joined into one label (Tempo's `dimension_mappings`): the non-empty
+/// values of `source_labels`, in order, joined by `join`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimensionMapping {
+    pub name: String,
+    #[serde(default)]
+    pub source_labels: Vec<String>,
+    #[serde(default)]
+    pub join: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Latency histogram bounds, in seconds.
     pub histogram_buckets: Vec<f64>,
+    /// The intrinsic labels written.
+    pub intrinsic_dimensions: IntrinsicDimensions,
     /// Attributes (resource first, then span) copied into labels.
     pub dimensions: Vec<String>,
+    /// Labels made of several attributes.
+    pub dimension_mappings: Vec<DimensionMapping>,
+    /// Also write `traces_target_info` (one series per resource, its attributes as labels) and
+    /// give span metrics `job` and `instance` labels to join it on.
+    pub enable_target_info: bool,
+    /// Resource attributes left out of `traces_target_info`.
+    pub target_info_excluded_dimensions: Vec<String>,
+    /// With target info on: the `instance` label (from `service.instance.id`).
+    pub enable_instance_label: bool,
+    /// Which spans are counted.
+    pub filter_policies: Vec<FilterPolicy>,
     /// A double attribute holding the sampling ratio; calls and latency count `1/ratio` times.
     pub span_multiplier_key: Option<String>,
     /// The bounds of the series; generator-wide.
@@ -51,7 +132,13 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             histogram_buckets: exponential_buckets(0.002, 2.0, 14),
+            intrinsic_dimensions: IntrinsicDimensions::default(),
             dimensions: Vec::new(),
+            dimension_mappings: Vec::new(),
+            enable_target_info: false,
+            target_info_excluded_dimensions: Vec::new(),
+            enable_instance_label: true,
+            filter_policies: Vec::new(),
             span_multiplier_key: None,
             limits: RegistryLimits::default(),
             native_histograms: None,
@@ -72,6 +159,48 @@ struct SpanSeries {
 pub enum ConfigError {
     #[error(transparent)]
     Buckets(#[from] InvalidBuckets),
+    #[error("{0:?} is not an intrinsic dimension (service, span_name, span_kind, status_code, status_message)")]
+    UnknownIntrinsic(String),
+    #[error("dimension mapping {name:?} makes the label {label:?}, which another label has")]
+    MappingCollides { name: String, label: String },
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+}
+
+/// Where a label's value comes from. Several sources may write one label (two dimensions that
+/// sanitize alike, a `job` dimension with target info on): in this order, the last write wins
+/// and an empty one removes the label, as Tempo's label builder does.
+#[derive(Debug, Clone)]
+enum Source {
+    Service,
+    SpanName,
+    SpanKind,
+    StatusCode,
+    StatusMessage,
+    Dimension(String),
+    Mapping(usize),
+    /// Written only when not empty, as Tempo adds them.
+    Job,
+    Instance,
+}
+
+#[derive(Debug, Clone)]
+struct Writer {
+    label: usize,
+    source: Source,
+}
+
+/// `traces_target_info`: one series per distinct resource, made once per resource of a request
+/// (Tempo's `buildAndSetTargetInfoLabels`).
+#[derive(Debug, Default)]
+struct TargetInfo {
+    /// Sorted label pairs → when the series was made. Tempo does not refresh an existing
+    /// target_info series, so it goes stale `stale_duration` after it was made and is made
+    /// again by the next span; kept so here.
+    series: HashMap<Vec<(String, String)>, u64>,
+    refused: u64,
+    excluded: HashSet<String>,
+    instance_label: bool,
 }
 
 #[derive(Debug)]
@@ -79,38 +208,102 @@ pub struct SpanMetrics {
     config: Config,
     histograms: HistogramLayout,
     series: SeriesMap<SpanSeries>,
+    writers: Vec<Writer>,
+    filter: SpanFilter,
+    filtered: u64,
+    target_info: Option<TargetInfo>,
     scratch: Vec<String>,
+}
+
+/// A dimension's label name as Tempo makes it: sanitized, cut, `__`-prefixed when it is
+/// named like one of `reserved`.
+fn label_name(name: &str, reserved: &[&str], max_len: usize) -> String {
+    let mut label = sanitize_label_name(name);
+    truncate_label(&mut label, max_len);
+    if reserved.contains(&label.as_str()) {
+        format!("__{label}")
+    } else {
+        label
+    }
 }
 
 impl SpanMetrics {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         crate::series::validate_buckets(&config.histogram_buckets)?;
-        let label_names: Vec<String> = INTRINSIC_LABELS[..4]
+        let filter = SpanFilter::new(&config.filter_policies)?;
+        let max_name = config.limits.max_label_name_length;
+        let mut names: Vec<String> = Vec::new();
+        let mut writers = Vec::new();
+        let mut add = |names: &mut Vec<String>, name: String, source: Source| {
+            let label = names.iter().position(|n| *n == name).unwrap_or_else(|| {
+                names.push(name);
+                names.len() - 1
+            });
+            writers.push(Writer { label, source });
+        };
+        let intrinsic_sources = [
+            Source::Service,
+            Source::SpanName,
+            Source::SpanKind,
+            Source::StatusCode,
+            Source::StatusMessage,
+        ];
+        for ((name, on), source) in INTRINSIC_LABELS
             .iter()
-            .map(|s| s.to_string())
-            .chain(config.dimensions.iter().map(|d| {
-                let mut label = sanitize_label_name(d);
-                truncate_label(&mut label, config.limits.max_label_name_length);
-                if INTRINSIC_LABELS.contains(&label.as_str()) {
-                    format!("__{label}")
-                } else {
-                    label
-                }
-            }))
-            .collect();
+            .zip(config.intrinsic_dimensions.enabled())
+            .zip(intrinsic_sources)
+        {
+            if on {
+                add(&mut names, name.to_string(), source);
+            }
+        }
+        for d in &config.dimensions {
+            let name = label_name(d, &INTRINSIC_LABELS, max_name);
+            add(&mut names, name, Source::Dimension(d.clone()));
+        }
+        for (i, m) in config.dimension_mappings.iter().enumerate() {
+            let label = label_name(&m.name, &INTRINSIC_LABELS, max_name);
+            // Tempo refuses a mapping that collides with any other label (validation.ValidateDimensions).
+            if names.contains(&label) {
+                return Err(ConfigError::MappingCollides {
+                    name: m.name.clone(),
+                    label,
+                });
+            }
+            add(&mut names, label, Source::Mapping(i));
+        }
+        if config.enable_target_info {
+            add(&mut names, JOB.into(), Source::Job);
+            if config.enable_instance_label {
+                add(&mut names, INSTANCE.into(), Source::Instance);
+            }
+        }
+        let target_info = config.enable_target_info.then(|| TargetInfo {
+            excluded: config
+                .target_info_excluded_dimensions
+                .iter()
+                .cloned()
+                .collect(),
+            instance_label: config.enable_instance_label,
+            ..TargetInfo::default()
+        });
         Ok(Self {
             histograms: HistogramLayout {
                 bounds: config.histogram_buckets.as_slice().into(),
                 native: config.native_histograms,
             },
-            scratch: vec![String::new(); label_names.len()],
+            scratch: vec![String::new(); names.len()],
             series: SeriesMap::new(
                 RegistryLimits {
                     max_series: config.limits.max_series.max(1),
                     ..config.limits
                 },
-                label_names,
+                names,
             ),
+            writers,
+            filter,
+            filtered: 0,
+            target_info,
             config,
         })
     }
@@ -119,33 +312,80 @@ impl SpanMetrics {
         &self.config
     }
 
-    /// Counts every span of every kind, including resources without `service.name`; `now`
-    /// timestamps the latency exemplars.
+    /// Spans left out by `filter_policies`.
+    pub fn filtered_spans(&self) -> u64 {
+        self.filtered
+    }
+
+    /// Counts every span of every kind the filter keeps, including resources without
+    /// `service.name`; `now` timestamps the latency exemplars.
     pub fn push(&mut self, batches: &[ResourceSpans], now: u64) {
         let Self {
             config,
             histograms,
             series,
+            writers,
+            filter,
+            filtered,
+            target_info,
             scratch,
-            ..
         } = self;
+        let mut service_labels = ServiceLabels::default();
         for rs in batches {
             let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
-            scratch[0].clear();
-            if let Some(service) = attributes::service_name(resource) {
-                attributes::write_value(service.value.as_ref(), &mut scratch[0]);
-            }
+            service_labels.read(resource);
+            let mut target_info_done = false;
             for span in rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()) {
-                set(&mut scratch[1], &span.name);
-                set(&mut scratch[2], span_kind_name(span.kind));
-                set(
-                    &mut scratch[3],
-                    &status_code_name(span.status.as_ref().map_or(0, |s| s.code)),
-                );
+                if !filter.keeps(resource, span) {
+                    *filtered += 1;
+                    continue;
+                }
                 let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
-                for (value, dimension) in scratch[4..].iter_mut().zip(&config.dimensions) {
-                    if !copy_into(dimension, &lists, value) {
-                        value.clear();
+                for value in scratch.iter_mut() {
+                    value.clear();
+                }
+                for w in writers.iter() {
+                    let value = &mut scratch[w.label];
+                    match &w.source {
+                        Source::Service => set(value, &service_labels.service),
+                        Source::SpanName => set(value, &span.name),
+                        Source::SpanKind => set(value, span_kind_name(span.kind)),
+                        Source::StatusCode => set(
+                            value,
+                            &status_code_name(span.status.as_ref().map_or(0, |s| s.code)),
+                        ),
+                        Source::StatusMessage => {
+                            set(value, span.status.as_ref().map_or("", |s| &s.message))
+                        }
+                        Source::Dimension(key) => {
+                            if !copy_into(key, &lists, value) {
+                                value.clear();
+                            }
+                        }
+                        Source::Mapping(i) => {
+                            let m = &config.dimension_mappings[*i];
+                            value.clear();
+                            for source in &m.source_labels {
+                                if let Some(kv) = attributes::find(source, &lists) {
+                                    let mark = value.len();
+                                    if mark > 0 {
+                                        value.push_str(&m.join);
+                                    }
+                                    let start = value.len();
+                                    attributes::write_value(kv.value.as_ref(), value);
+                                    if value.len() == start {
+                                        value.truncate(mark);
+                                    }
+                                }
+                            }
+                        }
+                        Source::Job if !service_labels.job.is_empty() => {
+                            set(value, &service_labels.job)
+                        }
+                        Source::Instance if !service_labels.instance.is_empty() => {
+                            set(value, &service_labels.instance)
+                        }
+                        Source::Job | Source::Instance => {}
                     }
                 }
                 let multiplier = attributes::span_multiplier(
@@ -153,30 +393,44 @@ impl SpanMetrics {
                     &span.attributes,
                     resource,
                 );
-                let Some(s) = series.get_or_insert_with(scratch, now, || SpanSeries {
+                if let Some(s) = series.get_or_insert_with(scratch, now, || SpanSeries {
                     calls: 0.0,
                     latency: Histogram::new(histograms, now),
                     size: 0.0,
-                }) else {
-                    continue;
-                };
-                s.calls += multiplier;
-                let latency = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
-                s.latency
-                    .observe_traced(histograms, latency, multiplier, &span.trace_id, now);
-                s.size += span.encoded_len() as f64;
+                }) {
+                    s.calls += multiplier;
+                    let latency = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
+                    s.latency
+                        .observe_traced(histograms, latency, multiplier, &span.trace_id, now);
+                    s.size += span.encoded_len() as f64;
+                }
+                if let (Some(info), false) = (target_info.as_mut(), target_info_done) {
+                    target_info_done = true;
+                    info.record(resource, &service_labels, &config.limits, series.len(), now);
+                }
             }
         }
     }
 
     /// Drops the series no span has updated since `cutoff` (nanoseconds since the epoch).
     pub fn purge_series_older_than(&mut self, cutoff: u64) -> usize {
-        self.series.purge_older_than(cutoff)
+        let info = self.target_info.as_mut().map_or(0, |info| {
+            let before = info.series.len();
+            info.series.retain(|_, made| *made >= cutoff);
+            before - info.series.len()
+        });
+        self.series.purge_older_than(cutoff) + info
     }
 
-    /// (label sets held, spans not recorded because `max_series` was reached)
+    /// (label sets held, spans not recorded because `max_series` was reached); target_info
+    /// series count in both.
     pub fn cardinality(&self) -> Cardinality {
-        self.series.cardinality()
+        let mut c = self.series.cardinality();
+        if let Some(info) = &self.target_info {
+            c.series += info.series.len();
+            c.refused += info.refused;
+        }
+        c
     }
 
     pub fn families(&self, now: u64) -> Vec<Family> {
@@ -200,6 +454,23 @@ impl SpanMetrics {
         }
         let m = self.config.metrics;
         let mut families = Vec::new();
+        if let Some(info) = &self.target_info {
+            families.push(Family {
+                name: "traces_target_info",
+                help: "One series per resource that sent spans, its attributes as labels; join on job and instance",
+                unit: "",
+                kind: FamilyKind::Gauge,
+                series: info
+                    .series
+                    .iter()
+                    .map(|(labels, made)| Series {
+                        labels: Labels::from_pairs(labels.iter().map(|(n, v)| (n.as_str(), v))),
+                        value: SeriesValue::Gauge(1.0),
+                        start_nanos: *made,
+                    })
+                    .collect(),
+            });
+        }
         if m.count {
             families.push(Family {
                 name: "traces_spanmetrics_calls_total",
@@ -230,6 +501,113 @@ impl SpanMetrics {
             });
         }
         families
+    }
+}
+
+/// A resource's `service`, `job` and `instance` values, as Tempo's `FindServiceLabels`: the
+/// first `service.name`, `service.namespace` and `service.instance.id`; `job` is
+/// `namespace/service`, or the service alone.
+#[derive(Debug, Default)]
+struct ServiceLabels {
+    service: String,
+    job: String,
+    instance: String,
+}
+
+impl ServiceLabels {
+    fn read(&mut self, resource: &[KeyValue]) {
+        let mut namespace = String::new();
+        for (key, out) in [
+            ("service.name", &mut self.service),
+            ("service.namespace", &mut namespace),
+            ("service.instance.id", &mut self.instance),
+        ] {
+            out.clear();
+            copy_into(key, &[resource], out);
+        }
+        self.job.clear();
+        if !self.service.is_empty() {
+            if !namespace.is_empty() {
+                self.job.push_str(&namespace);
+                self.job.push('/');
+            }
+            self.job.push_str(&self.service);
+        }
+    }
+}
+
+impl TargetInfo {
+    /// The target_info series of `resource`, made if new and if room is left beside the
+    /// `span_series` (one `max_series` for the processor, as Tempo's one registry limit).
+    fn record(
+        &mut self,
+        resource: &[KeyValue],
+        service: &ServiceLabels,
+        limits: &RegistryLimits,
+        span_series: usize,
+        now: u64,
+    ) {
+        const RESERVED: [&str; 7] = [
+            "service",
+            "span_name",
+            "span_kind",
+            "status_code",
+            "status_message",
+            JOB,
+            INSTANCE,
+        ];
+        // Last write wins, an empty value removes the label (Tempo's label builder).
+        let mut labels: BTreeMap<String, String> = BTreeMap::new();
+        let mut set = |name: String, mut value: String| {
+            truncate_label(&mut value, limits.max_label_value_length);
+            if value.is_empty() {
+                labels.remove(&name);
+            } else {
+                labels.insert(name, value);
+            }
+        };
+        for kv in resource {
+            let key = kv.key.as_str();
+            // Out-of-spec keys Tempo skips, and the service attributes job and instance carry.
+            if key.is_empty()
+                || key.starts_with(|c: char| c.is_ascii_digit())
+                || matches!(
+                    key,
+                    "service.name" | "service.namespace" | "service.instance.id"
+                )
+                || self.excluded.contains(key)
+            {
+                continue;
+            }
+            let mut value = String::new();
+            attributes::write_value(kv.value.as_ref(), &mut value);
+            set(
+                label_name(key, &RESERVED, limits.max_label_name_length),
+                value,
+            );
+        }
+        let mut identifying = 0;
+        if !service.job.is_empty() {
+            set(JOB.into(), service.job.clone());
+            identifying += 1;
+        }
+        if !service.instance.is_empty() && self.instance_label {
+            set(INSTANCE.into(), service.instance.clone());
+            identifying += 1;
+        }
+        // Only a resource with an identity and something more to say.
+        if identifying == 0 || labels.len() <= identifying {
+            return;
+        }
+        let key: Vec<(String, String)> = labels.into_iter().collect();
+        if self.series.contains_key(&key) {
+            return;
+        }
+        if span_series + self.series.len() >= limits.max_series.max(1) {
+            self.refused += 1;
+            return;
+        }
+        self.series.insert(key, now);
     }
 }
 
@@ -319,5 +697,306 @@ mod tests {
             find("traces_spanmetrics_calls_total", "SPAN_KIND_INTERNAL").value,
             1.0
         );
+    }
+
+    fn int_kv(key: &str, value: i64) -> KeyValue {
+        use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::IntValue(value)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn batch(resource: Vec<KeyValue>, spans: Vec<Span>) -> Vec<ResourceSpans> {
+        vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    }
+
+    fn error_span(name: &str, attributes: Vec<KeyValue>) -> Span {
+        Span {
+            name: name.into(),
+            kind: 2,
+            attributes,
+            status: Some(Status {
+                code: 2,
+                message: "timeout".into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Every series of `family`, as sorted `name=value` label lists with their values.
+    fn series_of(sm: &SpanMetrics, family: &str) -> Vec<(Vec<String>, f64)> {
+        let mut out: Vec<(Vec<String>, f64)> = sm
+            .families(0)
+            .iter()
+            .flat_map(|f| f.samples())
+            .filter(|s| s.name == family)
+            .map(|s| {
+                let mut labels: Vec<String> =
+                    s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                labels.sort();
+                (labels, s.value)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn intrinsic_dimensions_turn_labels_on_and_off() {
+        let mut intrinsic = IntrinsicDimensions::default();
+        intrinsic
+            .apply(&[("span_kind".into(), false), ("status_message".into(), true)])
+            .unwrap();
+        let mut sm = SpanMetrics::new(Config {
+            intrinsic_dimensions: intrinsic,
+            ..Config::default()
+        })
+        .unwrap();
+        sm.push(
+            &batch(
+                vec![kv("service.name", "cart")],
+                vec![error_span("GET", vec![])],
+            ),
+            1,
+        );
+        assert_eq!(
+            series_of(&sm, "traces_spanmetrics_calls_total"),
+            vec![(
+                strings(&[
+                    "service=cart",
+                    "span_name=GET",
+                    "status_code=STATUS_CODE_ERROR",
+                    "status_message=timeout"
+                ]),
+                1.0
+            )]
+        );
+        assert_eq!(
+            intrinsic.apply(&[("duration".into(), true)]),
+            Err(ConfigError::UnknownIntrinsic("duration".into()))
+        );
+    }
+
+    #[test]
+    fn dimension_mappings_join_the_values_found_and_may_not_collide() {
+        let mapping = |name: &str| DimensionMapping {
+            name: name.into(),
+            source_labels: strings(&["http.request.method", "missing", "server.address"]),
+            join: " ".into(),
+        };
+        let mut sm = SpanMetrics::new(Config {
+            dimension_mappings: vec![mapping("http.endpoint")],
+            ..Config::default()
+        })
+        .unwrap();
+        let spans = vec![
+            error_span(
+                "a",
+                vec![
+                    kv("http.request.method", "GET"),
+                    kv("server.address", "api"),
+                ],
+            ),
+            // Only one value: no separator; none: an absent label.
+            error_span("b", vec![kv("server.address", "api")]),
+            error_span("c", vec![kv("http.request.method", "")]),
+        ];
+        sm.push(&batch(vec![kv("service.name", "cart")], spans), 1);
+        let endpoints: Vec<Vec<String>> = series_of(&sm, "traces_spanmetrics_calls_total")
+            .into_iter()
+            .map(|(labels, _)| {
+                labels
+                    .into_iter()
+                    .filter(|l| l.starts_with("http_"))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            endpoints,
+            vec![
+                strings(&["http_endpoint=GET api"]),
+                strings(&["http_endpoint=api"]),
+                strings(&[])
+            ]
+        );
+        for (dimensions, mappings) in [
+            (strings(&["endpoint"]), vec![mapping("endpoint")]),
+            (vec![], vec![mapping("a.b"), mapping("a_b")]),
+        ] {
+            let err = SpanMetrics::new(Config {
+                dimensions,
+                dimension_mappings: mappings,
+                ..Config::default()
+            })
+            .unwrap_err();
+            assert!(matches!(err, ConfigError::MappingCollides { .. }), "{err}");
+        }
+        // Named like an intrinsic label, it is prefixed, as a dimension is, and so does not.
+        assert!(SpanMetrics::new(Config {
+            dimension_mappings: vec![mapping("span.name")],
+            ..Config::default()
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn target_info_joins_resource_attributes_on_job_and_instance() {
+        let resource = vec![
+            kv("service.name", "cart"),
+            kv("service.namespace", "shop"),
+            kv("service.instance.id", "cart-1"),
+            kv("deployment.environment", "prod"),
+            kv("k8s.pod.name", "cart-7f"),
+            int_kv("process.pid", 42),
+            kv("9lives", "skipped"),
+            kv("job", "batch"),
+            kv("empty", ""),
+        ];
+        for (instance_label, excluded, want_info, want_span_labels) in [
+            (
+                true,
+                vec![],
+                vec![
+                    "__job=batch",
+                    "deployment_environment=prod",
+                    "instance=cart-1",
+                    "job=shop/cart",
+                    "k8s_pod_name=cart-7f",
+                    "process_pid=42",
+                ],
+                vec!["instance=cart-1", "job=shop/cart"],
+            ),
+            (
+                false,
+                strings(&["k8s.pod.name", "job"]),
+                vec![
+                    "deployment_environment=prod",
+                    "job=shop/cart",
+                    "process_pid=42",
+                ],
+                vec!["job=shop/cart"],
+            ),
+        ] {
+            let mut sm = SpanMetrics::new(Config {
+                enable_target_info: true,
+                enable_instance_label: instance_label,
+                target_info_excluded_dimensions: excluded,
+                ..Config::default()
+            })
+            .unwrap();
+            let spans = vec![error_span("a", vec![]), error_span("b", vec![])];
+            sm.push(&batch(resource.clone(), spans), 1);
+            assert_eq!(
+                series_of(&sm, "traces_target_info"),
+                vec![(strings(&want_info), 1.0)],
+                "one series for the resource, value 1"
+            );
+            let calls = series_of(&sm, "traces_spanmetrics_calls_total");
+            assert_eq!(calls.len(), 2);
+            for (labels, _) in calls {
+                let joined: Vec<&String> = labels
+                    .iter()
+                    .filter(|l| l.starts_with("job=") || l.starts_with("instance="))
+                    .collect();
+                assert_eq!(joined, want_span_labels.iter().collect::<Vec<_>>());
+            }
+        }
+        // Nothing but its identity: no target_info.
+        let mut sm = SpanMetrics::new(Config {
+            enable_target_info: true,
+            ..Config::default()
+        })
+        .unwrap();
+        sm.push(
+            &batch(
+                vec![kv("service.name", "cart")],
+                vec![error_span("a", vec![])],
+            ),
+            1,
+        );
+        assert!(series_of(&sm, "traces_target_info").is_empty());
+    }
+
+    #[test]
+    fn target_info_is_bounded_and_goes_stale_from_when_it_was_made() {
+        let mut sm = SpanMetrics::new(Config {
+            enable_target_info: true,
+            limits: RegistryLimits {
+                max_series: 2,
+                ..RegistryLimits::default()
+            },
+            ..Config::default()
+        })
+        .unwrap();
+        for (i, now) in [(1, 10), (2, 20)] {
+            let resource = vec![kv("service.name", "cart"), kv("pod", &format!("p{i}"))];
+            sm.push(&batch(resource, vec![error_span("a", vec![])]), now);
+        }
+        // One span series is held: room for one target_info; the second is refused.
+        let c = sm.cardinality();
+        assert_eq!((c.series, c.refused), (2, 1));
+        // Seen again later, it is not refreshed (as Tempo): stale from when it was made.
+        sm.push(
+            &batch(
+                vec![kv("service.name", "cart"), kv("pod", "p1")],
+                vec![error_span("a", vec![])],
+            ),
+            30,
+        );
+        assert_eq!(sm.purge_series_older_than(11), 1);
+        assert!(series_of(&sm, "traces_target_info").is_empty());
+    }
+
+    #[test]
+    fn filter_policies_leave_spans_out_and_count_them() {
+        let policies: Vec<FilterPolicy> = serde_json::from_str(
+            r#"[{"exclude": {"match_type": "regex", "attributes": [{"key": "span.http.route", "value": "^/health"}]}}]"#,
+        )
+        .unwrap();
+        let mut sm = SpanMetrics::new(Config {
+            filter_policies: policies,
+            enable_target_info: true,
+            ..Config::default()
+        })
+        .unwrap();
+        let spans = vec![
+            error_span("health", vec![kv("http.route", "/healthz")]),
+            error_span("order", vec![kv("http.route", "/orders")]),
+        ];
+        sm.push(
+            &batch(vec![kv("service.name", "cart"), kv("pod", "p")], spans),
+            1,
+        );
+        let calls = series_of(&sm, "traces_spanmetrics_calls_total");
+        assert_eq!(calls.len(), 1);
+        assert!(calls[0].0.contains(&"span_name=order".to_string()));
+        assert_eq!(sm.filtered_spans(), 1);
+        // A resource whose spans are all filtered out has no target_info.
+        sm.push(
+            &batch(
+                vec![kv("service.name", "probe"), kv("pod", "q")],
+                vec![error_span("health", vec![kv("http.route", "/health")])],
+            ),
+            2,
+        );
+        assert_eq!(series_of(&sm, "traces_target_info").len(), 1);
     }
 }
