@@ -191,6 +191,9 @@ pub struct MetricsOptions {
     /// Labels added to every remote-written series, comma-separated name=value, as Tempo's external_labels [default: none]
     #[arg(long, env = "GRAPHGEN_EXTERNAL_LABELS", value_delimiter = ',')]
     pub external_labels: Option<Vec<String>>,
+    /// The label of a remote-written exemplar that holds the trace id, as Tempo's trace_id_label_name [default: traceID]
+    #[arg(long, env = "GRAPHGEN_TRACE_ID_LABEL_NAME")]
+    pub trace_id_label_name: Option<String>,
     /// Latency histograms written: classic (_bucket/_sum/_count), native, or both, as Tempo's generate_native_histograms; /metrics always shows classic buckets [default: classic]
     #[arg(long, env = "GRAPHGEN_HISTOGRAMS", value_enum)]
     pub histograms: Option<HistogramMode>,
@@ -217,6 +220,7 @@ or_from_file!(MetricsOptions {
     remote_write_endpoint,
     remote_write_headers,
     external_labels,
+    trace_id_label_name,
     histograms,
     native_histogram_bucket_factor,
     native_histogram_max_bucket_number,
@@ -523,6 +527,7 @@ pub struct RemoteWriteSettings {
     pub endpoint: String,
     pub headers: Vec<(String, String)>,
     pub external_labels: Vec<(String, String)>,
+    pub trace_id_label_name: String,
 }
 
 /// `Name=value` pairs; names must be non-empty.
@@ -857,6 +862,21 @@ impl Options {
                         "--external-labels",
                         self.metrics.external_labels.unwrap_or_default(),
                     )?,
+                    trace_id_label_name: match self.metrics.trace_id_label_name {
+                        None => crate::export::remote_write::TRACE_ID_LABEL.to_string(),
+                        // Tempo's check (`validation/fields.go`, ValidateTraceIDLabelName): a
+                        // name Prometheus' sanitizer leaves as it is; empty is refused too.
+                        Some(name)
+                            if name.is_empty()
+                                || crate::attributes::sanitize_label_name(&name) != name =>
+                        {
+                            return Err(invalid(
+                                "--trace-id-label-name",
+                                format!("{name:?} is not a valid Prometheus label name"),
+                            ))
+                        }
+                        Some(name) => name,
+                    },
                 }),
                 None => None,
             },
@@ -1245,6 +1265,13 @@ join = " "
             (&["--otlp-grpc-addr=nowhere"], "--otlp-grpc-addr"),
             (&["--flush-interval=0s"], "--flush-interval"),
             (&["--processors=service-graph"], "--processors"),
+            (
+                &[
+                    "--remote-write-endpoint=http://p/w",
+                    "--trace-id-label-name=trace.id",
+                ],
+                "--trace-id-label-name",
+            ),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

@@ -220,7 +220,8 @@ fn remote_writer(
     let config = RemoteWriteConfig {
         endpoint: rw.endpoint.clone(),
         headers: rw.headers.clone(),
-        target: Target::new(&rw.external_labels, &settings.instance_id),
+        target: Target::new(&rw.external_labels, &settings.instance_id)
+            .with_trace_id_label(&rw.trace_id_label_name),
         histograms: settings.histograms,
         max_request_bytes: settings.metrics_max_request_bytes,
         backoff: Backoff::new(settings.retry_initial_backoff),

@@ -126,6 +126,8 @@ pub const TRACE_ID_LABEL: &str = "traceID";
 pub struct Target {
     /// External labels, then `__metrics_gen_instance`.
     pub labels: Vec<(String, String)>,
+    /// The exemplars' trace-id label (`--trace-id-label-name`).
+    pub trace_id_label: String,
 }
 
 impl Target {
@@ -133,7 +135,15 @@ impl Target {
         let mut labels = external_labels.to_vec();
         labels.retain(|(name, _)| name != "__metrics_gen_instance");
         labels.push(("__metrics_gen_instance".into(), instance_id.into()));
-        Self { labels }
+        Self {
+            labels,
+            trace_id_label: TRACE_ID_LABEL.into(),
+        }
+    }
+
+    pub fn with_trace_id_label(mut self, name: &str) -> Self {
+        self.trace_id_label = name.into();
+        self
     }
 }
 
@@ -174,11 +184,11 @@ fn labels_of(
     labels
 }
 
-fn exemplar_of(x: &Exemplar) -> prompb::Exemplar {
+fn exemplar_of(x: &Exemplar, trace_id_label: &str) -> prompb::Exemplar {
     let hex: String = x.trace_id.iter().map(|b| format!("{b:02x}")).collect();
     prompb::Exemplar {
         labels: vec![Label {
-            name: TRACE_ID_LABEL.into(),
+            name: trace_id_label.into(),
             value: hex,
         }],
         value: x.value,
@@ -257,7 +267,11 @@ pub fn series_of(
                 .map(|(i, (le, value))| {
                     let mut ts = plain(&bucket_name, Some(("le", &le)), *value);
                     if i == exemplar_bucket {
-                        ts.exemplars.extend(exemplar.as_ref().map(exemplar_of));
+                        ts.exemplars.extend(
+                            exemplar
+                                .as_ref()
+                                .map(|x| exemplar_of(x, &target.trace_id_label)),
+                        );
                     }
                     ts
                 })
@@ -308,7 +322,11 @@ pub fn series_of(
             });
             vec![TimeSeries {
                 labels: labels_of(family.name, series, None, target),
-                exemplars: exemplar.as_ref().map(exemplar_of).into_iter().collect(),
+                exemplars: exemplar
+                    .as_ref()
+                    .map(|x| exemplar_of(x, &target.trace_id_label))
+                    .into_iter()
+                    .collect(),
                 histograms,
                 ..Default::default()
             }]
@@ -754,6 +772,19 @@ mod tests {
             [(TRACE_ID_LABEL, "abababababababababababababababab")]
         );
         assert_eq!((exemplar.value, exemplar.timestamp), (3.0, 1_000));
+        // Under the label `--trace-id-label-name` names.
+        let renamed = series_of(
+            &family,
+            Flavor::Classic,
+            &series,
+            2_000_000_000,
+            None,
+            &target().with_trace_id_label("trace_id"),
+        );
+        assert_eq!(
+            names_values(&renamed[2].exemplars[0].labels),
+            [("trace_id", "abababababababababababababababab")]
+        );
     }
 
     #[test]
