@@ -92,6 +92,23 @@ pub fn sanitize_label_name(name: &str) -> String {
         .collect()
 }
 
+/// How many spans `span` stands for: the tracestate's sampling multiplier when `tracestate`
+/// is on and it has one, else the ratio attribute `key`'s (Tempo's `GetSpanMultiplier`).
+pub fn multiplier(
+    key: Option<&str>,
+    tracestate: bool,
+    span: &opentelemetry_proto::tonic::trace::v1::Span,
+    resource: &[KeyValue],
+) -> f64 {
+    if tracestate {
+        let m = crate::sampling::multiplier_from_tracestate(&span.trace_state);
+        if m > 0.0 {
+            return m;
+        }
+    }
+    span_multiplier(key, &span.attributes, resource)
+}
+
 /// The sampling multiplier carried by `key` (span attributes first, then resource):
 /// a double `ratio` > 0 counts the span as `1 / ratio` spans.
 pub fn span_multiplier(key: Option<&str>, span: &[KeyValue], resource: &[KeyValue]) -> f64 {

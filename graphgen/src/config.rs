@@ -270,6 +270,9 @@ pub struct GraphOptions {
     /// Double attribute with the sampling ratio; each span then counts 1/ratio times [default: none]
     #[arg(long, env = "GRAPHGEN_SPAN_MULTIPLIER_KEY")]
     pub span_multiplier_key: Option<String>,
+    /// Count a span as many times as the sampling probability in its W3C tracestate (ot=th:…) says, before --span-multiplier-key, as Tempo's enable_tracestate_span_multiplier; both processors [default: false]
+    #[arg(long, env = "GRAPHGEN_ENABLE_TRACESTATE_SPAN_MULTIPLIER", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_tracestate_span_multiplier: Option<bool>,
     /// Which client and server spans the service graph pairs (Tempo's service_graphs
     /// filter_policies); in the file only, see the README.
     #[arg(skip)]
@@ -289,6 +292,7 @@ or_from_file!(GraphOptions {
     peer_attributes,
     database_name_attributes,
     span_multiplier_key,
+    enable_tracestate_span_multiplier,
     filter_policies
 });
 
@@ -713,6 +717,10 @@ impl Options {
                 .database_name_attributes
                 .unwrap_or(graph_defaults.database_name_attributes),
             span_multiplier_key: self.graph.span_multiplier_key.clone(),
+            enable_tracestate_span_multiplier: self
+                .graph
+                .enable_tracestate_span_multiplier
+                .unwrap_or(false),
             filter_policies: self.graph.filter_policies.clone().unwrap_or_default(),
             limits,
             native_histograms,
@@ -769,6 +777,10 @@ impl Options {
                 },
                 dimensions: sm.span_metrics_dimensions.unwrap_or_default(),
                 span_multiplier_key: self.graph.span_multiplier_key,
+                enable_tracestate_span_multiplier: self
+                    .graph
+                    .enable_tracestate_span_multiplier
+                    .unwrap_or(false),
                 limits,
                 native_histograms,
             };

@@ -4,7 +4,8 @@
 //! The engine (pure logic, no I/O):
 //! - [`graph`] pairs client and server spans into edges (`traces_service_graph_*`).
 //! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`, and `traces_target_info`).
-//! - [`filter`]: Tempo's `filter_policies`, which spans each processor counts.
+//! - [`filter`]: Tempo's `filter_policies`, which spans each processor counts; [`sampling`]: the
+//!   span multiplier of a tracestate's sampling threshold.
 //! - [`processors`] resolves Tempo's `processors` names into the series each processor makes.
 //! - [`engine`] puts both behind one door with a [`clock`] (and, optionally, [`dedup`]: a span
 //!   delivered twice is counted once).
@@ -50,6 +51,7 @@ pub mod native_histogram;
 pub mod processors;
 pub mod queue;
 pub mod receiver;
+pub mod sampling;
 pub mod selfmetrics;
 pub mod series;
 pub mod service;

@@ -34,6 +34,8 @@ pub struct Config {
     pub database_name_attributes: Vec<String>,
     /// A double attribute holding the sampling ratio; each span then counts `1/ratio` times.
     pub span_multiplier_key: Option<String>,
+    /// Take the multiplier from the tracestate's `ot=th:…` sampling threshold first.
+    pub enable_tracestate_span_multiplier: bool,
     /// Which client and server spans are paired (Tempo's `filter_policies`).
     pub filter_policies: Vec<FilterPolicy>,
     /// The bounds of the series (label sets = edges × dimension values); generator-wide.
@@ -70,6 +72,7 @@ impl Default for Config {
                 "db.system.name",
             ]),
             span_multiplier_key: None,
+            enable_tracestate_span_multiplier: false,
             filter_policies: Vec::new(),
             limits: RegistryLimits::default(),
             native_histograms: None,

@@ -320,9 +320,10 @@ impl ServiceGraph {
             stats,
             ..
         } = self;
-        let multiplier = attributes::span_multiplier(
+        let multiplier = attributes::multiplier(
             config.span_multiplier_key.as_deref(),
-            &span.attributes,
+            config.enable_tracestate_span_multiplier,
+            span,
             resource,
         );
         let failed = failed(span);
@@ -413,9 +414,10 @@ impl ServiceGraph {
             start_nanos: span.start_time_unix_nano,
             end_nanos: span.end_time_unix_nano,
             failed: failed(span),
-            multiplier: attributes::span_multiplier(
+            multiplier: attributes::multiplier(
                 config.span_multiplier_key.as_deref(),
-                &span.attributes,
+                config.enable_tracestate_span_multiplier,
+                span,
                 resource,
             ),
             dimensions: layout

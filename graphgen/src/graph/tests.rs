@@ -918,3 +918,34 @@ fn filtered_sides_are_bounded_by_max_items() {
     graph.push(&batch(&spans), NOW);
     assert_eq!(graph.filtered_sides(), (2, 1));
 }
+
+#[test]
+fn a_tracestate_sampling_threshold_multiplies_before_the_ratio_attribute() {
+    for (tracestate_on, trace_state, want) in [
+        (true, "ot=th:c", 4.0),   // sampled with probability 1/4
+        (true, "ot=th:zz", 10.0), // malformed: the ratio attribute's 1/0.1
+        (false, "ot=th:c", 10.0), // off: Tempo's default
+    ] {
+        let mut graph = ServiceGraph::new(Config {
+            span_multiplier_key: Some("ratio".into()),
+            enable_tracestate_span_multiplier: tracestate_on,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut spans = batch(&[s("shop", 3, 1, 9), s("cart", 2, 2, 1)]);
+        for rs in &mut spans {
+            let span = &mut rs.scope_spans[0].spans[0];
+            span.trace_state = trace_state.into();
+            span.attributes.push(KeyValue {
+                key: "ratio".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::DoubleValue(0.1)),
+                }),
+                ..Default::default()
+            });
+        }
+        graph.push(&spans, NOW);
+        let total = graph.families(0)[0].samples()[0].value;
+        assert!((total - want).abs() < 1e-9, "{trace_state}: total {total}");
+    }
+}

@@ -117,6 +117,8 @@ pub struct Config {
     pub filter_policies: Vec<FilterPolicy>,
     /// A double attribute holding the sampling ratio; calls and latency count `1/ratio` times.
     pub span_multiplier_key: Option<String>,
+    /// Take the multiplier from the tracestate's `ot=th:…` sampling threshold first.
+    pub enable_tracestate_span_multiplier: bool,
     /// The bounds of the series; generator-wide.
     #[serde(skip)]
     pub limits: RegistryLimits,
@@ -140,6 +142,7 @@ impl Default for Config {
             enable_instance_label: true,
             filter_policies: Vec::new(),
             span_multiplier_key: None,
+            enable_tracestate_span_multiplier: false,
             limits: RegistryLimits::default(),
             native_histograms: None,
             metrics: SpanMetricsSet::default(),
@@ -388,9 +391,10 @@ impl SpanMetrics {
                         Source::Job | Source::Instance => {}
                     }
                 }
-                let multiplier = attributes::span_multiplier(
+                let multiplier = attributes::multiplier(
                     config.span_multiplier_key.as_deref(),
-                    &span.attributes,
+                    config.enable_tracestate_span_multiplier,
+                    span,
                     resource,
                 );
                 if let Some(s) = series.get_or_insert_with(scratch, now, || SpanSeries {
