@@ -94,6 +94,7 @@ pub fn sanitize_label_name(name: &str) -> String {
 
 /// How many spans `span` stands for: the tracestate's sampling multiplier when `tracestate`
 /// is on and it has one, else the ratio attribute `key`'s (Tempo's `GetSpanMultiplier`).
+#[inline]
 pub fn multiplier(
     key: Option<&str>,
     tracestate: bool,
@@ -111,6 +112,7 @@ pub fn multiplier(
 
 /// The sampling multiplier carried by `key` (span attributes first, then resource):
 /// a double `ratio` > 0 counts the span as `1 / ratio` spans.
+#[inline]
 pub fn span_multiplier(key: Option<&str>, span: &[KeyValue], resource: &[KeyValue]) -> f64 {
     let Some(key) = key else { return 1.0 };
     for attrs in [span, resource] {

@@ -138,15 +138,18 @@ impl SpanFilter {
         Ok(filter)
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.include.is_empty() && self.include_any.is_empty() && self.exclude.is_empty()
     }
 
     /// Whether the processor counts `span` of a resource with `resource` attributes.
+    #[inline]
     pub fn keeps(&self, resource: &[KeyValue], span: &Span) -> bool {
-        if self.is_empty() {
-            return true;
-        }
+        self.is_empty() || self.applies(resource, span)
+    }
+
+    fn applies(&self, resource: &[KeyValue], span: &Span) -> bool {
         if self.exclude.iter().any(|m| m.matches(resource, span)) {
             return false;
         }

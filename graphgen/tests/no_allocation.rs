@@ -33,13 +33,27 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn steady_state_pushes_allocate_nothing() {
     let request = workload::client_server_request(100);
-    // (client_server_prefix, native histograms)
-    for (prefix, native) in [(false, false), (true, false), (false, true)] {
+    // Filter policies that look at every span and keep them all: a regex on an intrinsic, a
+    // strict resource attribute.
+    let keep_all: Vec<graphgen::filter::FilterPolicy> = serde_json::from_str(
+        r#"[{"exclude": {"match_type": "regex", "attributes": [{"key": "name", "value": "^/health"}]}},
+            {"exclude": {"match_type": "strict", "attributes": [{"key": "resource.env", "value": "test"}]}}]"#,
+    )
+    .unwrap();
+    // (client_server_prefix, native histograms, filter policies)
+    for (prefix, native, filtered) in [
+        (false, false, false),
+        (true, false, false),
+        (false, true, false),
+        (false, false, true),
+    ] {
         let native_histograms = native.then(NativeConfig::default);
+        let filter_policies = if filtered { keep_all.clone() } else { vec![] };
         let config = graph::Config {
             dimensions: vec!["beast".into(), "god".into()],
             enable_client_server_prefix: prefix,
             native_histograms,
+            filter_policies: filter_policies.clone(),
             ..graph::Config::default()
         };
         let clock = ManualClock::new(1);
@@ -47,6 +61,7 @@ fn steady_state_pushes_allocate_nothing() {
             config,
             Some(spanmetrics::Config {
                 native_histograms,
+                filter_policies,
                 ..spanmetrics::Config::default()
             }),
             Arc::new(clock),
@@ -61,7 +76,7 @@ fn steady_state_pushes_allocate_nothing() {
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
         assert_eq!(
             allocations, 0,
-            "prefix={prefix} native={native}: {allocations} allocations in 50 pushes of 200 spans"
+            "prefix={prefix} native={native} filtered={filtered}: {allocations} allocations in 50 pushes of 200 spans"
         );
         assert_eq!(engine.graph().stats().edges_completed, 52 * 100);
     }

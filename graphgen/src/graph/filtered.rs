@@ -39,6 +39,7 @@ impl FilteredSides {
     }
 
     /// Whether the other side of `side` of `key` was filtered out.
+    #[inline]
     pub fn has_counterpart(&self, key: &EdgeKey, side: Side) -> bool {
         !self.sides.is_empty() && self.sides.contains_key(&(*key, side.other()))
     }

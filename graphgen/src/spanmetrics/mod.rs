@@ -191,6 +191,8 @@ enum Source {
 struct Writer {
     label: usize,
     source: Source,
+    /// The first writer of its label, which clears it when it has nothing to write.
+    first: bool,
 }
 
 /// `traces_target_info`: one series per distinct resource, made once per resource of a request
@@ -216,6 +218,8 @@ pub struct SpanMetrics {
     filtered: u64,
     target_info: Option<TargetInfo>,
     scratch: Vec<String>,
+    /// The current resource's service labels, reused across pushes.
+    service_labels: ServiceLabels,
 }
 
 /// A dimension's label name as Tempo makes it: sanitized, cut, `__`-prefixed when it is
@@ -238,11 +242,18 @@ impl SpanMetrics {
         let mut names: Vec<String> = Vec::new();
         let mut writers = Vec::new();
         let mut add = |names: &mut Vec<String>, name: String, source: Source| {
-            let label = names.iter().position(|n| *n == name).unwrap_or_else(|| {
-                names.push(name);
-                names.len() - 1
+            let (label, first) = match names.iter().position(|n| *n == name) {
+                Some(label) => (label, false),
+                None => {
+                    names.push(name);
+                    (names.len() - 1, true)
+                }
+            };
+            writers.push(Writer {
+                label,
+                source,
+                first,
             });
-            writers.push(Writer { label, source });
         };
         let intrinsic_sources = [
             Source::Service,
@@ -307,6 +318,7 @@ impl SpanMetrics {
             filter,
             filtered: 0,
             target_info,
+            service_labels: ServiceLabels::default(),
             config,
         })
     }
@@ -332,11 +344,11 @@ impl SpanMetrics {
             filtered,
             target_info,
             scratch,
+            service_labels,
         } = self;
-        let mut service_labels = ServiceLabels::default();
         for rs in batches {
             let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
-            service_labels.read(resource);
+            service_labels.read(resource, target_info.is_some());
             let mut target_info_done = false;
             for span in rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()) {
                 if !filter.keeps(resource, span) {
@@ -344,9 +356,7 @@ impl SpanMetrics {
                     continue;
                 }
                 let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
-                for value in scratch.iter_mut() {
-                    value.clear();
-                }
+                // Every writer sets its label whole, so nothing of the previous span is left.
                 for w in writers.iter() {
                     let value = &mut scratch[w.label];
                     match &w.source {
@@ -388,6 +398,7 @@ impl SpanMetrics {
                         Source::Instance if !service_labels.instance.is_empty() => {
                             set(value, &service_labels.instance)
                         }
+                        Source::Job | Source::Instance if w.first => value.clear(),
                         Source::Job | Source::Instance => {}
                     }
                 }
@@ -410,7 +421,7 @@ impl SpanMetrics {
                 }
                 if let (Some(info), false) = (target_info.as_mut(), target_info_done) {
                     target_info_done = true;
-                    info.record(resource, &service_labels, &config.limits, series.len(), now);
+                    info.record(resource, service_labels, &config.limits, series.len(), now);
                 }
             }
         }
@@ -519,20 +530,18 @@ struct ServiceLabels {
 }
 
 impl ServiceLabels {
-    fn read(&mut self, resource: &[KeyValue]) {
-        let mut namespace = String::new();
-        for (key, out) in [
-            ("service.name", &mut self.service),
-            ("service.namespace", &mut namespace),
-            ("service.instance.id", &mut self.instance),
-        ] {
-            out.clear();
-            copy_into(key, &[resource], out);
+    /// Reads `service`, and `job` and `instance` when they are used (target info on).
+    fn read(&mut self, resource: &[KeyValue], job_and_instance: bool) {
+        self.service.clear();
+        copy_into("service.name", &[resource], &mut self.service);
+        if !job_and_instance {
+            return;
         }
+        self.instance.clear();
+        copy_into("service.instance.id", &[resource], &mut self.instance);
         self.job.clear();
         if !self.service.is_empty() {
-            if !namespace.is_empty() {
-                self.job.push_str(&namespace);
+            if copy_into("service.namespace", &[resource], &mut self.job) && !self.job.is_empty() {
                 self.job.push('/');
             }
             self.job.push_str(&self.service);
