@@ -15,7 +15,7 @@ use crate::processors::GraphMetrics;
 use crate::queue::disk::Fsync;
 use crate::queue::Storage;
 use crate::series::RegistryLimits;
-use crate::{graph, spanmetrics};
+use crate::{graph, hostinfo, spanmetrics};
 
 /// `or`: every option the command line left unset, taken from the file.
 macro_rules! or_from_file {
@@ -61,6 +61,9 @@ pub struct Options {
     #[command(flatten)]
     #[serde(flatten)]
     pub span_metrics_options: SpanMetricsOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub host_info_options: HostInfoOptions,
 }
 
 /// Where graphgen listens, and its service map.
@@ -234,7 +237,7 @@ or_from_file!(MetricsOptions {
 #[command(next_help_heading = "Service graphs")]
 #[serde(default)]
 pub struct GraphOptions {
-    /// The series made, by Tempo's processor names, comma-separated: service-graphs, service-graphs-request, service-graphs-latency, service-graphs-connection-info, span-metrics, span-metrics-count, span-metrics-latency, span-metrics-size [default: service-graphs,span-metrics]
+    /// The series made, by Tempo's processor names, comma-separated: service-graphs, service-graphs-request, service-graphs-latency, service-graphs-connection-info, span-metrics, span-metrics-count, span-metrics-latency, span-metrics-size, host-info [default: service-graphs,span-metrics]
     #[arg(long, env = "GRAPHGEN_PROCESSORS", value_delimiter = ',')]
     pub processors: Option<Vec<String>>,
     /// Also draw an edge from a span to its child in another service when neither has a kind Tempo pairs (INTERNAL or UNSPECIFIED): parent service → child service, as a client/server pair; not a Tempo option [default: false]
@@ -368,6 +371,9 @@ pub struct SpanMetricsOptions {
     /// Labels joined from several attributes (Tempo's dimension_mappings); in the file only.
     #[arg(skip)]
     pub span_metrics_dimension_mappings: Option<Vec<spanmetrics::DimensionMapping>>,
+    /// Replace the varying parts of span names (ids, numbers) with <_>, learning the patterns from the names seen, as Tempo's span_name_sanitization: disabled, dry_run (only count), enabled [default: disabled]
+    #[arg(long, env = "GRAPHGEN_SPAN_NAME_SANITIZATION", value_enum)]
+    pub span_name_sanitization: Option<crate::span_names::Sanitization>,
     /// Which spans span metrics count (Tempo's span_metrics filter_policies); in the file only.
     #[arg(skip)]
     pub span_metrics_filter_policies: Option<Vec<FilterPolicy>>,
@@ -382,7 +388,30 @@ or_from_file!(SpanMetricsOptions {
     span_metrics_target_info_excluded_dimensions,
     span_metrics_enable_instance_label,
     span_metrics_dimension_mappings,
+    span_name_sanitization,
     span_metrics_filter_policies
+});
+
+/// The host-info processor (Tempo's `host_info`), on when `--processors` names `host-info`.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[command(next_help_heading = "Host info")]
+#[serde(default)]
+pub struct HostInfoOptions {
+    /// Resource attributes naming a host for traces_host_info, comma-separated, the first found wins, as Tempo's host_identifiers [default: k8s.node.name,host.id]
+    #[arg(
+        long,
+        env = "GRAPHGEN_HOST_INFO_HOST_IDENTIFIERS",
+        value_delimiter = ','
+    )]
+    pub host_info_host_identifiers: Option<Vec<String>>,
+    /// The host-info gauge's name, as Tempo's metric_name [default: traces_host_info]
+    #[arg(long, env = "GRAPHGEN_HOST_INFO_METRIC_NAME")]
+    pub host_info_metric_name: Option<String>,
+}
+
+or_from_file!(HostInfoOptions {
+    host_info_host_identifiers,
+    host_info_metric_name
 });
 
 /// Options of the file that have no flag: structured values, as Tempo writes them.
@@ -602,6 +631,7 @@ pub struct Settings {
     pub dedup: Option<(Duration, usize)>,
     pub graph: graph::Config,
     pub span_metrics: Option<spanmetrics::Config>,
+    pub host_info: Option<hostinfo::Config>,
 }
 
 impl Options {
@@ -615,6 +645,7 @@ impl Options {
             graph: self.graph.or(file.graph),
             registry: self.registry.or(file.registry),
             span_metrics_options: self.span_metrics_options.or(file.span_metrics_options),
+            host_info_options: self.host_info_options.or(file.host_info_options),
         }
     }
 
@@ -769,6 +800,7 @@ impl Options {
                     .span_metrics_enable_instance_label
                     .unwrap_or(defaults.enable_instance_label),
                 filter_policies: sm.span_metrics_filter_policies.unwrap_or_default(),
+                span_name_sanitization: sm.span_name_sanitization.unwrap_or_default(),
                 // As Tempo: span metrics chosen by sub-name use its default buckets.
                 histogram_buckets: if processors.span_metrics_default_buckets {
                     defaults.histogram_buckets
@@ -795,6 +827,27 @@ impl Options {
                         "span_metrics_dimension_mappings"
                     }
                     spanmetrics::ConfigError::Filter(_) => "span_metrics_filter_policies",
+                };
+                invalid(option, e.to_string())
+            })?;
+            Some(config)
+        } else {
+            None
+        };
+        let host_info = if processors.host_info {
+            let defaults = hostinfo::Config::default();
+            let hi = self.host_info_options;
+            let config = hostinfo::Config {
+                host_identifiers: hi
+                    .host_info_host_identifiers
+                    .unwrap_or(defaults.host_identifiers),
+                metric_name: hi.host_info_metric_name.unwrap_or(defaults.metric_name),
+                limits,
+            };
+            hostinfo::HostInfo::new(config.clone()).map_err(|e| {
+                let option = match e {
+                    hostinfo::ConfigError::NoIdentifiers => "--host-info-host-identifiers",
+                    hostinfo::ConfigError::MetricName(_) => "--host-info-metric-name",
                 };
                 invalid(option, e.to_string())
             })?;
@@ -978,6 +1031,7 @@ impl Options {
             },
             graph,
             span_metrics,
+            host_info,
         })
     }
 }

@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use crate::clock::Clock;
 use crate::dedup::SeenSpans;
 use crate::graph::{self, ServiceGraph};
+use crate::hostinfo::{self, HostInfo};
 use crate::series::Family;
 use crate::spanmetrics::{self, SpanMetrics};
 
@@ -27,6 +28,7 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 pub struct Engine {
     graph: ServiceGraph,
     span_metrics: Option<SpanMetrics>,
+    host_info: Option<HostInfo>,
     clock: Arc<dyn Clock>,
     /// Series not updated for this long are dropped, as Tempo's registry does.
     stale_after: Duration,
@@ -53,9 +55,27 @@ impl Engine {
         Ok(Self {
             graph: ServiceGraph::new(graph)?,
             span_metrics: span_metrics.map(SpanMetrics::new).transpose()?,
+            host_info: None,
             clock,
             stale_after: DEFAULT_STALE_AFTER,
             dedup: None,
+        })
+    }
+
+    /// Also runs the host-info processor.
+    pub fn with_host_info(mut self, host_info: HostInfo) -> Self {
+        self.host_info = Some(host_info);
+        self
+    }
+
+    /// [`Engine::with_host_info`] for `Some(config)`.
+    pub fn with_host_info_if(
+        self,
+        config: Option<hostinfo::Config>,
+    ) -> Result<Self, hostinfo::ConfigError> {
+        Ok(match config {
+            Some(config) => self.with_host_info(HostInfo::new(config)?),
+            None => self,
         })
     }
 
@@ -97,6 +117,9 @@ impl Engine {
         if let Some(sm) = &mut self.span_metrics {
             sm.push(batches, now);
         }
+        if let Some(hi) = &mut self.host_info {
+            hi.push(batches, now);
+        }
     }
 
     /// Drops series not updated for `stale_after` (default 15 minutes, Tempo's `stale_duration`).
@@ -114,6 +137,9 @@ impl Engine {
         if let Some(sm) = &mut self.span_metrics {
             sm.purge_series_older_than(cutoff);
         }
+        if let Some(hi) = &mut self.host_info {
+            hi.purge_series_older_than(cutoff);
+        }
     }
 
     pub fn graph(&self) -> &ServiceGraph {
@@ -122,6 +148,10 @@ impl Engine {
 
     pub fn span_metrics(&self) -> Option<&SpanMetrics> {
         self.span_metrics.as_ref()
+    }
+
+    pub fn host_info(&self) -> Option<&HostInfo> {
+        self.host_info.as_ref()
     }
 
     pub fn now_nanos(&self) -> u64 {
@@ -134,6 +164,9 @@ impl Engine {
         let mut families = self.graph.families(now);
         if let Some(sm) = &self.span_metrics {
             families.extend(sm.families(now));
+        }
+        if let Some(hi) = &self.host_info {
+            families.extend(hi.families());
         }
         families
     }

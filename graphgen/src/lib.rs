@@ -3,9 +3,11 @@
 //!
 //! The engine (pure logic, no I/O):
 //! - [`graph`] pairs client and server spans into edges (`traces_service_graph_*`).
-//! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`, and `traces_target_info`).
+//! - [`spanmetrics`] counts spans (`traces_spanmetrics_*`, and `traces_target_info`);
+//!   [`span_names`] learns span-name patterns to replace ids in them.
 //! - [`filter`]: Tempo's `filter_policies`, which spans each processor counts; [`sampling`]: the
 //!   span multiplier of a tracestate's sampling threshold.
+//! - [`hostinfo`] names the hosts that send spans (`traces_host_info`).
 //! - [`processors`] resolves Tempo's `processors` names into the series each processor makes.
 //! - [`engine`] puts both behind one door with a [`clock`] (and, optionally, [`dedup`]: a span
 //!   delivered twice is counted once).
@@ -45,6 +47,7 @@ pub mod engine;
 pub mod export;
 pub mod filter;
 pub mod graph;
+pub mod hostinfo;
 pub mod intake;
 pub mod label_limits;
 pub mod native_histogram;
@@ -56,6 +59,7 @@ pub mod selfmetrics;
 pub mod series;
 pub mod service;
 pub mod servicemap;
+pub mod span_names;
 pub mod spanmetrics;
 pub mod spans;
 pub mod workload;

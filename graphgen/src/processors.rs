@@ -14,9 +14,10 @@ pub const SPAN_METRICS: &str = "span-metrics";
 pub const SPAN_METRICS_LATENCY: &str = "span-metrics-latency";
 pub const SPAN_METRICS_COUNT: &str = "span-metrics-count";
 pub const SPAN_METRICS_SIZE: &str = "span-metrics-size";
+pub const HOST_INFO: &str = "host-info";
 
 /// Every name `processors` takes.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     SERVICE_GRAPHS,
     SERVICE_GRAPHS_REQUEST,
     SERVICE_GRAPHS_LATENCY,
@@ -25,6 +26,7 @@ pub const NAMES: [&str; 8] = [
     SPAN_METRICS_LATENCY,
     SPAN_METRICS_COUNT,
     SPAN_METRICS_SIZE,
+    HOST_INFO,
 ];
 
 /// The service-graph series made.
@@ -80,6 +82,8 @@ pub struct Processors {
     /// Span metrics chosen by sub-name: Tempo then replaces the configured latency buckets
     /// with its default ones (`prometheus.ExponentialBuckets(0.002, 2, 14)`).
     pub span_metrics_default_buckets: bool,
+    /// `traces_host_info` (`host-info`).
+    pub host_info: bool,
 }
 
 impl Default for Processors {
@@ -89,6 +93,7 @@ impl Default for Processors {
             service_graphs: Some(GraphMetrics::default()),
             span_metrics: Some(SpanMetricsSet::default()),
             span_metrics_default_buckets: false,
+            host_info: false,
         }
     }
 }
@@ -132,6 +137,7 @@ pub fn resolve<S: AsRef<str>>(names: &[S]) -> Result<Processors, UnknownProcesso
         service_graphs,
         span_metrics,
         span_metrics_default_buckets,
+        host_info: listed(HOST_INFO),
     })
 }
 

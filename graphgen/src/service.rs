@@ -51,6 +51,8 @@ pub enum StartError {
     #[error(transparent)]
     Engine(#[from] crate::engine::ConfigError),
     #[error(transparent)]
+    HostInfo(#[from] crate::hostinfo::ConfigError),
+    #[error(transparent)]
     Endpoint(#[from] traces::InvalidEndpoint),
     #[error("cannot build an HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
@@ -105,7 +107,8 @@ fn build(settings: &Settings) -> Result<Components, StartError> {
             Arc::new(SystemClock),
         )?
         .with_stale_after(settings.stale_duration)
-        .with_dedup_if(settings.dedup),
+        .with_dedup_if(settings.dedup)
+        .with_host_info_if(settings.host_info.clone())?,
     ));
     let metrics = Arc::new(SelfMetrics::default());
     let mut registry = Registry::default();

@@ -65,6 +65,17 @@ fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
     span_options
         .entry("enable_instance_label")
         .or_insert(serde_json::Value::Bool(false));
+    // `span_name_sanitization` is the generator's (Tempo's `metrics_generator` override).
+    let sanitization: graphgen::span_names::Sanitization = raw
+        .as_object_mut()
+        .and_then(|o| o.remove("span_name_sanitization"))
+        .map(|v| serde_json::from_value(v).expect("span_name_sanitization"))
+        .unwrap_or_default();
+    let host_info_config: graphgen::hostinfo::Config = raw
+        .as_object_mut()
+        .and_then(|o| o.remove("host_info"))
+        .map(|v| serde_json::from_value(v).expect("host_info options"))
+        .unwrap_or_default();
     let span_config: spanmetrics::Config =
         serde_json::from_value(serde_json::Value::Object(span_options))
             .unwrap_or_else(|e| panic!("{}: span_metrics: {e}", dir.display()));
@@ -79,13 +90,16 @@ fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
         });
     let span_metrics = processors.span_metrics.map(|metrics| spanmetrics::Config {
         metrics,
+        span_name_sanitization: sanitization,
         ..span_config
     });
     let input: Input = read_json(&dir.join("input.json"));
     let clock = ManualClock::new(1_700_000_000_000_000_000);
     let wait = config.wait;
-    let mut engine =
-        Engine::new(config, span_metrics, Arc::new(clock.clone())).expect("valid config");
+    let mut engine = Engine::new(config, span_metrics, Arc::new(clock.clone()))
+        .expect("valid config")
+        .with_host_info_if(processors.host_info.then_some(host_info_config))
+        .expect("valid host_info options");
     for request in &input.requests {
         engine.push(&request.resource_spans);
     }

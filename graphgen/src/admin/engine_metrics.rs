@@ -115,7 +115,7 @@ impl EngineStats {
 
 impl Collector for EngineStats {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (stats, pending, max_items, cardinality, dedup, filtered, filtered_sides) = {
+        let (stats, pending, max_items, cardinality, dedup, filtered, filtered_sides, span_names) = {
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
             let now = engine.now_nanos();
             // (duplicates, spans held, how far back the record reaches), zeros when off.
@@ -127,6 +127,12 @@ impl Collector for EngineStats {
             if let Some(sm) = engine.span_metrics() {
                 cardinality.push(("span_metrics", sm.cardinality()));
             }
+            if let Some(hi) = engine.host_info() {
+                cardinality.push(("host_info", hi.cardinality()));
+            }
+            let span_names = engine.span_metrics().map_or((0, 0), |sm| {
+                (sm.span_names().sanitized(), sm.span_names().patterns())
+            });
             let mut filtered = vec![("service_graph", graph.stats().spans_filtered)];
             if let Some(sm) = engine.span_metrics() {
                 filtered.push(("span_metrics", sm.filtered_spans()));
@@ -139,6 +145,7 @@ impl Collector for EngineStats {
                 dedup,
                 filtered,
                 graph.filtered_sides(),
+                span_names,
             )
         };
         let counter =
@@ -278,6 +285,18 @@ impl Collector for EngineStats {
             "graphgen_filtered_sides_overflow",
             "Filtered sides not remembered because max_items were (their other side then waits and expires)",
             filtered_sides.1,
+        )?;
+        counter(
+            &mut encoder,
+            "graphgen_span_names_sanitized",
+            "Span names a learnt pattern replaced (--span-name-sanitization; in dry_run, would have)",
+            span_names.0,
+        )?;
+        gauge(
+            &mut encoder,
+            "graphgen_span_name_patterns",
+            "Span-name patterns learnt (at most 100000)",
+            span_names.1 as i64,
         )?;
         gauge(
             &mut encoder,

@@ -19,6 +19,7 @@ use crate::series::{
     SeriesValue,
 };
 use crate::series::{Cardinality, InvalidBuckets, RegistryLimits};
+use crate::span_names::{Sanitization, SpanNames};
 use crate::spans::{duration_sec, span_kind_name, status_code_name};
 
 /// Labels Tempo sets itself; a dimension that sanitizes to one of them is prefixed with `__`.
@@ -119,6 +120,9 @@ pub struct Config {
     pub span_multiplier_key: Option<String>,
     /// Take the multiplier from the tracestate's `ot=th:…` sampling threshold first.
     pub enable_tracestate_span_multiplier: bool,
+    /// Span names with ids in them replaced by their pattern (generator-wide in Tempo).
+    #[serde(skip)]
+    pub span_name_sanitization: Sanitization,
     /// The bounds of the series; generator-wide.
     #[serde(skip)]
     pub limits: RegistryLimits,
@@ -143,6 +147,7 @@ impl Default for Config {
             filter_policies: Vec::new(),
             span_multiplier_key: None,
             enable_tracestate_span_multiplier: false,
+            span_name_sanitization: Sanitization::Disabled,
             limits: RegistryLimits::default(),
             native_histograms: None,
             metrics: SpanMetricsSet::default(),
@@ -220,6 +225,9 @@ pub struct SpanMetrics {
     scratch: Vec<String>,
     /// The current resource's service labels, reused across pushes.
     service_labels: ServiceLabels,
+    /// The span-name patterns, and the `span_name` label they rewrite.
+    span_names: SpanNames,
+    span_name_label: Option<usize>,
 }
 
 /// A dimension's label name as Tempo makes it: sanitized, cut, `__`-prefixed when it is
@@ -292,6 +300,7 @@ impl SpanMetrics {
                 add(&mut names, INSTANCE.into(), Source::Instance);
             }
         }
+        let span_name_label = names.iter().position(|n| n == "span_name");
         let target_info = config.enable_target_info.then(|| TargetInfo {
             excluded: config
                 .target_info_excluded_dimensions
@@ -319,6 +328,8 @@ impl SpanMetrics {
             filtered: 0,
             target_info,
             service_labels: ServiceLabels::default(),
+            span_names: SpanNames::new(config.span_name_sanitization),
+            span_name_label,
             config,
         })
     }
@@ -330,6 +341,11 @@ impl SpanMetrics {
     /// Spans left out by `filter_policies`.
     pub fn filtered_spans(&self) -> u64 {
         self.filtered
+    }
+
+    /// The span-name patterns (`span_name_sanitization`).
+    pub fn span_names(&self) -> &SpanNames {
+        &self.span_names
     }
 
     /// Counts every span of every kind the filter keeps, including resources without
@@ -345,6 +361,8 @@ impl SpanMetrics {
             target_info,
             scratch,
             service_labels,
+            span_names,
+            span_name_label,
         } = self;
         for rs in batches {
             let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
@@ -401,6 +419,9 @@ impl SpanMetrics {
                         Source::Job | Source::Instance if w.first => value.clear(),
                         Source::Job | Source::Instance => {}
                     }
+                }
+                if let Some(label) = *span_name_label {
+                    span_names.sanitize(&mut scratch[label]);
                 }
                 let multiplier = attributes::multiplier(
                     config.span_multiplier_key.as_deref(),
