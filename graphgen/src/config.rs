@@ -316,6 +316,9 @@ pub struct RegistryOptions {
     /// A label with more distinct values than this (within --stale-duration) has them replaced by __cardinality_overflow__, as Tempo's max_cardinality_per_label; 0 turns it off [default: 0]
     #[arg(long, env = "GRAPHGEN_MAX_CARDINALITY_PER_LABEL")]
     pub max_cardinality_per_label: Option<usize>,
+    /// Spans that ended more than this before or after now are not counted (still forwarded), as Tempo's metrics_ingestion_time_range_slack, whose default is 30s; 0s counts every span [default: 0s]
+    #[arg(long, env = "GRAPHGEN_INGESTION_TIME_RANGE_SLACK")]
+    pub ingestion_time_range_slack: Option<HumanDuration>,
     /// Series not updated for this long are dropped, as Tempo's stale_duration [default: 15m]
     #[arg(long, env = "GRAPHGEN_STALE_DURATION")]
     pub stale_duration: Option<HumanDuration>,
@@ -326,6 +329,7 @@ or_from_file!(RegistryOptions {
     max_label_value_length,
     max_label_name_length,
     max_cardinality_per_label,
+    ingestion_time_range_slack,
     stale_duration
 });
 
@@ -627,6 +631,8 @@ pub struct Settings {
     pub retry_max_elapsed: Option<Duration>,
     pub shutdown_grace: Duration,
     pub stale_duration: Duration,
+    /// `None`: every span counts.
+    pub ingestion_time_range_slack: Option<Duration>,
     /// (window, most spans held) when re-delivered spans are counted once.
     pub dedup: Option<(Duration, usize)>,
     pub graph: graph::Config,
@@ -1013,6 +1019,8 @@ impl Options {
             )
             .filter(|d| !d.is_zero()),
             shutdown_grace: duration(self.traces.shutdown_grace).unwrap_or(default::SHUTDOWN_GRACE),
+            ingestion_time_range_slack: duration(self.registry.ingestion_time_range_slack)
+                .filter(|d| !d.is_zero()),
             stale_duration: nonzero(
                 "--stale-duration",
                 duration(self.registry.stale_duration),

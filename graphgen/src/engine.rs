@@ -34,6 +34,9 @@ pub struct Engine {
     stale_after: Duration,
     /// Spans already counted, when re-deliveries are to be counted once (`--dedup-window`).
     dedup: Option<SeenSpans>,
+    /// Spans ending further than this from now are not counted (`--ingestion-time-range-slack`).
+    ingestion_slack: Option<Duration>,
+    outside_time_range: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -59,6 +62,8 @@ impl Engine {
             clock,
             stale_after: DEFAULT_STALE_AFTER,
             dedup: None,
+            ingestion_slack: None,
+            outside_time_range: 0,
         })
     }
 
@@ -85,11 +90,35 @@ impl Engine {
         self
     }
 
-    /// As [`Engine::push`], first taking out of `batches` the spans already counted (when
-    /// de-duplication is on). The caller owns the decoded request, so nothing is copied.
-    pub fn push_deduplicated(&mut self, batches: &mut [ResourceSpans]) {
+    /// Spans that end more than `slack` before or after now are not counted, as Tempo's
+    /// `metrics_ingestion_time_range_slack` (`modules/generator/instance.go`,
+    /// `preprocessSpans`, ad33aa8); `None` counts every span.
+    pub fn with_ingestion_slack(mut self, slack: Option<Duration>) -> Self {
+        self.ingestion_slack = slack;
+        self
+    }
+
+    /// Spans not counted because they ended outside the ingestion time range.
+    pub fn spans_outside_time_range(&self) -> u64 {
+        self.outside_time_range
+    }
+
+    /// As [`Engine::push`], first taking out of `batches` the spans not to count: those that
+    /// end outside the ingestion time range, and those already counted (when de-duplication
+    /// is on). The caller owns the decoded request, so nothing is copied.
+    pub fn push_request(&mut self, batches: &mut [ResourceSpans]) {
+        let now = self.clock.now_nanos();
+        if let Some(slack) = self.ingestion_slack {
+            let slack = slack.as_nanos() as u64;
+            let range = now.saturating_sub(slack)..=now.saturating_add(slack);
+            for ss in batches.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()) {
+                let before = ss.spans.len();
+                ss.spans
+                    .retain(|span| range.contains(&span.end_time_unix_nano));
+                self.outside_time_range += (before - ss.spans.len()) as u64;
+            }
+        }
         if let Some(seen) = &mut self.dedup {
-            let now = self.clock.now_nanos();
             for ss in batches.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()) {
                 ss.spans
                     .retain(|span| seen.first_time(&span.trace_id, &span.span_id, now));
@@ -274,7 +303,7 @@ mod tests {
                 engine = engine.with_dedup(SeenSpans::new(Duration::from_secs(60), 1000));
             }
             for delivery in deliveries {
-                engine.push_deduplicated(&mut delivery.to_vec());
+                engine.push_request(&mut delivery.to_vec());
             }
             clock.advance(Duration::from_secs(30));
             engine.expire();
@@ -299,5 +328,51 @@ mod tests {
             doubled, once,
             "without the filter, re-deliveries count again"
         );
+    }
+
+    #[test]
+    fn spans_ending_outside_the_ingestion_time_range_are_not_counted() {
+        let now = 1_000_000_000_000u64;
+        let second = 1_000_000_000u64;
+        // (end time of every span in the request, counted with a 30 s slack)
+        for (end, counted) in [
+            (now, true),
+            (now - 30 * second, true),
+            (now - 31 * second, false),
+            (now + 31 * second, false),
+        ] {
+            let mut request = client_server_request(2);
+            for span in request
+                .iter_mut()
+                .flat_map(|rs| rs.scope_spans.iter_mut())
+                .flat_map(|ss| ss.spans.iter_mut())
+            {
+                span.start_time_unix_nano = end - second;
+                span.end_time_unix_nano = end;
+            }
+            let spans = request
+                .iter()
+                .map(|rs| rs.scope_spans[0].spans.len())
+                .sum::<usize>() as u64;
+            for slack in [Some(Duration::from_secs(30)), None] {
+                let mut engine = Engine::new(
+                    graph::Config::default(),
+                    Some(spanmetrics::Config::default()),
+                    Arc::new(ManualClock::new(now)),
+                )
+                .unwrap()
+                .with_ingestion_slack(slack);
+                engine.push_request(&mut request.clone());
+                let edges: f64 = totals(&engine.families()).iter().map(|(v, _)| v).sum();
+                let kept = counted || slack.is_none();
+                assert_eq!(
+                    edges,
+                    if kept { 2.0 } else { 0.0 },
+                    "end {end}, slack {slack:?}"
+                );
+                let outside = if kept { 0 } else { spans };
+                assert_eq!(engine.spans_outside_time_range(), outside);
+            }
+        }
     }
 }

@@ -228,7 +228,7 @@ impl Intake {
         self.engine
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_deduplicated(&mut request.resource_spans);
+            .push_request(&mut request.resource_spans);
         self.metrics
             .spans_received
             .get_or_create(&crate::selfmetrics::ProtocolLabels { protocol })

@@ -107,6 +107,7 @@ fn build(settings: &Settings) -> Result<Components, StartError> {
             Arc::new(SystemClock),
         )?
         .with_stale_after(settings.stale_duration)
+        .with_ingestion_slack(settings.ingestion_time_range_slack)
         .with_dedup_if(settings.dedup)
         .with_host_info_if(settings.host_info.clone())?,
     ));

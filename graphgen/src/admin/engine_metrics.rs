@@ -115,7 +115,17 @@ impl EngineStats {
 
 impl Collector for EngineStats {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (stats, pending, max_items, cardinality, dedup, filtered, filtered_sides, span_names) = {
+        let (
+            stats,
+            pending,
+            max_items,
+            cardinality,
+            dedup,
+            filtered,
+            filtered_sides,
+            span_names,
+            outside_time_range,
+        ) = {
             let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
             let now = engine.now_nanos();
             // (duplicates, spans held, how far back the record reaches), zeros when off.
@@ -146,6 +156,7 @@ impl Collector for EngineStats {
                 filtered,
                 graph.filtered_sides(),
                 span_names,
+                engine.spans_outside_time_range(),
             )
         };
         let counter =
@@ -285,6 +296,12 @@ impl Collector for EngineStats {
             "graphgen_filtered_sides_overflow",
             "Filtered sides not remembered because max_items were (their other side then waits and expires)",
             filtered_sides.1,
+        )?;
+        counter(
+            &mut encoder,
+            "graphgen_spans_outside_time_range",
+            "Spans not counted because they ended outside now ± --ingestion-time-range-slack (still forwarded)",
+            outside_time_range,
         )?;
         counter(
             &mut encoder,
