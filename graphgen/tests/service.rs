@@ -1353,3 +1353,103 @@ async fn processors_by_tempo_names_choose_the_series_and_the_page_says_what_prom
     assert!(page.contains("service-graphs-latency is off"), "{page}");
     assert!(!page.contains("service-graphs-request is off"));
 }
+
+/// Tempo's processor options through the whole service: a config file with filter policies,
+/// flags for target info, host info, span-name sanitization and the ingestion time range, and
+/// what a scrape shows after one request over gRPC.
+#[tokio::test]
+async fn tempo_options_shape_the_series_a_scrape_shows() {
+    let dir = std::env::temp_dir().join(format!("graphgen-tempo-options-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("graphgen.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[span_metrics_filter_policies]]
+exclude = { match_type = "regex", attributes = [{ key = "span.http.route", value = "^/health" }] }
+"#,
+    )
+    .unwrap();
+    let g = Graphgen::start(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--processors=service-graphs,span-metrics,host-info",
+        "--span-metrics-enable-target-info",
+        "--span-name-sanitization=enabled",
+        "--ingestion-time-range-slack=30s",
+    ]);
+    let trace: Vec<u8> = [next_id().to_be_bytes(), next_id().to_be_bytes()].concat();
+    let server = |name: &str, attrs| span(&trace, next_id(), Some(1), 2, name, attrs, false);
+    let mut old = server("GET /users/3/orders", vec![]);
+    old.end_time_unix_nano -= 3_600_000_000_000; // an hour ago
+    old.start_time_unix_nano -= 3_600_000_000_000;
+    let mut shop = resource(
+        "shop",
+        vec![
+            server("GET /users/1/orders", vec![]),
+            server("GET /users/2/orders", vec![]),
+            server("GET /healthz", vec![kv("http.route", "/healthz")]),
+            old,
+        ],
+    );
+    let attributes = &mut shop.resource.as_mut().unwrap().attributes;
+    attributes.push(kv("host.id", "h-1"));
+    attributes.push(kv("deployment.environment", "prod"));
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![shop],
+    };
+    grpc_client(&g).await.export(request).await.unwrap();
+
+    let m = g.metrics().await;
+    let calls = |name: &str| {
+        find_optional(
+            &m,
+            "traces_spanmetrics_calls_total",
+            &[
+                ("service", "shop"),
+                ("span_name", name),
+                ("span_kind", "SPAN_KIND_SERVER"),
+                ("status_code", "STATUS_CODE_UNSET"),
+                ("job", "shop"),
+            ],
+        )
+    };
+    // The first name of a pattern keeps its spelling; the second is its pattern's.
+    assert_eq!(calls("GET /users/1/orders"), Some(1.0));
+    assert_eq!(calls("GET /users/<_>/orders"), Some(1.0));
+    assert_eq!(calls("GET /healthz"), None, "filtered out");
+    assert_eq!(
+        find(
+            &m,
+            "traces_target_info",
+            &[
+                ("job", "shop"),
+                ("deployment_environment", "prod"),
+                ("host_id", "h-1")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "traces_host_info",
+            &[("grafana_host_id", "h-1"), ("host_source", "host.id")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "graphgen_spans_filtered_total",
+            &[("processor", "span_metrics")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        find(&m, "graphgen_spans_outside_time_range_total", &[]),
+        1.0
+    );
+    assert_eq!(find(&m, "graphgen_span_names_sanitized_total", &[]), 1.0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
