@@ -9,9 +9,13 @@ seed). A decode-only baseline (prost, same requests) runs in the same script, an
 `rotel` wheel installs, rotel-agent (a Rust OTLP collector) is measured as a peer.
 
 Figures are spans per CPU-second of the collector process (steadier than wall time on a
-shared machine) and ratios between rows of the same run.
+shared machine) and ratios between rows of the same run. With valgrind installed, instructions
+per span (callgrind) are counted too, which do not move with the machine's noise: the same
+requests sent one at a time, N and then 2N of them to a fresh graphgen each, and the difference
+divided by N requests' spans (start-up and shutdown cancel out); the decode baseline likewise
+with 1 and 2 rounds.
 
-Usage: scripts/bench_e2e.py [--seconds 15] [--overload-seconds 0] [--no-rotel]
+Usage: scripts/bench_e2e.py [--seconds 15] [--overload-seconds 0] [--no-rotel] [--no-callgrind]
 """
 
 import argparse
@@ -71,18 +75,18 @@ def start(name, cmd, core):
     return subprocess.Popen(["taskset", "-c", str(core), *map(str, cmd)], stdout=log, stderr=log)
 
 
-def stop(process):
+def stop(process, timeout=30):
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
 
 
-def load(endpoint, protocol, seconds, extra=(), shape=SHAPE):
+def load(endpoint, protocol, seconds, extra=(), shape=SHAPE, concurrency=16):
     cmd = ["taskset", "-c", "1", LOAD, "send", "--endpoint", endpoint, "--protocol", protocol,
-           "--duration", f"{seconds}s", "--concurrency", "16", "--json", *shape, *extra]
+           "--duration", f"{seconds}s", "--concurrency", concurrency, "--json", *shape, *extra]
     out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -119,6 +123,50 @@ def measure(name, collector, protocol, seconds, extra_load=(), shape=SHAPE):
         "pushed_back": summary["pushed_back"],
         "summary": summary,
     }
+
+
+def callgrind_instructions(cmd, name):
+    """Runs `cmd` under callgrind to its end; returns the instructions it executed."""
+    out = LOGS / f"callgrind.{name}.out"
+    log = open(LOGS / f"callgrind.{name}.log", "w")
+    process = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                *map(str, cmd)], stdout=log, stderr=log)
+    return process, out
+
+
+def callgrind_total(out):
+    for line in out.read_text().splitlines():
+        if line.startswith("summary:") or line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {out}")
+
+
+def graphgen_instructions_per_span(name, requests, traces_endpoint=None):
+    """Instructions graphgen executes per span: N and 2N requests, the difference per span."""
+    totals, spans = [], []
+    for n in (requests, 2 * requests):
+        (cmd, grpc, _), _ = graphgen_cmd(traces_endpoint)
+        process, out = callgrind_instructions(cmd, f"{name}.{n}")
+        try:
+            wait_port(grpc, timeout=120)
+            summary = load(f"http://127.0.0.1:{grpc}", "grpc", 600, ["--requests", n], concurrency=1)
+            spans.append(summary["accepted_spans"])
+        finally:
+            stop(process, timeout=300)
+        totals.append(callgrind_total(out))
+    return (totals[1] - totals[0]) / max(spans[1] - spans[0], 1)
+
+
+def decode_instructions_per_span():
+    totals, spans = [], []
+    for rounds in (1, 2):
+        cmd = [LOAD, "decode", "--rounds", rounds, "--json", *SHAPE[:2], "--seed", "7"]
+        process, out = callgrind_instructions(cmd, f"decode.{rounds}")
+        process.wait()
+        totals.append(callgrind_total(out))
+        log = (LOGS / f"callgrind.decode.{rounds}.log").read_text()
+        spans.append(json.loads([line for line in log.splitlines() if line.startswith("{")][-1])["spans"])
+    return (totals[1] - totals[0]) / max(spans[1] - spans[0], 1)
 
 
 def graphgen_cmd(traces_endpoint=None, extra=()):
@@ -158,6 +206,9 @@ def main():
     parser.add_argument("--overload-seconds", type=float, default=0,
                         help="also forward to a slow sink this long and report peak RSS")
     parser.add_argument("--no-rotel", action="store_true")
+    parser.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
+    parser.add_argument("--callgrind-requests", type=int, default=20,
+                        help="requests (500 spans each) in the smaller of the two callgrind runs")
     args = parser.parse_args()
     for binary in (GRAPHGEN, LOAD):
         if not binary.exists():
@@ -212,6 +263,19 @@ def main():
         else:
             print("rotel-agent not available: peer rows left out", file=sys.stderr)
 
+        instructions = {}
+        if args.no_callgrind:
+            pass
+        elif subprocess.run(["which", "valgrind"], capture_output=True).returncode != 0:
+            print("valgrind not installed: instruction counts left out", file=sys.stderr)
+        else:
+            n = args.callgrind_requests
+            instructions["prost decode alone (baseline)"] = decode_instructions_per_span()
+            instructions["graphgen ingest (gRPC, both processors)"] = \
+                graphgen_instructions_per_span("ingest", n)
+            instructions["graphgen ingest + forward (gRPC)"] = \
+                graphgen_instructions_per_span("forward", n, sink_url)
+
         if args.overload_seconds:
             slow_port = free_port()
             slow = start("slow-sink", [LOAD, "sink", "--listen", f"127.0.0.1:{slow_port}", "--delay", "200ms"], 1)
@@ -235,6 +299,15 @@ def main():
         figure = r.get("refusals_per_cpu_s")
         per = f"{figure:>9,.0f} req" if figure else f"{r['per_cpu_s']:>13,.0f}"
         print(f"| {r['mode']:<44} | {per:>15} | {wall} | {rss} | {p99} |")
+
+    if instructions:
+        print("\ninstructions per span (callgrind, the whole process; the same requests, sent one"
+              " at a time):")
+        for mode, figure in instructions.items():
+            print(f"  {mode:<44} {figure:>8,.0f}")
+        base = instructions["prost decode alone (baseline)"]
+        for mode in ("graphgen ingest (gRPC, both processors)", "graphgen ingest + forward (gRPC)"):
+            print(f"  {mode} / decode: {instructions[mode] / base:.2f}×")
 
     def ratio(a, b):
         if a in by_mode and b in by_mode:

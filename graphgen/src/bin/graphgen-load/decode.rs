@@ -19,6 +19,10 @@ pub struct Args {
     /// How long to decode, in seconds
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Decode every request exactly this many times instead (a fixed amount of work, for
+    /// counting instructions)
+    #[arg(long)]
+    rounds: Option<u64>,
     /// Print the summary as one JSON line
     #[arg(long)]
     json: bool,
@@ -38,7 +42,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     let mut spans = 0usize;
-    while wall0.elapsed().as_secs_f64() < args.seconds {
+    let mut round = 0;
+    while match args.rounds {
+        Some(rounds) => round < rounds,
+        None => wall0.elapsed().as_secs_f64() < args.seconds,
+    } {
+        round += 1;
         for bytes in &requests {
             let request = ExportTraceServiceRequest::decode(bytes.clone())?;
             spans += request

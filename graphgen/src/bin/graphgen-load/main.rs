@@ -4,14 +4,18 @@
 //!   (RESOURCE_EXHAUSTED with RetryInfo, 429/503 with Retry-After); a progress line every
 //!   second and a summary at the end (`--json` for a machine-readable last line).
 //! - `sink`: an OTLP/gRPC trace endpoint that counts what it receives (stand-in for Tempo).
-//! - `decode`: the baseline: prost-decodes the same requests `send` would send, and reports
-//!   spans per CPU-second.
+//! - `decode`: the baseline: prost-decodes the same requests `send` would send (with graphgen's
+//!   allocator), and reports spans per CPU-second.
 
 mod decode;
 mod send;
 mod sink;
 
 use clap::{Parser, Subcommand};
+
+// The allocator graphgen uses, so that the decode baseline compares like with like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
