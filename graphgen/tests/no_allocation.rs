@@ -40,12 +40,13 @@ fn steady_state_pushes_allocate_nothing() {
             {"exclude": {"match_type": "strict", "attributes": [{"key": "resource.env", "value": "test"}]}}]"#,
     )
     .unwrap();
-    // (client_server_prefix, native histograms, filter policies)
-    for (prefix, native, filtered) in [
-        (false, false, false),
-        (true, false, false),
-        (false, true, false),
-        (false, false, true),
+    // (client_server_prefix, native histograms, filter policies, target info)
+    for (prefix, native, filtered, target_info) in [
+        (false, false, false, false),
+        (true, false, false, false),
+        (false, true, false, false),
+        (false, false, true, false),
+        (false, false, false, true),
     ] {
         let native_histograms = native.then(NativeConfig::default);
         let filter_policies = if filtered { keep_all.clone() } else { vec![] };
@@ -62,6 +63,7 @@ fn steady_state_pushes_allocate_nothing() {
             Some(spanmetrics::Config {
                 native_histograms,
                 filter_policies,
+                enable_target_info: target_info,
                 ..spanmetrics::Config::default()
             }),
             Arc::new(clock),
@@ -76,8 +78,20 @@ fn steady_state_pushes_allocate_nothing() {
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
         assert_eq!(
             allocations, 0,
-            "prefix={prefix} native={native} filtered={filtered}: {allocations} allocations in 50 pushes of 200 spans"
+            "prefix={prefix} native={native} filtered={filtered} target_info={target_info}: {allocations} allocations in 50 pushes of 200 spans"
         );
         assert_eq!(engine.graph().stats().edges_completed, 52 * 100);
+        if target_info {
+            let info = engine
+                .families()
+                .into_iter()
+                .find(|f| f.name == "traces_target_info")
+                .expect("target info on");
+            assert_eq!(
+                info.series.len(),
+                2,
+                "one series per resource, client and server"
+            );
+        }
     }
 }

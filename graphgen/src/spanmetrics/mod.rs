@@ -211,6 +211,13 @@ struct TargetInfo {
     refused: u64,
     excluded: HashSet<String>,
     instance_label: bool,
+    /// Resources seen before, by a hash of their attributes: the labels of their series, or
+    /// `None` when they make none. A resource seen again then costs a hash, not a label set
+    /// built and sorted (nothing is allocated). At most `2 × max_series` are remembered.
+    known: HashMap<u64, Option<Vec<(String, String)>>>,
+    hasher: ahash::RandomState,
+    /// An attribute value as a string, reused.
+    value: String,
 }
 
 #[derive(Debug)]
@@ -453,6 +460,9 @@ impl SpanMetrics {
         let info = self.target_info.as_mut().map_or(0, |info| {
             let before = info.series.len();
             info.series.retain(|_, made| *made >= cutoff);
+            let series = &info.series;
+            info.known
+                .retain(|_, key| key.as_ref().is_none_or(|k| series.contains_key(k)));
             before - info.series.len()
         });
         self.series.purge_older_than(cutoff) + info
@@ -590,6 +600,21 @@ impl TargetInfo {
             JOB,
             INSTANCE,
         ];
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut hasher = self.hasher.build_hasher();
+        for kv in resource {
+            kv.key.hash(&mut hasher);
+            self.value.clear();
+            attributes::write_value(kv.value.as_ref(), &mut self.value);
+            self.value.hash(&mut hasher);
+        }
+        let fingerprint = hasher.finish();
+        match self.known.get(&fingerprint) {
+            Some(None) => return,
+            Some(Some(key)) if self.series.contains_key(key) => return,
+            _ => {}
+        }
+        let remember = self.known.len() < 2 * limits.max_series.max(1);
         // Last write wins, an empty value removes the label (Tempo's label builder).
         let mut labels: BTreeMap<String, String> = BTreeMap::new();
         let mut set = |name: String, mut value: String| {
@@ -631,17 +656,22 @@ impl TargetInfo {
         }
         // Only a resource with an identity and something more to say.
         if identifying == 0 || labels.len() <= identifying {
+            if remember {
+                self.known.insert(fingerprint, None);
+            }
             return;
         }
         let key: Vec<(String, String)> = labels.into_iter().collect();
-        if self.series.contains_key(&key) {
-            return;
+        if !self.series.contains_key(&key) {
+            if span_series + self.series.len() >= limits.max_series.max(1) {
+                self.refused += 1;
+                return;
+            }
+            self.series.insert(key.clone(), now);
         }
-        if span_series + self.series.len() >= limits.max_series.max(1) {
-            self.refused += 1;
-            return;
+        if remember {
+            self.known.insert(fingerprint, Some(key));
         }
-        self.series.insert(key, now);
     }
 }
 
@@ -997,6 +1027,18 @@ mod tests {
         );
         assert_eq!(sm.purge_series_older_than(11), 1);
         assert!(series_of(&sm, "traces_target_info").is_empty());
+        // The next span of that resource makes it again (the resource was known, its series gone).
+        sm.push(
+            &batch(
+                vec![kv("service.name", "cart"), kv("pod", "p1")],
+                vec![error_span("a", vec![])],
+            ),
+            40,
+        );
+        assert_eq!(
+            series_of(&sm, "traces_target_info"),
+            vec![(strings(&["job=cart", "pod=p1"]), 1.0)]
+        );
     }
 
     #[test]
