@@ -16,6 +16,17 @@ pub fn string_attribute(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// An integer attribute.
+pub fn int_attribute(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
 /// The first attribute named `key`, searching `lists` in order (resource before span).
 /// An attribute that is present with an empty value still counts as found, as in Tempo.
 pub fn find<'a>(key: &str, lists: &[&'a [KeyValue]]) -> Option<&'a KeyValue> {

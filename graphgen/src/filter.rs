@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::{Deserialize, Serialize};
 
-use crate::spans::{span_kind_name, status_code_name};
+use crate::spans::{span_kind_string, status_code_name};
 
 /// One policy, as Tempo's `FilterPolicy`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,17 +248,8 @@ impl IntrinsicTest {
             IntrinsicTest::Code(_, code) => status == *code,
             IntrinsicTest::Regex(Intrinsic::Name, r) => r.is_match(&span.name),
             IntrinsicTest::Regex(Intrinsic::Status, r) => r.is_match(&status_code_name(status)),
-            IntrinsicTest::Regex(Intrinsic::Kind, r) => r.is_match(&kind_name(span.kind)),
+            IntrinsicTest::Regex(Intrinsic::Kind, r) => r.is_match(&span_kind_string(span.kind)),
         }
-    }
-}
-
-/// Go's enum `String`: the name, or the number when unknown.
-fn kind_name(kind: i32) -> std::borrow::Cow<'static, str> {
-    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-    match SpanKind::try_from(kind) {
-        Ok(_) => span_kind_name(kind).into(),
-        Err(_) => kind.to_string().into(),
     }
 }
 
@@ -324,8 +315,7 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attributes::string_attribute;
-    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use crate::attributes::{int_attribute, string_attribute};
     use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Status};
 
     fn span(name: &str, kind: SpanKind, code: StatusCode, attributes: Vec<KeyValue>) -> Span {
@@ -337,16 +327,6 @@ mod tests {
                 ..Default::default()
             }),
             attributes,
-            ..Default::default()
-        }
-    }
-
-    fn int(key: &str, value: i64) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(Value::IntValue(value)),
-            }),
             ..Default::default()
         }
     }
@@ -369,7 +349,7 @@ mod tests {
             StatusCode::Unset,
             vec![
                 string_attribute("http.route", "/healthz"),
-                int("http.status_code", 200),
+                int_attribute("http.status_code", 200),
             ],
         );
         let order = span(
@@ -378,7 +358,7 @@ mod tests {
             StatusCode::Error,
             vec![
                 string_attribute("http.route", "/orders"),
-                int("http.status_code", 500),
+                int_attribute("http.status_code", 500),
             ],
         );
         let call = span("SELECT", SpanKind::Client, StatusCode::Ok, vec![]);

@@ -57,6 +57,8 @@ pub struct SpanNames {
     /// Cluster ids, oldest first, to forget the oldest past `max_patterns`.
     order: VecDeque<u64>,
     max_patterns: usize,
+    /// Patterns forgotten since the tree was last swept of their ids.
+    forgotten: usize,
     next_id: u64,
     tokens: Vec<String>,
     /// Span names a pattern replaced (or would have, in dry run).
@@ -75,6 +77,7 @@ impl SpanNames {
             clusters: HashMap::new(),
             order: VecDeque::new(),
             max_patterns: max_patterns.max(1),
+            forgotten: 0,
             next_id: 0,
             tokens: Vec::new(),
             sanitized: 0,
@@ -183,7 +186,13 @@ impl SpanNames {
         if self.clusters.len() >= self.max_patterns {
             if let Some(oldest) = self.order.pop_front() {
                 self.clusters.remove(&oldest);
-                prune(&mut self.root, &self.clusters);
+                // `find` skips forgotten ids, so the tree is swept of them only now and then
+                // (Tempo every 5 minutes), not at every pattern past the bound.
+                self.forgotten += 1;
+                if self.forgotten >= self.max_patterns / 2 {
+                    prune(&mut self.root, &self.clusters);
+                    self.forgotten = 0;
+                }
             }
         }
         self.next_id += 1;

@@ -15,6 +15,13 @@ pub fn span_kind_name(kind: i32) -> &'static str {
     SpanKind::try_from(kind).map_or("SPAN_KIND_UNSPECIFIED", |k| k.as_str_name())
 }
 
+/// `SPAN_KIND_SERVER` etc., unknown kinds spelled as their number, as Go's enum `String` does
+/// (what Tempo's filter policies match a kind regex against).
+pub fn span_kind_string(kind: i32) -> Cow<'static, str> {
+    SpanKind::try_from(kind)
+        .map_or_else(|_| Cow::Owned(kind.to_string()), |k| k.as_str_name().into())
+}
+
 /// `STATUS_CODE_OK` etc.; unknown codes are spelled as their number, as Go's enum `String` does.
 pub fn status_code_name(code: i32) -> Cow<'static, str> {
     StatusCode::try_from(code)

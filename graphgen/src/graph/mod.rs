@@ -279,10 +279,6 @@ impl ServiceGraph {
             Ok(SpanKind::Consumer) => (Side::Server, ConnectionType::MessagingSystem),
             _ => {
                 if self.config.edges_from_parent_child {
-                    if !self.filter.keeps(resource, span) {
-                        self.stats.spans_filtered += 1;
-                        return;
-                    }
                     self.push_kindless(service, resource, span, now, expires_at);
                 }
                 return;
@@ -383,6 +379,10 @@ impl ServiceGraph {
         now: u64,
         expires_at: u64,
     ) {
+        if !self.filter.keeps(resource, span) {
+            self.stats.spans_filtered += 1;
+            return;
+        }
         let Some(own) = EdgeKey::new(&span.trace_id, &span.span_id) else {
             self.stats.spans_invalid += 1;
             return;

@@ -307,7 +307,10 @@ impl SpanMetrics {
                 add(&mut names, INSTANCE.into(), Source::Instance);
             }
         }
-        let span_name_label = names.iter().position(|n| n == "span_name");
+        // Only looked at when sanitization is on: off, the hot path skips it.
+        let span_name_label = (config.span_name_sanitization != Sanitization::Disabled)
+            .then(|| names.iter().position(|n| n == "span_name"))
+            .flatten();
         let target_info = config.enable_target_info.then(|| TargetInfo {
             excluded: config
                 .target_info_excluded_dimensions
@@ -763,17 +766,6 @@ mod tests {
         );
     }
 
-    fn int_kv(key: &str, value: i64) -> KeyValue {
-        use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(Value::IntValue(value)),
-            }),
-            ..Default::default()
-        }
-    }
-
     fn batch(resource: Vec<KeyValue>, spans: Vec<Span>) -> Vec<ResourceSpans> {
         vec![ResourceSpans {
             resource: Some(Resource {
@@ -929,7 +921,7 @@ mod tests {
             kv("service.instance.id", "cart-1"),
             kv("deployment.environment", "prod"),
             kv("k8s.pod.name", "cart-7f"),
-            int_kv("process.pid", 42),
+            crate::attributes::int_attribute("process.pid", 42),
             kv("9lives", "skipped"),
             kv("job", "batch"),
             kv("empty", ""),
