@@ -58,7 +58,7 @@ async fn run(max_group: usize, clients: usize, request_bytes: usize) -> Figures 
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let reservation = queue.try_reserve(payload.len()).unwrap();
-                    reservation.commit(payload.clone(), 10).await.unwrap();
+                    reservation.commit(None, payload.clone(), 10).await.unwrap();
                     committed.fetch_add(1, Ordering::Relaxed);
                 }
             })

@@ -15,6 +15,7 @@ use crate::processors::GraphMetrics;
 use crate::queue::disk::Fsync;
 use crate::queue::Storage;
 use crate::series::RegistryLimits;
+use crate::tenants::{TenantId, TenantSettings};
 use crate::{graph, hostinfo, spanmetrics};
 
 /// `or`: every option the command line left unset, taken from the file.
@@ -64,6 +65,9 @@ pub struct Options {
     #[command(flatten)]
     #[serde(flatten)]
     pub host_info_options: HostInfoOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tenant_options: TenantOptions,
 }
 
 /// Where graphgen listens, and its service map.
@@ -418,6 +422,40 @@ or_from_file!(HostInfoOptions {
     host_info_metric_name
 });
 
+/// Tenants, as Tempo has them (`X-Scope-OrgID`), and their overrides.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[command(next_help_heading = "Tenants")]
+#[serde(default)]
+pub struct TenantOptions {
+    /// The tenant of a request without an X-Scope-OrgID header; Tempo's name for it when multi-tenancy is off. Its spans are forwarded and its metrics pushed without the header [default: single-tenant]
+    #[arg(long, env = "GRAPHGEN_DEFAULT_TENANT")]
+    pub default_tenant: Option<String>,
+    /// Refuse a request without an X-Scope-OrgID header (gRPC UNAUTHENTICATED, HTTP 401), as Tempo with multitenancy_enabled [default: false]
+    #[arg(long, env = "GRAPHGEN_REQUIRE_TENANT", num_args = 0..=1, default_missing_value = "true")]
+    pub require_tenant: Option<bool>,
+    /// Most tenants with an engine at once; a new tenant beyond is refused and counted until an idle one is forgotten [default: 100]
+    #[arg(long, env = "GRAPHGEN_MAX_TENANTS")]
+    pub max_tenants: Option<usize>,
+    /// Per-tenant overrides in Tempo's YAML format (overrides: <tenant>: metrics_generator: …), read again when it changes, as Tempo's per_tenant_override_config [default: none]
+    #[arg(long, env = "GRAPHGEN_PER_TENANT_OVERRIDE_CONFIG")]
+    pub per_tenant_override_config: Option<PathBuf>,
+    /// How often the overrides file is read again, as Tempo's per_tenant_override_period [default: 10s]
+    #[arg(long, env = "GRAPHGEN_PER_TENANT_OVERRIDE_PERIOD")]
+    pub per_tenant_override_period: Option<HumanDuration>,
+    /// Add the tenant as a label of this name to every series, as Tempo's inject_tenant_id_as [default: none]
+    #[arg(long, env = "GRAPHGEN_INJECT_TENANT_ID_AS")]
+    pub inject_tenant_id_as: Option<String>,
+}
+
+or_from_file!(TenantOptions {
+    default_tenant,
+    require_tenant,
+    max_tenants,
+    per_tenant_override_config,
+    per_tenant_override_period,
+    inject_tenant_id_as
+});
+
 /// Options of the file that have no flag: structured values, as Tempo writes them.
 const FILE_ONLY: [&str; 3] = [
     "filter_policies",
@@ -471,6 +509,8 @@ mod default {
     pub const MAX_INFLIGHT_BYTES: usize = 128 << 20;
     pub const MAX_CONCURRENT_REQUESTS: usize = 256;
     pub const EXPORT_BATCH_SPANS: usize = 8192;
+    pub const MAX_TENANTS: usize = 100;
+    pub const PER_TENANT_OVERRIDE_PERIOD: Duration = Duration::from_secs(10);
     pub const RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
     pub const RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -638,11 +678,18 @@ pub struct Settings {
     pub graph: graph::Config,
     pub span_metrics: Option<spanmetrics::Config>,
     pub host_info: Option<hostinfo::Config>,
+    pub tenants: TenantSettings,
+    /// `--per-tenant-override-config`, read every `overrides_period`.
+    pub overrides_file: Option<PathBuf>,
+    pub overrides_period: Duration,
+    pub inject_tenant_id_as: Option<String>,
+    /// The options these settings were resolved from: tenants' overrides are laid over them.
+    pub options: Options,
 }
 
 impl Options {
     /// Fills every option the command line left unset from `file`.
-    fn or(self, file: Options) -> Options {
+    pub(crate) fn or(self, file: Options) -> Options {
         Options {
             config: self.config,
             listen: self.listen.or(file.listen),
@@ -652,6 +699,7 @@ impl Options {
             registry: self.registry.or(file.registry),
             span_metrics_options: self.span_metrics_options.or(file.span_metrics_options),
             host_info_options: self.host_info_options.or(file.host_info_options),
+            tenant_options: self.tenant_options.or(file.tenant_options),
         }
     }
 
@@ -661,10 +709,15 @@ impl Options {
             Some(path) => self.clone().or(read_file(path)?),
             None => self,
         };
-        merged.into_settings()
+        let options = merged.clone();
+        Ok(Settings {
+            options,
+            ..merged.into_settings()?
+        })
     }
 
-    fn into_settings(self) -> Result<Settings, ConfigError> {
+    /// The settings of these options, every value checked (the `--config` file not read).
+    pub(crate) fn into_settings(self) -> Result<Settings, ConfigError> {
         let duration = |value: Option<HumanDuration>| value.map(|d| d.0);
         let invalid =
             |option: &'static str, message: String| ConfigError::Invalid { option, message };
@@ -1037,9 +1090,42 @@ impl Options {
                     )?,
                 )),
             },
+            tenants: TenantSettings {
+                default_tenant: TenantId::parse(
+                    self.tenant_options
+                        .default_tenant
+                        .as_deref()
+                        .unwrap_or(crate::tenants::SINGLE_TENANT),
+                )
+                .map_err(|e| invalid("--default-tenant", e.to_string()))?,
+                require_tenant: self.tenant_options.require_tenant.unwrap_or(false),
+                max_tenants: positive(
+                    "--max-tenants",
+                    self.tenant_options.max_tenants,
+                    default::MAX_TENANTS,
+                )?,
+            },
+            overrides_file: self.tenant_options.per_tenant_override_config,
+            overrides_period: nonzero(
+                "--per-tenant-override-period",
+                duration(self.tenant_options.per_tenant_override_period),
+                default::PER_TENANT_OVERRIDE_PERIOD,
+            )?,
+            inject_tenant_id_as: match self.tenant_options.inject_tenant_id_as {
+                Some(name)
+                    if name.is_empty() || crate::attributes::sanitize_label_name(&name) != name =>
+                {
+                    return Err(invalid(
+                        "--inject-tenant-id-as",
+                        format!("{name:?} is not a valid Prometheus label name"),
+                    ))
+                }
+                name => name,
+            },
             graph,
             span_metrics,
             host_info,
+            options: Options::default(),
         })
     }
 }
@@ -1084,7 +1170,15 @@ mod tests {
         let options =
             Options::try_parse_from(std::iter::once("graphgen").chain(args.iter().copied()))
                 .map_err(|e| e.to_string())?;
-        options.resolve().map_err(|e| e.to_string())
+        // The options they came from are kept for tenants' overrides; what is compared here
+        // is what they resolve to.
+        options
+            .resolve()
+            .map(|s| Settings {
+                options: Options::default(),
+                ..s
+            })
+            .map_err(|e| e.to_string())
     }
 
     #[test]

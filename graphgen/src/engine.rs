@@ -171,6 +171,21 @@ impl Engine {
         }
     }
 
+    /// Nothing held: no series in any processor and no edge waiting (a tenant so can be
+    /// forgotten).
+    pub fn is_idle(&self) -> bool {
+        self.graph.pending_edges() == 0
+            && self.graph.cardinality().series == 0
+            && self
+                .span_metrics
+                .as_ref()
+                .is_none_or(|sm| sm.cardinality().series == 0)
+            && self
+                .host_info
+                .as_ref()
+                .is_none_or(|hi| hi.cardinality().series == 0)
+    }
+
     pub fn graph(&self) -> &ServiceGraph {
         &self.graph
     }

@@ -3,7 +3,7 @@
 //! (re-encoded only when invalid spans were taken out or the body was JSON), and only once
 //! queued fed to the engine, so a refused request's retry is not counted twice.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,13 +13,16 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-use crate::engine::Engine;
 use crate::queue::{QueueError, SpanQueue};
 use crate::receiver::admission::{Admission, Admissions, Busy};
 use crate::selfmetrics::{Protocol, RefuseReason, RequestOutcome, SelfMetrics};
+use crate::tenants::{Tenant, TenantRefused, Tenants};
 
 /// How long clients are asked to wait when the forwarding queue is full.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long a new tenant is asked to wait while `--max-tenants` tenants have engines (an idle
+/// one is forgotten once its series are stale).
+pub const TENANT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// A request body as it arrived (decompressed).
 #[derive(Debug, Clone)]
@@ -72,6 +75,9 @@ pub enum Refused {
     /// Too many requests or bytes in flight; refused before the body was read.
     #[error("{0}")]
     Busy(Busy),
+    /// No tenant, an invalid one, or one too many; refused before the body was read.
+    #[error("{0}")]
+    Tenant(TenantRefused),
 }
 
 impl Refused {
@@ -83,6 +89,9 @@ impl Refused {
             Refused::QueueFull(_) => RequestOutcome::queue_full,
             Refused::QueueUnavailable(_) => RequestOutcome::queue_unavailable,
             Refused::Busy(_) => RequestOutcome::busy,
+            Refused::Tenant(TenantRefused::Missing) => RequestOutcome::tenant_missing,
+            Refused::Tenant(TenantRefused::Invalid(_)) => RequestOutcome::tenant_invalid,
+            Refused::Tenant(TenantRefused::TooMany { .. }) => RequestOutcome::tenant_limit,
         }
     }
 }
@@ -116,7 +125,7 @@ pub struct RequestLimits {
 
 /// Shared by both receivers.
 pub struct Intake {
-    engine: Arc<Mutex<Engine>>,
+    tenants: Arc<Tenants>,
     queue: Option<SpanQueue>,
     metrics: Arc<SelfMetrics>,
     admissions: Admissions,
@@ -125,13 +134,13 @@ pub struct Intake {
 
 impl Intake {
     pub fn new(
-        engine: Arc<Mutex<Engine>>,
+        tenants: Arc<Tenants>,
         queue: Option<SpanQueue>,
         metrics: Arc<SelfMetrics>,
         limits: RequestLimits,
     ) -> Self {
         Self {
-            engine,
+            tenants,
             queue,
             admissions: Admissions::new(
                 limits.max_inflight_bytes,
@@ -164,6 +173,20 @@ impl Intake {
         &self.metrics
     }
 
+    /// The tenant a request's `X-Scope-OrgID` names (`None`: it has none), or its refusal,
+    /// counted; decided before the body is read.
+    pub fn tenant(
+        &self,
+        protocol: Protocol,
+        header: Option<&[u8]>,
+    ) -> Result<Arc<Tenant>, Refused> {
+        self.tenants.resolve(header).map_err(|e| {
+            let refused = Refused::Tenant(e);
+            self.metrics.count_request(protocol, refused.outcome());
+            refused
+        })
+    }
+
     /// Refuses a request before its body is read when the queue has no room for it
     /// (`bytes`: its announced size, if any), counting it. The cheapest refusal there is.
     pub fn refuse_early(&self, protocol: Protocol, bytes: Option<usize>) -> Option<Refused> {
@@ -179,13 +202,23 @@ impl Intake {
     /// Takes a request, counting its outcome. A request refused for a full queue is refused
     /// before it is decoded and touches neither the engine nor the queue, so the client's
     /// retry is not counted twice.
-    pub async fn accept(&self, protocol: Protocol, body: Body) -> Result<Accepted, Refused> {
-        let result = self.try_accept(protocol, body).await;
+    pub async fn accept(
+        &self,
+        protocol: Protocol,
+        tenant: &Tenant,
+        body: Body,
+    ) -> Result<Accepted, Refused> {
+        let result = self.try_accept(protocol, tenant, body).await;
         self.metrics.count_request(protocol, outcome_of(&result));
         result
     }
 
-    async fn try_accept(&self, protocol: Protocol, body: Body) -> Result<Accepted, Refused> {
+    async fn try_accept(
+        &self,
+        protocol: Protocol,
+        tenant: &Tenant,
+        body: Body,
+    ) -> Result<Accepted, Refused> {
         let reservation = match &self.queue {
             // Refused before decoding: only the request is counted, its spans are unknown.
             Some(queue) => Some(queue.try_reserve(body.len())?),
@@ -216,7 +249,10 @@ impl Intake {
                 Some(bytes) if invalid == 0 => bytes,
                 _ => request.encode_to_vec().into(),
             };
-            if let Err(e) = reservation.commit(payload, valid).await {
+            if let Err(e) = reservation
+                .commit(Some(tenant.id.clone()), payload, valid)
+                .await
+            {
                 let reason = match e {
                     QueueError::Full { .. } => RefuseReason::queue_full,
                     QueueError::Io(_) => RefuseReason::queue_unavailable,
@@ -225,10 +261,8 @@ impl Intake {
                 return Err(e.into());
             }
         }
-        self.engine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_request(&mut request.resource_spans);
+        tenant.engine().push_request(&mut request.resource_spans);
+        tenant.count_received(valid);
         self.metrics
             .spans_received
             .get_or_create(&crate::selfmetrics::ProtocolLabels { protocol })

@@ -34,6 +34,8 @@
 //!   [`selfmetrics`]: the service's `graphgen_*` counters, every label set from 0.
 //! - [`servicemap`]: the live service map, `/graph` and `/api/graph`, with figures over a
 //!   window from snapshots of the counters.
+//! - [`tenants`]: a request's tenant (`X-Scope-OrgID`) and each tenant's engine, bounded;
+//!   [`overrides`]: per-tenant overrides in Tempo's file format, reloaded when it changes.
 //! - [`service`]: builds the components, binds the listeners, serves, and shuts down in order.
 
 pub mod admin;
@@ -51,6 +53,7 @@ pub mod hostinfo;
 pub mod intake;
 pub mod label_limits;
 pub mod native_histogram;
+pub mod overrides;
 pub mod processors;
 pub mod queue;
 pub mod receiver;
@@ -62,4 +65,5 @@ pub mod servicemap;
 pub mod span_names;
 pub mod spanmetrics;
 pub mod spans;
+pub mod tenants;
 pub mod workload;

@@ -26,7 +26,7 @@ macro_rules! every_value {
 
 every_value! {
     Protocol: [grpc, http];
-    RequestOutcome: [accepted, partial, invalid, malformed, too_large, unsupported, queue_full, queue_unavailable, busy];
+    RequestOutcome: [accepted, partial, invalid, malformed, too_large, unsupported, queue_full, queue_unavailable, busy, tenant_missing, tenant_invalid, tenant_limit];
     RefuseReason: [invalid, queue_full, queue_unavailable];
     DropReason: [non_retryable, retries_exhausted, rejected_by_backend, shutdown, unreadable];
     QueueWriteOp: [segment_start, append, ack, fsync, remove];
@@ -62,6 +62,12 @@ pub enum RequestOutcome {
     queue_unavailable,
     /// Refused before reading: too many requests or bytes in flight.
     busy,
+    /// No `X-Scope-OrgID` with `--require-tenant`.
+    tenant_missing,
+    /// An `X-Scope-OrgID` that is not a valid tenant id.
+    tenant_invalid,
+    /// A new tenant while `--max-tenants` tenants have engines.
+    tenant_limit,
 }
 
 /// Why spans of a request were refused.
@@ -279,6 +285,16 @@ pub struct SelfMetrics {
     pub metrics_push_requests: Family<PushLabels, Counter>,
     pub remote_write: RemoteWriteMetrics,
     pub service_map: ServiceMapMetrics,
+    pub overrides: OverridesMetrics,
+}
+
+/// The per-tenant overrides file (`--per-tenant-override-config`).
+#[derive(Debug, Default)]
+pub struct OverridesMetrics {
+    /// Changed files applied.
+    pub reloads: Counter,
+    /// Files (or reads) refused; the overrides in force stayed.
+    pub refused: Counter,
 }
 
 /// What the service map's history holds (`/graph`).
@@ -386,6 +402,16 @@ impl SelfMetrics {
             "receiver_requests",
             "OTLP export requests received, by protocol and outcome",
             self.requests.clone(),
+        );
+        r.register(
+            "overrides_reloads",
+            "Changes of the per-tenant overrides file applied without a restart",
+            self.overrides.reloads.clone(),
+        );
+        r.register(
+            "overrides_refused",
+            "Reads of the per-tenant overrides file refused (unreadable or invalid); the overrides in force stayed",
+            self.overrides.refused.clone(),
         );
         r.register(
             "receiver_spans_received",

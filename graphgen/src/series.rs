@@ -635,6 +635,37 @@ pub struct Cardinality {
     pub limited_values: Vec<(String, u64)>,
 }
 
+/// Sets label `name` to `value` on every series, replacing a label of that name (Tempo's
+/// `inject_tenant_id_as`, `modules/generator/registry/registry.go:156-158` at ad33aa8, applied
+/// with `labels.Builder.Set` in `registry/util.go`).
+pub fn set_label(families: &mut [Family], name: &str, value: &str) {
+    for series in families.iter_mut().flat_map(|f| f.series.iter_mut()) {
+        let pairs: Vec<(String, &str)> = series
+            .labels
+            .iter()
+            .filter(|(n, _)| *n != name)
+            .map(|(n, v)| (n.to_string(), v))
+            .chain([(name.to_string(), value)])
+            .collect();
+        series.labels = Labels::from_pairs(pairs);
+    }
+}
+
+impl Cardinality {
+    /// Adds another engine's figures (another tenant's) to these.
+    pub fn add(&mut self, other: &Cardinality) {
+        self.series += other.series;
+        self.refused += other.refused;
+        self.truncated_values += other.truncated_values;
+        for (label, n) in &other.limited_values {
+            match self.limited_values.iter_mut().find(|(l, _)| l == label) {
+                Some((_, mine)) => *mine += n,
+                None => self.limited_values.push((label.clone(), *n)),
+            }
+        }
+    }
+}
+
 /// The bounds of a processor's series, as Tempo's registry has them (generator-wide, one value
 /// for both processors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

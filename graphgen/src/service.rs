@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
@@ -18,7 +18,6 @@ use crate::admin::engine_metrics::{EngineCollector, EngineStats};
 use crate::admin::{self, AdminState};
 use crate::clock::SystemClock;
 use crate::config::Settings;
-use crate::engine::Engine;
 use crate::export::otlp_metrics::{Identity, MetricsPusher};
 use crate::export::remote_write::{
     Budget as RemoteWriteBudget, RemoteWriteConfig, RemoteWriter, Target,
@@ -26,10 +25,12 @@ use crate::export::remote_write::{
 use crate::export::retry::Backoff;
 use crate::export::traces::{self, Drain, ExportSettings, TraceExporter};
 use crate::intake::{Intake, RequestLimits};
+use crate::overrides::Overrides;
 use crate::queue::{Limits, SpanQueue, Storage};
 use crate::receiver::{grpc, http};
 use crate::selfmetrics::SelfMetrics;
 use crate::servicemap::{self, fleet::Fleet, state::MapState};
+use crate::tenants::{EngineFactory, Tenants};
 
 /// How often edges past their wait are expired.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -49,9 +50,11 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Engine(#[from] crate::engine::ConfigError),
+    Engine(#[from] crate::tenants::BuildError),
     #[error(transparent)]
-    HostInfo(#[from] crate::hostinfo::ConfigError),
+    Overrides(#[from] crate::overrides::OverridesError),
+    #[error("per-tenant overrides: {0}")]
+    OverridesRefused(#[from] crate::tenants::OverridesRefused),
     #[error(transparent)]
     Endpoint(#[from] traces::InvalidEndpoint),
     #[error("cannot build an HTTP client: {0}")]
@@ -86,7 +89,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 
 /// Everything graphgen runs, built from the settings, before any socket is opened.
 struct Components {
-    engine: Arc<Mutex<Engine>>,
+    tenants: Arc<Tenants>,
     metrics: Arc<SelfMetrics>,
     registry: Registry,
     /// The forwarding queue and its exporter, with a traces endpoint.
@@ -100,22 +103,28 @@ struct Components {
 }
 
 fn build(settings: &Settings) -> Result<Components, StartError> {
-    let engine = Arc::new(Mutex::new(
-        Engine::new(
-            settings.graph.clone(),
-            settings.span_metrics.clone(),
-            Arc::new(SystemClock),
-        )?
-        .with_stale_after(settings.stale_duration)
-        .with_ingestion_slack(settings.ingestion_time_range_slack)
-        .with_dedup_if(settings.dedup)
-        .with_host_info_if(settings.host_info.clone())?,
-    ));
+    let overrides = match &settings.overrides_file {
+        Some(path) => {
+            let (overrides, unknown) = Overrides::read(path)?;
+            crate::overrides::warn_unknown(&unknown);
+            overrides
+        }
+        None => Overrides::default(),
+    };
+    let factory = EngineFactory::new(settings.options.clone(), Arc::new(SystemClock));
+    // The overrides are checked as a reload checks them, before anything starts.
+    let tenants = Tenants::new(settings.tenants.clone(), factory, Overrides::default())?;
+    tenants.apply_overrides(overrides)?;
+    let tenants = Arc::new(tenants);
     let metrics = Arc::new(SelfMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    EngineCollector::register(engine.clone(), &mut registry);
-    EngineStats::register(engine.clone(), &mut registry);
+    EngineCollector::new(
+        tenants.default_tenant(),
+        settings.inject_tenant_id_as.clone(),
+    )
+    .register(&mut registry);
+    EngineStats::register(tenants.clone(), &mut registry);
     let (queue, exporter) = match &settings.traces_endpoint {
         Some(endpoint) => {
             let queue = open_queue(settings, &metrics)?;
@@ -124,13 +133,14 @@ fn build(settings: &Settings) -> Result<Components, StartError> {
                 queue.clone(),
                 export_settings(settings),
                 metrics.clone(),
+                settings.tenants.default_tenant.clone(),
             )?;
             (Some(queue), Some(exporter))
         }
         None => (None, None),
     };
     let intake = Arc::new(Intake::new(
-        engine.clone(),
+        tenants.clone(),
         queue.clone(),
         metrics.clone(),
         RequestLimits {
@@ -139,14 +149,14 @@ fn build(settings: &Settings) -> Result<Components, StartError> {
             max_concurrent_requests: settings.max_concurrent_requests,
         },
     ));
-    let pusher = metrics_pusher(settings, &engine, &metrics)?;
-    let remote_writer = remote_writer(settings, &engine, &metrics)?;
+    let pusher = metrics_pusher(settings, &tenants, &metrics)?;
+    let remote_writer = remote_writer(settings, &tenants, &metrics)?;
     let fleet = match settings.peers.is_empty() {
         true => None,
         false => Some(Fleet::new(settings.peers.clone(), settings.peer_timeout)?),
     };
     Ok(Components {
-        engine,
+        tenants,
         metrics,
         registry,
         queue,
@@ -197,7 +207,7 @@ fn export_settings(settings: &Settings) -> ExportSettings {
 
 fn metrics_pusher(
     settings: &Settings,
-    engine: &Arc<Mutex<Engine>>,
+    tenants: &Arc<Tenants>,
     metrics: &Arc<SelfMetrics>,
 ) -> Result<Option<MetricsPusher>, StartError> {
     let Some(endpoint) = &settings.metrics_endpoint else {
@@ -205,7 +215,8 @@ fn metrics_pusher(
     };
     Ok(Some(MetricsPusher::new(
         endpoint.clone(),
-        engine.clone(),
+        tenants.clone(),
+        settings.inject_tenant_id_as.clone(),
         metrics.clone(),
         Identity::new(settings.instance_id.clone()),
         settings.metrics_max_request_bytes,
@@ -215,7 +226,7 @@ fn metrics_pusher(
 
 fn remote_writer(
     settings: &Settings,
-    engine: &Arc<Mutex<Engine>>,
+    tenants: &Arc<Tenants>,
     metrics: &Arc<SelfMetrics>,
 ) -> Result<Option<RemoteWriter>, StartError> {
     let Some(rw) = &settings.remote_write else {
@@ -226,6 +237,7 @@ fn remote_writer(
         headers: rw.headers.clone(),
         target: Target::new(&rw.external_labels, &settings.instance_id)
             .with_trace_id_label(&rw.trace_id_label_name),
+        inject_tenant_id_as: settings.inject_tenant_id_as.clone(),
         histograms: settings.histograms,
         max_request_bytes: settings.metrics_max_request_bytes,
         backoff: Backoff::new(settings.retry_initial_backoff),
@@ -235,7 +247,7 @@ fn remote_writer(
     };
     Ok(Some(RemoteWriter::new(
         config,
-        engine.clone(),
+        tenants.clone(),
         metrics.clone(),
     )?))
 }
@@ -308,9 +320,11 @@ fn serve(c: Components, listeners: Listeners, settings: &Settings) -> Running {
         registry: Arc::new(c.registry),
         receivers_up: true.into(),
         queue: c.queue.clone(),
+        tenants: c.tenants.clone(),
+        inject_tenant_id_as: settings.inject_tenant_id_as.clone(),
     });
     let service_map = Arc::new(MapState::new(
-        c.engine.clone(),
+        c.tenants.clone(),
         settings.service_map_max_series,
         settings.instance_id.clone(),
         settings.grafana_url.clone(),
@@ -319,8 +333,16 @@ fn serve(c: Components, listeners: Listeners, settings: &Settings) -> Running {
     ));
     let mut tickers = vec![
         tokio::spawn(service_map.clone().run_snapshots()),
-        tokio::spawn(expire_periodically(c.engine.clone())),
+        tokio::spawn(expire_periodically(c.tenants.clone())),
     ];
+    if let Some(path) = &settings.overrides_file {
+        tickers.push(tokio::spawn(crate::overrides::watch(
+            path.clone(),
+            settings.overrides_period,
+            c.tenants.clone(),
+            c.metrics.clone(),
+        )));
+    }
     let admin_app = admin::router(admin_state.clone()).merge(servicemap::http::router(service_map));
     let admin = tokio::spawn(async move {
         axum::serve(listeners.admin, admin_app)
@@ -478,10 +500,10 @@ async fn log_join<E: std::fmt::Display>(
     }
 }
 
-async fn expire_periodically(engine: Arc<Mutex<Engine>>) {
+async fn expire_periodically(tenants: Arc<Tenants>) {
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
     loop {
         tick.tick().await;
-        engine.lock().unwrap_or_else(|e| e.into_inner()).expire();
+        tenants.expire();
     }
 }

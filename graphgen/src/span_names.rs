@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Sanitization {
+    /// Tempo writes it as `""`.
     #[default]
+    #[serde(alias = "")]
     Disabled,
     #[value(name = "dry_run")]
     DryRun,

@@ -43,10 +43,98 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> T {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Every series exactly once: a duplicate would collapse unseen in the map.
+fn collect(
+    dir: &Path,
+    families: &[graphgen::series::Family],
+    series: &mut BTreeMap<SeriesId, f64>,
+) {
+    for s in families.iter().flat_map(|f| f.samples()) {
+        let id: SeriesId = (s.name, s.labels.into_iter().collect());
+        if let Some(first) = series.insert(id.clone(), s.value) {
+            panic!(
+                "{}: graphgen wrote {id:?} twice ({first} and {})",
+                dir.display(),
+                s.value
+            );
+        }
+    }
+}
+
+/// A case with `tenants`: Tempo ran multi-tenant with the case's `overrides.yaml` as its
+/// per-tenant overrides and `inject_tenant_id_as: tenant`, and got every request once per
+/// tenant, with its `X-Scope-OrgID`. Here the same goes through graphgen's own tenants: the
+/// overrides file parsed and laid over the options as the service does.
+fn run_tenants_case(dir: &Path, raw: &serde_json::Value) -> BTreeMap<SeriesId, f64> {
+    use graphgen::config::Options;
+    use graphgen::overrides::Overrides;
+    use graphgen::tenants::{EngineFactory, TenantId, TenantSettings, Tenants};
+    let ids: Vec<TenantId> = raw["tenants"]
+        .as_array()
+        .expect("tenants is a list")
+        .iter()
+        .map(|t| TenantId::parse(t.as_str().expect("a tenant id")).expect("valid tenant id"))
+        .collect();
+    // Tempo's generator config in the run: wait 3s, the instance label off.
+    let options = <Options as clap::Parser>::try_parse_from([
+        "graphgen",
+        "--wait",
+        "3s",
+        "--span-metrics-enable-instance-label=false",
+    ])
+    .expect("valid options");
+    let clock = ManualClock::new(1_700_000_000_000_000_000);
+    let tenants = Tenants::new(
+        TenantSettings {
+            default_tenant: TenantId::parse("single-tenant").unwrap(),
+            require_tenant: true,
+            max_tenants: 10,
+        },
+        EngineFactory::new(options, Arc::new(clock.clone())),
+        Overrides::default(),
+    )
+    .expect("valid options");
+    let text = std::fs::read_to_string(dir.join("overrides.yaml")).expect("overrides.yaml");
+    let (overrides, unknown) = Overrides::parse(&text).expect("valid overrides");
+    // Tempo needs ingestion limits in a tenant's entry (it replaces the defaults whole);
+    // graphgen has none and says so.
+    assert!(
+        unknown.iter().all(|k| k.ends_with(": ingestion")),
+        "keys graphgen lacks: {unknown:?}"
+    );
+    tenants.apply_overrides(overrides).expect("overrides apply");
+    let input: Input = read_json(&dir.join("input.json"));
+    for request in &input.requests {
+        for id in &ids {
+            let tenant = tenants.get_or_create(id).expect("within max_tenants");
+            tenant.engine().push(&request.resource_spans);
+        }
+    }
+    clock.advance(Duration::from_secs(4));
+    let mut series = BTreeMap::new();
+    for id in &ids {
+        let tenant = tenants.get_or_create(id).unwrap();
+        let mut engine = tenant.engine();
+        engine.expire();
+        assert_eq!(
+            engine.graph().pending_edges(),
+            0,
+            "every edge completed or expired"
+        );
+        let mut families = engine.families();
+        graphgen::series::set_label(&mut families, "tenant", id.as_str());
+        collect(dir, &families, &mut series);
+    }
+    series
+}
+
 fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
     // `processors`, when a case names it, is Tempo's list (the overrides' `processors`); the
     // other keys are the service-graph options.
     let mut raw: serde_json::Value = read_json(&dir.join("config.json"));
+    if raw.get("tenants").is_some() {
+        return run_tenants_case(dir, &raw);
+    }
     let names: Vec<String> = match raw.as_object_mut().and_then(|o| o.remove("processors")) {
         Some(list) => serde_json::from_value(list).expect("processors is a list of names"),
         None => vec!["service-graphs".into(), "span-metrics".into()],
@@ -111,18 +199,8 @@ fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
         "every edge completed or expired"
     );
 
-    // Every series exactly once: a duplicate would collapse unseen in the map.
     let mut series = BTreeMap::new();
-    for s in engine.families().iter().flat_map(|f| f.samples()) {
-        let id: SeriesId = (s.name, s.labels.into_iter().collect());
-        if let Some(first) = series.insert(id.clone(), s.value) {
-            panic!(
-                "{}: graphgen wrote {id:?} twice ({first} and {})",
-                dir.display(),
-                s.value
-            );
-        }
-    }
+    collect(dir, &engine.families(), &mut series);
     series
 }
 

@@ -3,7 +3,7 @@
 //! (`graphgen_edges_*`, `graphgen_store_*`, `graphgen_series*`). The service's other
 //! `graphgen_*` series are in [`crate::selfmetrics`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -11,27 +11,35 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::engine::Engine;
+use crate::graph::Stats;
 use crate::series::{whole_bucket_counts, Cardinality, FamilyKind, SeriesValue};
+use crate::tenants::{Tenant, Tenants};
 
-/// Encodes the engine at every scrape.
+/// Encodes a tenant's engine at every scrape (`/metrics`: the default tenant;
+/// `/metrics?tenant=`: another).
 #[derive(Debug)]
 pub struct EngineCollector {
-    engine: Arc<Mutex<Engine>>,
+    tenant: Arc<Tenant>,
+    /// `--inject-tenant-id-as`.
+    inject: Option<String>,
 }
 
 impl EngineCollector {
-    pub fn register(engine: Arc<Mutex<Engine>>, registry: &mut Registry) {
-        registry.register_collector(Box::new(Self { engine }));
+    pub fn new(tenant: Arc<Tenant>, inject: Option<String>) -> Self {
+        Self { tenant, inject }
+    }
+
+    pub fn register(self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self));
     }
 }
 
 impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let families = self
-            .engine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .families();
+        let mut families = self.tenant.engine().families();
+        if let Some(name) = &self.inject {
+            crate::series::set_label(&mut families, name, self.tenant.id.as_str());
+        }
         for family in &families {
             match family.kind {
                 FamilyKind::Counter => {
@@ -100,22 +108,120 @@ impl Collector for EngineCollector {
     }
 }
 
-/// The engine's own counters and gauges (`graphgen_edges_*`, `graphgen_store_*`,
-/// `graphgen_series*`), read from the engine at every scrape.
-#[derive(Debug)]
+/// The engines' own counters and gauges (`graphgen_edges_*`, `graphgen_store_*`,
+/// `graphgen_series*`), read at every scrape: every tenant's added together, and a few per
+/// tenant (`graphgen_tenant_*`, `graphgen_tenants*`).
 pub struct EngineStats {
-    engine: Arc<Mutex<Engine>>,
+    tenants: Arc<Tenants>,
+}
+
+impl std::fmt::Debug for EngineStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineStats").finish_non_exhaustive()
+    }
 }
 
 impl EngineStats {
-    pub fn register(engine: Arc<Mutex<Engine>>, registry: &mut Registry) {
-        registry.register_collector(Box::new(Self { engine }));
+    pub fn register(tenants: Arc<Tenants>, registry: &mut Registry) {
+        registry.register_collector(Box::new(Self { tenants }));
+    }
+}
+
+/// One engine's figures for [`EngineStats`]; every tenant's are added together.
+#[derive(Default)]
+struct Reading {
+    stats: Stats,
+    pending: usize,
+    max_items: usize,
+    cardinality: Vec<(&'static str, Cardinality)>,
+    /// (duplicates, spans held, how far back the record reaches), zeros when off.
+    dedup: (u64, usize, u64),
+    filtered: Vec<(&'static str, u64)>,
+    filtered_sides: (usize, u64),
+    span_names: (u64, usize),
+    outside_time_range: u64,
+}
+
+impl Reading {
+    fn of(engine: &Engine) -> Self {
+        let now = engine.now_nanos();
+        let dedup = engine.dedup().map_or((0, 0, 0), |d| {
+            (d.duplicates(), d.len(), d.oldest_age_nanos(now))
+        });
+        let graph = engine.graph();
+        let mut cardinality = vec![("service_graph", graph.cardinality())];
+        let mut filtered = vec![("service_graph", graph.stats().spans_filtered)];
+        if let Some(sm) = engine.span_metrics() {
+            cardinality.push(("span_metrics", sm.cardinality()));
+            filtered.push(("span_metrics", sm.filtered_spans()));
+        }
+        if let Some(hi) = engine.host_info() {
+            cardinality.push(("host_info", hi.cardinality()));
+        }
+        let span_names = engine.span_metrics().map_or((0, 0), |sm| {
+            (sm.span_names().sanitized(), sm.span_names().patterns())
+        });
+        Self {
+            stats: graph.stats().clone(),
+            pending: graph.pending_edges(),
+            max_items: graph.config().max_items,
+            cardinality,
+            dedup,
+            filtered,
+            filtered_sides: graph.filtered_sides(),
+            span_names,
+            outside_time_range: engine.spans_outside_time_range(),
+        }
+    }
+
+    fn add(&mut self, other: Reading) {
+        self.stats.add(&other.stats);
+        self.pending += other.pending;
+        self.max_items += other.max_items;
+        for (processor, c) in other.cardinality {
+            match self.cardinality.iter_mut().find(|(p, _)| *p == processor) {
+                Some((_, mine)) => mine.add(&c),
+                None => self.cardinality.push((processor, c)),
+            }
+        }
+        for (processor, n) in other.filtered {
+            match self.filtered.iter_mut().find(|(p, _)| *p == processor) {
+                Some((_, mine)) => *mine += n,
+                None => self.filtered.push((processor, n)),
+            }
+        }
+        self.dedup = (
+            self.dedup.0 + other.dedup.0,
+            self.dedup.1 + other.dedup.1,
+            self.dedup.2.max(other.dedup.2),
+        );
+        self.filtered_sides = (
+            self.filtered_sides.0 + other.filtered_sides.0,
+            self.filtered_sides.1 + other.filtered_sides.1,
+        );
+        self.span_names = (
+            self.span_names.0 + other.span_names.0,
+            self.span_names.1 + other.span_names.1,
+        );
+        self.outside_time_range += other.outside_time_range;
     }
 }
 
 impl Collector for EngineStats {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (
+        let tenants = self.tenants.all();
+        let mut per_tenant = Vec::with_capacity(tenants.len());
+        let mut total: Option<Reading> = None;
+        for tenant in &tenants {
+            let reading = Reading::of(&tenant.engine());
+            let series: usize = reading.cardinality.iter().map(|(_, c)| c.series).sum();
+            per_tenant.push((tenant.id.as_str(), tenant.spans_received(), series));
+            match &mut total {
+                Some(t) => t.add(reading),
+                None => total = Some(reading),
+            }
+        }
+        let Reading {
             stats,
             pending,
             max_items,
@@ -125,40 +231,29 @@ impl Collector for EngineStats {
             filtered_sides,
             span_names,
             outside_time_range,
-        ) = {
-            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-            let now = engine.now_nanos();
-            // (duplicates, spans held, how far back the record reaches), zeros when off.
-            let dedup = engine.dedup().map_or((0, 0, 0), |d| {
-                (d.duplicates(), d.len(), d.oldest_age_nanos(now))
-            });
-            let graph = engine.graph();
-            let mut cardinality = vec![("service_graph", graph.cardinality())];
-            if let Some(sm) = engine.span_metrics() {
-                cardinality.push(("span_metrics", sm.cardinality()));
+        } = total.unwrap_or_default();
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_tenant_spans_received",
+                "Spans taken in, by tenant, since the tenant got its engine (Tempo's tempo_metrics_generator_spans_received_total)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (tenant, spans, _) in &per_tenant {
+                m.encode_family(&[("tenant", *tenant)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(spans, None)?;
             }
-            if let Some(hi) = engine.host_info() {
-                cardinality.push(("host_info", hi.cardinality()));
+            let mut m = encoder.encode_descriptor(
+                "graphgen_tenant_series",
+                "Label sets held by every processor of a tenant (Tempo's tempo_metrics_generator_registry_active_series)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (tenant, _, series) in &per_tenant {
+                m.encode_family(&[("tenant", *tenant)])?
+                    .encode_gauge(&(*series as i64))?;
             }
-            let span_names = engine.span_metrics().map_or((0, 0), |sm| {
-                (sm.span_names().sanitized(), sm.span_names().patterns())
-            });
-            let mut filtered = vec![("service_graph", graph.stats().spans_filtered)];
-            if let Some(sm) = engine.span_metrics() {
-                filtered.push(("span_metrics", sm.filtered_spans()));
-            }
-            (
-                graph.stats().clone(),
-                graph.pending_edges(),
-                graph.config().max_items,
-                cardinality,
-                dedup,
-                filtered,
-                graph.filtered_sides(),
-                span_names,
-                engine.spans_outside_time_range(),
-            )
-        };
+        }
         let counter =
             |encoder: &mut DescriptorEncoder, name, help, value: u64| -> std::fmt::Result {
                 let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -324,8 +419,20 @@ impl Collector for EngineStats {
         gauge(
             &mut encoder,
             "graphgen_store_capacity_edges",
-            "Most edges that may wait (max_items)",
+            "Most edges that may wait (max_items, every tenant's)",
             max_items as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "graphgen_tenants",
+            "Tenants with an engine (at most --max-tenants)",
+            per_tenant.len() as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "graphgen_tenants_refused",
+            "Requests of a new tenant refused because --max-tenants tenants had engines",
+            self.tenants.refused(),
         )?;
         Ok(())
     }

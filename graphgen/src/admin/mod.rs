@@ -4,14 +4,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
 use crate::queue::{NotAccepting, SpanQueue};
+use crate::tenants::Tenants;
+use engine_metrics::EngineCollector;
 
 pub mod engine_metrics;
 pub mod scrape;
@@ -24,6 +26,15 @@ pub struct AdminState {
     /// false once shutdown stops intake.
     pub receivers_up: AtomicBool,
     pub queue: Option<SpanQueue>,
+    /// For `/metrics?tenant=`: another tenant's series.
+    pub tenants: Arc<Tenants>,
+    pub inject_tenant_id_as: Option<String>,
+}
+
+/// `/metrics?tenant=<id>`.
+#[derive(Debug, serde::Deserialize)]
+pub struct MetricsQuery {
+    tenant: Option<String>,
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
@@ -39,14 +50,38 @@ async fn index() -> impl IntoResponse {
     "graphgen\n\n/metrics    Prometheus metrics (service graph, span metrics, graphgen_*)\n/healthz    liveness\n/readyz     readiness: a request sent now would be taken\n/graph      the live service map (the whole fleet with --peers)\n/api/graph  the service map as JSON\n/api/graph/part  this replica's counts over a window, which peers merge\n"
 }
 
-async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+/// The default tenant's series and graphgen's own; with `?tenant=`, that tenant's series only
+/// (a scrape job per tenant, `params: {tenant: [...]}`).
+async fn metrics(
+    State(state): State<Arc<AdminState>>,
+    Query(query): Query<MetricsQuery>,
+) -> Response {
     use tokio_stream::StreamExt;
-    let chunks = tokio_stream::wrappers::ReceiverStream::new(stream(state.registry.clone()))
+    let registry = match query.tenant {
+        None => state.registry.clone(),
+        Some(id) => match state.tenants.get(&id) {
+            Some(tenant) => {
+                let mut registry = Registry::default();
+                EngineCollector::new(tenant, state.inject_tenant_id_as.clone())
+                    .register(&mut registry);
+                Arc::new(registry)
+            }
+            None => {
+                return (
+                    StatusCode::NOT_FOUND,
+                    "no such tenant: it has sent nothing, or went idle and was forgotten\n",
+                )
+                    .into_response()
+            }
+        },
+    };
+    let chunks = tokio_stream::wrappers::ReceiverStream::new(stream(registry))
         .map(Ok::<_, std::convert::Infallible>);
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
         axum::body::Body::from_stream(chunks),
     )
+        .into_response()
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

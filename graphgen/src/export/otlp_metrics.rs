@@ -16,8 +16,9 @@
 //!   (`modules/generator/registry/counter.go:140-151`, `histogram.go:230-260`), a series' first
 //!   push carries a 0 point before its first real one.
 
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -32,12 +33,12 @@ use prost::Message;
 use tokio::time::Instant;
 
 use super::push::{field_len, http_client, Cursor, Flavor, Item, PushedSeries};
-use crate::engine::Engine;
 use crate::native_histogram::{HistogramMode, SparseBuckets};
 use crate::selfmetrics::{PushLabels, PushOutcome, SelfMetrics};
 use crate::series::{
     whole_bucket_counts, Exemplar as SeriesExemplar, Family, NativeValue, Series, SeriesValue,
 };
+use crate::tenants::{Tenant, TenantId, Tenants};
 
 /// Who is pushing: becomes `job` and `instance` in Prometheus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,19 +391,21 @@ pub enum PushError {
 pub async fn push(
     client: &reqwest::Client,
     endpoint: &str,
+    org_id: Option<&str>,
     request: &ExportMetricsServiceRequest,
 ) -> Result<(), PushError> {
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gzip.write_all(&request.encode_to_vec())
         .expect("writing to memory");
     let body = gzip.finish().expect("writing to memory");
-    let response = client
+    let mut post = client
         .post(endpoint)
         .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "gzip")
-        .body(body)
-        .send()
-        .await?;
+        .header("content-encoding", "gzip");
+    if let Some(org_id) = org_id {
+        post = post.header(crate::tenants::HEADER, org_id);
+    }
+    let response = post.body(body).send().await?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -419,18 +422,22 @@ pub async fn push(
 pub struct MetricsPusher {
     endpoint: String,
     client: reqwest::Client,
-    engine: Arc<Mutex<Engine>>,
+    tenants: Arc<Tenants>,
+    /// `--inject-tenant-id-as`.
+    inject_tenant_id_as: Option<String>,
     metrics: Arc<SelfMetrics>,
     identity: Identity,
     max_request_bytes: usize,
     histograms: HistogramMode,
-    pushed: Arc<tokio::sync::Mutex<PushedSeries>>,
+    /// Each tenant's series pushed so far.
+    pushed: Arc<tokio::sync::Mutex<BTreeMap<TenantId, PushedSeries>>>,
 }
 
 impl MetricsPusher {
     pub fn new(
         endpoint: String,
-        engine: Arc<Mutex<Engine>>,
+        tenants: Arc<Tenants>,
+        inject_tenant_id_as: Option<String>,
         metrics: Arc<SelfMetrics>,
         identity: Identity,
         max_request_bytes: usize,
@@ -440,7 +447,8 @@ impl MetricsPusher {
         Ok(Self {
             endpoint,
             client,
-            engine,
+            tenants,
+            inject_tenant_id_as,
             metrics,
             identity,
             max_request_bytes,
@@ -462,11 +470,36 @@ impl MetricsPusher {
     pub async fn push_once(&self) -> bool {
         // One push at a time, so the set of pushed series stays consistent.
         let mut pushed = self.pushed.lock().await;
+        let tenants = self.tenants.all();
+        pushed.retain(|id, _| tenants.iter().any(|t| &t.id == id));
+        let mut all_ok = true;
+        for tenant in tenants {
+            let pushed = pushed.entry(tenant.id.clone()).or_default();
+            all_ok &= self.push_tenant(&tenant, pushed).await;
+        }
+        let outcome = if all_ok {
+            PushOutcome::success
+        } else {
+            PushOutcome::failure
+        };
+        self.metrics
+            .metrics_pushes
+            .get_or_create(&PushLabels { outcome })
+            .inc();
+        all_ok
+    }
+
+    /// A tenant's series, in requests of their own with its `X-Scope-OrgID`.
+    async fn push_tenant(&self, tenant: &Tenant, pushed: &mut PushedSeries) -> bool {
         // The lock is held only to list the series; labels are shared, not copied.
-        let (families, now) = {
-            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut families, now) = {
+            let engine = tenant.engine();
             (engine.families(), engine.now_nanos())
         };
+        if let Some(name) = &self.inject_tenant_id_as {
+            crate::series::set_label(&mut families, name, tenant.id.as_str());
+        }
+        let org_id = crate::tenants::org_id_header(&tenant.id);
         let mut outcome_of_push = pushed.begin();
         let mut all_ok = true;
         let parts = to_parts(
@@ -474,11 +507,11 @@ impl MetricsPusher {
             self.histograms,
             now,
             &self.identity,
-            &pushed,
+            pushed,
             self.max_request_bytes,
         );
         for part in parts {
-            let outcome = match push(&self.client, &self.endpoint, &part.request).await {
+            let outcome = match push(&self.client, &self.endpoint, org_id, &part.request).await {
                 Ok(()) => {
                     outcome_of_push.stored(part.keys);
                     PushOutcome::success
@@ -489,7 +522,7 @@ impl MetricsPusher {
                     match e {
                         // No answer: it may have been stored.
                         PushError::Transport(_) => outcome_of_push.stored(part.keys),
-                        PushError::Refused { .. } => outcome_of_push.not_stored(part.keys, &pushed),
+                        PushError::Refused { .. } => outcome_of_push.not_stored(part.keys, pushed),
                     }
                     all_ok = false;
                     PushOutcome::failure
@@ -501,15 +534,6 @@ impl MetricsPusher {
                 .inc();
         }
         pushed.finish(outcome_of_push, now);
-        let outcome = if all_ok {
-            PushOutcome::success
-        } else {
-            PushOutcome::failure
-        };
-        self.metrics
-            .metrics_pushes
-            .get_or_create(&PushLabels { outcome })
-            .inc();
         all_ok
     }
 }

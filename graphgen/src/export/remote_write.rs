@@ -17,7 +17,8 @@
 //! dropped at once. Every outcome is counted in `graphgen_remote_write_*`. Values are
 //! cumulative, so a dropped request loses points, never counts: the next push carries them.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
@@ -25,12 +26,12 @@ use tokio::time::Instant;
 
 use super::push::{field_len, http_client, Cursor, Flavor, Item, PushedSeries};
 use super::retry::{classify_http, parse_retry_after, Backoff, Verdict};
-use crate::engine::Engine;
 use crate::native_histogram::{HistogramMode, SparseBuckets};
 use crate::selfmetrics::{
     RemoteWriteLabels, RemoteWriteOutcome, RemoteWriteRetry, RemoteWriteRetryLabels, SelfMetrics,
 };
 use crate::series::{format_bound, Exemplar, Family, NativeValue, Series, SeriesValue};
+use crate::tenants::{Tenant, TenantId, Tenants};
 
 /// Prometheus' remote-write protobuf, the parts graphgen writes (`prompb/remote.proto`,
 /// `prompb/types.proto` at v3.13.1; unchanged since v2.40 for these fields).
@@ -439,6 +440,8 @@ pub struct RemoteWriteConfig {
     pub endpoint: String,
     pub headers: Vec<(String, String)>,
     pub target: Target,
+    /// `--inject-tenant-id-as`.
+    pub inject_tenant_id_as: Option<String>,
     pub histograms: HistogramMode,
     pub max_request_bytes: usize,
     pub backoff: Backoff,
@@ -451,22 +454,23 @@ pub struct RemoteWriteConfig {
 pub struct RemoteWriter {
     config: Arc<RemoteWriteConfig>,
     client: reqwest::Client,
-    engine: Arc<Mutex<Engine>>,
+    tenants: Arc<Tenants>,
     metrics: Arc<SelfMetrics>,
-    pushed: Arc<tokio::sync::Mutex<PushedSeries>>,
+    /// Each tenant's series written so far.
+    pushed: Arc<tokio::sync::Mutex<BTreeMap<TenantId, PushedSeries>>>,
 }
 
 impl RemoteWriter {
     pub fn new(
         config: RemoteWriteConfig,
-        engine: Arc<Mutex<Engine>>,
+        tenants: Arc<Tenants>,
         metrics: Arc<SelfMetrics>,
     ) -> Result<Self, reqwest::Error> {
         let client = http_client()?;
         Ok(Self {
             config: Arc::new(config),
             client,
-            engine,
+            tenants,
             metrics,
             pushed: Default::default(),
         })
@@ -483,13 +487,34 @@ impl RemoteWriter {
         }
     }
 
-    /// One push within `budget`. Returns whether every request was sent.
+    /// One push within `budget`, every tenant's series in requests of their own (with its
+    /// `X-Scope-OrgID`). Returns whether every request was sent.
     pub async fn push_once(&self, budget: Budget) -> bool {
         let mut pushed = self.pushed.lock().await;
-        let (families, now) = {
-            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let tenants = self.tenants.all();
+        pushed.retain(|id, _| tenants.iter().any(|t| &t.id == id));
+        let mut all_sent = true;
+        for tenant in tenants {
+            let pushed = pushed.entry(tenant.id.clone()).or_default();
+            all_sent &= self.push_tenant(&tenant, pushed, budget).await;
+        }
+        all_sent
+    }
+
+    async fn push_tenant(
+        &self,
+        tenant: &Tenant,
+        pushed: &mut PushedSeries,
+        budget: Budget,
+    ) -> bool {
+        let (mut families, now) = {
+            let engine = tenant.engine();
             (engine.families(), engine.now_nanos())
         };
+        if let Some(name) = &self.config.inject_tenant_id_as {
+            crate::series::set_label(&mut families, name, tenant.id.as_str());
+        }
+        let org_id = crate::tenants::org_id_header(&tenant.id);
         let c = &self.config;
         let mut outcome_of_push = pushed.begin();
         let mut all_sent = true;
@@ -498,11 +523,11 @@ impl RemoteWriter {
             c.histograms,
             now,
             &c.target,
-            &pushed,
+            pushed,
             c.max_request_bytes,
         );
         for part in parts {
-            let delivery = self.deliver(&part.request, budget).await;
+            let delivery = self.deliver(&part.request, org_id, budget).await;
             // How it ended, and whether its series may now be stored.
             let outcome = match delivery {
                 Delivery::Sent => {
@@ -516,7 +541,7 @@ impl RemoteWriter {
                         samples = part.samples,
                         "remote write rejected the request; dropped, not retried"
                     );
-                    outcome_of_push.not_stored(part.keys, &pushed);
+                    outcome_of_push.not_stored(part.keys, pushed);
                     RemoteWriteOutcome::rejected
                 }
                 Delivery::Expired {
@@ -525,7 +550,7 @@ impl RemoteWriter {
                 } => {
                     tracing::warn!(error = %last_error, samples = part.samples, "remote write still failing after the retry budget; the next push carries the same cumulative values");
                     if answered {
-                        outcome_of_push.not_stored(part.keys, &pushed);
+                        outcome_of_push.not_stored(part.keys, pushed);
                     } else {
                         outcome_of_push.stored(part.keys);
                     }
@@ -543,7 +568,12 @@ impl RemoteWriter {
     }
 
     /// Sends one request, retrying as the spec says within `budget`.
-    async fn deliver(&self, request: &WriteRequest, budget: Budget) -> Delivery {
+    async fn deliver(
+        &self,
+        request: &WriteRequest,
+        org_id: Option<&str>,
+        budget: Budget,
+    ) -> Delivery {
         let body = bytes::Bytes::from(
             snap::raw::Encoder::new()
                 .compress_vec(&request.encode_to_vec())
@@ -555,7 +585,7 @@ impl RemoteWriter {
         };
         let mut attempt = 0u32;
         loop {
-            let sent = self.send(body.clone());
+            let sent = self.send(body.clone(), org_id);
             let answer = if hard {
                 match tokio::time::timeout_at(deadline, sent).await {
                     Ok(answer) => answer.map_err(|e| e.to_string()),
@@ -613,7 +643,11 @@ impl RemoteWriter {
         }
     }
 
-    async fn send(&self, body: bytes::Bytes) -> Result<reqwest::Response, reqwest::Error> {
+    async fn send(
+        &self,
+        body: bytes::Bytes,
+        org_id: Option<&str>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
         let mut request = self
             .client
             .post(&self.config.endpoint)
@@ -622,6 +656,16 @@ impl RemoteWriter {
             .header("x-prometheus-remote-write-version", "0.1.0");
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
+        }
+        // A header the user set wins, as in Tempo's generator.
+        let set_by_user = |name: &str| {
+            self.config
+                .headers
+                .iter()
+                .any(|(h, _)| h.eq_ignore_ascii_case(name))
+        };
+        if let Some(org_id) = org_id.filter(|_| !set_by_user(crate::tenants::HEADER)) {
+            request = request.header(crate::tenants::HEADER, org_id);
         }
         request.body(body).send().await
     }

@@ -20,6 +20,8 @@ use crate::selfmetrics::{
     DropReason, ExportLabels, ExportOutcome, FailureLabels, FailureSide, SelfMetrics,
 };
 
+use crate::tenants::TenantId;
+
 /// One export attempt may take this long.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,6 +66,8 @@ pub struct TraceExporter {
     settings: ExportSettings,
     backoff: Backoff,
     metrics: Arc<SelfMetrics>,
+    /// The tenant of queued requests that name none (written before tenants).
+    default_tenant: TenantId,
 }
 
 impl TraceExporter {
@@ -73,6 +77,7 @@ impl TraceExporter {
         queue: SpanQueue,
         settings: ExportSettings,
         metrics: Arc<SelfMetrics>,
+        default_tenant: TenantId,
     ) -> Result<Self, InvalidEndpoint> {
         let channel = Channel::from_shared(endpoint.to_string())
             .map_err(|e| InvalidEndpoint(endpoint.to_string(), e.to_string()))?
@@ -85,6 +90,7 @@ impl TraceExporter {
             settings,
             backoff: Backoff::new(settings.initial_backoff),
             metrics,
+            default_tenant,
         })
     }
 
@@ -249,7 +255,14 @@ impl TraceExporter {
             .ready()
             .await
             .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
-        let request = tonic::Request::new(batch.parts.clone());
+        let mut request = tonic::Request::new(batch.parts.clone());
+        // A batch is one tenant's: Tempo files its spans under that tenant.
+        let tenant = batch.tenant.as_ref().unwrap_or(&self.default_tenant);
+        if let Some(org_id) = crate::tenants::org_id_header(tenant) {
+            let value = tonic::metadata::MetadataValue::try_from(org_id)
+                .expect("tenant ids are printable ASCII");
+            request.metadata_mut().insert(crate::tenants::HEADER, value);
+        }
         let path = PathAndQuery::from_static(TRACE_EXPORT_PATH);
         self.client
             .unary(request, path, ForwardCodec)

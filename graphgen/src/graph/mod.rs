@@ -64,6 +64,18 @@ impl ExpiredByKind {
 }
 
 impl Stats {
+    /// Adds another processor's counters (other tenants' engines) to these.
+    pub fn add(&mut self, other: &Stats) {
+        self.edges_completed += other.edges_completed;
+        for (mine, theirs) in self.edges_expired.0.iter_mut().zip(other.edges_expired.0) {
+            *mine += theirs;
+        }
+        self.spans_dropped += other.spans_dropped;
+        self.spans_invalid += other.spans_invalid;
+        self.spans_filtered += other.spans_filtered;
+        self.edges_filtered += other.edges_filtered;
+    }
+
     /// `(span kind, count)` for every kind that has expired edges.
     pub fn expired_by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.edges_expired

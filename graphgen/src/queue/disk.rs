@@ -2,8 +2,9 @@
 //! it. Synchronous and single-owner: [`super::writer`] runs it on its own thread.
 //!
 //! ```text
-//! <dir>/0000000000000007.seg   "GGQSEG02" | segment id u64, then records:
+//! <dir>/0000000000000007.seg   "GGQSEG03" | segment id u64, then records:
 //!                              crc u32 | len u32 | spans u32 | index u32 | payload
+//!                              payload: tenant_len u8 | tenant | request ([`super::envelope`])
 //! <dir>/0000000000000007.ack   12-byte entries: index u32 | state u32 | crc u32
 //! ```
 //! What a power cut or a full disk can leave, and why it cannot be misread
@@ -24,7 +25,8 @@
 //!   (`always`, before they heard OK).
 //! - A segment that cannot be read at start is renamed `*.corrupt` and counted; the rest is
 //!   delivered: never a crash loop. Segments of the first format are rewritten in this one
-//!   (`queue/upgrade.rs`).
+//!   (`queue/upgrade.rs`); those of the second (`GGQSEG02`, before tenants) are read as they
+//!   are, their records belonging to the default tenant.
 //!
 //! Exports finish out of order (several run at once), which is why acknowledgements are per
 //! record rather than a read offset. A segment is deleted once every record in it is done.
@@ -39,7 +41,9 @@ use super::files::{QueueDir, QueueFile};
 use super::upgrade;
 use crate::selfmetrics::QueueWriteOp;
 
-const MAGIC: &[u8; 8] = b"GGQSEG02";
+const MAGIC: &[u8; 8] = b"GGQSEG03";
+/// The second format: the same layout, payloads without a tenant.
+const MAGIC_V2: &[u8; 8] = b"GGQSEG02";
 const SEGMENT_HEADER: u64 = 16;
 const RECORD_HEADER: usize = 16;
 const ACK_ENTRY: usize = 12;
@@ -107,6 +111,9 @@ impl From<WriteError> for io::Error {
 #[derive(Debug)]
 pub struct Pending {
     pub location: Location,
+    /// Its tenant (`None`: the default one), and where its request starts in the payload.
+    pub tenant: Option<crate::tenants::TenantId>,
+    pub request_start: usize,
     pub spans: usize,
     pub bytes: usize,
     /// It had been sent before the restart and may already have arrived.
@@ -411,7 +418,7 @@ impl DiskLog {
             };
             let items: Vec<(Bytes, usize)> = records
                 .iter()
-                .map(|r| (r.payload.clone(), r.spans))
+                .map(|r| (super::envelope::wrap(None, &r.payload), r.spans))
                 .collect();
             // Its copies go to segments of their own, so that a failure can drop them whole.
             self.seal();
@@ -441,6 +448,8 @@ impl DiskLog {
             for (location, record) in locations.into_iter().zip(records) {
                 recovery.pending.push(Pending {
                     location,
+                    tenant: None,
+                    request_start: 1,
                     spans: record.spans,
                     bytes: record.payload.len(),
                     sent_before: record.sent_before,
@@ -497,7 +506,8 @@ impl DiskLog {
         }
         let mut header = [0u8; SEGMENT_HEADER as usize];
         file.read_exact_at(&mut header, 0)?;
-        if &header[..8] != MAGIC || header[8..] != id.to_le_bytes() {
+        let enveloped = &header[..8] == MAGIC;
+        if !(enveloped || &header[..8] == MAGIC_V2) || header[8..] != id.to_le_bytes() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "not a queue segment of this version (bad header)",
@@ -541,6 +551,13 @@ impl DiskLog {
             if h.crc != record_crc(id, &h, &payload) {
                 break;
             }
+            let (tenant, request_start) = match enveloped {
+                true => match super::envelope::unwrap(&payload) {
+                    Some(found) => found,
+                    None => break,
+                },
+                false => (None, 0),
+            };
             let state = states.get(&index).copied();
             if state != Some(AckState::Done) {
                 outstanding += 1;
@@ -551,8 +568,10 @@ impl DiskLog {
                         offset,
                         len: h.len,
                     },
+                    tenant,
+                    request_start,
                     spans: h.spans as usize,
-                    bytes: h.len as usize,
+                    bytes: h.len as usize - request_start,
                     sent_before: state == Some(AckState::Sent),
                 });
             }
@@ -1089,7 +1108,7 @@ mod tests {
     }
 
     fn append(log: &mut DiskLog, payload: &[u8], spans: usize) -> Location {
-        log.append_group(&[(Bytes::copy_from_slice(payload), spans)])
+        log.append_group(&[(super::super::envelope::wrap(None, payload), spans)])
             .pop()
             .unwrap()
             .unwrap()
@@ -1109,7 +1128,7 @@ mod tests {
         recovery
             .pending
             .iter()
-            .map(|p| read(&view, &p.location).unwrap().to_vec())
+            .map(|p| read(&view, &p.location).unwrap()[p.request_start..].to_vec())
             .collect()
     }
 
@@ -1177,7 +1196,11 @@ mod tests {
 
         let (log, recovery) = open(&dir, 1 << 20, Fsync::Always);
         assert_eq!(recovery.corrupt_segments, 2);
-        assert_eq!(recovery.unreadable_bytes, (RECORD_HEADER + 100 - 50) as u64);
+        // The records hold the 1-byte envelope of the default tenant before their 100 bytes.
+        assert_eq!(
+            recovery.unreadable_bytes,
+            (RECORD_HEADER + 1 + 100 - 50) as u64
+        );
         assert_eq!(
             payloads(&recovery, &log),
             vec![vec![0; 100], vec![1; 100], vec![9; 100]]

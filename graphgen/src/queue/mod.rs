@@ -10,10 +10,13 @@
 //!   on the async workers or under this module's lock; a failed write refuses that request
 //!   and intake resumes as soon as writes work again.
 //! - Several exporters take batches at once and finish in any order.
+//! - Every request keeps its tenant (on disk in its record, [`envelope`]); a batch never mixes
+//!   tenants, so each export carries one tenant's header.
 
 #[cfg(test)]
 mod crash_sim;
 pub mod disk;
+mod envelope;
 pub mod files;
 mod upgrade;
 pub mod writer;
@@ -25,6 +28,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
 use crate::selfmetrics::SelfMetrics;
+use crate::tenants::TenantId;
 use disk::{AckState, DiskLog, Fsync, Location};
 use writer::{Command, Writer};
 
@@ -66,6 +70,10 @@ enum Payload {
 #[derive(Debug)]
 struct Entry {
     payload: Payload,
+    /// `None`: the default tenant.
+    tenant: Option<TenantId>,
+    /// Where the request starts in what is read back (after a record's tenant).
+    request_start: usize,
     spans: usize,
     bytes: usize,
     sent_before: bool,
@@ -101,6 +109,8 @@ pub struct Reservation {
 #[derive(Debug)]
 pub struct Batch {
     entries: Vec<Entry>,
+    /// Whose requests these are (`None`: the default tenant's); one tenant a batch.
+    pub tenant: Option<TenantId>,
     /// The requests' bytes; written one after the other they are one request.
     pub parts: Vec<Bytes>,
     pub spans: usize,
@@ -172,6 +182,8 @@ impl SpanQueue {
                 state.spans += p.spans;
                 state.ready.push_back(Entry {
                     payload: Payload::Disk(p.location),
+                    tenant: p.tenant,
+                    request_start: p.request_start,
                     spans: p.spans,
                     bytes: p.bytes,
                     sent_before: p.sent_before,
@@ -331,9 +343,12 @@ impl SpanQueue {
         let (mut spans, mut bytes) = (0, 0);
         let mut state = self.lock();
         while let Some(next) = state.ready.front() {
-            if !entries.is_empty()
-                && (spans + next.spans > max_spans || bytes + next.bytes > max_bytes)
-            {
+            let first: Option<&Entry> = entries.first();
+            if first.is_some_and(|first| {
+                spans + next.spans > max_spans
+                    || bytes + next.bytes > max_bytes
+                    || first.tenant != next.tenant
+            }) {
                 break;
             }
             let entry = state.ready.pop_front().expect("front exists");
@@ -364,7 +379,8 @@ impl SpanQueue {
         for entry in entries.drain(..) {
             let part = match (&entry.payload, &self.0.disk) {
                 (Payload::Memory(bytes), _) => Ok(bytes.clone()),
-                (Payload::Disk(location), Some(writer)) => disk::read(writer.view(), location),
+                (Payload::Disk(location), Some(writer)) => disk::read(writer.view(), location)
+                    .map(|record| record.slice(entry.request_start..)),
                 (Payload::Disk(_), None) => unreachable!("disk entries need the disk"),
             };
             match part {
@@ -389,6 +405,7 @@ impl SpanQueue {
             return None;
         }
         Some(Batch {
+            tenant: kept[0].tenant.clone(),
             spans: kept.iter().map(|e| e.spans).sum(),
             bytes: kept.iter().map(|e| e.bytes).sum(),
             resent_spans: kept.iter().filter(|e| e.sent_before).map(|e| e.spans).sum(),
@@ -475,6 +492,7 @@ impl SpanQueue {
     fn settle_append(
         &self,
         written: Result<Location, std::io::Error>,
+        tenant: Option<TenantId>,
         spans: usize,
         bytes: usize,
     ) -> Result<(), QueueError> {
@@ -483,6 +501,8 @@ impl SpanQueue {
             Ok(location) => {
                 state.ready.push_back(Entry {
                     payload: Payload::Disk(location),
+                    request_start: envelope::request_start(tenant.as_ref()),
+                    tenant,
                     spans,
                     bytes,
                     sent_before: false,
@@ -528,10 +548,16 @@ fn disk_location(entry: &Entry) -> Option<Location> {
 }
 
 impl Reservation {
-    /// Queues the request: `payload` is its protobuf encoding, `spans` its span count. On disk
-    /// it is written (and synced, per the policy) by the writer thread before this returns.
-    /// The room taken becomes the payload's real size.
-    pub async fn commit(mut self, payload: Bytes, spans: usize) -> Result<(), QueueError> {
+    /// Queues the request: `payload` is its protobuf encoding, `spans` its span count,
+    /// `tenant` whose it is (`None`: the default tenant's). On disk it is written (and synced,
+    /// per the policy) by the writer thread before this returns. The room taken becomes the
+    /// payload's real size.
+    pub async fn commit(
+        mut self,
+        tenant: Option<TenantId>,
+        payload: Bytes,
+        spans: usize,
+    ) -> Result<(), QueueError> {
         let queue = self.queue.clone();
         let bytes = payload.len();
         {
@@ -547,6 +573,8 @@ impl Reservation {
             if queue.0.disk.is_none() {
                 state.ready.push_back(Entry {
                     payload: Payload::Memory(payload),
+                    tenant,
+                    request_start: 0,
                     spans,
                     bytes,
                     sent_before: false,
@@ -563,7 +591,7 @@ impl Reservation {
             .as_ref()
             .expect("checked above")
             .send(Command::Append {
-                payload,
+                payload: envelope::wrap(tenant.as_ref(), &payload),
                 spans,
                 reply,
             });
@@ -574,7 +602,7 @@ impl Reservation {
                 Ok(result) => result.map_err(std::io::Error::from),
                 Err(_) => Err(std::io::Error::other("the queue writer stopped")),
             };
-            queue.settle_append(written, spans, bytes)
+            queue.settle_append(written, tenant, spans, bytes)
         });
         settle
             .await
@@ -615,7 +643,7 @@ mod tests {
     ) -> Result<(), QueueError> {
         queue
             .try_reserve(payload.len())?
-            .commit(Bytes::from(payload), spans)
+            .commit(None, Bytes::from(payload), spans)
             .await
     }
 

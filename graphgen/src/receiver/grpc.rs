@@ -15,9 +15,10 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::codec::{ReceiveCodec, TRACE_EXPORT_PATH, TRACE_SERVICE_NAME};
-use crate::intake::{Body, Intake, Refused, RETRY_AFTER};
+use crate::intake::{Body, Intake, Refused, RETRY_AFTER, TENANT_RETRY_AFTER};
 use crate::receiver::admission::Admission;
 use crate::selfmetrics::Protocol;
+use crate::tenants::{Tenant, TenantRefused, HEADER as TENANT_HEADER};
 
 /// The answer to a refused request.
 fn status_of(refused: Refused) -> Status {
@@ -30,11 +31,28 @@ fn status_of(refused: Refused) -> Status {
             ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
         ),
         refused @ Refused::QueueUnavailable(_) => Status::unavailable(refused.to_string()),
+        // A missing tenant is UNAUTHENTICATED, as dskit's gRPC auth middleware answers;
+        // not retried by OTLP clients.
+        Refused::Tenant(e @ TenantRefused::Missing) => Status::unauthenticated(e.to_string()),
+        Refused::Tenant(e @ TenantRefused::Invalid(_)) => Status::invalid_argument(e.to_string()),
+        // Tenants go idle and are forgotten: worth a retry later.
+        Refused::Tenant(e @ TenantRefused::TooMany { .. }) => Status::with_error_details(
+            Code::ResourceExhausted,
+            e.to_string(),
+            ErrorDetails::with_retry_info(Some(TENANT_RETRY_AFTER)),
+        ),
     }
 }
 
 /// What a [`BytesTraceService`] does with a request's bytes.
 pub trait Export: Clone + Send + Sync + 'static {
+    /// Whose a request is, from its `x-scope-orgid` metadata.
+    type Tenant: Clone + Send + Sync + 'static;
+
+    /// The request's tenant (`header`: its `x-scope-orgid`, if any), or a refusal; decided
+    /// before the request is read.
+    fn tenant(&self, header: Option<&[u8]>) -> Result<Self::Tenant, Status>;
+
     /// Lets the request in before it is read (its room held until it is answered), or refuses.
     fn admit(&self, _compressed: bool) -> Result<Option<Admission>, Status> {
         Ok(None)
@@ -47,11 +65,20 @@ pub trait Export: Clone + Send + Sync + 'static {
 
     fn export(
         &self,
+        tenant: Self::Tenant,
         request: Bytes,
     ) -> impl std::future::Future<Output = Result<ExportTraceServiceResponse, Status>> + Send;
 }
 
 impl Export for Arc<Intake> {
+    type Tenant = Arc<Tenant>;
+
+    fn tenant(&self, header: Option<&[u8]>) -> Result<Arc<Tenant>, Status> {
+        self.as_ref()
+            .tenant(Protocol::grpc, header)
+            .map_err(status_of)
+    }
+
     fn admit(&self, compressed: bool) -> Result<Option<Admission>, Status> {
         self.as_ref()
             .admit(Protocol::grpc, None, compressed)
@@ -65,8 +92,12 @@ impl Export for Arc<Intake> {
             .map(status_of)
     }
 
-    async fn export(&self, request: Bytes) -> Result<ExportTraceServiceResponse, Status> {
-        self.accept(Protocol::grpc, Body::Protobuf(request))
+    async fn export(
+        &self,
+        tenant: Arc<Tenant>,
+        request: Bytes,
+    ) -> Result<ExportTraceServiceResponse, Status> {
+        self.accept(Protocol::grpc, &tenant, Body::Protobuf(request))
             .await
             .map(|accepted| accepted.into_response())
             .map_err(status_of)
@@ -77,6 +108,10 @@ impl Export for Arc<Intake> {
 /// `Clone`); dropped with the request.
 #[derive(Clone)]
 struct Held(Arc<std::sync::Mutex<Option<Admission>>>);
+
+/// The request's tenant, resolved from its metadata before the body was read.
+#[derive(Clone)]
+struct Resolved<T>(T);
 
 /// The export method as tonic's unary service.
 struct Method<E>(E);
@@ -93,7 +128,16 @@ impl<E: Export> UnaryService<Bytes> for Method<E> {
                 admission.shrink_to(request.get_ref().len());
             }
         }
-        Box::pin(async move { export.export(request.into_inner()).await.map(Response::new) })
+        let Some(Resolved(tenant)) = request.extensions().get::<Resolved<E::Tenant>>().cloned()
+        else {
+            return Box::pin(async { Err(Status::internal("request without its tenant")) });
+        };
+        Box::pin(async move {
+            export
+                .export(tenant, request.into_inner())
+                .await
+                .map(Response::new)
+        })
     }
 }
 
@@ -139,7 +183,17 @@ where
             if request.uri().path() != TRACE_EXPORT_PATH {
                 return Ok(Status::unimplemented("only TraceService/Export is served").into_http());
             }
-            // Before the body is read or decompressed: the in-flight budget, then a full queue.
+            // Before the body is read or decompressed: the tenant, the in-flight budget, then a
+            // full queue.
+            let tenant = match export.tenant(
+                request
+                    .headers()
+                    .get(TENANT_HEADER)
+                    .map(http::HeaderValue::as_bytes),
+            ) {
+                Ok(tenant) => Resolved(tenant),
+                Err(status) => return Ok(status.into_http()),
+            };
             let compressed = request
                 .headers()
                 .get("grpc-encoding")
@@ -152,6 +206,7 @@ where
                 return Ok(status.into_http());
             }
             request.extensions_mut().insert(held.clone());
+            request.extensions_mut().insert(tenant);
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
             let mut grpc = tonic::server::Grpc::new(ReceiveCodec)

@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -13,9 +14,10 @@ use axum::routing::post;
 use axum::Router;
 use prost::Message;
 
-use crate::intake::{Body as OtlpBody, Intake, Refused, RETRY_AFTER};
+use crate::intake::{Body as OtlpBody, Intake, Refused, RETRY_AFTER, TENANT_RETRY_AFTER};
 use crate::receiver::admission::Admission;
 use crate::selfmetrics::{Protocol, RequestOutcome};
+use crate::tenants::{Tenant, TenantRefused, HEADER as TENANT_HEADER};
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -40,6 +42,8 @@ struct Failure {
     status: StatusCode,
     code: tonic::Code,
     message: String,
+    /// Sent as `Retry-After` (429 and 503 only).
+    retry_after: Duration,
 }
 
 impl Failure {
@@ -56,11 +60,27 @@ impl Failure {
             Refused::QueueUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
             }
+            // 401 as dskit's `middleware.AuthenticateUser` answers a request without an org id.
+            Refused::Tenant(TenantRefused::Missing) => {
+                (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated)
+            }
+            Refused::Tenant(TenantRefused::Invalid(_)) => {
+                (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument)
+            }
+            Refused::Tenant(TenantRefused::TooMany { .. }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                tonic::Code::ResourceExhausted,
+            ),
+        };
+        let retry_after = match refused {
+            Refused::Tenant(TenantRefused::TooMany { .. }) => TENANT_RETRY_AFTER,
+            _ => RETRY_AFTER,
         };
         Self {
             status,
             code,
             message: refused.to_string(),
+            retry_after,
         }
     }
 
@@ -84,6 +104,7 @@ impl Failure {
             status,
             code,
             message: error.to_string(),
+            retry_after: RETRY_AFTER,
         }
     }
 
@@ -104,7 +125,7 @@ impl Failure {
         {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(RETRY_AFTER.as_secs()),
+                HeaderValue::from(self.retry_after.as_secs()),
             );
         }
         response
@@ -173,6 +194,13 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
         content_encoding.trim().to_ascii_lowercase().as_str(),
         "identity" | ""
     );
+    let tenant = match intake.tenant(
+        Protocol::http,
+        headers.get(TENANT_HEADER).map(HeaderValue::as_bytes),
+    ) {
+        Ok(tenant) => tenant,
+        Err(refused) => return Failure::refused(refused).into_response(encoding),
+    };
     let mut admission = match intake.admit(Protocol::http, announced, compressed) {
         Ok(admission) => admission,
         Err(refused) => return Failure::refused(refused).into_response(encoding),
@@ -180,7 +208,16 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
     if let Some(refused) = intake.refuse_early(Protocol::http, announced) {
         return Failure::refused(refused).into_response(encoding);
     }
-    match handle(&intake, content_encoding, body, encoding, &mut admission).await {
+    match handle(
+        &intake,
+        &tenant,
+        content_encoding,
+        body,
+        encoding,
+        &mut admission,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(failure) => failure.into_response(encoding),
     }
@@ -188,6 +225,7 @@ async fn export(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bod
 
 async fn handle(
     intake: &Intake,
+    tenant: &Tenant,
     content_encoding: &str,
     body: Body,
     encoding: Encoding,
@@ -214,7 +252,7 @@ async fn handle(
         Encoding::Protobuf => OtlpBody::Protobuf(bytes),
         Encoding::Json => OtlpBody::Json(bytes),
     };
-    let refused = match intake.accept(Protocol::http, body).await {
+    let refused = match intake.accept(Protocol::http, tenant, body).await {
         Ok(accepted) => {
             let response = accepted.into_response();
             return Ok(encode(

@@ -8,15 +8,16 @@ use super::fleet::Fleet;
 use super::history::{History, Snapshot, FINE_EVERY};
 use super::page::LayoutCache;
 use super::part::MapPart;
-use crate::engine::Engine;
 use crate::processors::GraphMetrics;
 use crate::selfmetrics::SelfMetrics;
+use crate::tenants::{Tenant, Tenants};
 
 /// How long a reading of the engine serves pages and the API.
 const CURRENT_FOR: Duration = Duration::from_secs(1);
 
 pub struct MapState {
-    engine: Arc<Mutex<Engine>>,
+    /// The default tenant's engine (its edges are the map).
+    engine: Arc<Tenant>,
     history: Mutex<History>,
     /// The latest reading for pages, reused for [`CURRENT_FOR`] so that many viewers (or a
     /// script polling the API) read the engine at most once a second.
@@ -38,15 +39,16 @@ pub struct MapState {
 
 impl MapState {
     pub fn new(
-        engine: Arc<Mutex<Engine>>,
+        tenants: Arc<Tenants>,
         max_series: usize,
         instance: String,
         grafana_url: Option<String>,
         fleet: Option<Fleet>,
         metrics: Arc<SelfMetrics>,
     ) -> Self {
+        let engine = tenants.default_tenant();
         let (started, exported) = {
-            let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
+            let engine = engine.engine();
             (engine.now_nanos(), engine.graph().config().metrics)
         };
         Self {
@@ -67,7 +69,7 @@ impl MapState {
     pub fn snapshot(&self) {
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = {
-            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let engine = self.engine.engine();
             history.read(engine.graph(), engine.now_nanos())
         };
         history.record(snapshot);
@@ -84,7 +86,7 @@ impl MapState {
         let (snapshots, started_at, current, bounds) = {
             let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
             let mut cached = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            let engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+            let engine = self.engine.engine();
             let now = engine.now_nanos();
             let current = match &*cached {
                 Some(c) if now.saturating_sub(c.at_nanos) < CURRENT_FOR.as_nanos() as u64 => {

@@ -89,7 +89,17 @@ impl Sink {
 }
 
 impl Export for Sink {
-    async fn export(&self, request: Bytes) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    type Tenant = ();
+
+    fn tenant(&self, _header: Option<&[u8]>) -> Result<(), tonic::Status> {
+        Ok(())
+    }
+
+    async fn export(
+        &self,
+        _tenant: (),
+        request: Bytes,
+    ) -> Result<ExportTraceServiceResponse, tonic::Status> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }

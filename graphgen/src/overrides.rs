@@ -1,0 +1,356 @@
+//! Per-tenant overrides, in Tempo's file format (`per_tenant_override_config`, the structured
+//! form of `modules/overrides/config.go`), for the keys graphgen has:
+//!
+//! ```yaml
+//! overrides:
+//!   team-a:
+//!     metrics_generator:
+//!       processors: [service-graphs, span-metrics]
+//!       max_active_series: 1000
+//!       ingestion_time_range_slack: 30s
+//!       span_name_sanitization: enabled
+//!       processor:
+//!         service_graphs:
+//!           dimensions: [http.method]
+//!           histogram_buckets: [0.1, 1]
+//!         span_metrics:
+//!           dimensions: [http.route]
+//!           intrinsic_dimensions: {status_message: true}
+//!         host_info:
+//!           host_identifiers: [host.id]
+//!   "*":          # every tenant without an entry of its own
+//!     metrics_generator:
+//!       processors: [service-graphs]
+//! ```
+//!
+//! Each tenant's entry is turned into graphgen's own options ([`Options`]) and laid over the
+//! settings, so it is checked exactly as the flags are. Keys graphgen does not have (Tempo's
+//! ingestion limits and the like) are listed in a warning and otherwise left alone, so a
+//! Tempo file can be used as it is. The file is read again every `--overrides-reload-period`;
+//! a file that cannot be read or applied is refused with a message and the overrides in force
+//! stay ([`watch`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{
+    GraphOptions, HostInfoOptions, HumanDuration, Options, RegistryOptions, SpanMetricsOptions,
+    Switch,
+};
+use crate::filter::FilterPolicy;
+use crate::selfmetrics::SelfMetrics;
+use crate::spanmetrics::DimensionMapping;
+use crate::tenants::Tenants;
+
+/// Tempo's wildcard tenant: its overrides apply to every tenant without its own.
+pub const WILDCARD: &str = "*";
+
+/// The overrides in force: each tenant's options (over the settings), and the raw entry they
+/// were read from, to tell which tenants a new file changes.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    tenants: BTreeMap<String, (serde_json::Value, Options)>,
+}
+
+impl Overrides {
+    /// A tenant's options, its own or the wildcard's; `None` when neither exists.
+    pub fn options_for(&self, tenant: &str) -> Option<&Options> {
+        self.entry(tenant).map(|(_, o)| o)
+    }
+
+    fn entry(&self, tenant: &str) -> Option<&(serde_json::Value, Options)> {
+        self.tenants
+            .get(tenant)
+            .or_else(|| self.tenants.get(WILDCARD))
+    }
+
+    /// Whether two sets of overrides give `tenant` the same options.
+    pub fn same_for(&self, other: &Overrides, tenant: &str) -> bool {
+        self.entry(tenant).map(|(raw, _)| raw) == other.entry(tenant).map(|(raw, _)| raw)
+    }
+
+    /// Every tenant named (the wildcard too), with its options.
+    pub fn tenants(&self) -> impl Iterator<Item = (&str, &Options)> {
+        self.tenants.iter().map(|(t, (_, o))| (t.as_str(), o))
+    }
+
+    /// Parses a file's text. Unknown keys are returned, to be logged.
+    pub fn parse(text: &str) -> Result<(Self, Vec<String>), OverridesError> {
+        let file: File = serde_norway::from_str(text).map_err(|e| OverridesError::Parse {
+            message: e.to_string(),
+        })?;
+        let mut unknown = Vec::new();
+        let mut tenants = BTreeMap::new();
+        for (tenant, raw) in file.overrides {
+            let refuse = |message: String| OverridesError::Tenant {
+                tenant: tenant.clone(),
+                message,
+            };
+            if tenant != WILDCARD {
+                crate::tenants::TenantId::parse(&tenant).map_err(|e| refuse(e.to_string()))?;
+            }
+            let entry: TenantEntry = match &raw {
+                // `tenant:` with nothing under it: Tempo's zero overrides.
+                serde_json::Value::Null => TenantEntry::default(),
+                raw => serde_json::from_value(raw.clone()).map_err(|e| refuse(e.to_string()))?,
+            };
+            entry.unknown_keys(&tenant, &mut unknown);
+            tenants.insert(tenant, (raw, entry.into_options()));
+        }
+        unknown.extend(file.other.keys().map(|k| format!("top-level `{k}`")));
+        Ok((Self { tenants }, unknown))
+    }
+
+    /// Reads and parses the file.
+    pub fn read(path: &Path) -> Result<(Self, Vec<String>), OverridesError> {
+        let text = std::fs::read_to_string(path).map_err(|e| OverridesError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text)
+    }
+}
+
+/// Why an overrides file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OverridesError {
+    #[error("cannot read the overrides file {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("the overrides file is not valid: {message}")]
+    Parse { message: String },
+    #[error("the overrides file names tenant {tenant:?}: {message}")]
+    Tenant { tenant: String, message: String },
+}
+
+/// The file: `overrides:` with one entry a tenant.
+#[derive(Debug, Deserialize)]
+struct File {
+    #[serde(default)]
+    overrides: BTreeMap<String, serde_json::Value>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+/// One tenant's entry. Only `metrics_generator` matters to graphgen.
+#[derive(Debug, Default, Deserialize)]
+struct TenantEntry {
+    #[serde(default)]
+    metrics_generator: Option<Generator>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Generator {
+    processors: Option<Vec<String>>,
+    max_active_series: Option<usize>,
+    max_cardinality_per_label: Option<usize>,
+    ingestion_time_range_slack: Option<HumanDuration>,
+    span_name_sanitization: Option<crate::span_names::Sanitization>,
+    #[serde(default)]
+    processor: Processors,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Processors {
+    service_graphs: Option<ServiceGraphs>,
+    span_metrics: Option<SpanMetrics>,
+    host_info: Option<HostInfo>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ServiceGraphs {
+    dimensions: Option<Vec<String>>,
+    enable_client_server_prefix: Option<bool>,
+    enable_messaging_system_latency_histogram: Option<bool>,
+    enable_virtual_node_label: Option<bool>,
+    peer_attributes: Option<Vec<String>>,
+    histogram_buckets: Option<Vec<f64>>,
+    span_multiplier_key: Option<String>,
+    enable_tracestate_span_multiplier: Option<bool>,
+    filter_policies: Option<Vec<FilterPolicy>>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SpanMetrics {
+    dimensions: Option<Vec<String>>,
+    intrinsic_dimensions: Option<BTreeMap<String, bool>>,
+    histogram_buckets: Option<Vec<f64>>,
+    filter_policies: Option<Vec<FilterPolicy>>,
+    dimension_mappings: Option<Vec<DimensionMapping>>,
+    enable_target_info: Option<bool>,
+    target_info_excluded_dimensions: Option<Vec<String>>,
+    enable_instance_label: Option<bool>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HostInfo {
+    host_identifiers: Option<Vec<String>>,
+    metric_name: Option<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+impl TenantEntry {
+    fn unknown_keys(&self, tenant: &str, out: &mut Vec<String>) {
+        let mut add = |path: &str, other: &BTreeMap<String, serde_json::Value>| {
+            out.extend(other.keys().map(|k| format!("{tenant}: {path}{k}")));
+        };
+        add("", &self.other);
+        if let Some(g) = &self.metrics_generator {
+            add("metrics_generator.", &g.other);
+            add("metrics_generator.processor.", &g.processor.other);
+            if let Some(sg) = &g.processor.service_graphs {
+                add("metrics_generator.processor.service_graphs.", &sg.other);
+            }
+            if let Some(sm) = &g.processor.span_metrics {
+                add("metrics_generator.processor.span_metrics.", &sm.other);
+            }
+            if let Some(hi) = &g.processor.host_info {
+                add("metrics_generator.processor.host_info.", &hi.other);
+            }
+        }
+    }
+
+    /// Tempo's keys as graphgen's options; whatever the entry leaves out stays as the
+    /// settings have it.
+    fn into_options(self) -> Options {
+        let g = self.metrics_generator.unwrap_or_default();
+        let sg = g.processor.service_graphs.unwrap_or_default();
+        let sm = g.processor.span_metrics.unwrap_or_default();
+        let hi = g.processor.host_info.unwrap_or_default();
+        Options {
+            graph: GraphOptions {
+                processors: g.processors,
+                dimensions: sg.dimensions,
+                enable_client_server_prefix: sg.enable_client_server_prefix,
+                enable_messaging_system_latency_histogram: sg
+                    .enable_messaging_system_latency_histogram,
+                enable_virtual_node_label: sg.enable_virtual_node_label,
+                peer_attributes: sg.peer_attributes,
+                histogram_buckets: sg.histogram_buckets,
+                span_multiplier_key: sg.span_multiplier_key,
+                enable_tracestate_span_multiplier: sg.enable_tracestate_span_multiplier,
+                filter_policies: sg.filter_policies,
+                ..GraphOptions::default()
+            },
+            registry: RegistryOptions {
+                max_series: g.max_active_series,
+                max_cardinality_per_label: g.max_cardinality_per_label,
+                ingestion_time_range_slack: g.ingestion_time_range_slack,
+                ..RegistryOptions::default()
+            },
+            span_metrics_options: SpanMetricsOptions {
+                span_metrics_dimensions: sm.dimensions,
+                span_metrics_histogram_buckets: sm.histogram_buckets,
+                span_metrics_intrinsic_dimensions: sm
+                    .intrinsic_dimensions
+                    .map(|t| t.into_iter().map(|(k, v)| Switch(k, v)).collect()),
+                span_metrics_enable_target_info: sm.enable_target_info,
+                span_metrics_target_info_excluded_dimensions: sm.target_info_excluded_dimensions,
+                span_metrics_enable_instance_label: sm.enable_instance_label,
+                span_metrics_dimension_mappings: sm.dimension_mappings,
+                span_name_sanitization: g.span_name_sanitization,
+                span_metrics_filter_policies: sm.filter_policies,
+                ..SpanMetricsOptions::default()
+            },
+            host_info_options: HostInfoOptions {
+                host_info_host_identifiers: hi.host_identifiers,
+                host_info_metric_name: hi.metric_name,
+            },
+            ..Options::default()
+        }
+    }
+}
+
+/// Reads `path` every `period` and applies it when it changed; a file that cannot be read,
+/// parsed or applied is logged and counted, and the overrides in force stay.
+pub async fn watch(
+    path: PathBuf,
+    period: Duration,
+    tenants: Arc<Tenants>,
+    metrics: Arc<SelfMetrics>,
+) {
+    let mut last: Option<String> = None;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the file was applied at start
+    loop {
+        tick.tick().await;
+        let read = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || std::fs::read_to_string(path)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let text = match read {
+            Ok(text) => text,
+            Err(e) => {
+                refused(
+                    &metrics,
+                    &OverridesError::Read {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    }
+                    .to_string(),
+                );
+                continue;
+            }
+        };
+        if last.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        let tenants = tenants.clone();
+        let applied = tokio::task::spawn_blocking({
+            let text = text.clone();
+            move || apply(&tenants, &text)
+        })
+        .await;
+        match applied {
+            Ok(Ok(rebuilt)) => {
+                metrics.overrides.reloads.inc();
+                tracing::info!(tenants_rebuilt = ?rebuilt, "per-tenant overrides reloaded");
+            }
+            Ok(Err(message)) => refused(&metrics, &message),
+            Err(e) => refused(&metrics, &e.to_string()),
+        }
+        // A refused file is not tried again until it changes.
+        last = Some(text);
+    }
+}
+
+/// Parses and applies a file's text; the tenants whose engines were rebuilt.
+pub fn apply(tenants: &Tenants, text: &str) -> Result<Vec<String>, String> {
+    let (overrides, unknown) = Overrides::parse(text).map_err(|e| e.to_string())?;
+    warn_unknown(&unknown);
+    tenants
+        .apply_overrides(overrides)
+        .map(|ids| ids.iter().map(|t| t.to_string()).collect())
+        .map_err(|e| format!("the overrides file is not valid: {e}"))
+}
+
+pub fn warn_unknown(unknown: &[String]) {
+    if !unknown.is_empty() {
+        tracing::warn!(keys = ?unknown, "overrides graphgen does not have are ignored");
+    }
+}
+
+fn refused(metrics: &SelfMetrics, message: &str) {
+    metrics.overrides.refused.inc();
+    tracing::error!(
+        error = message,
+        "per-tenant overrides not reloaded; the ones in force stay"
+    );
+}

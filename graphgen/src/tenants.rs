@@ -1,0 +1,424 @@
+//! Tenants, as Tempo has them: a request's tenant is its `X-Scope-OrgID` (gRPC metadata or HTTP
+//! header), and each tenant has an engine of its own, built from the settings with the tenant's
+//! overrides ([`crate::overrides`]) on top. Without the header a request belongs to
+//! `--default-tenant` (Tempo's `single-tenant`), unless `--require-tenant` refuses it.
+//!
+//! Bounded: at most `--max-tenants` engines. A tenant past the bound is refused (and counted)
+//! until one goes idle: a tenant other than the default whose series have all gone stale and
+//! whose edges have all completed or expired is forgotten at the next expiry.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::clock::Clock;
+use crate::config::{ConfigError, Options, Settings};
+use crate::engine::Engine;
+use crate::overrides::Overrides;
+
+/// The header (and gRPC metadata key) that names a request's tenant.
+pub const HEADER: &str = "x-scope-orgid";
+/// Tempo's tenant when multi-tenancy is off (`util.FakeTenantID`), graphgen's default tenant.
+pub const SINGLE_TENANT: &str = "single-tenant";
+/// dskit's `tenant.MaxTenantIDLength`.
+const MAX_TENANT_ID_LENGTH: usize = 150;
+
+/// A tenant's id, checked as dskit's `tenant.ValidTenantID` checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+/// Why a tenant id is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidTenantId {
+    #[error("tenant id is empty")]
+    Empty,
+    #[error("tenant id is longer than {MAX_TENANT_ID_LENGTH} characters")]
+    TooLong,
+    #[error("tenant id {0:?} is not allowed (a path segment)")]
+    Unsafe(String),
+    #[error("tenant id contains {0:?}: only letters, digits and !-_.*'() are allowed")]
+    Character(char),
+}
+
+impl TenantId {
+    /// As dskit's `tenant.ValidTenantID` (vendor/github.com/grafana/dskit/tenant/tenant.go):
+    /// letters, digits and `!-_.*'()`, at most 150 bytes, never `.` or `..`.
+    pub fn parse(id: &str) -> Result<Self, InvalidTenantId> {
+        if id.is_empty() {
+            return Err(InvalidTenantId::Empty);
+        }
+        if id.len() > MAX_TENANT_ID_LENGTH {
+            return Err(InvalidTenantId::TooLong);
+        }
+        if id == "." || id == ".." {
+            return Err(InvalidTenantId::Unsafe(id.to_string()));
+        }
+        if let Some(c) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
+        {
+            return Err(InvalidTenantId::Character(c));
+        }
+        Ok(Self(id.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `X-Scope-OrgID` to send a tenant's spans and series with: none for `single-tenant`, as
+/// Tempo's generator leaves it out (`modules/generator/storage/config_util.go:25-50`, ad33aa8),
+/// so that a single-tenant graphgen talks to its backends as it always did.
+pub fn org_id_header(tenant: &TenantId) -> Option<&str> {
+    (tenant.as_str() != SINGLE_TENANT).then_some(tenant.as_str())
+}
+
+/// Why a request's tenant is not let in.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantRefused {
+    /// `--require-tenant` and no header (Tempo's "no org id").
+    #[error("no org id: the {HEADER} header is required")]
+    Missing,
+    #[error("invalid {HEADER} header: {0}")]
+    Invalid(InvalidTenantId),
+    /// `--max-tenants` tenants already have an engine.
+    #[error("too many tenants: {max} already have an engine (--max-tenants), retry later")]
+    TooMany { max: usize },
+}
+
+/// One tenant: its engine and what it has taken in.
+pub struct Tenant {
+    pub id: TenantId,
+    engine: Mutex<Engine>,
+    spans_received: AtomicU64,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant").field("id", &self.id).finish()
+    }
+}
+
+impl Tenant {
+    pub fn new(id: TenantId, engine: Engine) -> Self {
+        Self {
+            id,
+            engine: Mutex::new(engine),
+            spans_received: AtomicU64::new(0),
+        }
+    }
+
+    pub fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn count_received(&self, spans: usize) {
+        self.spans_received
+            .fetch_add(spans as u64, Ordering::Relaxed);
+    }
+
+    /// Spans taken in for this tenant since it got its engine.
+    pub fn spans_received(&self) -> u64 {
+        self.spans_received.load(Ordering::Relaxed)
+    }
+}
+
+/// How tenants are told apart and bounded.
+#[derive(Debug, Clone)]
+pub struct TenantSettings {
+    pub default_tenant: TenantId,
+    pub require_tenant: bool,
+    pub max_tenants: usize,
+}
+
+/// Builds a tenant's engine: the settings' options with its overrides applied.
+pub struct EngineFactory {
+    base: Options,
+    clock: Arc<dyn Clock>,
+}
+
+/// A tenant's engine could not be built from its options.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::ConfigError),
+    #[error(transparent)]
+    HostInfo(#[from] crate::hostinfo::ConfigError),
+}
+
+impl EngineFactory {
+    pub fn new(base: Options, clock: Arc<dyn Clock>) -> Self {
+        Self { base, clock }
+    }
+
+    /// The engine of `settings` (the base settings, or a tenant's).
+    pub fn engine_of(&self, settings: &Settings) -> Result<Engine, BuildError> {
+        Ok(Engine::new(
+            settings.graph.clone(),
+            settings.span_metrics.clone(),
+            self.clock.clone(),
+        )?
+        .with_stale_after(settings.stale_duration)
+        .with_ingestion_slack(settings.ingestion_time_range_slack)
+        .with_dedup_if(settings.dedup)
+        .with_host_info_if(settings.host_info.clone())?)
+    }
+
+    /// A tenant's settings: the base options with `overrides` on top, checked as the base was.
+    pub fn settings_with(&self, overrides: &Options) -> Result<Settings, ConfigError> {
+        overrides.clone().or(self.base.clone()).into_settings()
+    }
+
+    fn engine_for(&self, overrides: Option<&Options>) -> Result<Engine, BuildError> {
+        let settings = match overrides {
+            Some(o) => self.settings_with(o)?,
+            None => self.base.clone().into_settings()?,
+        };
+        self.engine_of(&settings)
+    }
+}
+
+/// Every tenant's engine. Shared by the intake, the exporters, `/metrics` and the service map.
+pub struct Tenants {
+    settings: TenantSettings,
+    factory: EngineFactory,
+    overrides: RwLock<Arc<Overrides>>,
+    by_id: RwLock<BTreeMap<TenantId, Arc<Tenant>>>,
+    refused: AtomicU64,
+}
+
+impl Tenants {
+    /// The registry, with the default tenant's engine made already (so `/metrics` shows its
+    /// series from the start, as before tenants).
+    pub fn new(
+        settings: TenantSettings,
+        factory: EngineFactory,
+        overrides: Overrides,
+    ) -> Result<Self, BuildError> {
+        let tenants = Self {
+            settings,
+            factory,
+            overrides: RwLock::new(Arc::new(overrides)),
+            by_id: RwLock::default(),
+            refused: AtomicU64::new(0),
+        };
+        let default = tenants.settings.default_tenant.clone();
+        let engine = tenants.build(&default)?;
+        tenants
+            .write()
+            .insert(default.clone(), Arc::new(Tenant::new(default, engine)));
+        Ok(tenants)
+    }
+
+    /// One tenant, one engine, no overrides: for tests and tools.
+    pub fn single(engine: Engine) -> Self {
+        let default = TenantId::parse(SINGLE_TENANT).expect("valid");
+        let tenants = Self {
+            settings: TenantSettings {
+                default_tenant: default.clone(),
+                require_tenant: false,
+                max_tenants: 1,
+            },
+            factory: EngineFactory::new(Options::default(), Arc::new(crate::clock::SystemClock)),
+            overrides: RwLock::new(Arc::new(Overrides::default())),
+            by_id: RwLock::default(),
+            refused: AtomicU64::new(0),
+        };
+        tenants
+            .write()
+            .insert(default.clone(), Arc::new(Tenant::new(default, engine)));
+        tenants
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<TenantId, Arc<Tenant>>> {
+        self.by_id.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<TenantId, Arc<Tenant>>> {
+        self.by_id.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn build(&self, id: &TenantId) -> Result<Engine, BuildError> {
+        let overrides = self.overrides();
+        self.factory.engine_for(overrides.options_for(id.as_str()))
+    }
+
+    pub fn settings(&self) -> &TenantSettings {
+        &self.settings
+    }
+
+    pub fn default_tenant(&self) -> Arc<Tenant> {
+        self.read()
+            .get(&self.settings.default_tenant)
+            .cloned()
+            .expect("the default tenant is never forgotten")
+    }
+
+    /// The tenant a request's header names (`None`: no header), its engine made if new.
+    pub fn resolve(&self, header: Option<&[u8]>) -> Result<Arc<Tenant>, TenantRefused> {
+        let id = match header {
+            None if self.settings.require_tenant => return Err(TenantRefused::Missing),
+            None => return Ok(self.default_tenant()),
+            Some(raw) => {
+                let text = std::str::from_utf8(raw)
+                    .map_err(|_| TenantRefused::Invalid(InvalidTenantId::Character('\u{fffd}')))?;
+                TenantId::parse(text.trim()).map_err(TenantRefused::Invalid)?
+            }
+        };
+        self.get_or_create(&id)
+    }
+
+    /// A tenant by id, its engine made if new (and within `--max-tenants`).
+    pub fn get_or_create(&self, id: &TenantId) -> Result<Arc<Tenant>, TenantRefused> {
+        if let Some(tenant) = self.read().get(id) {
+            return Ok(tenant.clone());
+        }
+        let mut by_id = self.write();
+        if let Some(tenant) = by_id.get(id) {
+            return Ok(tenant.clone());
+        }
+        if by_id.len() >= self.settings.max_tenants {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(TenantRefused::TooMany {
+                max: self.settings.max_tenants,
+            });
+        }
+        // The overrides were checked when loaded; a tenant's engine builds as the base did.
+        let engine = match self.build(id) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::error!(tenant = %id, error = %e, "cannot build the tenant's engine; using the base settings");
+                self.factory
+                    .engine_for(None)
+                    .expect("the base settings were checked at start")
+            }
+        };
+        let tenant = Arc::new(Tenant::new(id.clone(), engine));
+        by_id.insert(id.clone(), tenant.clone());
+        Ok(tenant)
+    }
+
+    /// A tenant that has an engine, without making one.
+    pub fn get(&self, id: &str) -> Option<Arc<Tenant>> {
+        let id = TenantId::parse(id).ok()?;
+        self.read().get(&id).cloned()
+    }
+
+    /// Every tenant with an engine, in id order.
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Tenants refused because `--max-tenants` had engines.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    pub fn overrides(&self) -> Arc<Overrides> {
+        self.overrides
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Checks every tenant's overrides against the base options; on success they replace the
+    /// current ones, and each tenant whose overrides changed gets a new engine (its series
+    /// start over, as Tempo recreates a processor whose configuration changed). On failure
+    /// nothing changes.
+    pub fn apply_overrides(&self, new: Overrides) -> Result<Vec<TenantId>, OverridesRefused> {
+        for (tenant, options) in new.tenants() {
+            self.factory
+                .settings_with(options)
+                .map_err(BuildError::from)
+                .and_then(|s| self.factory.engine_of(&s).map(drop))
+                .map_err(|source| OverridesRefused {
+                    tenant: tenant.to_string(),
+                    source,
+                })?;
+        }
+        let old = std::mem::replace(
+            &mut *self.overrides.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(new),
+        );
+        let new = self.overrides();
+        let mut rebuilt = Vec::new();
+        for tenant in self.all() {
+            let id = tenant.id.as_str();
+            if old.same_for(&new, id) {
+                continue;
+            }
+            match self.build(&tenant.id) {
+                Ok(engine) => {
+                    *tenant.engine() = engine;
+                    rebuilt.push(tenant.id.clone());
+                }
+                Err(e) => tracing::error!(tenant = id, error = %e, "overrides not applied"),
+            }
+        }
+        Ok(rebuilt)
+    }
+
+    /// Expires every tenant's edges and stale series, then forgets idle tenants (never the
+    /// default one).
+    pub fn expire(&self) {
+        let mut idle = Vec::new();
+        for tenant in self.all() {
+            let mut engine = tenant.engine();
+            engine.expire();
+            if tenant.id != self.settings.default_tenant && engine.is_idle() {
+                idle.push(tenant.id.clone());
+            }
+        }
+        if idle.is_empty() {
+            return;
+        }
+        let mut by_id = self.write();
+        for id in idle {
+            // Still idle under the write lock: nothing arrived in between.
+            if by_id.get(&id).is_some_and(|t| t.engine().is_idle()) {
+                by_id.remove(&id);
+            }
+        }
+    }
+}
+
+/// A tenant's overrides that cannot be applied.
+#[derive(Debug, thiserror::Error)]
+#[error("tenant {tenant:?}: {source}")]
+pub struct OverridesRefused {
+    pub tenant: String,
+    #[source]
+    pub source: BuildError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_checked_as_dskit_checks_them() {
+        for ok in ["a", "team-1", "A.b_c!*'()", &"x".repeat(150)] {
+            assert!(TenantId::parse(ok).is_ok(), "{ok}");
+        }
+        let cases: [(&str, InvalidTenantId); 6] = [
+            ("", InvalidTenantId::Empty),
+            (&"x".repeat(151), InvalidTenantId::TooLong),
+            (".", InvalidTenantId::Unsafe(".".into())),
+            ("..", InvalidTenantId::Unsafe("..".into())),
+            ("a/b", InvalidTenantId::Character('/')),
+            ("<script>", InvalidTenantId::Character('<')),
+        ];
+        for (id, want) in cases {
+            assert_eq!(TenantId::parse(id).unwrap_err(), want, "{id:?}");
+        }
+    }
+}
