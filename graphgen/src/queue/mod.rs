@@ -780,6 +780,130 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    fn tenant(id: &str) -> Option<TenantId> {
+        Some(TenantId::parse(id).unwrap())
+    }
+
+    /// Each batch is one tenant's (so each export carries one header), in memory and after a
+    /// restart from disk alike.
+    #[tokio::test]
+    async fn a_batch_never_mixes_tenants_and_a_restart_keeps_each_request_s_tenant() {
+        let order = [
+            tenant("a"),
+            tenant("a"),
+            tenant("b"),
+            None,
+            None,
+            tenant("a"),
+        ];
+        let batches = |queue: &SpanQueue| {
+            std::iter::from_fn(|| queue.try_batch(1000, 1 << 20))
+                .map(|b| {
+                    let seen = (b.tenant.clone(), b.parts.clone());
+                    queue.finish(b);
+                    seen
+                })
+                .collect::<Vec<_>>()
+        };
+        let want = vec![
+            (
+                tenant("a"),
+                vec![Bytes::from(vec![0; 10]), Bytes::from(vec![1; 10])],
+            ),
+            (tenant("b"), vec![Bytes::from(vec![2; 10])]),
+            (
+                None,
+                vec![Bytes::from(vec![3; 10]), Bytes::from(vec![4; 10])],
+            ),
+            (tenant("a"), vec![Bytes::from(vec![5; 10])]),
+        ];
+        let memory = memory(1 << 20, 1000);
+        for (i, t) in order.iter().enumerate() {
+            let r = memory.try_reserve(10).unwrap();
+            r.commit(t.clone(), Bytes::from(vec![i as u8; 10]), 1)
+                .await
+                .unwrap();
+        }
+        assert_eq!(batches(&memory), want);
+
+        let dir =
+            std::env::temp_dir().join(format!("graphgen-queue-tenants-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let storage = Storage::Disk {
+            dir: dir.clone(),
+            fsync: Fsync::Never,
+            segment_bytes: 1 << 20,
+            max_group: 64,
+        };
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_spans: 1000,
+        };
+        let (queue, _) = SpanQueue::open(&storage, limits, Arc::default()).unwrap();
+        for (i, t) in order.iter().enumerate() {
+            let r = queue.try_reserve(10).unwrap();
+            r.commit(t.clone(), Bytes::from(vec![i as u8; 10]), 1)
+                .await
+                .unwrap();
+        }
+        assert_eq!(queue.lock().bytes, 60, "a request's room is its own bytes");
+        drop(queue);
+        let (queue, recovered) = SpanQueue::open(&storage, limits, Arc::default()).unwrap();
+        assert_eq!(recovered.requests, 6);
+        assert_eq!(queue.lock().bytes, 60);
+        assert_eq!(batches(&queue), want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A segment of the second format (before tenants: no envelope) is delivered as it is, its
+    /// requests the default tenant's.
+    #[tokio::test]
+    async fn records_of_the_second_format_are_the_default_tenant_s() {
+        let dir = std::env::temp_dir().join(format!("graphgen-queue-v2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let files = files::OsDir::open(&dir).unwrap();
+            let (mut log, _) = DiskLog::open(Box::new(files), 1 << 20, Fsync::Never).unwrap();
+            // Written as the previous graphgen wrote them: the request alone.
+            for i in 0..2u8 {
+                log.append_group(&[(Bytes::from(vec![i; 10]), 1)])
+                    .pop()
+                    .unwrap()
+                    .unwrap();
+            }
+            log.sync_all().unwrap();
+        }
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                let mut bytes = std::fs::read(&path).unwrap();
+                assert_eq!(&bytes[..8], b"GGQSEG03");
+                bytes[..8].copy_from_slice(b"GGQSEG02");
+                std::fs::write(&path, bytes).unwrap();
+            }
+        }
+        let storage = Storage::Disk {
+            dir: dir.clone(),
+            fsync: Fsync::Never,
+            segment_bytes: 1 << 20,
+            max_group: 64,
+        };
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_spans: 1000,
+        };
+        let (queue, recovered) = SpanQueue::open(&storage, limits, Arc::default()).unwrap();
+        assert_eq!(recovered.requests, 2);
+        let batch = queue.try_batch(100, 1 << 20).unwrap();
+        assert_eq!(batch.tenant, None);
+        assert_eq!(
+            batch.parts,
+            vec![Bytes::from(vec![0; 10]), Bytes::from(vec![1; 10])]
+        );
+        queue.finish(batch);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A disk whose fsync takes 400 ms (`always`): the requests waiting on it wait, nothing else
     /// does — no disk I/O runs under the queue's lock or on the async workers — and the 17
     /// requests that arrive meanwhile share a few fsyncs instead of taking one each.

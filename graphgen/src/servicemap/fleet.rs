@@ -153,6 +153,7 @@ impl Fleet {
     pub async fn gather(
         &self,
         own: &MapPart,
+        tenant: Option<&str>,
         window: Duration,
         window_text: &str,
         bounds: &[f64],
@@ -205,10 +206,18 @@ impl Fleet {
         let mut asked = tokio::task::JoinSet::new();
         for address in addresses {
             let (client, window_text) = (self.client.clone(), window_text.to_string());
+            let tenant = tenant.map(str::to_string);
             let bounds = bounds.to_vec();
             let timeout = self.timeout;
             asked.spawn(async move {
-                let answer = ask(&client, address, &window_text, &bounds, window);
+                let answer = ask(
+                    &client,
+                    address,
+                    tenant.as_deref(),
+                    &window_text,
+                    &bounds,
+                    window,
+                );
                 let got = match tokio::time::timeout_at(deadline, answer).await {
                     Ok(got) => got.map_err(|e| e.with_timeout(timeout)),
                     Err(_) => Err(PeerError::Timeout(timeout)),
@@ -303,6 +312,7 @@ fn missing(address: String, reason: Missing, error: String) -> Replica {
 async fn ask(
     client: &reqwest::Client,
     address: SocketAddr,
+    tenant: Option<&str>,
     window_text: &str,
     bounds: &[f64],
     window: Duration,
@@ -310,7 +320,14 @@ async fn ask(
     let mut response = client
         .get(format!(
             "http://{address}/api/graph/part?{}",
-            serde_urlencoded::to_string([("window", window_text)]).unwrap_or_default()
+            serde_urlencoded::to_string(
+                tenant
+                    .map(|t| ("tenant", t))
+                    .into_iter()
+                    .chain([("window", window_text)])
+                    .collect::<Vec<_>>()
+            )
+            .unwrap_or_default()
         ))
         .send()
         .await?;
@@ -442,7 +459,7 @@ mod tests {
         let own = part("a", 7, bounds.clone());
         let started = Instant::now();
         let (parts, rows) = fleet
-            .gather(&own, Duration::from_secs(300), "5m", &bounds)
+            .gather(&own, None, Duration::from_secs(300), "5m", &bounds)
             .await;
         assert!(
             started.elapsed() < Duration::from_millis(1400),

@@ -10,7 +10,7 @@ use super::model::ServiceMap;
 use super::page;
 use super::part::MapPart;
 use super::query::{parse_window, MapQuery};
-use super::state::MapState;
+use super::state::{MapState, UnknownTenant};
 use crate::selfmetrics::{PeerLabels, PeerOutcome};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -47,11 +47,19 @@ fn ok(content_type: &'static str, body: Vec<u8>) -> Response {
 }
 
 /// This replica's part, computed off the async workers (it reads every edge).
-async fn own_part(state: &Arc<MapState>, window: Duration) -> Result<MapPart, String> {
+async fn own_part(
+    state: &Arc<MapState>,
+    tenant: Option<String>,
+    window: Duration,
+) -> Result<Result<MapPart, UnknownTenant>, String> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || state.part(window))
+    tokio::task::spawn_blocking(move || state.part(tenant.as_deref(), window))
         .await
         .map_err(|e| e.to_string())
+}
+
+fn unknown_tenant(e: UnknownTenant) -> Response {
+    (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
 }
 
 /// Parses the window, gathers this replica's part and, with `--peers`, every peer's, merges
@@ -69,14 +77,17 @@ async fn with_map(
         Ok(w) => w,
         Err(message) => return bad_request(message),
     };
-    let own = match own_part(&state, window).await {
-        Ok(part) => part,
+    let own = match own_part(&state, q.tenant.clone(), window).await {
+        Ok(Ok(part)) => part,
+        Ok(Err(e)) => return unknown_tenant(e),
         Err(e) => return internal(e),
     };
     let (peers, replicas) = match &state.fleet {
         Some(fleet) => {
             let bounds = own.bounds.clone();
-            let (peers, replicas) = fleet.gather(&own, window, &text, &bounds).await;
+            let (peers, replicas) = fleet
+                .gather(&own, q.tenant.as_deref(), window, &text, &bounds)
+                .await;
             count_peers(&state, &replicas);
             (peers, replicas)
         }
@@ -148,11 +159,12 @@ async fn part_json(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>
         Ok((w, _)) => w,
         Err(message) => return bad_request(message),
     };
-    match own_part(&state, window).await {
-        Ok(part) => match serde_json::to_vec(&part) {
+    match own_part(&state, q.tenant, window).await {
+        Ok(Ok(part)) => match serde_json::to_vec(&part) {
             Ok(body) => ok("application/json", body),
             Err(e) => internal(e.to_string()),
         },
+        Ok(Err(e)) => unknown_tenant(e),
         Err(e) => internal(e),
     }
 }

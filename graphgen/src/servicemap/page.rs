@@ -197,9 +197,11 @@ struct TraceView {
     grafana_href: Option<String>,
 }
 
-/// The query string of this page with `window`, the selection and the refresh state.
-fn href(window: &str, select: &Selection, refresh_on: bool) -> String {
-    let mut pairs: Vec<(&str, &str)> = vec![("window", window)];
+/// The query string of this page with its tenant, `window`, the selection and the refresh
+/// state.
+fn href(tenant: Option<&str>, window: &str, select: &Selection, refresh_on: bool) -> String {
+    let mut pairs: Vec<(&str, &str)> = tenant.map(|t| ("tenant", t)).into_iter().collect();
+    pairs.push(("window", window));
     match select {
         Selection::None => {}
         Selection::Node(n) => pairs.push(("node", n)),
@@ -412,6 +414,7 @@ pub fn render(
     layouts: &LayoutCache,
 ) -> Result<String, askama::Error> {
     let refresh_on = q.refresh.as_deref() != Some("off");
+    let tenant = q.tenant.as_deref();
     let selection = Selection::of(q);
     let (draw_nodes, draw_edges, undrawn_edges) = drawn(map);
     let index_of = |name: &str| draw_nodes.iter().position(|n| &*n.id == name);
@@ -445,7 +448,12 @@ pub fn render(
                 has_requests: f.is_some_and(|f| f.requests > 0.0),
                 rate: f.map_or(String::new(), |f| rate_text(f.requests_per_second)),
                 errors_and_p90: f.map_or(String::new(), errors_and_p90),
-                href: href(window, &Selection::Node(n.id.to_string()), refresh_on),
+                href: href(
+                    tenant,
+                    window,
+                    &Selection::Node(n.id.to_string()),
+                    refresh_on,
+                ),
                 selected: matches!(&selection, Selection::Node(s) if **s == *n.id),
             }
         })
@@ -475,7 +483,7 @@ pub fn render(
                 failing: e.failing(),
                 class,
                 dashes: dashes(e.connection).unwrap_or(""),
-                href: href(window, &Selection::Edge(client.clone(), server.clone()), refresh_on),
+                href: href(tenant, window, &Selection::Edge(client.clone(), server.clone()), refresh_on),
                 selected: matches!(&selection, Selection::Edge(c, s) if *c == client && *s == server),
                 client,
                 server,
@@ -484,7 +492,7 @@ pub fn render(
         .collect();
 
     separate_labels(&mut edges);
-    let close_href = href(window, &Selection::None, refresh_on);
+    let close_href = href(tenant, window, &Selection::None, refresh_on);
     let mut not_found = None;
     let details = match &selection {
         Selection::None => None,
@@ -541,16 +549,23 @@ pub fn render(
             .iter()
             .map(|w| Choice {
                 label: w,
-                href: href(w, &selection, refresh_on),
+                href: href(tenant, w, &selection, refresh_on),
                 selected: *w == window,
             })
             .collect(),
         refresh_on,
         refresh_seconds: REFRESH_SECONDS,
-        toggle_refresh_href: href(window, &selection, !refresh_on),
+        toggle_refresh_href: href(tenant, window, &selection, !refresh_on),
         api_href: format!(
             "api/graph?{}",
-            serde_urlencoded::to_string([("window", window)]).unwrap_or_default()
+            serde_urlencoded::to_string(
+                tenant
+                    .map(|t| ("tenant", t))
+                    .into_iter()
+                    .chain([("window", window)])
+                    .collect::<Vec<_>>()
+            )
+            .unwrap_or_default()
         ),
         computed_at: humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(map.computed_at_nanos),

@@ -13,6 +13,8 @@ const SHORTEST_WINDOW: Duration = Duration::from_secs(10);
 /// What the page and the API read from the query string.
 #[derive(Debug, Default, Deserialize)]
 pub struct MapQuery {
+    /// Whose map (`X-Scope-OrgID`'s tenant); the default tenant's when absent.
+    pub tenant: Option<String>,
     pub window: Option<String>,
     /// A selected node…
     pub node: Option<String>,

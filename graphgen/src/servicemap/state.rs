@@ -1,6 +1,7 @@
-//! The service map's state: the history of snapshots (one every 5 s, by its own task) and the
-//! latest reading of the engine, shared by the page and the API.
+//! The service map's state: each tenant's history of snapshots (one every 5 s, by its own task)
+//! and latest reading of its engine, shared by the page and the API (`?tenant=`).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,18 +11,41 @@ use super::page::LayoutCache;
 use super::part::MapPart;
 use crate::processors::GraphMetrics;
 use crate::selfmetrics::SelfMetrics;
-use crate::tenants::{Tenant, Tenants};
+use crate::tenants::{Tenant, TenantId, Tenants};
 
 /// How long a reading of the engine serves pages and the API.
 const CURRENT_FOR: Duration = Duration::from_secs(1);
 
-pub struct MapState {
-    /// The default tenant's engine (its edges are the map).
-    engine: Arc<Tenant>,
+/// One tenant's map.
+struct TenantMap {
+    tenant: Arc<Tenant>,
     history: Mutex<History>,
     /// The latest reading for pages, reused for [`CURRENT_FOR`] so that many viewers (or a
     /// script polling the API) read the engine at most once a second.
     current: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl TenantMap {
+    fn new(tenant: Arc<Tenant>, max_series: usize) -> Self {
+        let started = tenant.engine().now_nanos();
+        Self {
+            tenant,
+            history: Mutex::new(History::new(started, max_series)),
+            current: Mutex::new(None),
+        }
+    }
+}
+
+/// The map asked for a tenant that has no engine.
+#[derive(Debug, thiserror::Error)]
+#[error("no such tenant: it has sent nothing, or went idle and was forgotten")]
+pub struct UnknownTenant;
+
+pub struct MapState {
+    tenants: Arc<Tenants>,
+    /// Every tenant's map, made at its first snapshot or query (as many as tenants).
+    maps: Mutex<BTreeMap<TenantId, Arc<TenantMap>>>,
+    max_series: usize,
     /// This replica's `--instance-id`, and a number drawn at start that tells this process
     /// from another given the same id.
     pub instance: String,
@@ -46,15 +70,11 @@ impl MapState {
         fleet: Option<Fleet>,
         metrics: Arc<SelfMetrics>,
     ) -> Self {
-        let engine = tenants.default_tenant();
-        let (started, exported) = {
-            let engine = engine.engine();
-            (engine.now_nanos(), engine.graph().config().metrics)
-        };
+        let exported = tenants.default_tenant().engine().graph().config().metrics;
         Self {
-            engine,
-            history: Mutex::new(History::new(started, max_series)),
-            current: Mutex::new(None),
+            tenants,
+            maps: Mutex::default(),
+            max_series,
             instance,
             boot: fastrand::u64(..),
             grafana_url,
@@ -65,28 +85,60 @@ impl MapState {
         }
     }
 
-    /// Takes a snapshot of every edge and keeps it.
-    pub fn snapshot(&self) {
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = {
-            let engine = self.engine.engine();
-            history.read(engine.graph(), engine.now_nanos())
+    /// A tenant's map (`None`: the default tenant's), made if its tenant has an engine.
+    fn map_of(&self, tenant: Option<&str>) -> Result<Arc<TenantMap>, UnknownTenant> {
+        let tenant = match tenant {
+            None => self.tenants.default_tenant(),
+            Some(id) => self.tenants.get(id).ok_or(UnknownTenant)?,
         };
-        history.record(snapshot);
-        let stats = history.stats();
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        let map = maps
+            .entry(tenant.id.clone())
+            .or_insert_with(|| Arc::new(TenantMap::new(tenant.clone(), self.max_series)));
+        // A tenant forgotten and back has another engine: its map starts over.
+        if !Arc::ptr_eq(&map.tenant, &tenant) {
+            *map = Arc::new(TenantMap::new(tenant, self.max_series));
+        }
+        Ok(map.clone())
+    }
+
+    /// Takes a snapshot of every tenant's edges and keeps it; forgotten tenants' maps go.
+    pub fn snapshot(&self) {
+        let tenants = self.tenants.all();
+        self.maps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| tenants.iter().any(|t| &t.id == id));
+        let (mut snapshots, mut series, mut omitted) = (0, 0, 0);
+        for tenant in &tenants {
+            let Ok(map) = self.map_of(Some(tenant.id.as_str())) else {
+                continue;
+            };
+            let mut history = map.history.lock().unwrap_or_else(|e| e.into_inner());
+            let snapshot = {
+                let engine = map.tenant.engine();
+                history.read(engine.graph(), engine.now_nanos())
+            };
+            history.record(snapshot);
+            let stats = history.stats();
+            snapshots = snapshots.max(stats.snapshots);
+            series += stats.series_entries;
+            omitted += stats.omitted_edges;
+        }
         let m = &self.metrics.service_map;
-        m.snapshots.set(stats.snapshots as i64);
-        m.snapshot_series.set(stats.series_entries as i64);
-        m.omitted_edges.set(stats.omitted_edges as i64);
+        m.snapshots.set(snapshots as i64);
+        m.snapshot_series.set(series as i64);
+        m.omitted_edges.set(omitted as i64);
     }
 
     /// This replica's increases over `window`, ending now. The locks are held only to read;
     /// the increases are computed from shared snapshots afterwards.
-    pub fn part(&self, window: Duration) -> MapPart {
+    pub fn part(&self, tenant: Option<&str>, window: Duration) -> Result<MapPart, UnknownTenant> {
+        let map = self.map_of(tenant)?;
         let (snapshots, started_at, current, bounds) = {
-            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-            let mut cached = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            let engine = self.engine.engine();
+            let mut history = map.history.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cached = map.current.lock().unwrap_or_else(|e| e.into_inner());
+            let engine = map.tenant.engine();
             let now = engine.now_nanos();
             let current = match &*cached {
                 Some(c) if now.saturating_sub(c.at_nanos) < CURRENT_FOR.as_nanos() as u64 => {
@@ -106,7 +158,7 @@ impl MapState {
                 bounds,
             )
         };
-        MapPart::of(
+        Ok(MapPart::of(
             &self.instance,
             self.boot,
             &snapshots,
@@ -114,7 +166,7 @@ impl MapState {
             &current,
             window,
             &bounds,
-        )
+        ))
     }
 
     /// Snapshots every [`FINE_EVERY`] until dropped.

@@ -272,7 +272,12 @@ pub fn parse_exposition(text: &str) -> Vec<Sample> {
 pub struct Sink {
     pub span_ids: Arc<Mutex<Vec<Vec<u8>>>>,
     pub requests: Arc<AtomicU64>,
+    /// Every request's `x-scope-orgid` (if any) and the service names of its resources.
+    pub tenants: Arc<Mutex<Vec<Forwarded>>>,
 }
+
+/// A request's `x-scope-orgid` (if any) and the service names of its resources.
+pub type Forwarded = (Option<String>, Vec<String>);
 
 #[tonic::async_trait]
 impl TraceService for Sink {
@@ -280,7 +285,24 @@ impl TraceService for Sink {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let org_id = request
+            .metadata()
+            .get("x-scope-orgid")
+            .map(|v| v.to_str().unwrap().to_string());
         let request = request.into_inner();
+        let services = request
+            .resource_spans
+            .iter()
+            .flat_map(|rs| rs.resource.iter().flat_map(|r| &r.attributes))
+            .filter(|kv| kv.key == "service.name")
+            .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => {
+                    Some(s.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        self.tenants.lock().unwrap().push((org_id, services));
         let mut ids = self.span_ids.lock().unwrap();
         for span in request
             .resource_spans
