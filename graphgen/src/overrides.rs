@@ -93,6 +93,17 @@ impl Overrides {
             if tenant != WILDCARD {
                 crate::tenants::TenantId::parse(&tenant).map_err(|e| refuse(e.to_string()))?;
             }
+            // Tempo's legacy layout has flat keys (`metrics_generator_processors`); Tempo
+            // itself reads it only with `enable_legacy_overrides`.
+            if let Some(key) = raw.as_object().and_then(|o| {
+                o.keys()
+                    .find(|k| k.starts_with("metrics_generator_"))
+                    .cloned()
+            }) {
+                return Err(refuse(format!(
+                    "`{key}` is Tempo's legacy overrides layout; write it as metrics_generator: {{ ... }}"
+                )));
+            }
             let entry: TenantEntry = match &raw {
                 // `tenant:` with nothing under it: Tempo's zero overrides.
                 serde_json::Value::Null => TenantEntry::default(),
@@ -341,6 +352,7 @@ pub fn apply(tenants: &Tenants, text: &str) -> Result<Vec<String>, String> {
         .map_err(|e| format!("the overrides file is not valid: {e}"))
 }
 
+/// Logs the keys graphgen does not have (left alone).
 pub fn warn_unknown(unknown: &[String]) {
     if !unknown.is_empty() {
         tracing::warn!(keys = ?unknown, "overrides graphgen does not have are ignored");
@@ -353,4 +365,102 @@ fn refused(metrics: &SelfMetrics, message: &str) {
         error = message,
         "per-tenant overrides not reloaded; the ones in force stay"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+overrides:
+  team-a:
+    ingestion: {rate_limit_bytes: 1000}
+    metrics_generator:
+      processors: [service-graphs]
+      max_active_series: 10
+      span_name_sanitization: ""
+      ring_size: 3
+      processor:
+        service_graphs:
+          dimensions: [region]
+        span_metrics:
+          intrinsic_dimensions: {status_message: true}
+          dimension_mappings: [{name: ep, source_labels: [a, b], join: " "}]
+  "*":
+    metrics_generator:
+      processors: [span-metrics]
+  quiet:
+"#;
+
+    #[test]
+    fn tempo_s_keys_become_graphgen_s_options_and_the_rest_is_listed() {
+        let (overrides, unknown) = Overrides::parse(FILE).unwrap();
+        let a = overrides.options_for("team-a").unwrap();
+        assert_eq!(a.graph.processors, Some(vec!["service-graphs".into()]));
+        assert_eq!(a.graph.dimensions, Some(vec!["region".into()]));
+        assert_eq!(a.registry.max_series, Some(10));
+        assert_eq!(
+            a.span_metrics_options.span_name_sanitization,
+            Some(crate::span_names::Sanitization::Disabled),
+            "Tempo writes disabled as \"\""
+        );
+        assert_eq!(
+            a.span_metrics_options.span_metrics_intrinsic_dimensions,
+            Some(vec![Switch("status_message".into(), true)])
+        );
+        assert_eq!(
+            a.span_metrics_options
+                .span_metrics_dimension_mappings
+                .as_ref()
+                .map(|m| m[0].source_labels.len()),
+            Some(2)
+        );
+        // A tenant without an entry gets the wildcard's; an empty entry is an entry.
+        let other = overrides.options_for("someone").unwrap();
+        assert_eq!(other.graph.processors, Some(vec!["span-metrics".into()]));
+        assert_eq!(
+            overrides.options_for("quiet").unwrap().graph.processors,
+            None
+        );
+        assert_eq!(
+            unknown,
+            vec![
+                "team-a: ingestion".to_string(),
+                "team-a: metrics_generator.ring_size".to_string()
+            ]
+        );
+        assert!(Overrides::default().options_for("x").is_none());
+    }
+
+    #[test]
+    fn a_file_graphgen_cannot_read_as_tempo_means_it_is_refused_with_why() {
+        for (text, want) in [
+            ("overrides: [", "not valid"),
+            ("overrides:\n  a/b: {}\n", "a/b"),
+            (
+                "overrides:\n  t:\n    metrics_generator:\n      processors: service-graphs\n",
+                "\"t\"",
+            ),
+            (
+                "overrides:\n  t:\n    metrics_generator_processors: [service-graphs]\n",
+                "legacy",
+            ),
+        ] {
+            let err = Overrides::parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_a_changed_entry_counts_as_a_change() {
+        let (before, _) = Overrides::parse(FILE).unwrap();
+        let (after, _) =
+            Overrides::parse(&FILE.replace("dimensions: [region]", "dimensions: [zone]")).unwrap();
+        assert!(!before.same_for(&after, "team-a"));
+        assert!(
+            before.same_for(&after, "someone"),
+            "the wildcard did not change"
+        );
+        assert!(before.same_for(&before, "team-a"));
+    }
 }

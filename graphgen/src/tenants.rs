@@ -403,6 +403,79 @@ pub struct OverridesRefused {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+
+    fn tenants(max: usize, clock: &ManualClock) -> Tenants {
+        let options =
+            <Options as clap::Parser>::try_parse_from(["graphgen", "--stale-duration=1m"]).unwrap();
+        Tenants::new(
+            TenantSettings {
+                default_tenant: TenantId::parse(SINGLE_TENANT).unwrap(),
+                require_tenant: false,
+                max_tenants: max,
+            },
+            EngineFactory::new(options, Arc::new(clock.clone())),
+            Overrides::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tenants_past_the_bound_wait_until_an_idle_one_is_forgotten() {
+        let clock = ManualClock::new(1_000_000_000_000);
+        let tenants = tenants(2, &clock);
+        assert_eq!(tenants.resolve(None).unwrap().id.as_str(), SINGLE_TENANT);
+        let a = tenants.resolve(Some(b"team-a")).unwrap();
+        a.engine().push(&crate::workload::client_server_request(1));
+        assert!(matches!(
+            tenants.resolve(Some(b"team-b")),
+            Err(TenantRefused::TooMany { max: 2 })
+        ));
+        assert_eq!(tenants.refused(), 1);
+        // team-a's series go stale after --stale-duration; then it is forgotten and team-b
+        // gets its place. The default tenant stays, idle or not.
+        clock.advance(std::time::Duration::from_secs(30));
+        tenants.expire();
+        assert!(
+            tenants.get("team-a").is_some(),
+            "its series are not stale yet"
+        );
+        clock.advance(std::time::Duration::from_secs(31));
+        tenants.expire();
+        assert!(tenants.get("team-a").is_none());
+        assert!(tenants.get(SINGLE_TENANT).is_some());
+        assert!(tenants.resolve(Some(b"team-b")).is_ok());
+    }
+
+    #[test]
+    fn overrides_rebuild_only_the_tenants_they_change_and_a_bad_one_changes_nothing() {
+        let clock = ManualClock::new(1_000_000_000_000);
+        let tenants = tenants(10, &clock);
+        let a = tenants.resolve(Some(b"team-a")).unwrap();
+        let b = tenants.resolve(Some(b"team-b")).unwrap();
+        b.engine().push(&crate::workload::client_server_request(1));
+        let file = "overrides:\n  team-a:\n    metrics_generator:\n      processor:\n        service_graphs:\n          dimensions: [region]\n";
+        let (overrides, _) = Overrides::parse(file).unwrap();
+        let rebuilt = tenants.apply_overrides(overrides).unwrap();
+        assert_eq!(rebuilt, vec![TenantId::parse("team-a").unwrap()]);
+        assert_eq!(
+            a.engine().graph().config().dimensions,
+            vec!["region".to_string()]
+        );
+        assert!(!b.engine().is_idle(), "team-b kept its engine and series");
+        // Buckets Tempo refuses: refused, naming the tenant; the overrides in force stay.
+        let bad = "overrides:\n  team-a:\n    metrics_generator:\n      processor:\n        service_graphs:\n          histogram_buckets: [2, 1]\n";
+        let (overrides, _) = Overrides::parse(bad).unwrap();
+        let err = tenants.apply_overrides(overrides).unwrap_err().to_string();
+        assert!(
+            err.contains("team-a") && err.contains("histogram-buckets"),
+            "{err}"
+        );
+        assert_eq!(
+            a.engine().graph().config().dimensions,
+            vec!["region".to_string()]
+        );
+    }
 
     #[test]
     fn tenant_ids_are_checked_as_dskit_checks_them() {

@@ -208,6 +208,156 @@ async fn each_tenant_is_forwarded_with_its_header_and_counted_apart() {
     );
 }
 
+/// What a push carried: its `X-Scope-OrgID` and the `(client, server, tenant label)` of its
+/// service-graph request counters.
+type Pushed = (Option<String>, Vec<(String, String, String)>);
+
+/// A metrics endpoint for both pushes (OTLP and remote write) that records what each carried.
+async fn metrics_sink() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Pushed)>>>,
+) {
+    use std::io::Read;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let org_id = |h: &axum::http::HeaderMap| {
+        h.get("x-scope-orgid")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let otlp = {
+        let seen = seen.clone();
+        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let mut raw = Vec::new();
+                flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut raw)
+                    .unwrap();
+                let request = opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(&raw[..]).unwrap();
+                use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+                let mut edges = Vec::new();
+                for m in request
+                    .resource_metrics
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .filter(|m| m.name == "traces_service_graph_request_total")
+                {
+                    if let Some(Data::Sum(sum)) = &m.data {
+                        for p in &sum.data_points {
+                            let get = |k: &str| {
+                                p.attributes
+                                    .iter()
+                                    .find(|a| a.key == k)
+                                    .and_then(|a| a.value.as_ref()?.value.as_ref())
+                                    .map(|v| match v {
+                                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => s.clone(),
+                                        _ => String::new(),
+                                    })
+                                    .unwrap_or_default()
+                            };
+                            edges.push((get("client"), get("server"), get("tenant")));
+                        }
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(("otlp", (org_id(&headers), edges)));
+                ""
+            }
+        }
+    };
+    let write = {
+        let seen = seen.clone();
+        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+                let request =
+                    graphgen::export::remote_write::prompb::WriteRequest::decode(&raw[..]).unwrap();
+                let edges = request
+                    .timeseries
+                    .iter()
+                    .filter(|ts| {
+                        ts.labels.iter().any(|l| {
+                            l.name == "__name__" && l.value == "traces_service_graph_request_total"
+                        })
+                    })
+                    .map(|ts| {
+                        let get = |k: &str| {
+                            ts.labels
+                                .iter()
+                                .find(|l| l.name == k)
+                                .map(|l| l.value.clone())
+                                .unwrap_or_default()
+                        };
+                        (get("client"), get("server"), get("tenant"))
+                    })
+                    .collect();
+                seen.lock()
+                    .unwrap()
+                    .push(("remote_write", (org_id(&headers), edges)));
+                ""
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/v1/metrics", axum::routing::post(otlp))
+        .route("/api/v1/write", axum::routing::post(write));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+/// Both pushes send each tenant's series in requests of their own, with its header (none for
+/// `single-tenant`) and, with `--inject-tenant-id-as`, its label.
+#[tokio::test]
+async fn each_tenant_s_metrics_are_pushed_apart_with_its_header_and_label() {
+    let (base, seen) = metrics_sink().await;
+    let g = Graphgen::start(&[
+        &format!("--metrics-endpoint={base}/v1/metrics"),
+        &format!("--remote-write-endpoint={base}/api/v1/write"),
+        "--flush-interval=200ms",
+        "--inject-tenant-id-as=tenant",
+    ]);
+    export(&g, Some("team-a"), call("a", vec![])).await.unwrap();
+    export(&g, Some("team-b"), call("b", vec![])).await.unwrap();
+    export(&g, None, call("plain", vec![])).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "every tenant pushed both ways",
+        || async {
+            let seen = seen.lock().unwrap();
+            ["otlp", "remote_write"].iter().all(|way| {
+                seen.iter()
+                    .filter(|(w, (_, edges))| w == way && !edges.is_empty())
+                    .count()
+                    >= 3
+            })
+        },
+    )
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    let mut tenants_seen = std::collections::BTreeSet::new();
+    for (way, (header, edges)) in seen.iter().filter(|(_, (_, e))| !e.is_empty()) {
+        let (prefix, tenant) = match header.as_deref() {
+            Some("team-a") => ("a-", "team-a"),
+            Some("team-b") => ("b-", "team-b"),
+            None => ("plain-", "single-tenant"),
+            other => panic!("{way}: unexpected header {other:?}"),
+        };
+        for (client, server, label) in edges {
+            assert!(
+                client.starts_with(prefix) && server.starts_with(prefix),
+                "{way}: {header:?} carried {client} → {server}"
+            );
+            assert_eq!(label, tenant, "{way}: the injected label");
+        }
+        tenants_seen.insert((*way, tenant));
+    }
+    assert_eq!(tenants_seen.len(), 6, "{tenants_seen:?}");
+}
+
 #[tokio::test]
 async fn a_missing_invalid_or_one_too_many_tenant_is_refused_with_a_clear_error() {
     let g = Graphgen::start(&["--require-tenant", "--max-tenants=2"]);
