@@ -433,7 +433,7 @@ pub struct TenantOptions {
     /// Refuse a request without an X-Scope-OrgID header (gRPC UNAUTHENTICATED, HTTP 401), as Tempo with multitenancy_enabled [default: false]
     #[arg(long, env = "GRAPHGEN_REQUIRE_TENANT", num_args = 0..=1, default_missing_value = "true")]
     pub require_tenant: Option<bool>,
-    /// Most tenants with an engine at once; a new tenant beyond is refused and counted until an idle one is forgotten [default: 100]
+    /// Most tenants with an engine at once, the default tenant included; a new tenant beyond is refused (429, RESOURCE_EXHAUSTED) and counted until an idle one is forgotten [default: 100]
     #[arg(long, env = "GRAPHGEN_MAX_TENANTS")]
     pub max_tenants: Option<usize>,
     /// Per-tenant overrides in Tempo's YAML format (overrides: <tenant>: metrics_generator: …), read again when it changes, as Tempo's per_tenant_override_config [default: none]

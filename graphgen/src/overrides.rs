@@ -116,13 +116,14 @@ impl Overrides {
         Ok((Self { tenants }, unknown))
     }
 
-    /// Reads and parses the file.
-    pub fn read(path: &Path) -> Result<(Self, Vec<String>), OverridesError> {
+    /// Reads and parses the file; its text too, to tell later whether it changed.
+    pub fn read(path: &Path) -> Result<(Self, Vec<String>, String), OverridesError> {
         let text = std::fs::read_to_string(path).map_err(|e| OverridesError::Read {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Self::parse(&text)
+        let (overrides, unknown) = Self::parse(&text)?;
+        Ok((overrides, unknown, text))
     }
 }
 
@@ -286,18 +287,20 @@ impl TenantEntry {
     }
 }
 
-/// Reads `path` every `period` and applies it when it changed; a file that cannot be read,
-/// parsed or applied is logged and counted, and the overrides in force stay.
+/// Reads `path` every `period` and applies it when it differs from `applied` (the text the
+/// start applied, then the last one read); a file that cannot be read, parsed or applied is
+/// logged and counted, and the overrides in force stay.
 pub async fn watch(
     path: PathBuf,
     period: Duration,
+    applied: String,
     tenants: Arc<Tenants>,
     metrics: Arc<SelfMetrics>,
 ) {
-    let mut last: Option<String> = None;
+    let mut last = Some(applied);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the file was applied at start
+    tick.tick().await; // the first tick is now: the start has just applied the file
     loop {
         tick.tick().await;
         let read = tokio::task::spawn_blocking({

@@ -100,16 +100,18 @@ struct Components {
     remote_writer: Option<RemoteWriter>,
     /// The other replicas the service map asks for their parts (`--peers`).
     fleet: Option<Fleet>,
+    /// The overrides file's text as applied at start.
+    overrides_text: String,
 }
 
 fn build(settings: &Settings) -> Result<Components, StartError> {
-    let overrides = match &settings.overrides_file {
+    let (overrides, overrides_text) = match &settings.overrides_file {
         Some(path) => {
-            let (overrides, unknown) = Overrides::read(path)?;
+            let (overrides, unknown, text) = Overrides::read(path)?;
             crate::overrides::warn_unknown(&unknown);
-            overrides
+            (overrides, text)
         }
-        None => Overrides::default(),
+        None => (Overrides::default(), String::new()),
     };
     let factory = EngineFactory::new(settings.options.clone(), Arc::new(SystemClock));
     // The overrides are checked as a reload checks them, before anything starts.
@@ -156,6 +158,7 @@ fn build(settings: &Settings) -> Result<Components, StartError> {
         false => Some(Fleet::new(settings.peers.clone(), settings.peer_timeout)?),
     };
     Ok(Components {
+        overrides_text,
         tenants,
         metrics,
         registry,
@@ -339,6 +342,7 @@ fn serve(c: Components, listeners: Listeners, settings: &Settings) -> Running {
         tickers.push(tokio::spawn(crate::overrides::watch(
             path.clone(),
             settings.overrides_period,
+            c.overrides_text.clone(),
             c.tenants.clone(),
             c.metrics.clone(),
         )));

@@ -448,6 +448,10 @@ async fn an_overrides_file_changed_while_running_applies_and_a_broken_one_is_ref
         "team-b has no overrides"
     );
 
+    // Read again every 200 ms, the unchanged file changes nothing.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(g.value("graphgen_overrides_reloads_total", &[]).await, 0.0);
+
     // Another dimension and a series bound for team-a; the file is read again, no restart.
     let zone = "overrides:\n  team-a:\n    metrics_generator:\n      max_active_series: 1\n      processor:\n        service_graphs:\n          dimensions: [zone]\n";
     std::fs::write(&file, zone).unwrap();
