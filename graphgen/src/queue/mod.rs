@@ -647,6 +647,21 @@ mod tests {
             .await
     }
 
+    /// A queue directory at `dir` (fsync left to the kernel), and room for 1000 spans.
+    fn on_disk(dir: &std::path::Path) -> (Storage, Limits) {
+        let storage = Storage::Disk {
+            dir: dir.to_path_buf(),
+            fsync: Fsync::Never,
+            segment_bytes: 1 << 20,
+            max_group: 64,
+        };
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_spans: 1000,
+        };
+        (storage, limits)
+    }
+
     /// A disk queue over the simulator's files.
     fn on_sim(dir: crash_sim::SimDir, fsync: Fsync) -> SpanQueue {
         let (log, recovery) = DiskLog::open(Box::new(dir), 1 << 20, fsync).unwrap();
@@ -736,16 +751,7 @@ mod tests {
     async fn on_disk_what_was_not_finished_comes_back_after_a_restart() {
         let dir = std::env::temp_dir().join(format!("graphgen-queue-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let storage = Storage::Disk {
-            dir: dir.clone(),
-            fsync: Fsync::Never,
-            segment_bytes: 1 << 20,
-            max_group: 64,
-        };
-        let limits = Limits {
-            max_bytes: 1 << 20,
-            max_spans: 1000,
-        };
+        let (storage, limits) = on_disk(&dir);
         let (queue, recovered) = SpanQueue::open(&storage, limits, Arc::default()).unwrap();
         assert_eq!(recovered.requests, 0);
         for i in 0..4u8 {
@@ -829,16 +835,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("graphgen-queue-tenants-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let storage = Storage::Disk {
-            dir: dir.clone(),
-            fsync: Fsync::Never,
-            segment_bytes: 1 << 20,
-            max_group: 64,
-        };
-        let limits = Limits {
-            max_bytes: 1 << 20,
-            max_spans: 1000,
-        };
+        let (storage, limits) = on_disk(&dir);
         let (queue, _) = SpanQueue::open(&storage, limits, Arc::default()).unwrap();
         for (i, t) in order.iter().enumerate() {
             let r = queue.try_reserve(10).unwrap();
@@ -882,16 +879,7 @@ mod tests {
                 std::fs::write(&path, bytes).unwrap();
             }
         }
-        let storage = Storage::Disk {
-            dir: dir.clone(),
-            fsync: Fsync::Never,
-            segment_bytes: 1 << 20,
-            max_group: 64,
-        };
-        let limits = Limits {
-            max_bytes: 1 << 20,
-            max_spans: 1000,
-        };
+        let (storage, limits) = on_disk(&dir);
         let (queue, recovered) = SpanQueue::open(&storage, limits, Arc::default()).unwrap();
         assert_eq!(recovered.requests, 2);
         let batch = queue.try_batch(100, 1 << 20).unwrap();

@@ -320,14 +320,7 @@ async fn ask(
     let mut response = client
         .get(format!(
             "http://{address}/api/graph/part?{}",
-            serde_urlencoded::to_string(
-                tenant
-                    .map(|t| ("tenant", t))
-                    .into_iter()
-                    .chain([("window", window_text)])
-                    .collect::<Vec<_>>()
-            )
-            .unwrap_or_default()
+            super::query::query_string(tenant, [("window", window_text)])
         ))
         .send()
         .await?;

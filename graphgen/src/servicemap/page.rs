@@ -200,8 +200,7 @@ struct TraceView {
 /// The query string of this page with its tenant, `window`, the selection and the refresh
 /// state.
 fn href(tenant: Option<&str>, window: &str, select: &Selection, refresh_on: bool) -> String {
-    let mut pairs: Vec<(&str, &str)> = tenant.map(|t| ("tenant", t)).into_iter().collect();
-    pairs.push(("window", window));
+    let mut pairs: Vec<(&str, &str)> = vec![("window", window)];
     match select {
         Selection::None => {}
         Selection::Node(n) => pairs.push(("node", n)),
@@ -210,10 +209,7 @@ fn href(tenant: Option<&str>, window: &str, select: &Selection, refresh_on: bool
     if !refresh_on {
         pairs.push(("refresh", "off"));
     }
-    format!(
-        "?{}",
-        serde_urlencoded::to_string(pairs).unwrap_or_default()
-    )
+    format!("?{}", super::query::query_string(tenant, pairs))
 }
 
 enum Selection {
@@ -558,14 +554,7 @@ pub fn render(
         toggle_refresh_href: href(tenant, window, &selection, !refresh_on),
         api_href: format!(
             "api/graph?{}",
-            serde_urlencoded::to_string(
-                tenant
-                    .map(|t| ("tenant", t))
-                    .into_iter()
-                    .chain([("window", window)])
-                    .collect::<Vec<_>>()
-            )
-            .unwrap_or_default()
+            super::query::query_string(tenant, [("window", window)])
         ),
         computed_at: humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_nanos(map.computed_at_nanos),

@@ -25,6 +25,20 @@ pub struct MapQuery {
     pub refresh: Option<String>,
 }
 
+/// A query string (without `?`) of `pairs`, after `tenant=` when the map is a tenant's: the
+/// page's links and the questions to peers keep the tenant they were asked for.
+pub fn query_string<'a>(
+    tenant: Option<&'a str>,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let pairs: Vec<(&str, &str)> = tenant
+        .map(|t| ("tenant", t))
+        .into_iter()
+        .chain(pairs)
+        .collect();
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
 /// A window the user may ask for: 10s to 15m.
 pub fn parse_window(text: Option<&str>) -> Result<(Duration, String), String> {
     let text = text.unwrap_or(DEFAULT_WINDOW).trim();
