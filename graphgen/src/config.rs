@@ -427,7 +427,7 @@ or_from_file!(HostInfoOptions {
 #[command(next_help_heading = "Tenants")]
 #[serde(default)]
 pub struct TenantOptions {
-    /// The tenant of a request without an X-Scope-OrgID header; Tempo's name for it when multi-tenancy is off. Its spans are forwarded and its metrics pushed without the header [default: single-tenant]
+    /// The tenant of a request without an X-Scope-OrgID header; Tempo's name for it when multi-tenancy is off. Spans and metrics go out with their tenant's X-Scope-OrgID, none for single-tenant (as Tempo) [default: single-tenant]
     #[arg(long, env = "GRAPHGEN_DEFAULT_TENANT")]
     pub default_tenant: Option<String>,
     /// Refuse a request without an X-Scope-OrgID header (gRPC UNAUTHENTICATED, HTTP 401), as Tempo with multitenancy_enabled [default: false]

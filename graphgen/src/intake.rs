@@ -16,7 +16,7 @@ use prost::Message;
 use crate::queue::{QueueError, SpanQueue};
 use crate::receiver::admission::{Admission, Admissions, Busy};
 use crate::selfmetrics::{Protocol, RefuseReason, RequestOutcome, SelfMetrics};
-use crate::tenants::{Tenant, TenantRefused, Tenants};
+use crate::tenants::{Tenant, TenantRef, TenantRefused, Tenants};
 
 /// How long clients are asked to wait when the forwarding queue is full.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -175,11 +175,7 @@ impl Intake {
 
     /// The tenant a request's `X-Scope-OrgID` names (`None`: it has none), or its refusal,
     /// counted; decided before the body is read.
-    pub fn tenant(
-        &self,
-        protocol: Protocol,
-        header: Option<&[u8]>,
-    ) -> Result<Arc<Tenant>, Refused> {
+    pub fn tenant(&self, protocol: Protocol, header: Option<&[u8]>) -> Result<TenantRef, Refused> {
         self.tenants.resolve(header).map_err(|e| {
             let refused = Refused::Tenant(e);
             self.metrics.count_request(protocol, refused.outcome());

@@ -49,8 +49,8 @@ use crate::tenants::Tenants;
 /// Tempo's wildcard tenant: its overrides apply to every tenant without its own.
 pub const WILDCARD: &str = "*";
 
-/// The overrides in force: each tenant's options (over the settings), and the raw entry they
-/// were read from, to tell which tenants a new file changes.
+/// The overrides in force: each tenant's options (over the settings), and the part of its
+/// entry they were read from (`metrics_generator`), to tell which tenants a new file changes.
 #[derive(Debug, Default)]
 pub struct Overrides {
     tenants: BTreeMap<String, (serde_json::Value, Options)>,
@@ -68,9 +68,11 @@ impl Overrides {
             .or_else(|| self.tenants.get(WILDCARD))
     }
 
-    /// Whether two sets of overrides give `tenant` the same options.
-    pub fn same_for(&self, other: &Overrides, tenant: &str) -> bool {
-        self.entry(tenant).map(|(raw, _)| raw) == other.entry(tenant).map(|(raw, _)| raw)
+    /// What `tenant`'s options are read from (`Null`: nothing, the settings as they are);
+    /// equal values give equal options.
+    pub fn raw_for(&self, tenant: &str) -> serde_json::Value {
+        self.entry(tenant)
+            .map_or(serde_json::Value::Null, |(raw, _)| raw.clone())
     }
 
     /// Every tenant named (the wildcard too), with its options.
@@ -110,7 +112,13 @@ impl Overrides {
                 raw => serde_json::from_value(raw.clone()).map_err(|e| refuse(e.to_string()))?,
             };
             entry.unknown_keys(&tenant, &mut unknown);
-            tenants.insert(tenant, (raw, entry.into_options()));
+            // Only what graphgen reads: an edit elsewhere (Tempo's ingestion limits) or an
+            // empty entry changes no tenant's engine.
+            let read = raw
+                .get("metrics_generator")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            tenants.insert(tenant, (read, entry.into_options()));
         }
         unknown.extend(file.other.keys().map(|k| format!("top-level `{k}`")));
         Ok((Self { tenants }, unknown))
@@ -455,15 +463,30 @@ overrides:
     }
 
     #[test]
-    fn only_a_changed_entry_counts_as_a_change() {
+    fn only_a_change_graphgen_reads_counts_as_a_change() {
         let (before, _) = Overrides::parse(FILE).unwrap();
-        let (after, _) =
-            Overrides::parse(&FILE.replace("dimensions: [region]", "dimensions: [zone]")).unwrap();
-        assert!(!before.same_for(&after, "team-a"));
-        assert!(
-            before.same_for(&after, "someone"),
+        let changed = |from: &str, to: &str| Overrides::parse(&FILE.replace(from, to)).unwrap().0;
+        let zone = changed("dimensions: [region]", "dimensions: [zone]");
+        assert_ne!(before.raw_for("team-a"), zone.raw_for("team-a"));
+        assert_eq!(
+            before.raw_for("someone"),
+            zone.raw_for("someone"),
             "the wildcard did not change"
         );
-        assert!(before.same_for(&before, "team-a"));
+        let ingestion = changed("rate_limit_bytes: 1000", "rate_limit_bytes: 2000");
+        assert_eq!(
+            before.raw_for("team-a"),
+            ingestion.raw_for("team-a"),
+            "not a key graphgen reads"
+        );
+        assert_eq!(
+            before.raw_for("quiet"),
+            serde_json::Value::Null,
+            "an empty entry"
+        );
+        assert_eq!(
+            Overrides::default().raw_for("quiet"),
+            serde_json::Value::Null
+        );
     }
 }

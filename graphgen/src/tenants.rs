@@ -8,7 +8,7 @@
 //! whose edges have all completed or expired is forgotten at the next expiry.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::clock::Clock;
@@ -98,6 +98,43 @@ pub struct Tenant {
     pub id: TenantId,
     engine: Mutex<Engine>,
     spans_received: AtomicU64,
+    /// Requests holding it ([`TenantRef`]): a tenant is never forgotten under one.
+    held: AtomicUsize,
+    /// The overrides its engine was built from (`metrics_generator` of its entry), to tell
+    /// whether a new file changes it.
+    built_from: Mutex<serde_json::Value>,
+}
+
+/// A request's hold on its tenant, from before its body is read until it is answered: while
+/// one is held, [`Tenants::expire`] does not forget the tenant (its spans would land in an
+/// engine nobody reads).
+pub struct TenantRef(Arc<Tenant>);
+
+impl TenantRef {
+    fn new(tenant: Arc<Tenant>) -> Self {
+        tenant.held.fetch_add(1, Ordering::SeqCst);
+        Self(tenant)
+    }
+}
+
+impl Clone for TenantRef {
+    fn clone(&self) -> Self {
+        Self::new(self.0.clone())
+    }
+}
+
+impl Drop for TenantRef {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl std::ops::Deref for TenantRef {
+    type Target = Tenant;
+
+    fn deref(&self) -> &Tenant {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Tenant {
@@ -108,11 +145,22 @@ impl std::fmt::Debug for Tenant {
 
 impl Tenant {
     pub fn new(id: TenantId, engine: Engine) -> Self {
+        Self::built_from(id, engine, serde_json::Value::Null)
+    }
+
+    fn built_from(id: TenantId, engine: Engine, overrides: serde_json::Value) -> Self {
         Self {
             id,
             engine: Mutex::new(engine),
             spans_received: AtomicU64::new(0),
+            held: AtomicUsize::new(0),
+            built_from: Mutex::new(overrides),
         }
+    }
+
+    /// Nothing to keep: no series, no edge waiting, no request holding it.
+    fn is_idle(&self) -> bool {
+        self.held.load(Ordering::SeqCst) == 0 && self.engine().is_idle()
     }
 
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
@@ -212,10 +260,11 @@ impl Tenants {
             refused: AtomicU64::new(0),
         };
         let default = tenants.settings.default_tenant.clone();
-        let engine = tenants.build(&default)?;
-        tenants
-            .write()
-            .insert(default.clone(), Arc::new(Tenant::new(default, engine)));
+        let (engine, overrides) = tenants.build(&default)?;
+        tenants.write().insert(
+            default.clone(),
+            Arc::new(Tenant::built_from(default, engine, overrides)),
+        );
         Ok(tenants)
     }
 
@@ -247,9 +296,13 @@ impl Tenants {
         self.by_id.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn build(&self, id: &TenantId) -> Result<Engine, BuildError> {
+    /// A tenant's engine, and the overrides it was built from.
+    fn build(&self, id: &TenantId) -> Result<(Engine, serde_json::Value), BuildError> {
         let overrides = self.overrides();
-        self.factory.engine_for(overrides.options_for(id.as_str()))
+        let engine = self
+            .factory
+            .engine_for(overrides.options_for(id.as_str()))?;
+        Ok((engine, overrides.raw_for(id.as_str())))
     }
 
     pub fn settings(&self) -> &TenantSettings {
@@ -263,11 +316,12 @@ impl Tenants {
             .expect("the default tenant is never forgotten")
     }
 
-    /// The tenant a request's header names (`None`: no header), its engine made if new.
-    pub fn resolve(&self, header: Option<&[u8]>) -> Result<Arc<Tenant>, TenantRefused> {
+    /// The tenant a request's header names (`None`: no header), its engine made if new; held
+    /// until the request is done with it.
+    pub fn resolve(&self, header: Option<&[u8]>) -> Result<TenantRef, TenantRefused> {
         let id = match header {
             None if self.settings.require_tenant => return Err(TenantRefused::Missing),
-            None => return Ok(self.default_tenant()),
+            None => return Ok(TenantRef::new(self.default_tenant())),
             Some(raw) => {
                 let text = std::str::from_utf8(raw)
                     .map_err(|_| TenantRefused::Invalid(InvalidTenantId::Character('\u{fffd}')))?;
@@ -277,14 +331,15 @@ impl Tenants {
         self.get_or_create(&id)
     }
 
-    /// A tenant by id, its engine made if new (and within `--max-tenants`).
-    pub fn get_or_create(&self, id: &TenantId) -> Result<Arc<Tenant>, TenantRefused> {
+    /// A tenant by id, its engine made if new (and within `--max-tenants`), held.
+    pub fn get_or_create(&self, id: &TenantId) -> Result<TenantRef, TenantRefused> {
+        // Held before the lock is let go, so that expiry never forgets it in between.
         if let Some(tenant) = self.read().get(id) {
-            return Ok(tenant.clone());
+            return Ok(TenantRef::new(tenant.clone()));
         }
         let mut by_id = self.write();
         if let Some(tenant) = by_id.get(id) {
-            return Ok(tenant.clone());
+            return Ok(TenantRef::new(tenant.clone()));
         }
         if by_id.len() >= self.settings.max_tenants {
             self.refused.fetch_add(1, Ordering::Relaxed);
@@ -293,24 +348,31 @@ impl Tenants {
             });
         }
         // The overrides were checked when loaded; a tenant's engine builds as the base did.
-        let engine = match self.build(id) {
-            Ok(engine) => engine,
+        let (engine, overrides) = match self.build(id) {
+            Ok(built) => built,
             Err(e) => {
                 tracing::error!(tenant = %id, error = %e, "cannot build the tenant's engine; using the base settings");
-                self.factory
+                let engine = self
+                    .factory
                     .engine_for(None)
-                    .expect("the base settings were checked at start")
+                    .expect("the base settings were checked at start");
+                (engine, serde_json::Value::Null)
             }
         };
-        let tenant = Arc::new(Tenant::new(id.clone(), engine));
+        let tenant = Arc::new(Tenant::built_from(id.clone(), engine, overrides));
         by_id.insert(id.clone(), tenant.clone());
-        Ok(tenant)
+        Ok(TenantRef::new(tenant))
     }
 
     /// A tenant that has an engine, without making one.
     pub fn get(&self, id: &str) -> Option<Arc<Tenant>> {
-        let id = TenantId::parse(id).ok()?;
-        self.read().get(&id).cloned()
+        self.lookup(id).ok().flatten()
+    }
+
+    /// As [`Tenants::get`], telling an id that cannot be a tenant's from one without an engine.
+    pub fn lookup(&self, id: &str) -> Result<Option<Arc<Tenant>>, InvalidTenantId> {
+        let id = TenantId::parse(id)?;
+        Ok(self.read().get(&id).cloned())
     }
 
     /// Every tenant with an engine, in id order.
@@ -345,20 +407,22 @@ impl Tenants {
                     source,
                 })?;
         }
-        let old = std::mem::replace(
-            &mut *self.overrides.write().unwrap_or_else(|e| e.into_inner()),
-            Arc::new(new),
-        );
+        *self.overrides.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         let new = self.overrides();
         let mut rebuilt = Vec::new();
         for tenant in self.all() {
             let id = tenant.id.as_str();
-            if old.same_for(&new, id) {
+            // Against what its engine was built from: a tenant made since the swap has the new
+            // overrides already, and keys graphgen does not read change nothing.
+            let mut built_from = tenant.built_from.lock().unwrap_or_else(|e| e.into_inner());
+            let wanted = new.raw_for(id);
+            if *built_from == wanted {
                 continue;
             }
             match self.build(&tenant.id) {
-                Ok(engine) => {
+                Ok((engine, _)) => {
                     *tenant.engine() = engine;
+                    *built_from = wanted;
                     rebuilt.push(tenant.id.clone());
                 }
                 Err(e) => tracing::error!(tenant = id, error = %e, "overrides not applied"),
@@ -372,9 +436,8 @@ impl Tenants {
     pub fn expire(&self) {
         let mut idle = Vec::new();
         for tenant in self.all() {
-            let mut engine = tenant.engine();
-            engine.expire();
-            if tenant.id != self.settings.default_tenant && engine.is_idle() {
+            tenant.engine().expire();
+            if tenant.id != self.settings.default_tenant && tenant.is_idle() {
                 idle.push(tenant.id.clone());
             }
         }
@@ -383,8 +446,8 @@ impl Tenants {
         }
         let mut by_id = self.write();
         for id in idle {
-            // Still idle under the write lock: nothing arrived in between.
-            if by_id.get(&id).is_some_and(|t| t.engine().is_idle()) {
+            // Still idle under the write lock, where no request can take hold of it.
+            if by_id.get(&id).is_some_and(|t| t.is_idle()) {
                 by_id.remove(&id);
             }
         }
@@ -427,6 +490,7 @@ mod tests {
         assert_eq!(tenants.resolve(None).unwrap().id.as_str(), SINGLE_TENANT);
         let a = tenants.resolve(Some(b"team-a")).unwrap();
         a.engine().push(&crate::workload::client_server_request(1));
+        drop(a);
         assert!(matches!(
             tenants.resolve(Some(b"team-b")),
             Err(TenantRefused::TooMany { max: 2 })
@@ -445,6 +509,25 @@ mod tests {
         assert!(tenants.get("team-a").is_none());
         assert!(tenants.get(SINGLE_TENANT).is_some());
         assert!(tenants.resolve(Some(b"team-b")).is_ok());
+    }
+
+    /// A request holds its tenant from before its body is read: expiry in between must not
+    /// forget it, or its spans would go to an engine nobody reads.
+    #[test]
+    fn a_tenant_a_request_holds_is_not_forgotten() {
+        let clock = ManualClock::new(1_000_000_000_000);
+        let tenants = tenants(10, &clock);
+        let held = tenants.resolve(Some(b"team-a")).unwrap();
+        let copy = held.clone();
+        drop(held);
+        tenants.expire();
+        assert!(
+            tenants.get("team-a").is_some(),
+            "idle, but a request holds it"
+        );
+        drop(copy);
+        tenants.expire();
+        assert!(tenants.get("team-a").is_none(), "idle and free: forgotten");
     }
 
     #[test]

@@ -551,14 +551,26 @@ impl DiskLog {
             if h.crc != record_crc(id, &h, &payload) {
                 break;
             }
+            let state = states.get(&index).copied();
             let (tenant, request_start) = match enveloped {
-                true => match super::envelope::unwrap(&payload) {
-                    Some(found) => found,
-                    None => break,
-                },
+                true => {
+                    match super::envelope::unwrap(&payload) {
+                        Some(found) => found,
+                        // Intact (its checksum holds) but not a tenant this graphgen accepts: that
+                        // record alone cannot be sent; the ones after it are still read.
+                        None => {
+                            if state != Some(AckState::Done) {
+                                tracing::error!(segment = name, index, "a queued record names no valid tenant; it is skipped and counted");
+                                recovery.unreadable_bytes += u64::from(h.len);
+                            }
+                            offset = end;
+                            index += 1;
+                            continue;
+                        }
+                    }
+                }
                 false => (None, 0),
             };
-            let state = states.get(&index).copied();
             if state != Some(AckState::Done) {
                 outstanding += 1;
                 recovery.pending.push(Pending {
@@ -1224,6 +1236,26 @@ mod tests {
         let (log, recovery) = open(&dir, 1 << 20, Fsync::Always);
         assert_eq!(payloads(&recovery, &log), vec![vec![9; 100]]);
         assert!(recovery.unreadable_bytes > 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A record whose checksum holds but whose tenant this graphgen does not accept is skipped
+    /// and counted; the records after it are delivered, not cut off as a torn tail.
+    #[test]
+    fn a_record_with_an_unreadable_tenant_is_skipped_not_the_rest() {
+        let dir = temp_dir("bad-envelope");
+        let (mut log, _) = open(&dir, 1 << 20, Fsync::Never);
+        append(&mut log, &[1; 10], 1);
+        let bad = Bytes::from(vec![3, b'a', b'/', b'b', 9, 9]);
+        log.append_group(&[(bad.clone(), 1)])
+            .pop()
+            .unwrap()
+            .unwrap();
+        append(&mut log, &[2; 10], 1);
+        drop(log);
+        let (log, recovery) = open(&dir, 1 << 20, Fsync::Never);
+        assert_eq!(payloads(&recovery, &log), vec![vec![1; 10], vec![2; 10]]);
+        assert_eq!(recovery.unreadable_bytes, bad.len() as u64);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

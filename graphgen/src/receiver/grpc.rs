@@ -18,7 +18,7 @@ use crate::codec::{ReceiveCodec, TRACE_EXPORT_PATH, TRACE_SERVICE_NAME};
 use crate::intake::{Body, Intake, Refused, RETRY_AFTER, TENANT_RETRY_AFTER};
 use crate::receiver::admission::Admission;
 use crate::selfmetrics::Protocol;
-use crate::tenants::{Tenant, TenantRefused, HEADER as TENANT_HEADER};
+use crate::tenants::{TenantRef, TenantRefused, HEADER as TENANT_HEADER};
 
 /// The answer to a refused request.
 fn status_of(refused: Refused) -> Status {
@@ -71,9 +71,9 @@ pub trait Export: Clone + Send + Sync + 'static {
 }
 
 impl Export for Arc<Intake> {
-    type Tenant = Arc<Tenant>;
+    type Tenant = TenantRef;
 
-    fn tenant(&self, header: Option<&[u8]>) -> Result<Arc<Tenant>, Status> {
+    fn tenant(&self, header: Option<&[u8]>) -> Result<TenantRef, Status> {
         self.as_ref()
             .tenant(Protocol::grpc, header)
             .map_err(status_of)
@@ -94,7 +94,7 @@ impl Export for Arc<Intake> {
 
     async fn export(
         &self,
-        tenant: Arc<Tenant>,
+        tenant: TenantRef,
         request: Bytes,
     ) -> Result<ExportTraceServiceResponse, Status> {
         self.accept(Protocol::grpc, &tenant, Body::Protobuf(request))

@@ -10,8 +10,9 @@ use super::model::ServiceMap;
 use super::page;
 use super::part::MapPart;
 use super::query::{parse_window, MapQuery};
-use super::state::{MapState, UnknownTenant};
+use super::state::MapState;
 use crate::selfmetrics::{PeerLabels, PeerOutcome};
+use crate::tenants::InvalidTenantId;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -51,15 +52,15 @@ async fn own_part(
     state: &Arc<MapState>,
     tenant: Option<String>,
     window: Duration,
-) -> Result<Result<MapPart, UnknownTenant>, String> {
+) -> Result<Result<MapPart, InvalidTenantId>, String> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || state.part(tenant.as_deref(), window))
         .await
         .map_err(|e| e.to_string())
 }
 
-fn unknown_tenant(e: UnknownTenant) -> Response {
-    (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+fn invalid_tenant(e: InvalidTenantId) -> Response {
+    bad_request(format!("tenant: {e}"))
 }
 
 /// Parses the window, gathers this replica's part and, with `--peers`, every peer's, merges
@@ -79,7 +80,7 @@ async fn with_map(
     };
     let own = match own_part(&state, q.tenant.clone(), window).await {
         Ok(Ok(part)) => part,
-        Ok(Err(e)) => return unknown_tenant(e),
+        Ok(Err(e)) => return invalid_tenant(e),
         Err(e) => return internal(e),
     };
     let (peers, replicas) = match &state.fleet {
@@ -140,7 +141,7 @@ async fn graph_page(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery
             page::render(
                 map,
                 replicas,
-                state.exported,
+                state.exported(q.tenant.as_deref()),
                 text,
                 q,
                 state.grafana_url.as_deref(),
@@ -164,7 +165,7 @@ async fn part_json(State(state): State<Arc<MapState>>, Query(q): Query<MapQuery>
             Ok(body) => ok("application/json", body),
             Err(e) => internal(e.to_string()),
         },
-        Ok(Err(e)) => unknown_tenant(e),
+        Ok(Err(e)) => invalid_tenant(e),
         Err(e) => internal(e),
     }
 }

@@ -11,7 +11,7 @@ use super::page::LayoutCache;
 use super::part::MapPart;
 use crate::processors::GraphMetrics;
 use crate::selfmetrics::SelfMetrics;
-use crate::tenants::{Tenant, TenantId, Tenants};
+use crate::tenants::{InvalidTenantId, Tenant, TenantId, Tenants};
 
 /// How long a reading of the engine serves pages and the API.
 const CURRENT_FOR: Duration = Duration::from_secs(1);
@@ -36,11 +36,6 @@ impl TenantMap {
     }
 }
 
-/// The map asked for a tenant that has no engine.
-#[derive(Debug, thiserror::Error)]
-#[error("no such tenant: it has sent nothing, or went idle and was forgotten")]
-pub struct UnknownTenant;
-
 pub struct MapState {
     tenants: Arc<Tenants>,
     /// Every tenant's map, made at its first snapshot or query (as many as tenants).
@@ -53,9 +48,6 @@ pub struct MapState {
     /// Base URL of Grafana, for links to traces in Explore.
     pub grafana_url: Option<String>,
     pub layouts: LayoutCache,
-    /// The service-graph series Prometheus gets (`processors`), for the page to say what
-    /// Grafana will lack.
-    pub exported: GraphMetrics,
     /// The other replicas (`--peers`), whose parts the map adds to this one's.
     pub fleet: Option<Fleet>,
     pub metrics: Arc<SelfMetrics>,
@@ -70,7 +62,6 @@ impl MapState {
         fleet: Option<Fleet>,
         metrics: Arc<SelfMetrics>,
     ) -> Self {
-        let exported = tenants.default_tenant().engine().graph().config().metrics;
         Self {
             tenants,
             maps: Mutex::default(),
@@ -79,17 +70,20 @@ impl MapState {
             boot: fastrand::u64(..),
             grafana_url,
             layouts: LayoutCache::default(),
-            exported,
             fleet,
             metrics,
         }
     }
 
-    /// A tenant's map (`None`: the default tenant's), made if its tenant has an engine.
-    fn map_of(&self, tenant: Option<&str>) -> Result<Arc<TenantMap>, UnknownTenant> {
+    /// A tenant's map (`None`: the default tenant's), made if its tenant has an engine; `None`
+    /// for a tenant without one here (it has sent nothing to this replica, or went idle).
+    fn map_of(&self, tenant: Option<&str>) -> Result<Option<Arc<TenantMap>>, InvalidTenantId> {
         let tenant = match tenant {
             None => self.tenants.default_tenant(),
-            Some(id) => self.tenants.get(id).ok_or(UnknownTenant)?,
+            Some(id) => match self.tenants.lookup(id)? {
+                Some(tenant) => tenant,
+                None => return Ok(None),
+            },
         };
         let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
         let map = maps
@@ -99,7 +93,17 @@ impl MapState {
         if !Arc::ptr_eq(&map.tenant, &tenant) {
             *map = Arc::new(TenantMap::new(tenant, self.max_series));
         }
-        Ok(map.clone())
+        Ok(Some(map.clone()))
+    }
+
+    /// The service-graph series a tenant's Prometheus gets (`processors`, its overrides'), for
+    /// the page to say what Grafana will lack.
+    pub fn exported(&self, tenant: Option<&str>) -> GraphMetrics {
+        let tenant = tenant
+            .and_then(|id| self.tenants.get(id))
+            .unwrap_or_else(|| self.tenants.default_tenant());
+        let metrics = tenant.engine().graph().config().metrics;
+        metrics
     }
 
     /// Takes a snapshot of every tenant's edges and keeps it; forgotten tenants' maps go.
@@ -111,7 +115,7 @@ impl MapState {
             .retain(|id, _| tenants.iter().any(|t| &t.id == id));
         let (mut snapshots, mut series, mut omitted) = (0, 0, 0);
         for tenant in &tenants {
-            let Ok(map) = self.map_of(Some(tenant.id.as_str())) else {
+            let Ok(Some(map)) = self.map_of(Some(tenant.id.as_str())) else {
                 continue;
             };
             let mut history = map.history.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,8 +137,29 @@ impl MapState {
 
     /// This replica's increases over `window`, ending now. The locks are held only to read;
     /// the increases are computed from shared snapshots afterwards.
-    pub fn part(&self, tenant: Option<&str>, window: Duration) -> Result<MapPart, UnknownTenant> {
-        let map = self.map_of(tenant)?;
+    /// A tenant without an engine here has an empty part: with `--peers`, its edges may be on
+    /// other replicas.
+    pub fn part(&self, tenant: Option<&str>, window: Duration) -> Result<MapPart, InvalidTenantId> {
+        let Some(map) = self.map_of(tenant)? else {
+            let engine = self.tenants.default_tenant();
+            let engine = engine.engine();
+            let now = engine.now_nanos();
+            let empty = Snapshot {
+                at_nanos: now,
+                edges: Default::default(),
+                omitted: 0,
+            };
+            let bounds = engine.graph().config().histogram_buckets.clone();
+            return Ok(MapPart::of(
+                &self.instance,
+                self.boot,
+                &[],
+                now,
+                &empty,
+                window,
+                &bounds,
+            ));
+        };
         let (snapshots, started_at, current, bounds) = {
             let mut history = map.history.lock().unwrap_or_else(|e| e.into_inner());
             let mut cached = map.current.lock().unwrap_or_else(|e| e.into_inner());
