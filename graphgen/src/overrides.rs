@@ -9,6 +9,8 @@
 //!       max_active_series: 1000
 //!       ingestion_time_range_slack: 30s
 //!       span_name_sanitization: enabled
+//!       generate_native_histograms: both
+//!       remote_write_headers: {Authorization: "Bearer …"}
 //!       processor:
 //!         service_graphs:
 //!           dimensions: [http.method]
@@ -38,8 +40,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{
-    GraphOptions, HostInfoOptions, HumanDuration, Options, RegistryOptions, SpanMetricsOptions,
-    Switch,
+    GraphOptions, HostInfoOptions, HumanDuration, MetricsOptions, Options, RegistryOptions,
+    SpanMetricsOptions, Switch,
 };
 use crate::filter::FilterPolicy;
 use crate::selfmetrics::SelfMetrics;
@@ -53,16 +55,40 @@ pub const WILDCARD: &str = "*";
 /// entry they were read from (`metrics_generator`), to tell which tenants a new file changes.
 #[derive(Debug, Default)]
 pub struct Overrides {
-    tenants: BTreeMap<String, (serde_json::Value, Options)>,
+    tenants: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Its `metrics_generator`, as read.
+    raw: serde_json::Value,
+    options: Options,
+    push: TenantPush,
+}
+
+/// A tenant's overrides that are not options of graphgen's: they shape only its pushes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantPush {
+    /// Tempo's `remote_write_headers`, laid over `--remote-write-headers` by name.
+    pub remote_write_headers: Vec<(String, String)>,
+    /// Tempo's `disable_collection`: nothing is pushed for the tenant.
+    pub disable_collection: bool,
 }
 
 impl Overrides {
     /// A tenant's options, its own or the wildcard's; `None` when neither exists.
     pub fn options_for(&self, tenant: &str) -> Option<&Options> {
-        self.entry(tenant).map(|(_, o)| o)
+        self.entry(tenant).map(|e| &e.options)
     }
 
-    fn entry(&self, tenant: &str) -> Option<&(serde_json::Value, Options)> {
+    /// A tenant's push overrides, its own or the wildcard's.
+    pub fn push_for(&self, tenant: &str) -> TenantPush {
+        self.entry(tenant)
+            .map(|e| e.push.clone())
+            .unwrap_or_default()
+    }
+
+    fn entry(&self, tenant: &str) -> Option<&Entry> {
         self.tenants
             .get(tenant)
             .or_else(|| self.tenants.get(WILDCARD))
@@ -72,12 +98,12 @@ impl Overrides {
     /// equal values give equal options.
     pub fn raw_for(&self, tenant: &str) -> serde_json::Value {
         self.entry(tenant)
-            .map_or(serde_json::Value::Null, |(raw, _)| raw.clone())
+            .map_or(serde_json::Value::Null, |e| e.raw.clone())
     }
 
     /// Every tenant named (the wildcard too), with its options.
     pub fn tenants(&self) -> impl Iterator<Item = (&str, &Options)> {
-        self.tenants.iter().map(|(t, (_, o))| (t.as_str(), o))
+        self.tenants.iter().map(|(t, e)| (t.as_str(), &e.options))
     }
 
     /// Parses a file's text. Unknown keys are returned, to be logged.
@@ -118,7 +144,15 @@ impl Overrides {
                 .get("metrics_generator")
                 .cloned()
                 .unwrap_or(serde_json::Value::Null);
-            tenants.insert(tenant, (read, entry.into_options()));
+            let push = entry.push().map_err(refuse)?;
+            tenants.insert(
+                tenant,
+                Entry {
+                    raw: read,
+                    options: entry.into_options(),
+                    push,
+                },
+            );
         }
         unknown.extend(file.other.keys().map(|k| format!("top-level `{k}`")));
         Ok((Self { tenants }, unknown))
@@ -169,6 +203,13 @@ struct Generator {
     processors: Option<Vec<String>>,
     max_active_series: Option<usize>,
     max_cardinality_per_label: Option<usize>,
+    generate_native_histograms: Option<crate::native_histogram::HistogramMode>,
+    native_histogram_bucket_factor: Option<f64>,
+    native_histogram_max_bucket_number: Option<u32>,
+    native_histogram_min_reset_duration: Option<HumanDuration>,
+    trace_id_label_name: Option<String>,
+    remote_write_headers: Option<BTreeMap<String, String>>,
+    disable_collection: Option<bool>,
     ingestion_time_range_slack: Option<HumanDuration>,
     span_name_sanitization: Option<crate::span_names::Sanitization>,
     #[serde(default)]
@@ -244,6 +285,29 @@ impl TenantEntry {
         }
     }
 
+    /// The entry's keys that shape only its pushes; a header that is not one is refused.
+    fn push(&self) -> Result<TenantPush, String> {
+        let g = self.metrics_generator.as_ref();
+        let headers: Vec<(String, String)> = g
+            .and_then(|g| g.remote_write_headers.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for (name, value) in &headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(value).is_err()
+            {
+                return Err(format!(
+                    "remote_write_headers: {name:?}: {value:?} is not a valid HTTP header"
+                ));
+            }
+        }
+        Ok(TenantPush {
+            remote_write_headers: headers,
+            disable_collection: g.and_then(|g| g.disable_collection).unwrap_or(false),
+        })
+    }
+
     /// Tempo's keys as graphgen's options; whatever the entry leaves out stays as the
     /// settings have it.
     fn into_options(self) -> Options {
@@ -252,6 +316,14 @@ impl TenantEntry {
         let sm = g.processor.span_metrics.unwrap_or_default();
         let hi = g.processor.host_info.unwrap_or_default();
         Options {
+            metrics: MetricsOptions {
+                histograms: g.generate_native_histograms,
+                native_histogram_bucket_factor: g.native_histogram_bucket_factor,
+                native_histogram_max_bucket_number: g.native_histogram_max_bucket_number,
+                native_histogram_min_reset_duration: g.native_histogram_min_reset_duration,
+                trace_id_label_name: g.trace_id_label_name,
+                ..MetricsOptions::default()
+            },
             graph: GraphOptions {
                 processors: g.processors,
                 dimensions: sg.dimensions,
@@ -390,6 +462,11 @@ overrides:
       processors: [service-graphs]
       max_active_series: 10
       span_name_sanitization: ""
+      generate_native_histograms: both
+      native_histogram_bucket_factor: 1.5
+      trace_id_label_name: trace_id
+      remote_write_headers: {X-Team: a}
+      disable_collection: true
       ring_size: 3
       processor:
         service_graphs:
@@ -426,6 +503,20 @@ overrides:
                 .map(|m| m[0].source_labels.len()),
             Some(2)
         );
+        assert_eq!(
+            a.metrics.histograms,
+            Some(crate::native_histogram::HistogramMode::Both)
+        );
+        assert_eq!(a.metrics.native_histogram_bucket_factor, Some(1.5));
+        assert_eq!(a.metrics.trace_id_label_name.as_deref(), Some("trace_id"));
+        assert_eq!(
+            overrides.push_for("team-a"),
+            TenantPush {
+                remote_write_headers: vec![("X-Team".into(), "a".into())],
+                disable_collection: true,
+            }
+        );
+        assert_eq!(overrides.push_for("someone"), TenantPush::default());
         // A tenant without an entry gets the wildcard's; an empty entry is an entry.
         let other = overrides.options_for("someone").unwrap();
         assert_eq!(other.graph.processors, Some(vec!["span-metrics".into()]));
@@ -455,6 +546,10 @@ overrides:
             (
                 "overrides:\n  t:\n    metrics_generator_processors: [service-graphs]\n",
                 "legacy",
+            ),
+            (
+                "overrides:\n  t:\n    metrics_generator:\n      remote_write_headers: {\"a b\": x}\n",
+                "not a valid HTTP header",
             ),
         ] {
             let err = Overrides::parse(text).unwrap_err().to_string();

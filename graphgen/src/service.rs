@@ -223,7 +223,6 @@ fn metrics_pusher(
         metrics.clone(),
         Identity::new(settings.instance_id.clone()),
         settings.metrics_max_request_bytes,
-        settings.histograms,
     )?))
 }
 
@@ -241,7 +240,6 @@ fn remote_writer(
         target: Target::new(&rw.external_labels, &settings.instance_id)
             .with_trace_id_label(&rw.trace_id_label_name),
         inject_tenant_id_as: settings.inject_tenant_id_as.clone(),
-        histograms: settings.histograms,
         max_request_bytes: settings.metrics_max_request_bytes,
         backoff: Backoff::new(settings.retry_initial_backoff),
         retry_budget: settings

@@ -103,6 +103,22 @@ pub struct Tenant {
     /// The overrides its engine was built from (`metrics_generator` of its entry), to tell
     /// whether a new file changes it.
     built_from: Mutex<serde_json::Value>,
+    push: Mutex<PushSettings>,
+}
+
+/// How a tenant's series are pushed: from its settings (the options with its overrides) and
+/// the overrides that are not options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PushSettings {
+    /// Tempo's `generate_native_histograms`.
+    pub histograms: crate::native_histogram::HistogramMode,
+    /// The remote-written exemplar's trace-id label (Tempo's `trace_id_label_name`).
+    pub trace_id_label: Option<String>,
+    /// Added to (or replacing by name) `--remote-write-headers` (Tempo's
+    /// `remote_write_headers`).
+    pub remote_write_headers: Vec<(String, String)>,
+    /// Nothing pushed for this tenant (Tempo's `disable_collection`).
+    pub disable_collection: bool,
 }
 
 /// A request's hold on its tenant, from before its body is read until it is answered: while
@@ -145,17 +161,30 @@ impl std::fmt::Debug for Tenant {
 
 impl Tenant {
     pub fn new(id: TenantId, engine: Engine) -> Self {
-        Self::built_from(id, engine, serde_json::Value::Null)
+        Self::built(
+            id,
+            Built {
+                engine,
+                push: PushSettings::default(),
+                from: serde_json::Value::Null,
+            },
+        )
     }
 
-    fn built_from(id: TenantId, engine: Engine, overrides: serde_json::Value) -> Self {
+    fn built(id: TenantId, built: Built) -> Self {
         Self {
             id,
-            engine: Mutex::new(engine),
+            engine: Mutex::new(built.engine),
             spans_received: AtomicU64::new(0),
             held: AtomicUsize::new(0),
-            built_from: Mutex::new(overrides),
+            built_from: Mutex::new(built.from),
+            push: Mutex::new(built.push),
         }
+    }
+
+    /// How its series are pushed.
+    pub fn push_settings(&self) -> PushSettings {
+        self.push.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Nothing to keep: no series, no edge waiting, no request holding it.
@@ -176,6 +205,13 @@ impl Tenant {
     pub fn spans_received(&self) -> u64 {
         self.spans_received.load(Ordering::Relaxed)
     }
+}
+
+/// A tenant's engine as built, with how its series are pushed and the overrides it came from.
+struct Built {
+    engine: Engine,
+    push: PushSettings,
+    from: serde_json::Value,
 }
 
 /// How tenants are told apart and bounded.
@@ -226,12 +262,12 @@ impl EngineFactory {
         overrides.clone().or(self.base.clone()).into_settings()
     }
 
-    fn engine_for(&self, overrides: Option<&Options>) -> Result<Engine, BuildError> {
+    fn engine_for(&self, overrides: Option<&Options>) -> Result<(Engine, Settings), BuildError> {
         let settings = match overrides {
             Some(o) => self.settings_with(o)?,
             None => self.base.clone().into_settings()?,
         };
-        self.engine_of(&settings)
+        Ok((self.engine_of(&settings)?, settings))
     }
 }
 
@@ -260,11 +296,10 @@ impl Tenants {
             refused: AtomicU64::new(0),
         };
         let default = tenants.settings.default_tenant.clone();
-        let (engine, overrides) = tenants.build(&default)?;
-        tenants.write().insert(
-            default.clone(),
-            Arc::new(Tenant::built_from(default, engine, overrides)),
-        );
+        let built = tenants.build(&default)?;
+        tenants
+            .write()
+            .insert(default.clone(), Arc::new(Tenant::built(default, built)));
         Ok(tenants)
     }
 
@@ -296,13 +331,23 @@ impl Tenants {
         self.by_id.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A tenant's engine, and the overrides it was built from.
-    fn build(&self, id: &TenantId) -> Result<(Engine, serde_json::Value), BuildError> {
+    /// A tenant's engine, how its series are pushed, and the overrides it was built from.
+    fn build(&self, id: &TenantId) -> Result<Built, BuildError> {
         let overrides = self.overrides();
-        let engine = self
+        let (engine, settings) = self
             .factory
             .engine_for(overrides.options_for(id.as_str()))?;
-        Ok((engine, overrides.raw_for(id.as_str())))
+        let extra = overrides.push_for(id.as_str());
+        Ok(Built {
+            engine,
+            push: PushSettings {
+                histograms: settings.histograms,
+                trace_id_label: settings.remote_write.map(|rw| rw.trace_id_label_name),
+                remote_write_headers: extra.remote_write_headers,
+                disable_collection: extra.disable_collection,
+            },
+            from: overrides.raw_for(id.as_str()),
+        })
     }
 
     pub fn settings(&self) -> &TenantSettings {
@@ -348,18 +393,26 @@ impl Tenants {
             });
         }
         // The overrides were checked when loaded; a tenant's engine builds as the base did.
-        let (engine, overrides) = match self.build(id) {
+        let built = match self.build(id) {
             Ok(built) => built,
             Err(e) => {
                 tracing::error!(tenant = %id, error = %e, "cannot build the tenant's engine; using the base settings");
-                let engine = self
+                let (engine, settings) = self
                     .factory
                     .engine_for(None)
                     .expect("the base settings were checked at start");
-                (engine, serde_json::Value::Null)
+                Built {
+                    engine,
+                    push: PushSettings {
+                        histograms: settings.histograms,
+                        trace_id_label: settings.remote_write.map(|rw| rw.trace_id_label_name),
+                        ..PushSettings::default()
+                    },
+                    from: serde_json::Value::Null,
+                }
             }
         };
-        let tenant = Arc::new(Tenant::built_from(id.clone(), engine, overrides));
+        let tenant = Arc::new(Tenant::built(id.clone(), built));
         by_id.insert(id.clone(), tenant.clone());
         Ok(TenantRef::new(tenant))
     }
@@ -420,8 +473,9 @@ impl Tenants {
                 continue;
             }
             match self.build(&tenant.id) {
-                Ok((engine, _)) => {
-                    *tenant.engine() = engine;
+                Ok(built) => {
+                    *tenant.engine() = built.engine;
+                    *tenant.push.lock().unwrap_or_else(|e| e.into_inner()) = built.push;
                     *built_from = wanted;
                     rebuilt.push(tenant.id.clone());
                 }

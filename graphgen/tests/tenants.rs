@@ -217,16 +217,16 @@ async fn each_tenant_is_forwarded_with_its_header_and_counted_apart() {
 /// service-graph request counters.
 type Pushed = (Option<String>, Vec<(String, String, String)>);
 
+/// Every push's way (`otlp`, `remote_write`), its `X-Team` header (set by a tenant's
+/// `remote_write_headers`), and what it carried.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Option<String>, Pushed)>>>;
+
 /// A metrics endpoint for both pushes (OTLP and remote write) that records what each carried.
-async fn metrics_sink() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Pushed)>>>,
-) {
+async fn metrics_sink() -> (String, Seen) {
     use std::io::Read;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let org_id = |h: &axum::http::HeaderMap| {
-        h.get("x-scope-orgid")
-            .map(|v| v.to_str().unwrap().to_string())
+    let header = |h: &axum::http::HeaderMap, name: &str| {
+        h.get(name).map(|v| v.to_str().unwrap().to_string())
     };
     let otlp = {
         let seen = seen.clone();
@@ -264,9 +264,11 @@ async fn metrics_sink() -> (
                         }
                     }
                 }
-                seen.lock()
-                    .unwrap()
-                    .push(("otlp", (org_id(&headers), edges)));
+                seen.lock().unwrap().push((
+                    "otlp",
+                    header(&headers, "x-team"),
+                    (header(&headers, "x-scope-orgid"), edges),
+                ));
                 ""
             }
         }
@@ -298,9 +300,11 @@ async fn metrics_sink() -> (
                         (get("client"), get("server"), get("tenant"))
                     })
                     .collect();
-                seen.lock()
-                    .unwrap()
-                    .push(("remote_write", (org_id(&headers), edges)));
+                seen.lock().unwrap().push((
+                    "remote_write",
+                    header(&headers, "x-team"),
+                    (header(&headers, "x-scope-orgid"), edges),
+                ));
                 ""
             }
         }
@@ -335,7 +339,7 @@ async fn each_tenant_s_metrics_are_pushed_apart_with_its_header_and_label() {
             let seen = seen.lock().unwrap();
             ["otlp", "remote_write"].iter().all(|way| {
                 seen.iter()
-                    .filter(|(w, (_, edges))| w == way && !edges.is_empty())
+                    .filter(|(w, _, (_, edges))| w == way && !edges.is_empty())
                     .count()
                     >= 3
             })
@@ -344,7 +348,7 @@ async fn each_tenant_s_metrics_are_pushed_apart_with_its_header_and_label() {
     .await;
     let seen = seen.lock().unwrap().clone();
     let mut tenants_seen = std::collections::BTreeSet::new();
-    for (way, (header, edges)) in seen.iter().filter(|(_, (_, e))| !e.is_empty()) {
+    for (way, _, (header, edges)) in seen.iter().filter(|(_, _, (_, e))| !e.is_empty()) {
         let (prefix, tenant) = match header.as_deref() {
             Some("team-a") => ("a-", "team-a"),
             Some("team-b") => ("b-", "team-b"),
@@ -361,6 +365,68 @@ async fn each_tenant_s_metrics_are_pushed_apart_with_its_header_and_label() {
         tenants_seen.insert((*way, tenant));
     }
     assert_eq!(tenants_seen.len(), 6, "{tenants_seen:?}");
+}
+
+/// Tempo's per-tenant push overrides: a tenant's `remote_write_headers` go with its remote
+/// writes only, and `disable_collection` pushes nothing of it.
+#[tokio::test]
+async fn a_tenant_s_push_overrides_shape_only_its_pushes() {
+    let (base, seen) = metrics_sink().await;
+    let dir = std::env::temp_dir().join(format!("graphgen-push-overrides-{}", next_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("overrides.yaml");
+    std::fs::write(
+        &file,
+        "overrides:\n  team-a:\n    metrics_generator:\n      remote_write_headers: {X-Team: a}\n  team-b:\n    metrics_generator:\n      disable_collection: true\n",
+    )
+    .unwrap();
+    let g = Graphgen::start(&[
+        &format!("--metrics-endpoint={base}/v1/metrics"),
+        &format!("--remote-write-endpoint={base}/api/v1/write"),
+        "--remote-write-headers=X-Team=everyone",
+        "--flush-interval=200ms",
+        "--per-tenant-override-config",
+        file.to_str().unwrap(),
+    ]);
+    export(&g, Some("team-a"), call("a", vec![])).await.unwrap();
+    export(&g, Some("team-b"), call("b", vec![])).await.unwrap();
+    export(&g, None, call("plain", vec![])).await.unwrap();
+    let carried = |seen: &[(&str, Option<String>, Pushed)], way: &str, prefix: &str| {
+        seen.iter()
+            .filter(|(w, _, (_, edges))| {
+                *w == way && edges.iter().any(|(c, _, _)| c.starts_with(prefix))
+            })
+            .map(|(_, team, _)| team.clone())
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "team-a and the default pushed",
+        || async {
+            let seen = seen.lock().unwrap();
+            ["otlp", "remote_write"].iter().all(|way| {
+                !carried(&seen, way, "a-").is_empty() && !carried(&seen, way, "plain-").is_empty()
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = seen.lock().unwrap().clone();
+    let a = carried(&seen, "remote_write", "a-");
+    assert!(
+        a.iter().all(|t| t.as_deref() == Some("a")),
+        "team-a's header wins: {a:?}"
+    );
+    let plain = carried(&seen, "remote_write", "plain-");
+    assert!(
+        plain.iter().all(|t| t.as_deref() == Some("everyone")),
+        "{plain:?}"
+    );
+    assert!(
+        carried(&seen, "otlp", "b-").is_empty() && carried(&seen, "remote_write", "b-").is_empty(),
+        "team-b's collection is disabled"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

@@ -428,7 +428,6 @@ pub struct MetricsPusher {
     metrics: Arc<SelfMetrics>,
     identity: Identity,
     max_request_bytes: usize,
-    histograms: HistogramMode,
     /// Each tenant's series pushed so far.
     pushed: Arc<tokio::sync::Mutex<BTreeMap<TenantId, PushedSeries>>>,
 }
@@ -441,7 +440,6 @@ impl MetricsPusher {
         metrics: Arc<SelfMetrics>,
         identity: Identity,
         max_request_bytes: usize,
-        histograms: HistogramMode,
     ) -> Result<Self, reqwest::Error> {
         let client = http_client()?;
         Ok(Self {
@@ -452,7 +450,6 @@ impl MetricsPusher {
             metrics,
             identity,
             max_request_bytes,
-            histograms,
             pushed: Default::default(),
         })
     }
@@ -491,6 +488,10 @@ impl MetricsPusher {
 
     /// A tenant's series, in requests of their own with its `X-Scope-OrgID`.
     async fn push_tenant(&self, tenant: &Tenant, pushed: &mut PushedSeries) -> bool {
+        let settings = tenant.push_settings();
+        if settings.disable_collection {
+            return true;
+        }
         // The lock is held only to list the series; labels are shared, not copied.
         let (mut families, now) = {
             let engine = tenant.engine();
@@ -504,7 +505,7 @@ impl MetricsPusher {
         let mut all_ok = true;
         let parts = to_parts(
             &families,
-            self.histograms,
+            settings.histograms,
             now,
             &self.identity,
             pushed,

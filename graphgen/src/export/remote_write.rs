@@ -442,11 +442,16 @@ pub struct RemoteWriteConfig {
     pub target: Target,
     /// `--inject-tenant-id-as`.
     pub inject_tenant_id_as: Option<String>,
-    pub histograms: HistogramMode,
     pub max_request_bytes: usize,
     pub backoff: Backoff,
     /// How long one request is retried during a regular push.
     pub retry_budget: Duration,
+}
+
+/// The headers of one tenant's requests besides the configured ones.
+struct Headers<'a> {
+    org_id: Option<&'a str>,
+    tenant: &'a [(String, String)],
 }
 
 /// Writes the engine's series to the endpoint every flush, and once more at shutdown.
@@ -507,6 +512,10 @@ impl RemoteWriter {
         pushed: &mut PushedSeries,
         budget: Budget,
     ) -> bool {
+        let settings = tenant.push_settings();
+        if settings.disable_collection {
+            return true;
+        }
         let (mut families, now) = {
             let engine = tenant.engine();
             (engine.families(), engine.now_nanos())
@@ -518,16 +527,24 @@ impl RemoteWriter {
         let c = &self.config;
         let mut outcome_of_push = pushed.begin();
         let mut all_sent = true;
+        let target = match &settings.trace_id_label {
+            Some(label) => c.target.clone().with_trace_id_label(label),
+            None => c.target.clone(),
+        };
         let parts = to_parts(
             &families,
-            c.histograms,
+            settings.histograms,
             now,
-            &c.target,
+            &target,
             pushed,
             c.max_request_bytes,
         );
+        let headers = Headers {
+            org_id,
+            tenant: &settings.remote_write_headers,
+        };
         for part in parts {
-            let delivery = self.deliver(&part.request, org_id, budget).await;
+            let delivery = self.deliver(&part.request, &headers, budget).await;
             // How it ended, and whether its series may now be stored.
             let outcome = match delivery {
                 Delivery::Sent => {
@@ -571,7 +588,7 @@ impl RemoteWriter {
     async fn deliver(
         &self,
         request: &WriteRequest,
-        org_id: Option<&str>,
+        headers: &Headers<'_>,
         budget: Budget,
     ) -> Delivery {
         let body = bytes::Bytes::from(
@@ -585,7 +602,7 @@ impl RemoteWriter {
         };
         let mut attempt = 0u32;
         loop {
-            let sent = self.send(body.clone(), org_id);
+            let sent = self.send(body.clone(), headers);
             let answer = if hard {
                 match tokio::time::timeout_at(deadline, sent).await {
                     Ok(answer) => answer.map_err(|e| e.to_string()),
@@ -646,7 +663,7 @@ impl RemoteWriter {
     async fn send(
         &self,
         body: bytes::Bytes,
-        org_id: Option<&str>,
+        headers: &Headers<'_>,
     ) -> Result<reqwest::Response, reqwest::Error> {
         let mut request = self
             .client
@@ -654,17 +671,29 @@ impl RemoteWriter {
             .header("content-type", "application/x-protobuf")
             .header("content-encoding", "snappy")
             .header("x-prometheus-remote-write-version", "0.1.0");
-        for (name, value) in &self.config.headers {
-            request = request.header(name, value);
-        }
-        // A header the user set wins, as in Tempo's generator.
-        let set_by_user = |name: &str| {
-            self.config
-                .headers
+        // As Tempo's generator (`storage/config_util.go:25-50`): the configured headers, the
+        // tenant's laid over them by name, then its X-Scope-OrgID unless one was set.
+        let tenant_sets = |name: &str| {
+            headers
+                .tenant
                 .iter()
                 .any(|(h, _)| h.eq_ignore_ascii_case(name))
         };
-        if let Some(org_id) = org_id.filter(|_| !set_by_user(crate::tenants::HEADER)) {
+        for (name, value) in self.config.headers.iter().filter(|(h, _)| !tenant_sets(h)) {
+            request = request.header(name, value);
+        }
+        for (name, value) in headers.tenant {
+            request = request.header(name, value);
+        }
+        let set = |name: &str| {
+            tenant_sets(name)
+                || self
+                    .config
+                    .headers
+                    .iter()
+                    .any(|(h, _)| h.eq_ignore_ascii_case(name))
+        };
+        if let Some(org_id) = headers.org_id.filter(|_| !set(crate::tenants::HEADER)) {
             request = request.header(crate::tenants::HEADER, org_id);
         }
         request.body(body).send().await
