@@ -11,7 +11,7 @@ export PYTHON := $(abspath $(VENV))/bin/python
 # is missing; a bare `cargo test` skips it and says which target installs it.
 export GRAPHGEN_REQUIRE_TOOLS := 1
 
-.PHONY: help up down up-scale down-scale logs ps tools test lint unit stack e2e dev bench bench-queue bench-e2e load fuzz clean
+.PHONY: help up down up-scale down-scale logs ps tools test lint unit stack e2e dev bench bench-intake bench-queue bench-e2e load fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ dev: ## no Docker: graphgen, the demo roles (and Prometheus if installed) as loc
 
 bench: ## engine benchmark, Tempo's steady-state workload (criterion)
 	cargo bench -p graphgen --bench engine
+
+bench-intake: ## intake (decode + engine) from 2 threads vs 1, in process, pre-encoded requests
+	cargo bench -p graphgen --bench intake_threads
 
 bench-queue: ## the disk queue with --queue-fsync always, 16 clients: group commit vs one fsync a request
 	cargo bench -p graphgen --bench queue_fsync
