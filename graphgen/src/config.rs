@@ -483,7 +483,9 @@ impl std::str::FromStr for Switch {
 }
 
 /// In the file, switches are a table, as in Tempo: `{ status_message = true }`.
-fn switches<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Switch>>, D::Error> {
+pub(crate) fn switches<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Switch>>, D::Error> {
     let table: Option<std::collections::BTreeMap<String, bool>> = Deserialize::deserialize(d)?;
     Ok(table.map(|t| t.into_iter().map(|(k, v)| Switch(k, v)).collect()))
 }
@@ -629,16 +631,34 @@ fn headers(items: Vec<String>) -> Result<Vec<(String, String)>, ConfigError> {
     let option = "--remote-write-headers";
     let headers = pairs(option, items)?;
     for (name, value) in &headers {
-        let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
-            && reqwest::header::HeaderValue::from_str(value).is_ok();
-        if !valid {
-            return Err(ConfigError::Invalid {
-                option,
-                message: format!("{name:?}: {value:?} is not a valid HTTP header"),
-            });
-        }
+        check_header(name, value).map_err(|message| ConfigError::Invalid { option, message })?;
     }
     Ok(headers)
+}
+
+/// A valid HTTP header name and value (remote write's headers, the flag's and a tenant's).
+pub(crate) fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+        && reqwest::header::HeaderValue::from_str(value).is_ok();
+    match valid {
+        true => Ok(()),
+        false => Err(format!("{name:?}: {value:?} is not a valid HTTP header")),
+    }
+}
+
+/// A label name an option gives (`--trace-id-label-name`, `--inject-tenant-id-as`), checked as
+/// Tempo checks them (`validation/fields.go`, ValidateTraceIDLabelName): a name Prometheus'
+/// sanitizer leaves as it is; empty is refused too.
+fn label_name(option: &'static str, name: Option<String>) -> Result<Option<String>, ConfigError> {
+    match name {
+        Some(name) if name.is_empty() || crate::attributes::sanitize_label_name(&name) != name => {
+            Err(ConfigError::Invalid {
+                option,
+                message: format!("{name:?} is not a valid Prometheus label name"),
+            })
+        }
+        name => Ok(name),
+    }
 }
 
 /// The resolved configuration the service runs with.
@@ -986,21 +1006,11 @@ impl Options {
                         "--external-labels",
                         self.metrics.external_labels.unwrap_or_default(),
                     )?,
-                    trace_id_label_name: match self.metrics.trace_id_label_name {
-                        None => crate::export::remote_write::TRACE_ID_LABEL.to_string(),
-                        // Tempo's check (`validation/fields.go`, ValidateTraceIDLabelName): a
-                        // name Prometheus' sanitizer leaves as it is; empty is refused too.
-                        Some(name)
-                            if name.is_empty()
-                                || crate::attributes::sanitize_label_name(&name) != name =>
-                        {
-                            return Err(invalid(
-                                "--trace-id-label-name",
-                                format!("{name:?} is not a valid Prometheus label name"),
-                            ))
-                        }
-                        Some(name) => name,
-                    },
+                    trace_id_label_name: label_name(
+                        "--trace-id-label-name",
+                        self.metrics.trace_id_label_name,
+                    )?
+                    .unwrap_or_else(|| crate::export::remote_write::TRACE_ID_LABEL.to_string()),
                 }),
                 None => None,
             },
@@ -1111,17 +1121,10 @@ impl Options {
                 duration(self.tenant_options.per_tenant_override_period),
                 default::PER_TENANT_OVERRIDE_PERIOD,
             )?,
-            inject_tenant_id_as: match self.tenant_options.inject_tenant_id_as {
-                Some(name)
-                    if name.is_empty() || crate::attributes::sanitize_label_name(&name) != name =>
-                {
-                    return Err(invalid(
-                        "--inject-tenant-id-as",
-                        format!("{name:?} is not a valid Prometheus label name"),
-                    ))
-                }
-                name => name,
-            },
+            inject_tenant_id_as: label_name(
+                "--inject-tenant-id-as",
+                self.tenant_options.inject_tenant_id_as,
+            )?,
             graph,
             span_metrics,
             host_info,

@@ -59,6 +59,19 @@ pub struct HostInfo {
     truncated: u64,
 }
 
+/// A metric name as the series model wants it (`&'static str`), each distinct name leaked
+/// once: engines are built again per tenant and at every overrides reload.
+fn static_name(name: String) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.iter().find(|n| **n == name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
 impl HostInfo {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         if config.host_identifiers.is_empty() {
@@ -73,7 +86,7 @@ impl HostInfo {
         }
         Ok(Self {
             identifiers: config.host_identifiers,
-            name: Box::leak(config.metric_name.into_boxed_str()),
+            name: static_name(config.metric_name),
             limits: config.limits,
             series: HashMap::new(),
             key: String::new(),

@@ -96,6 +96,16 @@ impl Refused {
     }
 }
 
+impl Refused {
+    /// How long a client is asked to wait before it tries again (where it may).
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Refused::Tenant(TenantRefused::TooMany { .. }) => TENANT_RETRY_AFTER,
+            _ => RETRY_AFTER,
+        }
+    }
+}
+
 /// How a request the intake took or refused is counted: the one mapping of a result to its
 /// outcome.
 pub fn outcome_of(result: &Result<Accepted, Refused>) -> RequestOutcome {

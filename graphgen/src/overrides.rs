@@ -245,7 +245,8 @@ struct ServiceGraphs {
 #[derive(Debug, Default, Deserialize)]
 struct SpanMetrics {
     dimensions: Option<Vec<String>>,
-    intrinsic_dimensions: Option<BTreeMap<String, bool>>,
+    #[serde(default, deserialize_with = "crate::config::switches")]
+    intrinsic_dimensions: Option<Vec<Switch>>,
     histogram_buckets: Option<Vec<f64>>,
     filter_policies: Option<Vec<FilterPolicy>>,
     dimension_mappings: Option<Vec<DimensionMapping>>,
@@ -294,13 +295,8 @@ impl TenantEntry {
             .into_iter()
             .collect();
         for (name, value) in &headers {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || reqwest::header::HeaderValue::from_str(value).is_err()
-            {
-                return Err(format!(
-                    "remote_write_headers: {name:?}: {value:?} is not a valid HTTP header"
-                ));
-            }
+            crate::config::check_header(name, value)
+                .map_err(|e| format!("remote_write_headers: {e}"))?;
         }
         Ok(TenantPush {
             remote_write_headers: headers,
@@ -347,9 +343,7 @@ impl TenantEntry {
             span_metrics_options: SpanMetricsOptions {
                 span_metrics_dimensions: sm.dimensions,
                 span_metrics_histogram_buckets: sm.histogram_buckets,
-                span_metrics_intrinsic_dimensions: sm
-                    .intrinsic_dimensions
-                    .map(|t| t.into_iter().map(|(k, v)| Switch(k, v)).collect()),
+                span_metrics_intrinsic_dimensions: sm.intrinsic_dimensions,
                 span_metrics_enable_target_info: sm.enable_target_info,
                 span_metrics_target_info_excluded_dimensions: sm.target_info_excluded_dimensions,
                 span_metrics_enable_instance_label: sm.enable_instance_label,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Options, Settings};
 use crate::engine::Engine;
-use crate::overrides::Overrides;
+use crate::overrides::{Overrides, TenantPush};
 
 /// The header (and gRPC metadata key) that names a request's tenant.
 pub const HEADER: &str = "x-scope-orgid";
@@ -67,6 +67,14 @@ impl TenantId {
     }
 }
 
+/// Tenants are looked up by the header's text, without making an id of it first (`Arc<str>`
+/// orders and hashes as `str` does).
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for TenantId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -100,10 +108,15 @@ pub struct Tenant {
     spans_received: AtomicU64,
     /// Requests holding it ([`TenantRef`]): a tenant is never forgotten under one.
     held: AtomicUsize,
-    /// The overrides its engine was built from (`metrics_generator` of its entry), to tell
-    /// whether a new file changes it.
-    built_from: Mutex<serde_json::Value>,
-    push: Mutex<PushSettings>,
+    /// What its engine was built with besides: how its series are pushed, and the overrides.
+    applied: Mutex<Applied>,
+}
+
+/// What a tenant's engine was built with besides its options.
+struct Applied {
+    push: PushSettings,
+    /// Its overrides (`metrics_generator` of its entry), to tell whether a new file changes it.
+    from: serde_json::Value,
 }
 
 /// How a tenant's series are pushed: from its settings (the options with its overrides) and
@@ -119,6 +132,18 @@ pub struct PushSettings {
     pub remote_write_headers: Vec<(String, String)>,
     /// Nothing pushed for this tenant (Tempo's `disable_collection`).
     pub disable_collection: bool,
+}
+
+impl PushSettings {
+    /// From a tenant's settings and its push overrides.
+    fn of(settings: Settings, extra: TenantPush) -> Self {
+        Self {
+            histograms: settings.histograms,
+            trace_id_label: settings.remote_write.map(|rw| rw.trace_id_label_name),
+            remote_write_headers: extra.remote_write_headers,
+            disable_collection: extra.disable_collection,
+        }
+    }
 }
 
 /// A request's hold on its tenant, from before its body is read until it is answered: while
@@ -160,31 +185,32 @@ impl std::fmt::Debug for Tenant {
 }
 
 impl Tenant {
+    /// A tenant of `engine` alone, without overrides (benchmarks).
     pub fn new(id: TenantId, engine: Engine) -> Self {
-        Self::built(
-            id,
-            Built {
-                engine,
-                push: PushSettings::default(),
-                from: serde_json::Value::Null,
-            },
-        )
+        let applied = Applied {
+            push: PushSettings::default(),
+            from: serde_json::Value::Null,
+        };
+        Self::built(id, engine, applied)
     }
 
-    fn built(id: TenantId, built: Built) -> Self {
+    fn built(id: TenantId, engine: Engine, applied: Applied) -> Self {
         Self {
             id,
-            engine: Mutex::new(built.engine),
+            engine: Mutex::new(engine),
             spans_received: AtomicU64::new(0),
             held: AtomicUsize::new(0),
-            built_from: Mutex::new(built.from),
-            push: Mutex::new(built.push),
+            applied: Mutex::new(applied),
         }
+    }
+
+    fn applied(&self) -> MutexGuard<'_, Applied> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How its series are pushed.
     pub fn push_settings(&self) -> PushSettings {
-        self.push.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.applied().push.clone()
     }
 
     /// Nothing to keep: no series, no edge waiting, no request holding it.
@@ -196,6 +222,19 @@ impl Tenant {
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Its series as they leave (scrape and pushes), with `inject` (`--inject-tenant-id-as`)
+    /// set to its id, and the time they were read. The engine is locked only to list them.
+    pub fn families(&self, inject: Option<&str>) -> (Vec<crate::series::Family>, u64) {
+        let (mut families, now) = {
+            let engine = self.engine();
+            (engine.families(), engine.now_nanos())
+        };
+        if let Some(name) = inject {
+            crate::series::set_label(&mut families, name, self.id.as_str());
+        }
+        (families, now)
+    }
+
     pub fn count_received(&self, spans: usize) {
         self.spans_received
             .fetch_add(spans as u64, Ordering::Relaxed);
@@ -205,13 +244,6 @@ impl Tenant {
     pub fn spans_received(&self) -> u64 {
         self.spans_received.load(Ordering::Relaxed)
     }
-}
-
-/// A tenant's engine as built, with how its series are pushed and the overrides it came from.
-struct Built {
-    engine: Engine,
-    push: PushSettings,
-    from: serde_json::Value,
 }
 
 /// How tenants are told apart and bounded.
@@ -245,7 +277,7 @@ impl EngineFactory {
     }
 
     /// The engine of `settings` (the base settings, or a tenant's).
-    pub fn engine_of(&self, settings: &Settings) -> Result<Engine, BuildError> {
+    fn engine_of(&self, settings: &Settings) -> Result<Engine, BuildError> {
         Ok(Engine::new(
             settings.graph.clone(),
             settings.span_metrics.clone(),
@@ -258,7 +290,7 @@ impl EngineFactory {
     }
 
     /// A tenant's settings: the base options with `overrides` on top, checked as the base was.
-    pub fn settings_with(&self, overrides: &Options) -> Result<Settings, ConfigError> {
+    fn settings_with(&self, overrides: &Options) -> Result<Settings, ConfigError> {
         overrides.clone().or(self.base.clone()).into_settings()
     }
 
@@ -274,6 +306,8 @@ impl EngineFactory {
 /// Every tenant's engine. Shared by the intake, the exporters, `/metrics` and the service map.
 pub struct Tenants {
     settings: TenantSettings,
+    /// Never forgotten: kept at hand for the requests without a header.
+    default: Arc<Tenant>,
     factory: EngineFactory,
     overrides: RwLock<Arc<Overrides>>,
     by_id: RwLock<BTreeMap<TenantId, Arc<Tenant>>>,
@@ -288,39 +322,17 @@ impl Tenants {
         factory: EngineFactory,
         overrides: Overrides,
     ) -> Result<Self, BuildError> {
-        let tenants = Self {
+        let id = settings.default_tenant.clone();
+        let (engine, applied) = build(&factory, &overrides, &id)?;
+        let default = Arc::new(Tenant::built(id.clone(), engine, applied));
+        Ok(Self {
             settings,
+            default: default.clone(),
             factory,
             overrides: RwLock::new(Arc::new(overrides)),
-            by_id: RwLock::default(),
+            by_id: RwLock::new(BTreeMap::from([(id, default)])),
             refused: AtomicU64::new(0),
-        };
-        let default = tenants.settings.default_tenant.clone();
-        let built = tenants.build(&default)?;
-        tenants
-            .write()
-            .insert(default.clone(), Arc::new(Tenant::built(default, built)));
-        Ok(tenants)
-    }
-
-    /// One tenant, one engine, no overrides: for tests and tools.
-    pub fn single(engine: Engine) -> Self {
-        let default = TenantId::parse(SINGLE_TENANT).expect("valid");
-        let tenants = Self {
-            settings: TenantSettings {
-                default_tenant: default.clone(),
-                require_tenant: false,
-                max_tenants: 1,
-            },
-            factory: EngineFactory::new(Options::default(), Arc::new(crate::clock::SystemClock)),
-            overrides: RwLock::new(Arc::new(Overrides::default())),
-            by_id: RwLock::default(),
-            refused: AtomicU64::new(0),
-        };
-        tenants
-            .write()
-            .insert(default.clone(), Arc::new(Tenant::new(default, engine)));
-        tenants
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<TenantId, Arc<Tenant>>> {
@@ -331,34 +343,13 @@ impl Tenants {
         self.by_id.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A tenant's engine, how its series are pushed, and the overrides it was built from.
-    fn build(&self, id: &TenantId) -> Result<Built, BuildError> {
-        let overrides = self.overrides();
-        let (engine, settings) = self
-            .factory
-            .engine_for(overrides.options_for(id.as_str()))?;
-        let extra = overrides.push_for(id.as_str());
-        Ok(Built {
-            engine,
-            push: PushSettings {
-                histograms: settings.histograms,
-                trace_id_label: settings.remote_write.map(|rw| rw.trace_id_label_name),
-                remote_write_headers: extra.remote_write_headers,
-                disable_collection: extra.disable_collection,
-            },
-            from: overrides.raw_for(id.as_str()),
-        })
-    }
-
-    pub fn settings(&self) -> &TenantSettings {
-        &self.settings
+    /// A tenant's engine as the overrides in force make it.
+    fn build(&self, id: &TenantId) -> Result<(Engine, Applied), BuildError> {
+        build(&self.factory, &self.overrides(), id)
     }
 
     pub fn default_tenant(&self) -> Arc<Tenant> {
-        self.read()
-            .get(&self.settings.default_tenant)
-            .cloned()
-            .expect("the default tenant is never forgotten")
+        self.default.clone()
     }
 
     /// The tenant a request's header names (`None`: no header), its engine made if new; held
@@ -367,13 +358,15 @@ impl Tenants {
         let id = match header {
             None if self.settings.require_tenant => return Err(TenantRefused::Missing),
             None => return Ok(TenantRef::new(self.default_tenant())),
-            Some(raw) => {
-                let text = std::str::from_utf8(raw)
-                    .map_err(|_| TenantRefused::Invalid(InvalidTenantId::Character('\u{fffd}')))?;
-                TenantId::parse(text.trim()).map_err(TenantRefused::Invalid)?
-            }
+            Some(raw) => std::str::from_utf8(raw)
+                .map_err(|_| TenantRefused::Invalid(InvalidTenantId::Character('\u{fffd}')))?
+                .trim(),
         };
-        self.get_or_create(&id)
+        // A tenant seen before is found by the text itself: an id is made only for a new one.
+        if let Some(tenant) = self.read().get(id) {
+            return Ok(TenantRef::new(tenant.clone()));
+        }
+        self.get_or_create(&TenantId::parse(id).map_err(TenantRefused::Invalid)?)
     }
 
     /// A tenant by id, its engine made if new (and within `--max-tenants`), held.
@@ -393,26 +386,12 @@ impl Tenants {
             });
         }
         // The overrides were checked when loaded; a tenant's engine builds as the base did.
-        let built = match self.build(id) {
-            Ok(built) => built,
-            Err(e) => {
-                tracing::error!(tenant = %id, error = %e, "cannot build the tenant's engine; using the base settings");
-                let (engine, settings) = self
-                    .factory
-                    .engine_for(None)
-                    .expect("the base settings were checked at start");
-                Built {
-                    engine,
-                    push: PushSettings {
-                        histograms: settings.histograms,
-                        trace_id_label: settings.remote_write.map(|rw| rw.trace_id_label_name),
-                        ..PushSettings::default()
-                    },
-                    from: serde_json::Value::Null,
-                }
-            }
-        };
-        let tenant = Arc::new(Tenant::built(id.clone(), built));
+        let (engine, applied) = self.build(id).unwrap_or_else(|e| {
+            tracing::error!(tenant = %id, error = %e, "cannot build the tenant's engine; using the base settings");
+            build(&self.factory, &Overrides::default(), id)
+                .expect("the base settings were checked at start")
+        });
+        let tenant = Arc::new(Tenant::built(id.clone(), engine, applied));
         by_id.insert(id.clone(), tenant.clone());
         Ok(TenantRef::new(tenant))
     }
@@ -424,8 +403,8 @@ impl Tenants {
 
     /// As [`Tenants::get`], telling an id that cannot be a tenant's from one without an engine.
     pub fn lookup(&self, id: &str) -> Result<Option<Arc<Tenant>>, InvalidTenantId> {
-        let id = TenantId::parse(id)?;
-        Ok(self.read().get(&id).cloned())
+        TenantId::parse(id)?;
+        Ok(self.read().get(id).cloned())
     }
 
     /// Every tenant with an engine, in id order.
@@ -467,16 +446,14 @@ impl Tenants {
             let id = tenant.id.as_str();
             // Against what its engine was built from: a tenant made since the swap has the new
             // overrides already, and keys graphgen does not read change nothing.
-            let mut built_from = tenant.built_from.lock().unwrap_or_else(|e| e.into_inner());
-            let wanted = new.raw_for(id);
-            if *built_from == wanted {
+            let mut applied = tenant.applied();
+            if applied.from == new.raw_for(id) {
                 continue;
             }
-            match self.build(&tenant.id) {
-                Ok(built) => {
-                    *tenant.engine() = built.engine;
-                    *tenant.push.lock().unwrap_or_else(|e| e.into_inner()) = built.push;
-                    *built_from = wanted;
+            match build(&self.factory, &new, &tenant.id) {
+                Ok((engine, now)) => {
+                    *tenant.engine() = engine;
+                    *applied = now;
                     rebuilt.push(tenant.id.clone());
                 }
                 Err(e) => tracing::error!(tenant = id, error = %e, "overrides not applied"),
@@ -506,6 +483,20 @@ impl Tenants {
             }
         }
     }
+}
+
+/// A tenant's engine as `overrides` make it, with what else they give it.
+fn build(
+    factory: &EngineFactory,
+    overrides: &Overrides,
+    id: &TenantId,
+) -> Result<(Engine, Applied), BuildError> {
+    let (engine, settings) = factory.engine_for(overrides.options_for(id.as_str()))?;
+    let applied = Applied {
+        push: PushSettings::of(settings, overrides.push_for(id.as_str())),
+        from: overrides.raw_for(id.as_str()),
+    };
+    Ok((engine, applied))
 }
 
 /// A tenant's overrides that cannot be applied.

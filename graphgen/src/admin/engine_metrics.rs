@@ -36,10 +36,7 @@ impl EngineCollector {
 
 impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut families = self.tenant.engine().families();
-        if let Some(name) = &self.inject {
-            crate::series::set_label(&mut families, name, self.tenant.id.as_str());
-        }
+        let (families, _) = self.tenant.families(self.inject.as_deref());
         for family in &families {
             match family.kind {
                 FamilyKind::Counter => {
@@ -136,8 +133,10 @@ struct Reading {
     cardinality: Vec<(&'static str, Cardinality)>,
     /// (duplicates, spans held, how far back the record reaches), zeros when off.
     dedup: (u64, usize, u64),
-    filtered: Vec<(&'static str, u64)>,
-    filtered_sides: (usize, u64),
+    /// Spans span metrics' filter left out, when span metrics are on (the service graph's are
+    /// in `stats`).
+    span_metrics_filtered: Option<u64>,
+    filtered_sides_overflow: u64,
     span_names: (u64, usize),
     outside_time_range: u64,
 }
@@ -150,10 +149,8 @@ impl Reading {
         });
         let graph = engine.graph();
         let mut cardinality = vec![("service_graph", graph.cardinality())];
-        let mut filtered = vec![("service_graph", graph.stats().spans_filtered)];
         if let Some(sm) = engine.span_metrics() {
             cardinality.push(("span_metrics", sm.cardinality()));
-            filtered.push(("span_metrics", sm.filtered_spans()));
         }
         if let Some(hi) = engine.host_info() {
             cardinality.push(("host_info", hi.cardinality()));
@@ -167,8 +164,8 @@ impl Reading {
             max_items: graph.config().max_items,
             cardinality,
             dedup,
-            filtered,
-            filtered_sides: graph.filtered_sides(),
+            span_metrics_filtered: engine.span_metrics().map(|sm| sm.filtered_spans()),
+            filtered_sides_overflow: graph.filtered_sides().1,
             span_names,
             outside_time_range: engine.spans_outside_time_range(),
         }
@@ -184,21 +181,15 @@ impl Reading {
                 None => self.cardinality.push((processor, c)),
             }
         }
-        for (processor, n) in other.filtered {
-            match self.filtered.iter_mut().find(|(p, _)| *p == processor) {
-                Some((_, mine)) => *mine += n,
-                None => self.filtered.push((processor, n)),
-            }
+        if let Some(n) = other.span_metrics_filtered {
+            *self.span_metrics_filtered.get_or_insert(0) += n;
         }
         self.dedup = (
             self.dedup.0 + other.dedup.0,
             self.dedup.1 + other.dedup.1,
             self.dedup.2.max(other.dedup.2),
         );
-        self.filtered_sides = (
-            self.filtered_sides.0 + other.filtered_sides.0,
-            self.filtered_sides.1 + other.filtered_sides.1,
-        );
+        self.filtered_sides_overflow += other.filtered_sides_overflow;
         self.span_names = (
             self.span_names.0 + other.span_names.0,
             self.span_names.1 + other.span_names.1,
@@ -211,15 +202,12 @@ impl Collector for EngineStats {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let tenants = self.tenants.all();
         let mut per_tenant = Vec::with_capacity(tenants.len());
-        let mut total: Option<Reading> = None;
+        let mut total = Reading::default();
         for tenant in &tenants {
             let reading = Reading::of(&tenant.engine());
             let series: usize = reading.cardinality.iter().map(|(_, c)| c.series).sum();
             per_tenant.push((tenant.id.as_str(), tenant.spans_received(), series));
-            match &mut total {
-                Some(t) => t.add(reading),
-                None => total = Some(reading),
-            }
+            total.add(reading);
         }
         let Reading {
             stats,
@@ -227,11 +215,11 @@ impl Collector for EngineStats {
             max_items,
             cardinality,
             dedup,
-            filtered,
-            filtered_sides,
+            span_metrics_filtered,
+            filtered_sides_overflow,
             span_names,
             outside_time_range,
-        } = total.unwrap_or_default();
+        } = total;
         {
             let mut m = encoder.encode_descriptor(
                 "graphgen_tenant_spans_received",
@@ -375,9 +363,13 @@ impl Collector for EngineStats {
                 None,
                 MetricType::Counter,
             )?;
-            for (processor, n) in &filtered {
+            let filtered = [
+                ("service_graph", Some(stats.spans_filtered)),
+                ("span_metrics", span_metrics_filtered),
+            ];
+            for (processor, n) in filtered.iter().filter_map(|(p, n)| Some((p, (*n)?))) {
                 m.encode_family(&[("processor", *processor)])?
-                    .encode_counter::<NoLabelSet, u64, u64>(n, None)?;
+                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
             }
         }
         counter(
@@ -390,7 +382,7 @@ impl Collector for EngineStats {
             &mut encoder,
             "graphgen_filtered_sides_overflow",
             "Filtered sides not remembered because max_items were (their other side then waits and expires)",
-            filtered_sides.1,
+            filtered_sides_overflow,
         )?;
         counter(
             &mut encoder,

@@ -492,14 +492,7 @@ impl MetricsPusher {
         if settings.disable_collection {
             return true;
         }
-        // The lock is held only to list the series; labels are shared, not copied.
-        let (mut families, now) = {
-            let engine = tenant.engine();
-            (engine.families(), engine.now_nanos())
-        };
-        if let Some(name) = &self.inject_tenant_id_as {
-            crate::series::set_label(&mut families, name, tenant.id.as_str());
-        }
+        let (families, now) = tenant.families(self.inject_tenant_id_as.as_deref());
         let org_id = crate::tenants::org_id_header(&tenant.id);
         let mut outcome_of_push = pushed.begin();
         let mut all_ok = true;

@@ -516,13 +516,7 @@ impl RemoteWriter {
         if settings.disable_collection {
             return true;
         }
-        let (mut families, now) = {
-            let engine = tenant.engine();
-            (engine.families(), engine.now_nanos())
-        };
-        if let Some(name) = &self.config.inject_tenant_id_as {
-            crate::series::set_label(&mut families, name, tenant.id.as_str());
-        }
+        let (families, now) = tenant.families(self.config.inject_tenant_id_as.as_deref());
         let org_id = crate::tenants::org_id_header(&tenant.id);
         let c = &self.config;
         let mut outcome_of_push = pushed.begin();

@@ -15,7 +15,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::codec::{ReceiveCodec, TRACE_EXPORT_PATH, TRACE_SERVICE_NAME};
-use crate::intake::{Body, Intake, Refused, RETRY_AFTER, TENANT_RETRY_AFTER};
+use crate::intake::{Body, Intake, Refused};
 use crate::receiver::admission::Admission;
 use crate::selfmetrics::Protocol;
 use crate::tenants::{TenantRef, TenantRefused, HEADER as TENANT_HEADER};
@@ -24,23 +24,20 @@ use crate::tenants::{TenantRef, TenantRefused, HEADER as TENANT_HEADER};
 fn status_of(refused: Refused) -> Status {
     match refused {
         Refused::Invalid(m) | Refused::Malformed(m) => Status::invalid_argument(m),
-        // RetryInfo makes RESOURCE_EXHAUSTED retryable for OTLP clients: back-pressure.
-        refused @ (Refused::QueueFull(_) | Refused::Busy(_)) => Status::with_error_details(
+        // RetryInfo makes RESOURCE_EXHAUSTED retryable for OTLP clients: back-pressure (and
+        // a tenant past --max-tenants: tenants go idle and are forgotten).
+        refused @ (Refused::QueueFull(_)
+        | Refused::Busy(_)
+        | Refused::Tenant(TenantRefused::TooMany { .. })) => Status::with_error_details(
             Code::ResourceExhausted,
             refused.to_string(),
-            ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+            ErrorDetails::with_retry_info(Some(refused.retry_after())),
         ),
         refused @ Refused::QueueUnavailable(_) => Status::unavailable(refused.to_string()),
         // A missing tenant is UNAUTHENTICATED, as dskit's gRPC auth middleware answers;
         // not retried by OTLP clients.
         Refused::Tenant(e @ TenantRefused::Missing) => Status::unauthenticated(e.to_string()),
         Refused::Tenant(e @ TenantRefused::Invalid(_)) => Status::invalid_argument(e.to_string()),
-        // Tenants go idle and are forgotten: worth a retry later.
-        Refused::Tenant(e @ TenantRefused::TooMany { .. }) => Status::with_error_details(
-            Code::ResourceExhausted,
-            e.to_string(),
-            ErrorDetails::with_retry_info(Some(TENANT_RETRY_AFTER)),
-        ),
     }
 }
 

@@ -14,7 +14,7 @@ use axum::routing::post;
 use axum::Router;
 use prost::Message;
 
-use crate::intake::{Body as OtlpBody, Intake, Refused, RETRY_AFTER, TENANT_RETRY_AFTER};
+use crate::intake::{Body as OtlpBody, Intake, Refused, RETRY_AFTER};
 use crate::receiver::admission::Admission;
 use crate::selfmetrics::{Protocol, RequestOutcome};
 use crate::tenants::{Tenant, TenantRefused, HEADER as TENANT_HEADER};
@@ -72,15 +72,11 @@ impl Failure {
                 tonic::Code::ResourceExhausted,
             ),
         };
-        let retry_after = match refused {
-            Refused::Tenant(TenantRefused::TooMany { .. }) => TENANT_RETRY_AFTER,
-            _ => RETRY_AFTER,
-        };
         Self {
             status,
             code,
             message: refused.to_string(),
-            retry_after,
+            retry_after: refused.retry_after(),
         }
     }
 

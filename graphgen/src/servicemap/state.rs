@@ -85,6 +85,11 @@ impl MapState {
                 None => return Ok(None),
             },
         };
+        Ok(Some(self.map_for(tenant)))
+    }
+
+    /// The map of a tenant with an engine.
+    fn map_for(&self, tenant: Arc<Tenant>) -> Arc<TenantMap> {
         let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
         let map = maps
             .entry(tenant.id.clone())
@@ -93,7 +98,7 @@ impl MapState {
         if !Arc::ptr_eq(&map.tenant, &tenant) {
             *map = Arc::new(TenantMap::new(tenant, self.max_series));
         }
-        Ok(Some(map.clone()))
+        map.clone()
     }
 
     /// The service-graph series a tenant's Prometheus gets (`processors`, its overrides'), for
@@ -114,10 +119,8 @@ impl MapState {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| tenants.iter().any(|t| &t.id == id));
         let (mut snapshots, mut series, mut omitted) = (0, 0, 0);
-        for tenant in &tenants {
-            let Ok(Some(map)) = self.map_of(Some(tenant.id.as_str())) else {
-                continue;
-            };
+        for tenant in tenants {
+            let map = self.map_for(tenant);
             let mut history = map.history.lock().unwrap_or_else(|e| e.into_inner());
             let snapshot = {
                 let engine = map.tenant.engine();
