@@ -373,7 +373,7 @@ async fn a_chain_is_one_trace_across_every_service_and_draws_the_graph() {
         Arc::new(clock.clone()),
     )
     .unwrap();
-    engine.push(&batches);
+    engine.push_batches(&batches);
     clock.advance(Duration::from_secs(11));
     engine.expire();
     let mut edges: HashMap<(String, String, String), (f64, f64)> = HashMap::new();

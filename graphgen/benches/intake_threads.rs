@@ -48,11 +48,9 @@ fn run(tenant: &Arc<Tenant>, requests: &[Bytes], threads: usize, per_thread: usi
                     let mut spans = 0;
                     for i in 0..per_thread {
                         let bytes = requests[(i * threads + t) % requests.len()].clone();
-                        let mut decoded = decode(&Body::Protobuf(bytes)).expect("valid request");
+                        let decoded = decode(&Body::Protobuf(bytes)).expect("valid request");
                         spans += decoded.valid;
-                        tenant
-                            .engine()
-                            .push_request(&mut decoded.request.resource_spans);
+                        tenant.engine().push(&decoded.request());
                     }
                     spans
                 })

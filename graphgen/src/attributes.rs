@@ -3,14 +3,16 @@
 
 use std::fmt::Write;
 
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+
+use crate::wire::{self, Attributes, Value};
 
 /// A string attribute, as OTLP carries `service.name` and most span attributes.
 pub fn string_attribute(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
+            value: Some(any_value::Value::StringValue(value.into())),
         }),
         ..Default::default()
     }
@@ -21,7 +23,7 @@ pub fn int_attribute(key: &str, value: i64) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
-            value: Some(Value::IntValue(value)),
+            value: Some(any_value::Value::IntValue(value)),
         }),
         ..Default::default()
     }
@@ -29,64 +31,63 @@ pub fn int_attribute(key: &str, value: i64) -> KeyValue {
 
 /// The first attribute named `key`, searching `lists` in order (resource before span).
 /// An attribute that is present with an empty value still counts as found, as in Tempo.
-pub fn find<'a>(key: &str, lists: &[&'a [KeyValue]]) -> Option<&'a KeyValue> {
-    lists
-        .iter()
-        .flat_map(|attrs| attrs.iter())
-        .find(|kv| kv.key == key)
+#[inline]
+pub fn find<'a>(key: &str, lists: &[Attributes<'a>]) -> Option<wire::KeyValue<'a>> {
+    lists.iter().find_map(|attrs| attrs.find(key))
 }
 
 /// Appends an attribute value to `out` the way Tempo stringifies it
 /// (strings verbatim, numbers in shortest form, arrays as `[..]`, maps as `{k:v..}`, bytes as nothing).
-pub fn write_value(value: Option<&AnyValue>, out: &mut String) {
-    let Some(value) = value.and_then(|v| v.value.as_ref()) else {
+pub fn write_value(value: Option<Value<'_>>, out: &mut String) {
+    let Some(value) = value else {
         return;
     };
     match value {
-        Value::StringValue(s) => out.push_str(s),
-        Value::BoolValue(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::IntValue(i) => {
+        Value::String(s) => out.push_str(s),
+        Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Value::Int(i) => {
             let _ = write!(out, "{i}");
         }
-        Value::DoubleValue(d) => {
+        Value::Double(d) => {
             let _ = write!(out, "{d}");
         }
-        Value::ArrayValue(array) => {
+        Value::Array(array) => {
             out.push('[');
-            for v in &array.values {
-                write_value(Some(v), out);
+            for v in array.iter() {
+                write_value(v, out);
             }
             out.push(']');
         }
-        Value::KvlistValue(list) => {
+        Value::KvList(list) => {
             out.push('{');
-            for kv in &list.values {
-                out.push_str(&kv.key);
+            for kv in list.iter() {
+                out.push_str(kv.key);
                 out.push(':');
-                write_value(kv.value.as_ref(), out);
+                write_value(kv.value(), out);
             }
             out.push('}');
         }
         // Bytes and profile string-table references have no string form in Tempo.
-        Value::BytesValue(_) | Value::StringValueStrindex(_) => {}
+        Value::Bytes(_) | Value::StringIndex(_) => {}
     }
 }
 
 /// Looks `key` up and, when found, replaces `out` with its string form. Returns whether it was found.
-pub fn copy_into(key: &str, lists: &[&[KeyValue]], out: &mut String) -> bool {
+#[inline]
+pub fn copy_into(key: &str, lists: &[Attributes<'_>], out: &mut String) -> bool {
     match find(key, lists) {
         Some(kv) => {
             out.clear();
-            write_value(kv.value.as_ref(), out);
+            write_value(kv.value(), out);
             true
         }
         None => false,
     }
 }
 
-/// The string value of `service.name` in resource attributes, if present.
-pub fn service_name(resource: &[KeyValue]) -> Option<&KeyValue> {
-    find("service.name", &[resource])
+/// The `service.name` resource attribute, if present.
+pub fn service_name<'a>(resource: Attributes<'a>) -> Option<wire::KeyValue<'a>> {
+    resource.find("service.name")
 }
 
 /// Replaces every character Prometheus does not allow in a label name with `_`
@@ -109,29 +110,27 @@ pub fn sanitize_label_name(name: &str) -> String {
 pub fn multiplier(
     key: Option<&str>,
     tracestate: bool,
-    span: &opentelemetry_proto::tonic::trace::v1::Span,
-    resource: &[KeyValue],
+    span: &wire::Span<'_>,
+    resource: Attributes<'_>,
 ) -> f64 {
     if tracestate {
-        let m = crate::sampling::multiplier_from_tracestate(&span.trace_state);
+        let m = crate::sampling::multiplier_from_tracestate(span.trace_state);
         if m > 0.0 {
             return m;
         }
     }
-    span_multiplier(key, &span.attributes, resource)
+    span_multiplier(key, span.attributes, resource)
 }
 
 /// The sampling multiplier carried by `key` (span attributes first, then resource):
 /// a double `ratio` > 0 counts the span as `1 / ratio` spans.
 #[inline]
-pub fn span_multiplier(key: Option<&str>, span: &[KeyValue], resource: &[KeyValue]) -> f64 {
+pub fn span_multiplier(key: Option<&str>, span: Attributes<'_>, resource: Attributes<'_>) -> f64 {
     let Some(key) = key else { return 1.0 };
     for attrs in [span, resource] {
         for kv in attrs.iter().filter(|kv| kv.key == key) {
-            if let Some(Value::DoubleValue(ratio)) =
-                kv.value.as_ref().and_then(|v| v.value.as_ref())
-            {
-                if *ratio > 0.0 {
+            if let Some(Value::Double(ratio)) = kv.value() {
+                if ratio > 0.0 {
                     return 1.0 / ratio;
                 }
             }
@@ -143,6 +142,8 @@ pub fn span_multiplier(key: Option<&str>, span: &[KeyValue], resource: &[KeyValu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::EncodedAttributes;
+    use any_value::Value;
     use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
 
     fn kv(key: &str, value: Value) -> KeyValue {
@@ -184,26 +185,24 @@ mod tests {
         ];
         for (value, want) in cases {
             let mut out = String::new();
-            write_value(
-                Some(&AnyValue {
-                    value: Some(value.clone()),
-                }),
-                &mut out,
-            );
+            let encoded = EncodedAttributes::new(&[kv("v", value.clone())]);
+            write_value(encoded.view().find("v").unwrap().value(), &mut out);
             assert_eq!(out, want, "{value:?}");
         }
     }
 
     #[test]
     fn resource_attributes_win_over_span_attributes() {
-        let resource = [kv("beast", Value::StringValue("manticore".into()))];
-        let span = [kv("beast", Value::StringValue("griffin".into()))];
+        let resource =
+            EncodedAttributes::new(&[kv("beast", Value::StringValue("manticore".into()))]);
+        let span = EncodedAttributes::new(&[kv("beast", Value::StringValue("griffin".into()))]);
+        let (resource, span) = (resource.view(), span.view());
         let mut out = String::new();
-        assert!(copy_into("beast", &[&resource, &span], &mut out));
+        assert!(copy_into("beast", &[resource, span], &mut out));
         assert_eq!(out, "manticore");
-        assert!(copy_into("beast", &[&span], &mut out));
+        assert!(copy_into("beast", &[span], &mut out));
         assert_eq!(out, "griffin");
-        assert!(!copy_into("god", &[&resource, &span], &mut out));
+        assert!(!copy_into("god", &[resource, span], &mut out));
     }
 
     #[test]
@@ -218,18 +217,19 @@ mod tests {
 
     #[test]
     fn span_multiplier_reads_positive_ratios_only() {
-        let span = [kv("ratio", Value::DoubleValue(0.25))];
-        let resource = [kv("ratio", Value::DoubleValue(0.5))];
-        assert_eq!(span_multiplier(Some("ratio"), &span, &resource), 4.0);
-        assert_eq!(span_multiplier(Some("ratio"), &[], &resource), 2.0);
-        assert_eq!(
-            span_multiplier(Some("ratio"), &[kv("ratio", Value::DoubleValue(0.0))], &[]),
-            1.0
+        let list = |kvs: &[KeyValue]| EncodedAttributes::new(kvs);
+        let span = list(&[kv("ratio", Value::DoubleValue(0.25))]);
+        let resource = list(&[kv("ratio", Value::DoubleValue(0.5))]);
+        let (none, zero, int) = (
+            list(&[]),
+            list(&[kv("ratio", Value::DoubleValue(0.0))]),
+            list(&[kv("ratio", Value::IntValue(2))]),
         );
-        assert_eq!(
-            span_multiplier(Some("ratio"), &[kv("ratio", Value::IntValue(2))], &[]),
-            1.0
-        );
-        assert_eq!(span_multiplier(None, &span, &resource), 1.0);
+        let ratio = Some("ratio");
+        assert_eq!(span_multiplier(ratio, span.view(), resource.view()), 4.0);
+        assert_eq!(span_multiplier(ratio, none.view(), resource.view()), 2.0);
+        assert_eq!(span_multiplier(ratio, zero.view(), none.view()), 1.0);
+        assert_eq!(span_multiplier(ratio, int.view(), none.view()), 1.0);
+        assert_eq!(span_multiplier(None, span.view(), resource.view()), 1.0);
     }
 }

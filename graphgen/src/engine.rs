@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
+use crate::wire::{Request, Uncounted};
+
 use crate::clock::Clock;
 use crate::dedup::SeenSpans;
 use crate::graph::{self, ServiceGraph};
@@ -37,6 +39,8 @@ pub struct Engine {
     /// Spans ending further than this from now are not counted (`--ingestion-time-range-slack`).
     ingestion_slack: Option<Duration>,
     outside_time_range: u64,
+    /// The spans of the request being pushed that are not counted, reused across pushes.
+    uncounted: Vec<usize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -64,6 +68,7 @@ impl Engine {
             dedup: None,
             ingestion_slack: None,
             outside_time_range: 0,
+            uncounted: Vec::new(),
         })
     }
 
@@ -103,30 +108,6 @@ impl Engine {
         self.outside_time_range
     }
 
-    /// As [`Engine::push`], first taking out of `batches` the spans not to count: those that
-    /// end outside the ingestion time range, and those already counted (when de-duplication
-    /// is on). The caller owns the decoded request, so nothing is copied.
-    pub fn push_request(&mut self, batches: &mut [ResourceSpans]) {
-        let now = self.clock.now_nanos();
-        if let Some(slack) = self.ingestion_slack {
-            let slack = slack.as_nanos() as u64;
-            let range = now.saturating_sub(slack)..=now.saturating_add(slack);
-            for ss in batches.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()) {
-                let before = ss.spans.len();
-                ss.spans
-                    .retain(|span| range.contains(&span.end_time_unix_nano));
-                self.outside_time_range += (before - ss.spans.len()) as u64;
-            }
-        }
-        if let Some(seen) = &mut self.dedup {
-            for ss in batches.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()) {
-                ss.spans
-                    .retain(|span| seen.first_time(&span.trace_id, &span.span_id, now));
-            }
-        }
-        self.push(batches);
-    }
-
     /// [`Engine::with_dedup`] for `Some((window, max_spans))`.
     pub fn with_dedup_if(self, dedup: Option<(Duration, usize)>) -> Self {
         match dedup {
@@ -140,15 +121,47 @@ impl Engine {
         self.dedup.as_ref()
     }
 
-    pub fn push(&mut self, batches: &[ResourceSpans]) {
+    /// Counts a request's spans, except those that end outside the ingestion time range and
+    /// those already counted (when de-duplication is on).
+    pub fn push(&mut self, request: &Request<'_>) {
         let now = self.clock.now_nanos();
-        self.graph.push(batches, now);
+        let mut uncounted = std::mem::take(&mut self.uncounted);
+        uncounted.clear();
+        if self.ingestion_slack.is_some() || self.dedup.is_some() {
+            let range = self.ingestion_slack.map(|slack| {
+                let slack = slack.as_nanos() as u64;
+                now.saturating_sub(slack)..=now.saturating_add(slack)
+            });
+            for span in request.spans() {
+                if range
+                    .as_ref()
+                    .is_some_and(|range| !range.contains(&span.end_time_unix_nano))
+                {
+                    self.outside_time_range += 1;
+                    Uncounted::add(&mut uncounted, &span);
+                } else if let Some(seen) = &mut self.dedup {
+                    if !seen.first_time(span.trace_id, span.span_id, now) {
+                        Uncounted::add(&mut uncounted, &span);
+                    }
+                }
+            }
+        }
+        let skip = Uncounted::new(&uncounted);
+        self.graph.push(request, skip, now);
         if let Some(sm) = &mut self.span_metrics {
-            sm.push(batches, now);
+            sm.push(request, skip, now);
         }
         if let Some(hi) = &mut self.host_info {
-            hi.push(batches, now);
+            hi.push(request, now);
         }
+        self.uncounted = uncounted;
+    }
+
+    /// [`Engine::push`] for requests built as prost structs (tests, benchmarks and tools): they
+    /// are encoded first.
+    pub fn push_batches(&mut self, batches: &[ResourceSpans]) {
+        let bytes = crate::wire::encode(batches);
+        self.push(&Request::trusted(&bytes));
     }
 
     /// Drops series not updated for `stale_after` (default 15 minutes, Tempo's `stale_duration`).
@@ -253,7 +266,7 @@ mod tests {
         .unwrap()
         .with_stale_after(Duration::from_secs(60));
         let request = client_server_request(1);
-        engine.push(&request);
+        engine.push_batches(&request);
         assert_eq!(totals(&engine.families()), vec![(1.0, 1_000)]);
         let presence = |engine: &Engine| {
             engine
@@ -281,7 +294,7 @@ mod tests {
             "every series dropped, the presence gauge too"
         );
 
-        engine.push(&request);
+        engine.push_batches(&request);
         let restarted = 1_000 + 61_000_000_000;
         assert_eq!(
             totals(&engine.families()),
@@ -318,7 +331,7 @@ mod tests {
                 engine = engine.with_dedup(SeenSpans::new(Duration::from_secs(60), 1000));
             }
             for delivery in deliveries {
-                engine.push_request(&mut delivery.to_vec());
+                engine.push_batches(delivery);
             }
             clock.advance(Duration::from_secs(30));
             engine.expire();
@@ -377,7 +390,7 @@ mod tests {
                 )
                 .unwrap()
                 .with_ingestion_slack(slack);
-                engine.push_request(&mut request.clone());
+                engine.push_batches(&request);
                 let edges: f64 = totals(&engine.families()).iter().map(|(v, _)| v).sum();
                 let kept = counted || slack.is_none();
                 assert_eq!(

@@ -11,8 +11,7 @@
 //! One difference: `\d`, `\w` and `\s` in a regex also match non-ASCII digits, letters and
 //! spaces here (Rust's `regex`), where Go's RE2 is ASCII-only.
 
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::Span;
+use crate::wire::{Attributes, Span, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::spans::{span_kind_string, status_code_name};
@@ -145,11 +144,11 @@ impl SpanFilter {
 
     /// Whether the processor counts `span` of a resource with `resource` attributes.
     #[inline]
-    pub fn keeps(&self, resource: &[KeyValue], span: &Span) -> bool {
+    pub fn keeps(&self, resource: Attributes<'_>, span: &Span<'_>) -> bool {
         self.is_empty() || self.applies(resource, span)
     }
 
-    fn applies(&self, resource: &[KeyValue], span: &Span) -> bool {
+    fn applies(&self, resource: Attributes<'_>, span: &Span<'_>) -> bool {
         if self.exclude.iter().any(|m| m.matches(resource, span)) {
             return false;
         }
@@ -204,15 +203,15 @@ impl Match {
         Ok(m)
     }
 
-    fn matches(&self, resource: &[KeyValue], span: &Span) -> bool {
+    fn matches(&self, resource: Attributes<'_>, span: &Span<'_>) -> bool {
         self.intrinsic.iter().all(|t| t.matches(span))
             && attributes_match(&self.resource, resource)
-            && attributes_match(&self.span, &span.attributes)
+            && attributes_match(&self.span, span.attributes)
     }
 }
 
 /// Tempo's `AttributePolicyMatch`: with tests, an empty attribute list never matches.
-fn attributes_match(tests: &[AttributeTest], attributes: &[KeyValue]) -> bool {
+fn attributes_match(tests: &[AttributeTest], attributes: Attributes<'_>) -> bool {
     if tests.is_empty() {
         return true;
     }
@@ -220,33 +219,32 @@ fn attributes_match(tests: &[AttributeTest], attributes: &[KeyValue]) -> bool {
         return false;
     }
     tests.iter().all(|test| {
-        let Some(kv) = attributes.iter().find(|kv| kv.key == test.key) else {
+        let Some(kv) = attributes.find(&test.key) else {
             return false;
         };
-        let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-        match (&test.compare, value) {
-            (Compare::String(s), Some(Value::StringValue(v))) => s == v,
+        match (&test.compare, kv.value()) {
+            (Compare::String(s), Some(Value::String(v))) => s == v,
             (Compare::String(s), _) => s.is_empty(),
-            (Compare::Int(i), Some(Value::IntValue(v))) => i == v,
+            (Compare::Int(i), Some(Value::Int(v))) => *i == v,
             (Compare::Int(i), _) => *i == 0,
-            (Compare::Float(f), Some(Value::DoubleValue(v))) => f == v,
+            (Compare::Float(f), Some(Value::Double(v))) => *f == v,
             (Compare::Float(f), _) => *f == 0.0,
-            (Compare::Bool(b), Some(Value::BoolValue(v))) => b == v,
+            (Compare::Bool(b), Some(Value::Bool(v))) => *b == v,
             (Compare::Bool(b), _) => !*b,
-            (Compare::Regex(r), Some(Value::StringValue(v))) => r.is_match(v),
+            (Compare::Regex(r), Some(Value::String(v))) => r.is_match(v),
             (Compare::Regex(r), _) => r.is_match(""),
         }
     })
 }
 
 impl IntrinsicTest {
-    fn matches(&self, span: &Span) -> bool {
-        let status = span.status.as_ref().map_or(0, |s| s.code);
+    fn matches(&self, span: &Span<'_>) -> bool {
+        let status = span.status_code;
         match self {
-            IntrinsicTest::Name(name) => span.name == *name,
+            IntrinsicTest::Name(name) => span.name == name,
             IntrinsicTest::Code(Intrinsic::Kind, kind) => span.kind == *kind,
             IntrinsicTest::Code(_, code) => status == *code,
-            IntrinsicTest::Regex(Intrinsic::Name, r) => r.is_match(&span.name),
+            IntrinsicTest::Regex(Intrinsic::Name, r) => r.is_match(span.name),
             IntrinsicTest::Regex(Intrinsic::Status, r) => r.is_match(&status_code_name(status)),
             IntrinsicTest::Regex(Intrinsic::Kind, r) => r.is_match(&span_kind_string(span.kind)),
         }
@@ -316,7 +314,9 @@ impl Key {
 mod tests {
     use super::*;
     use crate::attributes::{int_attribute, string_attribute};
-    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Status};
+    use crate::wire::{EncodedAttributes, EncodedSpan};
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span, Status};
 
     fn span(name: &str, kind: SpanKind, code: StatusCode, attributes: Vec<KeyValue>) -> Span {
         Span {
@@ -478,8 +478,10 @@ mod tests {
                 policies(text)
             };
             let filter = SpanFilter::new(&list).expect(text);
+            let (encoded_resource, encoded_span) =
+                (EncodedAttributes::new(resource), EncodedSpan::new(span));
             assert_eq!(
-                filter.keeps(resource, span),
+                filter.keeps(encoded_resource.view(), &encoded_span.view()),
                 kept,
                 "{text} on {}",
                 span.name
@@ -500,7 +502,8 @@ mod tests {
                include = { match_type = "strict", attributes = [{ key = "span.a", value = "two" }] }"#,
         ))
         .unwrap();
-        assert!(!filter.keeps(&[], &twice));
+        let (none, twice) = (EncodedAttributes::new(&[]), EncodedSpan::new(&twice));
+        assert!(!filter.keeps(none.view(), &twice.view()));
     }
 
     #[test]

@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use crate::wire::{Request, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::label_limits::truncate_label;
@@ -95,16 +94,15 @@ impl HostInfo {
         })
     }
 
-    pub fn push(&mut self, batches: &[ResourceSpans], now: u64) {
-        for rs in batches {
-            let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes);
+    /// Every resource of the request names its host, whether or not its spans are counted.
+    pub fn push(&mut self, request: &Request<'_>, now: u64) {
+        for rs in request.resource_spans() {
+            let resource = rs.attributes();
             let found = self.identifiers.iter().find_map(|id| {
-                resource
-                    .iter()
-                    .find_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                        Value::StringValue(v) if kv.key == *id && !v.is_empty() => Some((v, id)),
-                        _ => None,
-                    })
+                resource.iter().find_map(|kv| match kv.value()? {
+                    Value::String(v) if kv.key == *id && !v.is_empty() => Some((v, id)),
+                    _ => None,
+                })
             });
             let Some((host, source)) = found else {
                 continue;
@@ -127,6 +125,16 @@ impl HostInfo {
             self.truncated += u64::from(truncated);
             self.series.insert(key.clone(), (now, now));
         }
+    }
+
+    /// [`HostInfo::push`] for requests built as prost structs (tests and tools).
+    pub fn push_batches(
+        &mut self,
+        batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
+        now: u64,
+    ) {
+        let bytes = crate::wire::encode(batches);
+        self.push(&Request::trusted(&bytes), now);
     }
 
     pub fn purge_series_older_than(&mut self, cutoff: u64) -> usize {
@@ -174,6 +182,7 @@ mod tests {
     use super::*;
     use crate::attributes::string_attribute as kv;
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
     fn resource(
         attributes: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
@@ -205,7 +214,7 @@ mod tests {
     #[test]
     fn the_first_identifier_in_config_order_names_the_host() {
         let mut h = HostInfo::new(Config::default()).unwrap();
-        h.push(
+        h.push_batches(
             &[
                 // host.id comes first in the resource, k8s.node.name first in the config.
                 resource(vec![kv("host.id", "h-1"), kv("k8s.node.name", "node-a")]),
@@ -238,7 +247,7 @@ mod tests {
         })
         .unwrap();
         for (host, now) in [("a", 1), ("b", 2), ("c", 3), ("a", 10)] {
-            h.push(&[resource(vec![kv("host.id", host)])], now);
+            h.push_batches(&[resource(vec![kv("host.id", host)])], now);
         }
         assert_eq!(h.cardinality().refused, 1);
         // Seen again at 10, `a` is kept; `b` (last seen at 2) goes.

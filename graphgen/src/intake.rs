@@ -10,13 +10,13 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use crate::queue::{QueueError, SpanQueue};
 use crate::receiver::admission::{Admission, Admissions, Busy};
 use crate::selfmetrics::{Protocol, RefuseReason, RequestOutcome, SelfMetrics};
 use crate::tenants::{Tenant, TenantRef, TenantRefused, Tenants};
+use crate::wire::{Fallback, Request};
 
 /// How long clients are asked to wait when the forwarding queue is full.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -230,33 +230,28 @@ impl Intake {
             Some(queue) => Some(queue.try_reserve(body.len())?),
             None => None,
         };
+        let decoded = decode(&body)?;
         let Decoded {
-            mut request,
             valid,
             invalid,
-            first_problem,
-        } = decode(&body)?;
-        let raw = match body {
-            Body::Protobuf(bytes) => Some(bytes),
-            Body::Json(_) => None,
-        };
+            ref first_problem,
+            ..
+        } = decoded;
+        if let Some(reason) = decoded.fallback {
+            self.metrics.count_fallback(reason);
+        }
         self.metrics
             .count_refused(protocol, RefuseReason::invalid, invalid);
         if invalid > 0 && valid == 0 {
             return Err(Refused::Invalid(format!(
                 "all {invalid} spans are invalid; first: {}",
-                first_problem.unwrap_or_default()
+                first_problem.clone().unwrap_or_default()
             )));
         }
 
         if let (Some(reservation), 1..) = (reservation, valid) {
-            // Forward the bytes as they arrived unless spans were taken out of them.
-            let payload = match raw {
-                Some(bytes) if invalid == 0 => bytes,
-                _ => request.encode_to_vec().into(),
-            };
             if let Err(e) = reservation
-                .commit(Some(tenant.id.clone()), payload, valid)
+                .commit(Some(tenant.id.clone()), decoded.forward.clone(), valid)
                 .await
             {
                 let reason = match e {
@@ -267,7 +262,7 @@ impl Intake {
                 return Err(e.into());
             }
         }
-        tenant.engine().push_request(&mut request.resource_spans);
+        tenant.engine().push(&decoded.request());
         tenant.count_received(valid);
         self.metrics
             .spans_received
@@ -278,7 +273,7 @@ impl Intake {
                 rejected_spans: invalid as i64,
                 message: format!(
                     "{invalid} invalid spans rejected; first: {}",
-                    first_problem.unwrap_or_default()
+                    first_problem.clone().unwrap_or_default()
                 ),
             }
         } else {
@@ -290,19 +285,62 @@ impl Intake {
     }
 }
 
-/// A request decoded, without its invalid spans.
+/// A request read, without its invalid spans.
 #[derive(Debug)]
 pub struct Decoded {
-    pub request: ExportTraceServiceRequest,
+    /// What is forwarded: the body as it arrived, unless it was JSON or spans were taken out of
+    /// it (then prost's encoding of what is left).
+    pub forward: Bytes,
+    /// What the engine reads: `forward` when it was read in place, else prost's encoding.
+    counted: Bytes,
     pub valid: usize,
     pub invalid: usize,
     /// The first invalid span's problem, for the client's message.
     pub first_problem: Option<String>,
+    /// Why prost decoded a protobuf body instead of the borrowed reader (`None`: read in
+    /// place, or JSON).
+    pub fallback: Option<Fallback>,
 }
 
-/// Decodes a request body and takes out its invalid spans: the one decode path of both
-/// receivers (and of the fuzz target).
+impl Decoded {
+    /// The engine's view of the request.
+    pub fn request(&self) -> Request<'_> {
+        // Checked by `Request::read`, or encoded by prost.
+        Request::trusted(&self.counted)
+    }
+}
+
+/// Reads a request body and takes out its invalid spans: the one decode path of both
+/// receivers (and of the fuzz target). A protobuf body is read in place by the borrowed
+/// reader ([`crate::wire`]); prost decodes what the reader leaves to it (see
+/// [`Fallback`]), JSON, and a request with invalid spans to take out.
 pub fn decode(body: &Body) -> Result<Decoded, Refused> {
+    let fallback = match body {
+        Body::Protobuf(bytes) => match Request::read(bytes) {
+            Ok(request) => {
+                let (valid, invalid) = request.spans().fold((0, 0), |(valid, invalid), span| {
+                    match span_problem(span.trace_id, span.span_id, span.parent_span_id) {
+                        None => (valid + 1, invalid),
+                        Some(_) => (valid, invalid + 1),
+                    }
+                });
+                if invalid == 0 {
+                    return Ok(Decoded {
+                        forward: bytes.clone(),
+                        counted: bytes.clone(),
+                        valid,
+                        invalid,
+                        first_problem: None,
+                        fallback: None,
+                    });
+                }
+                // Spans to take out: prost re-encodes what is left.
+                None
+            }
+            Err(fallback) => Some(fallback),
+        },
+        Body::Json(_) => None,
+    };
     let mut request = match body {
         // From a slice: decoding from `Bytes` would clone and drop a reference for every id
         // and string field (measurable under load).
@@ -318,33 +356,40 @@ pub fn decode(body: &Body) -> Result<Decoded, Refused> {
         .flat_map(|rs| &rs.scope_spans)
         .map(|ss| ss.spans.len())
         .sum();
+    let counted = Bytes::from(request.encode_to_vec());
+    let forward = match body {
+        Body::Protobuf(bytes) if invalid == 0 => bytes.clone(),
+        _ => counted.clone(),
+    };
     Ok(Decoded {
-        request,
+        forward,
+        counted,
         valid,
         invalid,
         first_problem,
+        fallback,
     })
 }
 
 /// What is wrong with a span's ids, if anything (OTLP: 16-byte non-zero trace id, 8-byte
 /// non-zero span id, parent empty or 8 bytes).
-fn span_problem(span: &Span) -> Option<String> {
-    if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
+fn span_problem(trace_id: &[u8], span_id: &[u8], parent_span_id: &[u8]) -> Option<String> {
+    if trace_id.len() != 16 || trace_id.iter().all(|b| *b == 0) {
         return Some(format!(
             "trace id must be 16 non-zero bytes, got {} bytes",
-            span.trace_id.len()
+            trace_id.len()
         ));
     }
-    if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
+    if span_id.len() != 8 || span_id.iter().all(|b| *b == 0) {
         return Some(format!(
             "span id must be 8 non-zero bytes, got {} bytes",
-            span.span_id.len()
+            span_id.len()
         ));
     }
-    if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
+    if !(parent_span_id.is_empty() || parent_span_id.len() == 8) {
         return Some(format!(
             "parent span id must be empty or 8 bytes, got {} bytes",
-            span.parent_span_id.len()
+            parent_span_id.len()
         ));
     }
     None
@@ -359,12 +404,14 @@ fn remove_invalid_spans(request: &mut ExportTraceServiceRequest) -> (usize, Opti
         .iter_mut()
         .flat_map(|rs| rs.scope_spans.iter_mut())
     {
-        ss.spans.retain(|span| match span_problem(span) {
-            None => true,
-            Some(problem) => {
-                removed += 1;
-                first.get_or_insert(format!("span {:?}: {problem}", span.name));
-                false
+        ss.spans.retain(|span| {
+            match span_problem(&span.trace_id, &span.span_id, &span.parent_span_id) {
+                None => true,
+                Some(problem) => {
+                    removed += 1;
+                    first.get_or_insert(format!("span {:?}: {problem}", span.name));
+                    false
+                }
             }
         });
     }

@@ -66,4 +66,5 @@ pub mod span_names;
 pub mod spanmetrics;
 pub mod spans;
 pub mod tenants;
+pub mod wire;
 pub mod workload;

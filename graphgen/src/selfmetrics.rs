@@ -35,6 +35,7 @@ every_value! {
     PushOutcome: [success, failure];
     RemoteWriteOutcome: [sent, rejected, expired];
     RemoteWriteRetry: [throttled, server_error, transport];
+    ProstDecodeReason: [malformed, duplicate_field, not_canonical, too_deep];
     PeerOutcome: [answered, unresolved, no_answer, bad_answer, unmergeable, same_instance_id, too_many_addresses];
 }
 
@@ -77,6 +78,34 @@ pub enum RefuseReason {
     invalid,
     queue_full,
     queue_unavailable,
+}
+
+/// Why a protobuf request was decoded by prost instead of read in place (the borrowed reader's
+/// [`crate::wire::Fallback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ProstDecodeReason {
+    malformed,
+    duplicate_field,
+    not_canonical,
+    too_deep,
+}
+
+impl From<crate::wire::Fallback> for ProstDecodeReason {
+    fn from(fallback: crate::wire::Fallback) -> Self {
+        use crate::wire::Fallback;
+        match fallback {
+            Fallback::Malformed => Self::malformed,
+            Fallback::DuplicateField => Self::duplicate_field,
+            Fallback::NotCanonical => Self::not_canonical,
+            Fallback::TooDeep => Self::too_deep,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ProstDecodeLabels {
+    pub reason: ProstDecodeReason,
 }
 
 /// Why accepted spans were given up on.
@@ -274,6 +303,7 @@ pub struct SelfMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub spans_received: Family<ProtocolLabels, Counter>,
     pub spans_refused: Family<RefusedLabels, Counter>,
+    pub prost_decodes: Family<ProstDecodeLabels, Counter>,
     pub receiver_inflight: InflightMetrics,
     pub queue: QueueMetrics,
     pub export_requests: Family<ExportLabels, Counter>,
@@ -311,6 +341,15 @@ impl SelfMetrics {
     pub fn count_request(&self, protocol: Protocol, outcome: RequestOutcome) {
         self.requests
             .get_or_create(&RequestLabels { protocol, outcome })
+            .inc();
+    }
+
+    /// A protobuf request prost decoded because the borrowed reader left it to prost.
+    pub fn count_fallback(&self, fallback: crate::wire::Fallback) {
+        self.prost_decodes
+            .get_or_create(&ProstDecodeLabels {
+                reason: fallback.into(),
+            })
             .inc();
     }
 
@@ -352,6 +391,11 @@ impl SelfMetrics {
                     .spans_refused
                     .get_or_create(&RefusedLabels { protocol, reason });
             }
+        }
+        for &reason in ProstDecodeReason::ALL {
+            let _ = self
+                .prost_decodes
+                .get_or_create(&ProstDecodeLabels { reason });
         }
         for &reason in DropReason::ALL {
             let _ = self
@@ -412,6 +456,11 @@ impl SelfMetrics {
             "overrides_refused",
             "Reads of the per-tenant overrides file refused (unreadable or invalid); the overrides in force stayed",
             self.overrides.refused.clone(),
+        );
+        r.register(
+            "receiver_prost_decodes",
+            "Protobuf requests decoded by prost instead of read in place by the borrowed reader, by why (malformed ones are then refused by prost)",
+            self.prost_decodes.clone(),
         );
         r.register(
             "receiver_spans_received",

@@ -534,7 +534,8 @@ mod tests {
         let tenants = tenants(2, &clock);
         assert_eq!(tenants.resolve(None).unwrap().id.as_str(), SINGLE_TENANT);
         let a = tenants.resolve(Some(b"team-a")).unwrap();
-        a.engine().push(&crate::workload::client_server_request(1));
+        a.engine()
+            .push_batches(&crate::workload::client_server_request(1));
         drop(a);
         assert!(matches!(
             tenants.resolve(Some(b"team-b")),
@@ -581,7 +582,8 @@ mod tests {
         let tenants = tenants(10, &clock);
         let a = tenants.resolve(Some(b"team-a")).unwrap();
         let b = tenants.resolve(Some(b"team-b")).unwrap();
-        b.engine().push(&crate::workload::client_server_request(1));
+        b.engine()
+            .push_batches(&crate::workload::client_server_request(1));
         let file = "overrides:\n  team-a:\n    metrics_generator:\n      processor:\n        service_graphs:\n          dimensions: [region]\n";
         let (overrides, _) = Overrides::parse(file).unwrap();
         let rebuilt = tenants.apply_overrides(overrides).unwrap();

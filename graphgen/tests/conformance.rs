@@ -105,9 +105,10 @@ fn run_tenants_case(dir: &Path, raw: &serde_json::Value) -> BTreeMap<SeriesId, f
     tenants.apply_overrides(overrides).expect("overrides apply");
     let input: Input = read_json(&dir.join("input.json"));
     for request in &input.requests {
+        let decoded = read_in_place(request);
         for id in &ids {
             let tenant = tenants.get_or_create(id).expect("within max_tenants");
-            tenant.engine().push(&request.resource_spans);
+            tenant.engine().push(&decoded.request());
         }
     }
     clock.advance(Duration::from_secs(4));
@@ -189,7 +190,7 @@ fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
         .with_host_info_if(processors.host_info.then_some(host_info_config))
         .expect("valid host_info options");
     for request in &input.requests {
-        engine.push(&request.resource_spans);
+        engine.push(&read_in_place(request).request());
     }
     clock.advance(wait + Duration::from_secs(1));
     engine.expire();
@@ -296,4 +297,15 @@ fn every_conformance_case_matches_tempo() {
         dirs.len(),
         failures.join("\n")
     );
+}
+
+/// A request as the receivers take it: its protobuf bytes through the intake's one decode
+/// path, which reads them in place (the borrowed reader, not prost).
+fn read_in_place(request: &ExportTraceServiceRequest) -> graphgen::intake::Decoded {
+    use prost::Message;
+    let body = graphgen::intake::Body::Protobuf(request.encode_to_vec().into());
+    let decoded = graphgen::intake::decode(&body).expect("a valid request");
+    assert_eq!(decoded.fallback, None, "read in place, not by prost");
+    assert_eq!(decoded.invalid, 0);
+    decoded
 }

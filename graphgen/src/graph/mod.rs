@@ -10,10 +10,7 @@ mod parent_child;
 mod recorder;
 mod store;
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::{
-    span::SpanKind, status::StatusCode, ResourceSpans, Span,
-};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 
 pub use config::{Config, ConfigError};
 pub use edge::{ConnectionType, Edge, EdgeKey};
@@ -28,6 +25,7 @@ use crate::filter::SpanFilter;
 use crate::label_limits::truncate_label;
 use crate::series::{Cardinality, Family};
 use crate::spans::{duration_sec, span_kind_name};
+use crate::wire::{Attributes, Request, Span, Uncounted};
 
 const VIRTUAL_NODE_LABEL: &str = "virtual_node";
 
@@ -257,29 +255,39 @@ impl ServiceGraph {
     }
 
     /// Processes one batch of spans received at `now` (nanoseconds since the epoch).
-    pub fn push(&mut self, batches: &[ResourceSpans], now: u64) {
+    pub fn push(&mut self, request: &Request<'_>, uncounted: Uncounted<'_>, now: u64) {
         let expires_at = now.saturating_add(self.config.wait.as_nanos() as u64);
-        for rs in batches {
-            let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+        for rs in request.resource_spans() {
+            let resource = rs.attributes();
             let Some(service) = attributes::service_name(resource) else {
                 continue;
             };
             // Taken out of `self` for the loop so the buffer is reused without a borrow conflict.
             let mut service_name = std::mem::take(&mut self.service_name);
             service_name.clear();
-            attributes::write_value(service.value.as_ref(), &mut service_name);
-            for span in rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()) {
-                self.push_span(&service_name, resource, span, now, expires_at);
+            attributes::write_value(service.value(), &mut service_name);
+            for span in rs.spans().filter(|span| uncounted.counts(span)) {
+                self.push_span(&service_name, resource, &span, now, expires_at);
             }
             self.service_name = service_name;
         }
     }
 
+    /// [`ServiceGraph::push`] for requests built as prost structs (tests and tools).
+    pub fn push_batches(
+        &mut self,
+        batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
+        now: u64,
+    ) {
+        let bytes = crate::wire::encode(batches);
+        self.push(&Request::trusted(&bytes), Uncounted::NONE, now);
+    }
+
     fn push_span(
         &mut self,
         service: &str,
-        resource: &[KeyValue],
-        span: &Span,
+        resource: Attributes<'_>,
+        span: &Span<'_>,
         now: u64,
         expires_at: u64,
     ) {
@@ -297,10 +305,10 @@ impl ServiceGraph {
             }
         };
         let key_span_id = match side {
-            Side::Client => &span.span_id,
-            Side::Server => &span.parent_span_id,
+            Side::Client => span.span_id,
+            Side::Server => span.parent_span_id,
         };
-        let Some(key) = EdgeKey::new(&span.trace_id, key_span_id) else {
+        let Some(key) = EdgeKey::new(span.trace_id, key_span_id) else {
             self.stats.spans_invalid += 1;
             return;
         };
@@ -336,7 +344,7 @@ impl ServiceGraph {
         );
         let failed = failed(span);
         let duration = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
-        let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
+        let lists = [resource, span.attributes];
 
         let update = |e: &mut Edge| {
             e.span_kind = kind;
@@ -363,7 +371,7 @@ impl ServiceGraph {
                 copy_into(attribute, &lists, &mut e.dimensions[slot]);
             }
             for peer in &config.peer_attributes {
-                if copy_into(peer, &[&span.attributes], &mut e.peer_node) {
+                if copy_into(peer, &[span.attributes], &mut e.peer_node) {
                     break;
                 }
             }
@@ -386,8 +394,8 @@ impl ServiceGraph {
     fn push_kindless(
         &mut self,
         service: &str,
-        resource: &[KeyValue],
-        span: &Span,
+        resource: Attributes<'_>,
+        span: &Span<'_>,
         now: u64,
         expires_at: u64,
     ) {
@@ -395,13 +403,13 @@ impl ServiceGraph {
             self.stats.spans_filtered += 1;
             return;
         }
-        let Some(own) = EdgeKey::new(&span.trace_id, &span.span_id) else {
+        let Some(own) = EdgeKey::new(span.trace_id, span.span_id) else {
             self.stats.spans_invalid += 1;
             return;
         };
         let parent = match span.parent_span_id.is_empty() {
             true => None,
-            false => match EdgeKey::new(&span.trace_id, &span.parent_span_id) {
+            false => match EdgeKey::new(span.trace_id, span.parent_span_id) {
                 Some(key) => Some(key),
                 None => {
                     self.stats.spans_invalid += 1;
@@ -418,7 +426,7 @@ impl ServiceGraph {
             kindless_edge,
             ..
         } = self;
-        let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
+        let lists = [resource, span.attributes];
         let kindless_span = KindlessSpan {
             service: service.to_string(),
             kind: span.kind,
@@ -505,7 +513,7 @@ impl ServiceGraph {
 }
 
 /// A client span that names a database is an edge to that database, complete on its own.
-fn apply_database(config: &Config, e: &mut Edge, lists: &[&[KeyValue]; 2], duration: f64) {
+fn apply_database(config: &Config, e: &mut Edge, lists: &[Attributes<'_>; 2], duration: f64) {
     let Some(db_attr) = config
         .database_name_attributes
         .iter()
@@ -523,12 +531,12 @@ fn apply_database(config: &Config, e: &mut Edge, lists: &[&[KeyValue]; 2], durat
     if copy_into("network.peer.address", lists, &mut e.server_service) {
         if let Some(port) = attributes::find("network.peer.port", lists) {
             e.server_service.push(':');
-            attributes::write_value(port.value.as_ref(), &mut e.server_service);
+            attributes::write_value(port.value(), &mut e.server_service);
         }
         return;
     }
     let before = e.server_service.len();
-    attributes::write_value(db_attr.value.as_ref(), &mut e.server_service);
+    attributes::write_value(db_attr.value(), &mut e.server_service);
     if e.server_service.len() > before {
         // The database name replaces whatever was there, but only when it is not empty.
         e.server_service.drain(..before);
@@ -536,10 +544,8 @@ fn apply_database(config: &Config, e: &mut Edge, lists: &[&[KeyValue]; 2], durat
 }
 
 /// Whether the span's status is ERROR.
-fn failed(span: &Span) -> bool {
-    span.status
-        .as_ref()
-        .is_some_and(|s| s.code == StatusCode::Error as i32)
+fn failed(span: &Span<'_>) -> bool {
+    span.status_code == StatusCode::Error as i32
 }
 
 pub(super) fn replace(target: &mut String, value: &str) {

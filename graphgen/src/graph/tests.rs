@@ -120,7 +120,7 @@ fn run(case: &Case) -> (Vec<crate::series::Sample>, ServiceGraph) {
     (case.config)(&mut config);
     let wait = config.wait.as_nanos() as u64;
     let mut graph = ServiceGraph::new(config).unwrap();
-    graph.push(&batch(&case.spans), NOW);
+    graph.push_batches(&batch(&case.spans), NOW);
     graph.expire(NOW + wait);
     let samples = graph.families(0).iter().flat_map(|f| f.samples()).collect();
     (samples, graph)
@@ -744,7 +744,7 @@ fn span_multiplier_counts_each_span_as_one_over_ratio() {
             ..Default::default()
         });
     }
-    graph.push(&spans, NOW);
+    graph.push_batches(&spans, NOW);
     let total = graph.families(0)[0].samples()[0].value;
     assert!((total - 10.0).abs() < 1e-9, "total {total}");
 }
@@ -756,7 +756,7 @@ fn a_full_store_drops_and_counts_spans() {
         ..Config::default()
     })
     .unwrap();
-    graph.push(
+    graph.push_batches(
         &batch(&[
             s("a", 3, 1, 9),
             s("a", 3, 2, 9),
@@ -768,7 +768,7 @@ fn a_full_store_drops_and_counts_spans() {
     assert_eq!(graph.pending_edges(), 2);
     assert_eq!(graph.stats().spans_dropped, 2);
     // The stored ones still complete.
-    graph.push(&batch(&[s("b", 2, 5, 1), s("b", 2, 6, 2)]), NOW);
+    graph.push_batches(&batch(&[s("b", 2, 5, 1), s("b", 2, 6, 2)]), NOW);
     assert_eq!(graph.stats().edges_completed, 2);
     assert_eq!(graph.pending_edges(), 0);
 }
@@ -793,7 +793,7 @@ fn label_sets_beyond_max_series_are_counted_not_recorded() {
         s("a", 3, 7, 9),
         s("b", 2, 8, 7),
     ];
-    graph.push(&batch(&spans), NOW);
+    graph.push_batches(&batch(&spans), NOW);
     assert_eq!(graph.stats().edges_completed, 4);
     let c = graph.cardinality();
     assert_eq!((c.series, c.refused), (2, 1), "a→d refused; a→b twice fits");
@@ -808,7 +808,7 @@ fn label_sets_beyond_max_series_are_counted_not_recorded() {
 #[test]
 fn edges_wait_exactly_wait_before_expiring() {
     let mut graph = ServiceGraph::new(Config::default()).unwrap();
-    graph.push(&batch(&[s("a", 3, 1, 9)]), NOW);
+    graph.push_batches(&batch(&[s("a", 3, 1, 9)]), NOW);
     let wait = Config::default().wait.as_nanos() as u64;
     graph.expire(NOW + wait - 1);
     assert_eq!(graph.pending_edges(), 1);
@@ -822,7 +822,7 @@ fn ids_longer_than_otlp_allows_are_skipped_and_counted() {
     let mut graph = ServiceGraph::new(Config::default()).unwrap();
     let mut spans = batch(&[s("a", 3, 1, 9)]);
     spans[0].scope_spans[0].spans[0].trace_id = vec![1; 17];
-    graph.push(&spans, NOW);
+    graph.push_batches(&spans, NOW);
     assert_eq!(graph.stats().spans_invalid, 1);
     assert_eq!(graph.pending_edges(), 0);
 }
@@ -885,19 +885,19 @@ fn filtered_spans_and_the_edges_they_drop_are_counted_and_forgotten_after_wait()
         attrs: &[("http.route", "/healthz")],
         ..s("probe", 3, 1, 9)
     };
-    graph.push(&batch(&[s("cart", 2, 2, 1), health]), NOW);
+    graph.push_batches(&batch(&[s("cart", 2, 2, 1), health]), NOW);
     assert_eq!(graph.stats().spans_filtered, 1);
     assert_eq!(graph.stats().edges_filtered, 1, "the waiting server side");
     assert_eq!(graph.filtered_sides(), (1, 0));
     // A retried server span within `wait` is dropped too...
-    graph.push(&batch(&[s("cart", 2, 2, 1)]), NOW);
+    graph.push_batches(&batch(&[s("cart", 2, 2, 1)]), NOW);
     assert_eq!(graph.stats().edges_filtered, 2);
     assert_eq!(graph.pending_edges(), 0);
     // ...and after it, the filtered side is forgotten: the span waits (and expires) as usual.
     let wait = Config::default().wait.as_nanos() as u64;
     graph.expire(NOW + wait);
     assert_eq!(graph.filtered_sides(), (0, 0));
-    graph.push(&batch(&[s("cart", 2, 2, 1)]), NOW + wait);
+    graph.push_batches(&batch(&[s("cart", 2, 2, 1)]), NOW + wait);
     assert_eq!(graph.pending_edges(), 1);
 }
 
@@ -915,7 +915,7 @@ fn filtered_sides_are_bounded_by_max_items() {
             ..s("probe", 3, id, 9)
         })
         .collect();
-    graph.push(&batch(&spans), NOW);
+    graph.push_batches(&batch(&spans), NOW);
     assert_eq!(graph.filtered_sides(), (2, 1));
 }
 
@@ -944,7 +944,7 @@ fn a_tracestate_sampling_threshold_multiplies_before_the_ratio_attribute() {
                 ..Default::default()
             });
         }
-        graph.push(&spans, NOW);
+        graph.push_batches(&spans, NOW);
         let total = graph.families(0)[0].samples()[0].value;
         assert!((total - want).abs() < 1e-9, "{trace_state}: total {total}");
     }

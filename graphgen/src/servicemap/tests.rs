@@ -442,7 +442,7 @@ fn beyond_max_series_the_busiest_edges_are_kept_and_the_rest_counted() {
         request[0].resource.as_mut().unwrap().attributes[0] =
             crate::attributes::string_attribute("service.name", service);
         for _ in 0..n {
-            engine.push(&request);
+            engine.push_batches(&request);
         }
     }
     let mut history = History::new(START, 2);

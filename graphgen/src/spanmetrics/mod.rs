@@ -2,9 +2,6 @@
 //! as Tempo's metrics-generator `span-metrics` processor makes them. Grafana's service-graph
 //! table reads these.
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,6 +18,7 @@ use crate::series::{
 use crate::series::{Cardinality, InvalidBuckets, RegistryLimits};
 use crate::span_names::{Sanitization, SpanNames};
 use crate::spans::{duration_sec, span_kind_name, status_code_name};
+use crate::wire::{Attributes, Request, Uncounted};
 
 /// Labels Tempo sets itself; a dimension that sanitizes to one of them is prefixed with `__`.
 const INTRINSIC_LABELS: [&str; 5] = [
@@ -360,7 +358,7 @@ impl SpanMetrics {
 
     /// Counts every span of every kind the filter keeps, including resources without
     /// `service.name`; `now` timestamps the latency exemplars.
-    pub fn push(&mut self, batches: &[ResourceSpans], now: u64) {
+    pub fn push(&mut self, request: &Request<'_>, uncounted: Uncounted<'_>, now: u64) {
         let Self {
             config,
             histograms,
@@ -374,30 +372,25 @@ impl SpanMetrics {
             span_names,
             span_name_label,
         } = self;
-        for rs in batches {
-            let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+        for rs in request.resource_spans() {
+            let resource = rs.attributes();
             service_labels.read(resource, target_info.is_some());
             let mut target_info_done = false;
-            for span in rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()) {
-                if !filter.keeps(resource, span) {
+            for span in rs.spans().filter(|span| uncounted.counts(span)) {
+                if !filter.keeps(resource, &span) {
                     *filtered += 1;
                     continue;
                 }
-                let lists: [&[KeyValue]; 2] = [resource, &span.attributes];
+                let lists = [resource, span.attributes];
                 // Every writer sets its label whole, so nothing of the previous span is left.
                 for w in writers.iter() {
                     let value = &mut scratch[w.label];
                     match &w.source {
                         Source::Service => set(value, &service_labels.service),
-                        Source::SpanName => set(value, &span.name),
+                        Source::SpanName => set(value, span.name),
                         Source::SpanKind => set(value, span_kind_name(span.kind)),
-                        Source::StatusCode => set(
-                            value,
-                            &status_code_name(span.status.as_ref().map_or(0, |s| s.code)),
-                        ),
-                        Source::StatusMessage => {
-                            set(value, span.status.as_ref().map_or("", |s| &s.message))
-                        }
+                        Source::StatusCode => set(value, &status_code_name(span.status_code)),
+                        Source::StatusMessage => set(value, span.status_message),
                         Source::Dimension(key) => {
                             if !copy_into(key, &lists, value) {
                                 value.clear();
@@ -413,7 +406,7 @@ impl SpanMetrics {
                                         value.push_str(&m.join);
                                     }
                                     let start = value.len();
-                                    attributes::write_value(kv.value.as_ref(), value);
+                                    attributes::write_value(kv.value(), value);
                                     if value.len() == start {
                                         value.truncate(mark);
                                     }
@@ -436,7 +429,7 @@ impl SpanMetrics {
                 let multiplier = attributes::multiplier(
                     config.span_multiplier_key.as_deref(),
                     config.enable_tracestate_span_multiplier,
-                    span,
+                    &span,
                     resource,
                 );
                 if let Some(s) = series.get_or_insert_with(scratch, now, || SpanSeries {
@@ -447,8 +440,8 @@ impl SpanMetrics {
                     s.calls += multiplier;
                     let latency = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
                     s.latency
-                        .observe_traced(histograms, latency, multiplier, &span.trace_id, now);
-                    s.size += span.encoded_len() as f64;
+                        .observe_traced(histograms, latency, multiplier, span.trace_id, now);
+                    s.size += span.encoded_len as f64;
                 }
                 if let (Some(info), false) = (target_info.as_mut(), target_info_done) {
                     target_info_done = true;
@@ -456,6 +449,16 @@ impl SpanMetrics {
                 }
             }
         }
+    }
+
+    /// [`SpanMetrics::push`] for requests built as prost structs (tests and tools).
+    pub fn push_batches(
+        &mut self,
+        batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
+        now: u64,
+    ) {
+        let bytes = crate::wire::encode(batches);
+        self.push(&Request::trusted(&bytes), Uncounted::NONE, now);
     }
 
     /// Drops the series no span has updated since `cutoff` (nanoseconds since the epoch).
@@ -565,7 +568,7 @@ struct ServiceLabels {
 
 impl ServiceLabels {
     /// Reads `service`, and `job` and `instance` when they are used (target info on).
-    fn read(&mut self, resource: &[KeyValue], job_and_instance: bool) {
+    fn read(&mut self, resource: Attributes<'_>, job_and_instance: bool) {
         self.service.clear();
         copy_into("service.name", &[resource], &mut self.service);
         if !job_and_instance {
@@ -588,7 +591,7 @@ impl TargetInfo {
     /// `span_series` (one `max_series` for the processor, as Tempo's one registry limit).
     fn record(
         &mut self,
-        resource: &[KeyValue],
+        resource: Attributes<'_>,
         service: &ServiceLabels,
         limits: &RegistryLimits,
         span_series: usize,
@@ -605,10 +608,10 @@ impl TargetInfo {
         ];
         use std::hash::{BuildHasher, Hash, Hasher};
         let mut hasher = self.hasher.build_hasher();
-        for kv in resource {
+        for kv in resource.iter() {
             kv.key.hash(&mut hasher);
             self.value.clear();
-            attributes::write_value(kv.value.as_ref(), &mut self.value);
+            attributes::write_value(kv.value(), &mut self.value);
             self.value.hash(&mut hasher);
         }
         let fingerprint = hasher.finish();
@@ -628,8 +631,8 @@ impl TargetInfo {
                 labels.insert(name, value);
             }
         };
-        for kv in resource {
-            let key = kv.key.as_str();
+        for kv in resource.iter() {
+            let key = kv.key;
             // Out-of-spec keys Tempo skips, and the service attributes job and instance carry.
             if key.is_empty()
                 || key.starts_with(|c: char| c.is_ascii_digit())
@@ -642,7 +645,7 @@ impl TargetInfo {
                 continue;
             }
             let mut value = String::new();
-            attributes::write_value(kv.value.as_ref(), &mut value);
+            attributes::write_value(kv.value(), &mut value);
             set(
                 label_name(key, &RESERVED, limits.max_label_name_length),
                 value,
@@ -687,8 +690,10 @@ fn set(target: &mut String, value: &str) {
 mod tests {
     use super::*;
 
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
     use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, Status};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
 
     use crate::attributes::string_attribute as kv;
 
@@ -724,7 +729,7 @@ mod tests {
             ..Config::default()
         })
         .unwrap();
-        sm.push(&batch, 1);
+        sm.push_batches(&batch, 1);
         let samples: Vec<_> = sm.families(0).iter().flat_map(|f| f.samples()).collect();
         let find = |name: &str, kind: &str| {
             samples
@@ -826,7 +831,7 @@ mod tests {
             ..Config::default()
         })
         .unwrap();
-        sm.push(
+        sm.push_batches(
             &batch(
                 vec![kv("service.name", "cart")],
                 vec![error_span("GET", vec![])],
@@ -875,7 +880,7 @@ mod tests {
             error_span("b", vec![kv("server.address", "api")]),
             error_span("c", vec![kv("http.request.method", "")]),
         ];
-        sm.push(&batch(vec![kv("service.name", "cart")], spans), 1);
+        sm.push_batches(&batch(vec![kv("service.name", "cart")], spans), 1);
         let endpoints: Vec<Vec<String>> = series_of(&sm, "traces_spanmetrics_calls_total")
             .into_iter()
             .map(|(labels, _)| {
@@ -959,7 +964,7 @@ mod tests {
             })
             .unwrap();
             let spans = vec![error_span("a", vec![]), error_span("b", vec![])];
-            sm.push(&batch(resource.clone(), spans), 1);
+            sm.push_batches(&batch(resource.clone(), spans), 1);
             assert_eq!(
                 series_of(&sm, "traces_target_info"),
                 vec![(strings(&want_info), 1.0)],
@@ -981,7 +986,7 @@ mod tests {
             ..Config::default()
         })
         .unwrap();
-        sm.push(
+        sm.push_batches(
             &batch(
                 vec![kv("service.name", "cart")],
                 vec![error_span("a", vec![])],
@@ -1004,13 +1009,13 @@ mod tests {
         .unwrap();
         for (i, now) in [(1, 10), (2, 20)] {
             let resource = vec![kv("service.name", "cart"), kv("pod", &format!("p{i}"))];
-            sm.push(&batch(resource, vec![error_span("a", vec![])]), now);
+            sm.push_batches(&batch(resource, vec![error_span("a", vec![])]), now);
         }
         // One span series is held: room for one target_info; the second is refused.
         let c = sm.cardinality();
         assert_eq!((c.series, c.refused), (2, 1));
         // Seen again later, it is not refreshed (as Tempo): stale from when it was made.
-        sm.push(
+        sm.push_batches(
             &batch(
                 vec![kv("service.name", "cart"), kv("pod", "p1")],
                 vec![error_span("a", vec![])],
@@ -1020,7 +1025,7 @@ mod tests {
         assert_eq!(sm.purge_series_older_than(11), 1);
         assert!(series_of(&sm, "traces_target_info").is_empty());
         // The next span of that resource makes it again (the resource was known, its series gone).
-        sm.push(
+        sm.push_batches(
             &batch(
                 vec![kv("service.name", "cart"), kv("pod", "p1")],
                 vec![error_span("a", vec![])],
@@ -1049,7 +1054,7 @@ mod tests {
             error_span("health", vec![kv("http.route", "/healthz")]),
             error_span("order", vec![kv("http.route", "/orders")]),
         ];
-        sm.push(
+        sm.push_batches(
             &batch(vec![kv("service.name", "cart"), kv("pod", "p")], spans),
             1,
         );
@@ -1058,7 +1063,7 @@ mod tests {
         assert!(calls[0].0.contains(&"span_name=order".to_string()));
         assert_eq!(sm.filtered_spans(), 1);
         // A resource whose spans are all filtered out has no target_info.
-        sm.push(
+        sm.push_batches(
             &batch(
                 vec![kv("service.name", "probe"), kv("pod", "q")],
                 vec![error_span("health", vec![kv("http.route", "/health")])],

@@ -1,0 +1,487 @@
+//! The borrowed reader against prost, the reference: every view of an accepted request equals
+//! prost's decode, and every request the reader accepts prost accepts too.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, KeyValue as PKeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use proptest::prelude::*;
+use prost::Message;
+
+use super::*;
+
+/// An attribute value as a tree both sides can be compared by.
+#[derive(Debug, Clone, PartialEq)]
+enum Tree {
+    String(String),
+    Bool(bool),
+    Int(i64),
+    /// The bits, so NaN equals itself.
+    Double(u64),
+    Array(Vec<Option<Tree>>),
+    KvList(Vec<(String, Option<Tree>)>),
+    Bytes(Vec<u8>),
+    Index(i32),
+}
+
+/// Everything the processors can read of one span, with its resource's attributes.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    resource: Vec<(String, Option<Tree>)>,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    trace_state: String,
+    name: String,
+    kind: i32,
+    start: u64,
+    end: u64,
+    attributes: Vec<(String, Option<Tree>)>,
+    status_code: i32,
+    status_message: String,
+    encoded_len: usize,
+}
+
+fn prost_tree(value: Option<&AnyValue>) -> Option<Tree> {
+    use any_value::Value as V;
+    Some(match value?.value.as_ref()? {
+        V::StringValue(s) => Tree::String(s.clone()),
+        V::BoolValue(b) => Tree::Bool(*b),
+        V::IntValue(i) => Tree::Int(*i),
+        V::DoubleValue(d) => Tree::Double(d.to_bits()),
+        V::ArrayValue(a) => Tree::Array(a.values.iter().map(|v| prost_tree(Some(v))).collect()),
+        V::KvlistValue(l) => Tree::KvList(prost_list(&l.values)),
+        V::BytesValue(b) => Tree::Bytes(b.clone()),
+        V::StringValueStrindex(i) => Tree::Index(*i),
+    })
+}
+
+fn prost_list(list: &[PKeyValue]) -> Vec<(String, Option<Tree>)> {
+    list.iter()
+        .map(|kv| (kv.key.clone(), prost_tree(kv.value.as_ref())))
+        .collect()
+}
+
+fn view_tree(value: Option<Value<'_>>) -> Option<Tree> {
+    Some(match value? {
+        Value::String(s) => Tree::String(s.into()),
+        Value::Bool(b) => Tree::Bool(b),
+        Value::Int(i) => Tree::Int(i),
+        Value::Double(d) => Tree::Double(d.to_bits()),
+        Value::Array(a) => Tree::Array(a.iter().map(view_tree).collect()),
+        Value::KvList(l) => Tree::KvList(view_list(l)),
+        Value::Bytes(b) => Tree::Bytes(b.into()),
+        Value::StringIndex(i) => Tree::Index(i),
+    })
+}
+
+fn view_list(list: Attributes<'_>) -> Vec<(String, Option<Tree>)> {
+    list.iter()
+        .map(|kv| (kv.key.into(), view_tree(kv.value())))
+        .collect()
+}
+
+fn seen_by_prost(request: &ExportTraceServiceRequest) -> Vec<Seen> {
+    let mut seen = vec![];
+    for rs in &request.resource_spans {
+        let resource = prost_list(rs.resource.as_ref().map_or(&[], |r| &r.attributes));
+        for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+            seen.push(Seen {
+                resource: resource.clone(),
+                trace_id: span.trace_id.clone(),
+                span_id: span.span_id.clone(),
+                parent_span_id: span.parent_span_id.clone(),
+                trace_state: span.trace_state.clone(),
+                name: span.name.clone(),
+                kind: span.kind,
+                start: span.start_time_unix_nano,
+                end: span.end_time_unix_nano,
+                attributes: prost_list(&span.attributes),
+                status_code: span.status.as_ref().map_or(0, |s| s.code),
+                status_message: span.status.as_ref().map_or("", |s| &s.message).into(),
+                encoded_len: span.encoded_len(),
+            });
+        }
+    }
+    seen
+}
+
+fn seen_by_views(request: &Request<'_>) -> Vec<Seen> {
+    let mut seen = vec![];
+    for rs in request.resource_spans() {
+        let resource = view_list(rs.attributes());
+        for span in rs.spans() {
+            seen.push(Seen {
+                resource: resource.clone(),
+                trace_id: span.trace_id.into(),
+                span_id: span.span_id.into(),
+                parent_span_id: span.parent_span_id.into(),
+                trace_state: span.trace_state.into(),
+                name: span.name.into(),
+                kind: span.kind,
+                start: span.start_time_unix_nano,
+                end: span.end_time_unix_nano,
+                attributes: view_list(span.attributes),
+                status_code: span.status_code,
+                status_message: span.status_message.into(),
+                encoded_len: span.encoded_len,
+            });
+        }
+    }
+    seen
+}
+
+/// The reader's promise for any bytes: when it reads them, prost decodes them too and both
+/// see the same; prost's re-encoding of whatever prost decodes is read the same as prost.
+fn assert_agrees_with_prost(bytes: &[u8]) -> Result<(), Fallback> {
+    let by_prost = ExportTraceServiceRequest::decode(bytes);
+    if let Ok(decoded) = &by_prost {
+        let canonical = decoded.encode_to_vec();
+        // prost's own encoding is read in place, unless nested past the reader's depth.
+        match Request::read(&canonical) {
+            Ok(reread) => assert_eq!(seen_by_views(&reread), seen_by_prost(decoded)),
+            Err(fallback) => assert_eq!(fallback, Fallback::TooDeep),
+        }
+        assert_eq!(
+            seen_by_views(&Request::trusted(&canonical)),
+            seen_by_prost(decoded)
+        );
+    }
+    let read = Request::read(bytes)?;
+    let decoded = by_prost.expect("what the reader accepts, prost accepts");
+    assert_eq!(seen_by_views(&read), seen_by_prost(&decoded));
+    Ok(())
+}
+
+fn kv(key: &str, value: any_value::Value) -> PKeyValue {
+    PKeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv(
+                    "service.name",
+                    any_value::Value::StringValue("a".into()),
+                )],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn a_span() -> Span {
+    Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "GET /".into(),
+        kind: span::SpanKind::Server as i32,
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2,
+        attributes: vec![kv("http.route", any_value::Value::StringValue("/".into()))],
+        status: Some(Status {
+            code: 2,
+            message: "boom".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_conformance_request_is_read_in_place_as_prost_decodes_it() {
+    let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/cases");
+    let mut requests = 0;
+    for case in std::fs::read_dir(&cases).expect("conformance cases") {
+        let input = case.unwrap().path().join("input.json");
+        let Ok(text) = std::fs::read_to_string(&input) else {
+            continue;
+        };
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for request in file["requests"].as_array().expect("requests") {
+            let decoded: ExportTraceServiceRequest =
+                serde_json::from_value(request.clone()).unwrap();
+            let bytes = decoded.encode_to_vec();
+            assert_eq!(assert_agrees_with_prost(&bytes), Ok(()), "{input:?}");
+            requests += 1;
+        }
+    }
+    assert!(requests > 100, "only {requests} requests found");
+}
+
+/// A field written by hand: `tag`, wire type 2, `body`.
+fn length_delimited(tag: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![];
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A request of one resource-spans whose only span is `span_bytes`.
+fn request_with_span_bytes(span_bytes: &[u8]) -> Vec<u8> {
+    let scope_spans = length_delimited(2, span_bytes);
+    let resource_spans = length_delimited(2, &scope_spans);
+    length_delimited(1, &resource_spans)
+}
+
+#[test]
+fn what_the_reader_leaves_to_prost_and_why() {
+    let span = a_span().encode_to_vec();
+    let append = |extra: &[u8]| [span.as_slice(), extra].concat();
+    let mut deep = AnyValue {
+        value: Some(any_value::Value::IntValue(1)),
+    };
+    for _ in 0..40 {
+        deep = AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![deep],
+            })),
+        };
+    }
+    let mut deep_span = a_span();
+    deep_span.attributes.push(PKeyValue {
+        key: "deep".into(),
+        value: Some(deep),
+        ..Default::default()
+    });
+    let cases: Vec<(&str, Vec<u8>, Fallback)> = vec![
+        (
+            "a span field prost does not know (prost drops it)",
+            request_with_span_bytes(&append(&[0xa8, 0x06, 0x01])), // field 101, varint 1
+            Fallback::NotCanonical,
+        ),
+        (
+            "a dropped-attributes count of 0 written out (prost leaves it out)",
+            request_with_span_bytes(&append(&[0x50, 0x00])),
+            Fallback::NotCanonical,
+        ),
+        (
+            "a length not in its shortest form",
+            request_with_span_bytes(&append(&[0x1a, 0x81, 0x00, b'x'])),
+            Fallback::NotCanonical,
+        ),
+        (
+            "the name given twice (prost keeps the last)",
+            request_with_span_bytes(&append(&[0x2a, 0x01, b'x'])),
+            Fallback::DuplicateField,
+        ),
+        (
+            "a span's status given twice (prost merges them)",
+            request_with_span_bytes(&append(&length_delimited(15, &[0x18, 0x01]))),
+            Fallback::DuplicateField,
+        ),
+        (
+            "a trace state that is not UTF-8",
+            request_with_span_bytes(&append(&[0x1a, 0x01, 0xff])),
+            Fallback::Malformed,
+        ),
+        (
+            "the trace state as a varint (a wire type prost refuses for a string)",
+            request_with_span_bytes(&append(&[0x18, 0x01])),
+            Fallback::Malformed,
+        ),
+        (
+            "a span cut short",
+            request_with_span_bytes(&span[..span.len() - 3]),
+            Fallback::Malformed,
+        ),
+        (
+            "an unknown group (prost skips it)",
+            request_with_span_bytes(&append(&[0xa3, 0x06, 0xa4, 0x06])),
+            Fallback::Malformed,
+        ),
+        (
+            "attributes nested 40 deep",
+            request_of(vec![deep_span]).encode_to_vec(),
+            Fallback::TooDeep,
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        assert_eq!(assert_agrees_with_prost(&bytes), Err(want), "{what}");
+    }
+
+    // Outside spans, what prost drops changes nothing the engine reads: read in place.
+    let mut request = request_of(vec![a_span()]).encode_to_vec();
+    request.extend_from_slice(&[0xa8, 0x06, 0x01]);
+    assert_eq!(assert_agrees_with_prost(&request), Ok(()));
+}
+
+#[test]
+fn spans_are_read_in_place_whatever_order_their_fields_come_in() {
+    // Attributes apart, with other fields between them: still one list, in order.
+    let one = kv("a", any_value::Value::IntValue(1)).encode_to_vec();
+    let two = kv("b", any_value::Value::BoolValue(true)).encode_to_vec();
+    let span = [
+        length_delimited(9, &one),
+        length_delimited(1, &[7; 16]),
+        length_delimited(9, &two),
+        length_delimited(2, &[8; 8]),
+    ]
+    .concat();
+    let bytes = request_with_span_bytes(&span);
+    assert_eq!(assert_agrees_with_prost(&bytes), Ok(()));
+    let request = Request::read(&bytes).unwrap();
+    let keys: Vec<&str> = request
+        .spans()
+        .flat_map(|s| s.attributes.iter().map(|kv| kv.key))
+        .collect();
+    assert_eq!(keys, ["a", "b"]);
+}
+
+fn any_value() -> impl Strategy<Value = AnyValue> {
+    use any_value::Value as V;
+    let leaf = prop_oneof![
+        ".{0,8}".prop_map(V::StringValue),
+        any::<bool>().prop_map(V::BoolValue),
+        any::<i64>().prop_map(V::IntValue),
+        any::<f64>().prop_map(V::DoubleValue),
+        prop::collection::vec(any::<u8>(), 0..4).prop_map(V::BytesValue),
+    ];
+    let leaf = prop::option::of(leaf).prop_map(|value| AnyValue { value });
+    leaf.prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3)
+                .prop_map(|values| V::ArrayValue(ArrayValue { values })),
+            prop::collection::vec(("[a-c]{0,2}", prop::option::of(inner)), 0..3).prop_map(|kvs| {
+                V::KvlistValue(KeyValueList {
+                    values: kvs
+                        .into_iter()
+                        .map(|(key, value)| PKeyValue {
+                            key,
+                            value,
+                            ..Default::default()
+                        })
+                        .collect(),
+                })
+            }),
+        ]
+        .prop_map(|v| AnyValue { value: Some(v) })
+    })
+}
+
+fn attributes() -> impl Strategy<Value = Vec<PKeyValue>> {
+    prop::collection::vec(
+        ("[a-c.]{0,3}", prop::option::of(any_value())).prop_map(|(key, value)| PKeyValue {
+            key,
+            value,
+            ..Default::default()
+        }),
+        0..4,
+    )
+}
+
+fn a_random_span() -> impl Strategy<Value = Span> {
+    (
+        prop::collection::vec(any::<u8>(), 0..17),
+        prop::collection::vec(any::<u8>(), 0..9),
+        prop::collection::vec(any::<u8>(), 0..9),
+        ".{0,6}",
+        -1i32..7,
+        any::<u64>(),
+        any::<u64>(),
+        attributes(),
+        prop::option::of((-1i32..4, ".{0,4}")),
+        prop::collection::vec(
+            (any::<u64>(), ".{0,3}", attributes()).prop_map(|(time, name, attributes)| {
+                span::Event {
+                    time_unix_nano: time,
+                    name,
+                    attributes,
+                    dropped_attributes_count: 0,
+                }
+            }),
+            0..2,
+        ),
+    )
+        .prop_map(
+            |(trace_id, span_id, parent, name, kind, start, end, attributes, status, events)| {
+                Span {
+                    trace_id,
+                    span_id,
+                    parent_span_id: parent,
+                    trace_state: if kind == 3 {
+                        "ot=th:8".into()
+                    } else {
+                        String::new()
+                    },
+                    name,
+                    kind,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: end,
+                    attributes,
+                    status: status.map(|(code, message)| Status { code, message }),
+                    events,
+                    ..Default::default()
+                }
+            },
+        )
+}
+
+fn a_random_request() -> impl Strategy<Value = ExportTraceServiceRequest> {
+    prop::collection::vec(
+        (
+            prop::option::of(attributes()),
+            prop::collection::vec(prop::collection::vec(a_random_span(), 0..3), 0..3),
+        )
+            .prop_map(|(resource, scopes)| ResourceSpans {
+                resource: resource.map(|attributes| Resource {
+                    attributes,
+                    ..Default::default()
+                }),
+                scope_spans: scopes
+                    .into_iter()
+                    .map(|spans| ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+        0..3,
+    )
+    .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Random requests, as prost encodes them: read in place, and seen as prost sees them.
+    #[test]
+    fn random_requests_are_read_as_prost_decodes_them(request in a_random_request()) {
+        let bytes = request.encode_to_vec();
+        prop_assert_eq!(assert_agrees_with_prost(&bytes), Ok(()));
+    }
+
+    /// The same requests damaged: a byte changed, or cut short. Whatever the reader still
+    /// reads, prost decodes, and both see the same.
+    #[test]
+    fn damaged_requests_are_read_only_when_prost_agrees(
+        request in a_random_request(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<bool>(),
+    ) {
+        let mut bytes = request.encode_to_vec();
+        if !bytes.is_empty() {
+            let i = at.index(bytes.len());
+            if cut {
+                bytes.truncate(i);
+            } else {
+                bytes[i] = byte;
+            }
+        }
+        let _ = assert_agrees_with_prost(&bytes);
+    }
+}
