@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the OTLP/HTTP body fuzz target for a while (default 60 s). Not part of `make test`.
+# Runs both fuzz targets for a while each (default 60 s). Not part of `make test`.
+#   otlp_http_body: the HTTP receiver's decompression and the intake's decode, into the engine;
+#   wire_reader:    the borrowed reader against prost on any bytes.
 # Usage: scripts/fuzz.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/../graphgen"
@@ -7,7 +9,7 @@ seconds="${1:-60}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # cargo-fuzz asks for nightly-only flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
 export RUSTC_BOOTSTRAP=1
-mkdir -p fuzz/corpus/otlp_http_body
+mkdir -p fuzz/corpus/otlp_http_body fuzz/corpus/wire_reader
 # Seed the corpus with real requests: the conformance inputs as JSON (selector byte 1).
 for f in tests/conformance/cases/*/input.json; do
   [ -f "$f" ] || continue
@@ -18,4 +20,9 @@ requests = json.load(open(sys.argv[1]))["requests"]
 open(sys.argv[2], "wb").write(b"\x01" + json.dumps(requests[0]).encode())
 PY
 done
-cargo fuzz run otlp_http_body fuzz/corpus/otlp_http_body -- -max_total_time="$seconds" -rss_limit_mb=4096 2>&1 | tail -20
+# The reader's seeds: the benchmark's requests as protobuf, small ones.
+cargo run -q --release -p graphgen --bin graphgen-load -- decode --traces-per-request 2 \
+  --requests 8 --write-to fuzz/corpus/wire_reader
+for target in otlp_http_body wire_reader; do
+  cargo fuzz run "$target" "fuzz/corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=4096 2>&1 | tail -20
+done

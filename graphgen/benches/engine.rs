@@ -54,7 +54,7 @@ fn steady_state(c: &mut Criterion) {
         let mut engine = Engine::new(config, span_metrics, Arc::new(SystemClock)).unwrap();
         // The request read in place, as the receivers hand it over: the views are parsed as the
         // processors read them, so that is part of the figure.
-        let request = Request::read(&bytes).expect("a valid request");
+        let (request, _) = Request::read(&bytes).expect("a valid request");
         engine.push(&request); // warm-up: series and edge slots exist from here on
         group.bench_function(name, |b| b.iter(|| engine.push(&request)));
     }

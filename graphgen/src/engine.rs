@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
-use crate::wire::{Request, Uncounted};
+use crate::wire::{BatchBuffers, Request};
 
 use crate::clock::Clock;
 use crate::dedup::SeenSpans;
@@ -39,8 +39,8 @@ pub struct Engine {
     /// Spans ending further than this from now are not counted (`--ingestion-time-range-slack`).
     ingestion_slack: Option<Duration>,
     outside_time_range: u64,
-    /// The spans of the request being pushed that are not counted, reused across pushes.
-    uncounted: Vec<usize>,
+    /// Where a request's spans are parsed, reused across pushes.
+    buffers: BatchBuffers,
 }
 
 impl std::fmt::Debug for Engine {
@@ -68,7 +68,7 @@ impl Engine {
             dedup: None,
             ingestion_slack: None,
             outside_time_range: 0,
-            uncounted: Vec::new(),
+            buffers: BatchBuffers::default(),
         })
     }
 
@@ -125,36 +125,39 @@ impl Engine {
     /// those already counted (when de-duplication is on).
     pub fn push(&mut self, request: &Request<'_>) {
         let now = self.clock.now_nanos();
-        let mut uncounted = std::mem::take(&mut self.uncounted);
-        uncounted.clear();
-        if self.ingestion_slack.is_some() || self.dedup.is_some() {
-            let range = self.ingestion_slack.map(|slack| {
-                let slack = slack.as_nanos() as u64;
-                now.saturating_sub(slack)..=now.saturating_add(slack)
-            });
-            for span in request.spans() {
-                if range
-                    .as_ref()
-                    .is_some_and(|range| !range.contains(&span.end_time_unix_nano))
-                {
-                    self.outside_time_range += 1;
-                    Uncounted::add(&mut uncounted, &span);
-                } else if let Some(seen) = &mut self.dedup {
-                    if !seen.first_time(span.trace_id, span.span_id, now) {
-                        Uncounted::add(&mut uncounted, &span);
-                    }
-                }
+        let range = self.ingestion_slack.map(|slack| {
+            let slack = slack.as_nanos() as u64;
+            now.saturating_sub(slack)..=now.saturating_add(slack)
+        });
+        let Self {
+            graph,
+            span_metrics,
+            host_info,
+            dedup,
+            outside_time_range,
+            buffers,
+            ..
+        } = self;
+        let batch = buffers.parse(request, |span| {
+            if range
+                .as_ref()
+                .is_some_and(|range| !range.contains(&span.end_time_unix_nano))
+            {
+                *outside_time_range += 1;
+                return false;
             }
+            dedup
+                .as_mut()
+                .is_none_or(|seen| seen.first_time(span.trace_id, span.span_id, now))
+        });
+        graph.push(&batch, now);
+        if let Some(sm) = span_metrics {
+            sm.push(&batch, now);
         }
-        let skip = Uncounted::new(&uncounted);
-        self.graph.push(request, skip, now);
-        if let Some(sm) = &mut self.span_metrics {
-            sm.push(request, skip, now);
+        if let Some(hi) = host_info {
+            hi.push(&batch, now);
         }
-        if let Some(hi) = &mut self.host_info {
-            hi.push(request, now);
-        }
-        self.uncounted = uncounted;
+        buffers.recycle(batch);
     }
 
     /// [`Engine::push`] for requests built as prost structs (tests, benchmarks and tools): they

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::wire::{Request, Value};
+use crate::wire::{Batch, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::label_limits::truncate_label;
@@ -95,9 +95,8 @@ impl HostInfo {
     }
 
     /// Every resource of the request names its host, whether or not its spans are counted.
-    pub fn push(&mut self, request: &Request<'_>, now: u64) {
-        for rs in request.resource_spans() {
-            let resource = rs.attributes();
+    pub fn push(&mut self, batch: &Batch<'_>, now: u64) {
+        for (resource, _) in batch.resources() {
             let found = self.identifiers.iter().find_map(|id| {
                 resource.iter().find_map(|kv| match kv.value()? {
                     Value::String(v) if kv.key == *id && !v.is_empty() => Some((v, id)),
@@ -133,8 +132,7 @@ impl HostInfo {
         batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
         now: u64,
     ) {
-        let bytes = crate::wire::encode(batches);
-        self.push(&Request::trusted(&bytes), now);
+        Batch::of_batches(batches, |batch| self.push(batch, now));
     }
 
     pub fn purge_series_older_than(&mut self, cutoff: u64) -> usize {

@@ -16,7 +16,7 @@ use crate::queue::{QueueError, SpanQueue};
 use crate::receiver::admission::{Admission, Admissions, Busy};
 use crate::selfmetrics::{Protocol, RefuseReason, RequestOutcome, SelfMetrics};
 use crate::tenants::{Tenant, TenantRef, TenantRefused, Tenants};
-use crate::wire::{Fallback, Request};
+use crate::wire::{id_problem, Fallback, Request, Tally};
 
 /// How long clients are asked to wait when the forwarding queue is full.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -317,26 +317,18 @@ impl Decoded {
 pub fn decode(body: &Body) -> Result<Decoded, Refused> {
     let fallback = match body {
         Body::Protobuf(bytes) => match Request::read(bytes) {
-            Ok(request) => {
-                let (valid, invalid) = request.spans().fold((0, 0), |(valid, invalid), span| {
-                    match span_problem(span.trace_id, span.span_id, span.parent_span_id) {
-                        None => (valid + 1, invalid),
-                        Some(_) => (valid, invalid + 1),
-                    }
-                });
-                if invalid == 0 {
-                    return Ok(Decoded {
-                        forward: bytes.clone(),
-                        counted: bytes.clone(),
-                        valid,
-                        invalid,
-                        first_problem: None,
-                        fallback: None,
-                    });
-                }
-                // Spans to take out: prost re-encodes what is left.
-                None
+            Ok((_, Tally { spans, bad_ids: 0 })) => {
+                return Ok(Decoded {
+                    forward: bytes.clone(),
+                    counted: bytes.clone(),
+                    valid: spans,
+                    invalid: 0,
+                    first_problem: None,
+                    fallback: None,
+                })
             }
+            // Spans to take out: prost re-encodes what is left.
+            Ok(_) => None,
             Err(fallback) => Some(fallback),
         },
         Body::Json(_) => None,
@@ -371,30 +363,6 @@ pub fn decode(body: &Body) -> Result<Decoded, Refused> {
     })
 }
 
-/// What is wrong with a span's ids, if anything (OTLP: 16-byte non-zero trace id, 8-byte
-/// non-zero span id, parent empty or 8 bytes).
-fn span_problem(trace_id: &[u8], span_id: &[u8], parent_span_id: &[u8]) -> Option<String> {
-    if trace_id.len() != 16 || trace_id.iter().all(|b| *b == 0) {
-        return Some(format!(
-            "trace id must be 16 non-zero bytes, got {} bytes",
-            trace_id.len()
-        ));
-    }
-    if span_id.len() != 8 || span_id.iter().all(|b| *b == 0) {
-        return Some(format!(
-            "span id must be 8 non-zero bytes, got {} bytes",
-            span_id.len()
-        ));
-    }
-    if !(parent_span_id.is_empty() || parent_span_id.len() == 8) {
-        return Some(format!(
-            "parent span id must be empty or 8 bytes, got {} bytes",
-            parent_span_id.len()
-        ));
-    }
-    None
-}
-
 /// Drops invalid spans in place; returns how many and the first problem found.
 fn remove_invalid_spans(request: &mut ExportTraceServiceRequest) -> (usize, Option<String>) {
     let mut removed = 0;
@@ -405,7 +373,7 @@ fn remove_invalid_spans(request: &mut ExportTraceServiceRequest) -> (usize, Opti
         .flat_map(|rs| rs.scope_spans.iter_mut())
     {
         ss.spans.retain(|span| {
-            match span_problem(&span.trace_id, &span.span_id, &span.parent_span_id) {
+            match id_problem(&span.trace_id, &span.span_id, &span.parent_span_id) {
                 None => true,
                 Some(problem) => {
                     removed += 1;
@@ -416,4 +384,84 @@ fn remove_invalid_spans(request: &mut ExportTraceServiceRequest) -> (usize, Opti
         });
     }
     (removed, first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(decoded: &Decoded) -> Vec<(Vec<u8>, String)> {
+        decoded
+            .request()
+            .spans()
+            .map(|s| (s.span_id.to_vec(), s.name.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_request_is_read_in_place_or_by_prost_and_forwarded_as_it_came_unless_cut() {
+        let request = ExportTraceServiceRequest {
+            resource_spans: crate::workload::client_server_request(2),
+        };
+        let canonical = Bytes::from(request.encode_to_vec());
+        let in_place = decode(&Body::Protobuf(canonical.clone())).unwrap();
+        assert_eq!((in_place.fallback, in_place.valid), (None, 4));
+        assert_eq!(in_place.forward, canonical);
+
+        // An unknown field appended to the last span (the last bytes of the request): prost
+        // decodes it, the engine sees the same spans, the bytes go on as they came.
+        let mut unusual = request.clone();
+        let last = unusual.resource_spans.last_mut().unwrap();
+        let span = last.scope_spans[0].spans.pop().unwrap();
+        let mut span_bytes = span.encode_to_vec();
+        span_bytes.extend_from_slice(&[0xa8, 0x06, 0x01]); // field 101 = 1
+        let mut scope = last.scope_spans[0].encode_to_vec();
+        prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut scope);
+        prost::encoding::encode_varint(span_bytes.len() as u64, &mut scope);
+        scope.extend_from_slice(&span_bytes);
+        last.scope_spans.clear();
+        let mut rs = last.encode_to_vec();
+        prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut rs);
+        prost::encoding::encode_varint(scope.len() as u64, &mut rs);
+        rs.extend_from_slice(&scope);
+        unusual.resource_spans.pop();
+        let mut body = unusual.encode_to_vec();
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut body);
+        prost::encoding::encode_varint(rs.len() as u64, &mut body);
+        body.extend_from_slice(&rs);
+        let body = Bytes::from(body);
+        let by_prost = decode(&Body::Protobuf(body.clone())).unwrap();
+        assert_eq!(by_prost.fallback, Some(Fallback::NotCanonical));
+        assert_eq!(by_prost.forward, body, "forwarded as it came");
+        assert_eq!(
+            spans(&by_prost),
+            spans(&in_place),
+            "the engine sees the same spans"
+        );
+
+        // A span with a bad id is cut out: what is forwarded and counted is prost's encoding.
+        let mut cut = request.clone();
+        cut.resource_spans[0].scope_spans[0].spans[0].span_id = vec![0; 8];
+        let decoded = decode(&Body::Protobuf(cut.encode_to_vec().into())).unwrap();
+        assert_eq!((decoded.valid, decoded.invalid), (3, 1));
+        assert!(decoded
+            .first_problem
+            .as_deref()
+            .unwrap()
+            .contains("span id must be 8 non-zero bytes"));
+        let forwarded = ExportTraceServiceRequest::decode(&decoded.forward[..]).unwrap();
+        assert_eq!(
+            forwarded
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum::<usize>(),
+            3
+        );
+        assert_eq!(spans(&decoded).len(), 3);
+
+        let malformed = decode(&Body::Protobuf(Bytes::from_static(&[0x0a, 0x05, 0x01])));
+        assert!(matches!(malformed, Err(Refused::Malformed(_))));
+    }
 }

@@ -72,7 +72,7 @@ fn steady_state_pushes_allocate_nothing() {
         .unwrap();
         let push = |engine: &mut Engine| {
             // The reader's check and views are part of the steady state.
-            let request = Request::read(&bytes).expect("a valid request");
+            let (request, _) = Request::read(&bytes).expect("a valid request");
             engine.push(&request);
         };
         push(&mut engine);

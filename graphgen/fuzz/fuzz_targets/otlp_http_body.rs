@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use graphgen::clock::ManualClock;
 use graphgen::engine::Engine;
-use graphgen::intake::{decode, Body, Decoded};
+use graphgen::intake::{decode, Body};
 use graphgen::receiver::http::decompress;
 use libfuzzer_sys::fuzz_target;
 
@@ -31,14 +31,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Body::Json(bytes)
     };
-    if let Ok(Decoded { request, valid, .. }) = decode(&body) {
-        let spans: Vec<_> = request
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-            .collect();
-        assert_eq!(spans.len(), valid);
+    if let Ok(decoded) = decode(&body) {
+        let request = decoded.request();
+        let spans: Vec<_> = request.spans().collect();
+        assert_eq!(spans.len(), decoded.valid);
         for span in spans {
             // What the engine may rely on: OTLP's id sizes, ids not all zero.
             assert!(span.trace_id.len() == 16 && span.trace_id.iter().any(|b| *b != 0));
@@ -52,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
             Arc::new(clock.clone()),
         )
         .unwrap();
-        engine.push(&request.resource_spans);
+        engine.push(&request);
         clock.advance(std::time::Duration::from_secs(60));
         engine.expire();
         let _ = engine.families();

@@ -25,7 +25,7 @@ use crate::filter::SpanFilter;
 use crate::label_limits::truncate_label;
 use crate::series::{Cardinality, Family};
 use crate::spans::{duration_sec, span_kind_name};
-use crate::wire::{Attributes, Request, Span, Uncounted};
+use crate::wire::{Attributes, Batch, Span};
 
 const VIRTUAL_NODE_LABEL: &str = "virtual_node";
 
@@ -255,10 +255,9 @@ impl ServiceGraph {
     }
 
     /// Processes one batch of spans received at `now` (nanoseconds since the epoch).
-    pub fn push(&mut self, request: &Request<'_>, uncounted: Uncounted<'_>, now: u64) {
+    pub fn push(&mut self, batch: &Batch<'_>, now: u64) {
         let expires_at = now.saturating_add(self.config.wait.as_nanos() as u64);
-        for rs in request.resource_spans() {
-            let resource = rs.attributes();
+        for (resource, spans) in batch.resources() {
             let Some(service) = attributes::service_name(resource) else {
                 continue;
             };
@@ -266,8 +265,8 @@ impl ServiceGraph {
             let mut service_name = std::mem::take(&mut self.service_name);
             service_name.clear();
             attributes::write_value(service.value(), &mut service_name);
-            for span in rs.spans().filter(|span| uncounted.counts(span)) {
-                self.push_span(&service_name, resource, &span, now, expires_at);
+            for span in spans {
+                self.push_span(&service_name, resource, span, now, expires_at);
             }
             self.service_name = service_name;
         }
@@ -279,8 +278,7 @@ impl ServiceGraph {
         batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
         now: u64,
     ) {
-        let bytes = crate::wire::encode(batches);
-        self.push(&Request::trusted(&bytes), Uncounted::NONE, now);
+        Batch::of_batches(batches, |batch| self.push(batch, now));
     }
 
     fn push_span(

@@ -18,7 +18,7 @@ use crate::series::{
 use crate::series::{Cardinality, InvalidBuckets, RegistryLimits};
 use crate::span_names::{Sanitization, SpanNames};
 use crate::spans::{duration_sec, span_kind_name, status_code_name};
-use crate::wire::{Attributes, Request, Uncounted};
+use crate::wire::{Attributes, Batch};
 
 /// Labels Tempo sets itself; a dimension that sanitizes to one of them is prefixed with `__`.
 const INTRINSIC_LABELS: [&str; 5] = [
@@ -358,7 +358,7 @@ impl SpanMetrics {
 
     /// Counts every span of every kind the filter keeps, including resources without
     /// `service.name`; `now` timestamps the latency exemplars.
-    pub fn push(&mut self, request: &Request<'_>, uncounted: Uncounted<'_>, now: u64) {
+    pub fn push(&mut self, batch: &Batch<'_>, now: u64) {
         let Self {
             config,
             histograms,
@@ -372,12 +372,11 @@ impl SpanMetrics {
             span_names,
             span_name_label,
         } = self;
-        for rs in request.resource_spans() {
-            let resource = rs.attributes();
+        for (resource, spans) in batch.resources() {
             service_labels.read(resource, target_info.is_some());
             let mut target_info_done = false;
-            for span in rs.spans().filter(|span| uncounted.counts(span)) {
-                if !filter.keeps(resource, &span) {
+            for span in spans {
+                if !filter.keeps(resource, span) {
                     *filtered += 1;
                     continue;
                 }
@@ -429,7 +428,7 @@ impl SpanMetrics {
                 let multiplier = attributes::multiplier(
                     config.span_multiplier_key.as_deref(),
                     config.enable_tracestate_span_multiplier,
-                    &span,
+                    span,
                     resource,
                 );
                 if let Some(s) = series.get_or_insert_with(scratch, now, || SpanSeries {
@@ -457,8 +456,7 @@ impl SpanMetrics {
         batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
         now: u64,
     ) {
-        let bytes = crate::wire::encode(batches);
-        self.push(&Request::trusted(&bytes), Uncounted::NONE, now);
+        Batch::of_batches(batches, |batch| self.push(batch, now));
     }
 
     /// Drops the series no span has updated since `cutoff` (nanoseconds since the epoch).

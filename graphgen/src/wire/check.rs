@@ -33,8 +33,20 @@ pub(super) struct Field<'a> {
 
 /// A varint, and whether it is in its shortest form; the same bounds as prost (at most 10
 /// bytes, the tenth at most 1).
-#[inline]
+#[inline(always)]
 fn varint(rest: &mut &[u8]) -> Result<(u64, bool), Fallback> {
+    // Most keys and lengths are one byte.
+    if let Some((&byte, after)) = rest.split_first() {
+        if byte < 0x80 {
+            *rest = after;
+            return Ok((u64::from(byte), true));
+        }
+    }
+    varint_long(rest)
+}
+
+#[inline(never)]
+fn varint_long(rest: &mut &[u8]) -> Result<(u64, bool), Fallback> {
     let mut value = 0u64;
     for (i, &byte) in rest.iter().enumerate().take(10) {
         if i == 9 && byte > 1 {
@@ -59,7 +71,7 @@ fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], Fallback> {
 }
 
 /// Reads the next field off `rest`.
-#[inline]
+#[inline(always)]
 pub(super) fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Field<'a>, Fallback> {
     let (key, key_minimal) = varint(rest)?;
     if key > u64::from(u32::MAX) || key >> 3 == 0 {
@@ -197,12 +209,28 @@ fn schema(message: Msg, tag: u32) -> Option<(Kind, Cardinality)> {
     })
 }
 
-/// Checks a whole `ExportTraceServiceRequest`.
-pub(super) fn request(bytes: &[u8]) -> Result<(), Fallback> {
-    message(bytes, Msg::Request, false, 0)
+/// What the walk counted of a request's spans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub spans: usize,
+    /// Spans whose ids break OTLP's rules ([`super::id_problem`]).
+    pub bad_ids: usize,
 }
 
-fn message(bytes: &[u8], message_type: Msg, in_span: bool, depth: u32) -> Result<(), Fallback> {
+/// Checks a whole `ExportTraceServiceRequest`.
+pub(super) fn request(bytes: &[u8]) -> Result<Tally, Fallback> {
+    let mut tally = Tally::default();
+    message(bytes, Msg::Request, false, 0, &mut tally)?;
+    Ok(tally)
+}
+
+fn message(
+    bytes: &[u8],
+    message_type: Msg,
+    in_span: bool,
+    depth: u32,
+    tally: &mut Tally,
+) -> Result<(), Fallback> {
     if depth > MAX_DEPTH {
         return Err(Fallback::TooDeep);
     }
@@ -210,6 +238,8 @@ fn message(bytes: &[u8], message_type: Msg, in_span: bool, depth: u32) -> Result
     let in_span = in_span || message_type == Msg::Span;
     // Singular fields seen (every tag is below 31); bit 31 is the oneof.
     let mut seen = 0u32;
+    // A span's trace, span and parent span ids.
+    let mut ids: [&[u8]; 3] = [&[]; 3];
     let mut rest = bytes;
     while !rest.is_empty() {
         let field = next_field(&mut rest)?;
@@ -239,9 +269,19 @@ fn message(bytes: &[u8], message_type: Msg, in_span: bool, depth: u32) -> Result
                 std::str::from_utf8(b).map_err(|_| Fallback::Malformed)?;
                 !default_written(b.is_empty())
             }
-            (Kind::Bytes, Raw::Bytes(b)) => !default_written(b.is_empty()),
+            (Kind::Bytes, Raw::Bytes(b)) => {
+                if message_type == Msg::Span {
+                    match field.tag {
+                        1 => ids[0] = b,
+                        2 => ids[1] = b,
+                        4 => ids[2] = b,
+                        _ => {}
+                    }
+                }
+                !default_written(b.is_empty())
+            }
             (Kind::Nested(inner), Raw::Bytes(b)) => {
-                self::message(b, inner, in_span, depth + 1)?;
+                self::message(b, inner, in_span, depth + 1, tally)?;
                 true
             }
             (Kind::Int32, Raw::Varint(v)) => {
@@ -260,6 +300,12 @@ fn message(bytes: &[u8], message_type: Msg, in_span: bool, depth: u32) -> Result
         };
         if !canonical {
             return Err(Fallback::NotCanonical);
+        }
+    }
+    if message_type == Msg::Span {
+        tally.spans += 1;
+        if super::id_problem(ids[0], ids[1], ids[2]).is_some() {
+            tally.bad_ids += 1;
         }
     }
     Ok(())

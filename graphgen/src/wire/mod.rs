@@ -12,10 +12,11 @@
 //! are skipped by their length.
 
 mod check;
+pub mod reference;
 #[cfg(test)]
 mod tests;
 
-pub use check::Fallback;
+pub use check::{Fallback, Tally};
 
 /// Field numbers of `opentelemetry.proto.trace.v1` and `common.v1` (opentelemetry-proto 0.33).
 mod tag {
@@ -87,6 +88,31 @@ fn str_of(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
 }
 
+/// What is wrong with a span's ids, by OTLP's rules: a 16-byte trace id and an 8-byte span
+/// id, neither all zeros, and a parent span id empty or of 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdProblem {
+    #[error("trace id must be 16 non-zero bytes, got {0} bytes")]
+    TraceId(usize),
+    #[error("span id must be 8 non-zero bytes, got {0} bytes")]
+    SpanId(usize),
+    #[error("parent span id must be empty or 8 bytes, got {0} bytes")]
+    ParentSpanId(usize),
+}
+
+pub fn id_problem(trace_id: &[u8], span_id: &[u8], parent_span_id: &[u8]) -> Option<IdProblem> {
+    if trace_id.len() != 16 || trace_id.iter().all(|b| *b == 0) {
+        return Some(IdProblem::TraceId(trace_id.len()));
+    }
+    if span_id.len() != 8 || span_id.iter().all(|b| *b == 0) {
+        return Some(IdProblem::SpanId(span_id.len()));
+    }
+    if !(parent_span_id.is_empty() || parent_span_id.len() == 8) {
+        return Some(IdProblem::ParentSpanId(parent_span_id.len()));
+    }
+    None
+}
+
 /// A whole `ExportTraceServiceRequest`, checked.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -94,10 +120,11 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// Checks `bytes` and reads it, or says why prost must decode it instead.
-    pub fn read(bytes: &'a [u8]) -> Result<Self, Fallback> {
-        check::request(bytes)?;
-        Ok(Self { bytes })
+    /// Checks `bytes` and reads it, with a count of its spans and of those with bad ids, or
+    /// says why prost must decode it instead.
+    pub fn read(bytes: &'a [u8]) -> Result<(Self, Tally), Fallback> {
+        let tally = check::request(bytes)?;
+        Ok((Self { bytes }, tally))
     }
 
     /// A request prost itself encoded (canonical, valid), read without checking again.
@@ -177,15 +204,12 @@ pub struct Span<'a> {
     pub status_message: &'a str,
     /// Its size as protobuf (what prost's `encoded_len` gives; Tempo's span size).
     pub encoded_len: usize,
-    /// Where it sits in memory: which span of its request it is, for [`Uncounted`].
-    position: usize,
 }
 
 impl<'a> Span<'a> {
     fn new(bytes: &'a [u8]) -> Self {
         let mut span = Span {
             encoded_len: bytes.len(),
-            position: bytes.as_ptr() as usize,
             ..Span::default()
         };
         // Attributes are one run in a canonical encoding; the views look only inside it.
@@ -228,31 +252,76 @@ impl<'a> Span<'a> {
     }
 }
 
-/// The spans of a request left out of the counts (ended outside the ingestion time range, or
-/// counted before); none by default. Kept by the caller in request order, so it is sorted.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Uncounted<'m>(&'m [usize]);
+/// A request's counted spans parsed once and grouped by resource: what the processors read.
+/// Made by [`BatchBuffers::parse`] in buffers reused from request to request.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    /// Each resource's attributes and the end of its spans in `spans`.
+    resources: Vec<(Attributes<'a>, usize)>,
+    spans: Vec<Span<'a>>,
+}
 
-impl<'m> Uncounted<'m> {
-    pub const NONE: Uncounted<'static> = Uncounted(&[]);
-
-    /// Marks `span` (of the request being collected) as not counted, in request order.
-    pub fn add(collected: &mut Vec<usize>, span: &Span<'_>) {
-        collected.push(span.position);
+impl<'a> Batch<'a> {
+    /// Every resource of the request (also those none of whose spans count), with its
+    /// counted spans.
+    pub fn resources(&self) -> impl Iterator<Item = (Attributes<'a>, &[Span<'a>])> + '_ {
+        let mut start = 0;
+        self.resources.iter().map(move |&(attributes, end)| {
+            let spans = &self.spans[start..end];
+            start = end;
+            (attributes, spans)
+        })
     }
 
-    pub fn new(collected: &'m [usize]) -> Self {
-        Self(collected)
+    /// One resource-spans of prost structs parsed on its own, every span counted (tests and
+    /// tools): `f` gets the batch.
+    pub fn of_batches<R>(
+        batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
+        f: impl FnOnce(&Batch<'_>) -> R,
+    ) -> R {
+        let bytes = encode(batches);
+        let batch = BatchBuffers::default().parse(&Request::trusted(&bytes), |_| true);
+        f(&batch)
+    }
+}
+
+/// The storage of [`Batch`]es, kept between requests so that parsing one allocates nothing
+/// once the buffers have grown.
+#[derive(Debug, Default)]
+pub struct BatchBuffers {
+    resources: Vec<(Attributes<'static>, usize)>,
+    spans: Vec<Span<'static>>,
+}
+
+impl BatchBuffers {
+    /// Parses each span of `request` once; only those `counts` keeps go in the batch.
+    pub fn parse<'a>(
+        &mut self,
+        request: &Request<'a>,
+        mut counts: impl FnMut(&Span<'a>) -> bool,
+    ) -> Batch<'a> {
+        // Empty buffers of 'static views serve as buffers of shorter-lived ones.
+        let mut resources: Vec<(Attributes<'a>, usize)> = std::mem::take(&mut self.resources);
+        let mut spans: Vec<Span<'a>> = std::mem::take(&mut self.spans);
+        for rs in request.resource_spans() {
+            spans.extend(rs.spans().filter(|span| counts(span)));
+            resources.push((rs.attributes(), spans.len()));
+        }
+        Batch { resources, spans }
     }
 
-    #[inline]
-    pub fn counts(&self, span: &Span<'_>) -> bool {
-        self.0.is_empty() || self.0.binary_search(&span.position).is_err()
+    /// Takes the batch's buffers back, emptied.
+    pub fn recycle(&mut self, batch: Batch<'_>) {
+        self.resources = emptied(batch.resources);
+        self.spans = emptied(batch.spans);
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+/// `v`'s allocation, emptied, as a buffer of another type of the same layout (the standard
+/// library collects a mapped `IntoIter` in place).
+fn emptied<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("emptied")).collect()
 }
 
 /// A list of attributes (`repeated KeyValue`): the fields numbered `tag` of a message.
@@ -278,7 +347,33 @@ impl<'a> Attributes<'a> {
     /// The first attribute named `key`.
     #[inline]
     pub fn find(&self, key: &str) -> Option<KeyValue<'a>> {
-        self.iter().find(|kv| kv.key == key)
+        // Every tag of an attribute list is below 16: its key is one byte.
+        let list_key = (self.tag << 3) as u8 | 2;
+        let mut rest = self.bytes;
+        while !rest.is_empty() {
+            // The common case, an attribute shorter than 128 bytes, read without the general
+            // field reader.
+            let kv = match rest {
+                [k, len, after @ ..] if *k == list_key && *len < 0x80 => {
+                    let Some(kv) = after.get(..usize::from(*len)) else {
+                        break;
+                    };
+                    rest = &after[kv.len()..];
+                    kv
+                }
+                _ => match check::next_field(&mut rest) {
+                    Ok(field) => match (field.tag, field.raw) {
+                        (tag, Raw::Bytes(kv)) if tag == self.tag => kv,
+                        _ => continue,
+                    },
+                    Err(_) => break,
+                },
+            };
+            if KeyValue::key_is(kv, key) {
+                return Some(KeyValue::new(kv));
+            }
+        }
+        None
     }
 
     pub fn is_empty(&self) -> bool {
@@ -307,6 +402,19 @@ impl<'a> KeyValue<'a> {
             }
         }
         kv
+    }
+
+    /// Whether the `KeyValue` encoded in `bytes` is named `key`, read without the rest of it
+    /// when the key comes first, as every encoder writes it.
+    #[inline]
+    fn key_is(bytes: &[u8], key: &str) -> bool {
+        const KEY_FIELD: u8 = (tag::KV_KEY << 3) as u8 | 2;
+        match bytes {
+            [KEY_FIELD, len, rest @ ..] if *len < 0x80 => {
+                rest.get(..usize::from(*len)) == Some(key.as_bytes())
+            }
+            _ => KeyValue::new(bytes).key == key,
+        }
     }
 
     /// Its value; `None` when it has none (no `AnyValue`, or an empty one).

@@ -26,6 +26,10 @@ pub struct Args {
     /// Print the summary as one JSON line
     #[arg(long)]
     json: bool,
+    /// Write each request's protobuf bytes to a file in this directory and stop (the fuzz
+    /// targets' seeds)
+    #[arg(long)]
+    write_to: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -40,6 +44,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .into()
         })
         .collect();
+    if let Some(dir) = &args.write_to {
+        std::fs::create_dir_all(dir)?;
+        for (i, bytes) in requests.iter().enumerate() {
+            std::fs::write(dir.join(format!("shop-{i}")), bytes)?;
+        }
+        return Ok(());
+    }
     let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     let mut spans = 0usize;
     let mut round = 0;
