@@ -1,6 +1,6 @@
 //! Intake (decode + engine) from 1 and from 2 threads, in process, with pre-encoded requests:
-//! `cargo bench -p graphgen --bench intake_threads`. Each thread decodes a request as the
-//! receivers do (`intake::decode`) and pushes it into one tenant's engine. Prints spans per
+//! `cargo bench -p graphgen --bench intake_threads`. Each thread takes a request in as the
+//! receivers do (`intake::decode`, then `intake::count` into one tenant's engine). Prints spans per
 //! second for each and the ratio, 2 threads over 1, from alternating rounds in one process
 //! (the machine is shared: only the ratio within a run means much).
 
@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use graphgen::clock::SystemClock;
 use graphgen::engine::Engine;
-use graphgen::intake::{decode, Body};
+use graphgen::intake::{count, decode, Body};
 use graphgen::tenants::Tenant;
 use graphgen::workload::ShopTraces;
 use graphgen::{graph, spanmetrics};
@@ -50,7 +50,7 @@ fn run(tenant: &Arc<Tenant>, requests: &[Bytes], threads: usize, per_thread: usi
                         let bytes = requests[(i * threads + t) % requests.len()].clone();
                         let decoded = decode(&Body::Protobuf(bytes)).expect("valid request");
                         spans += decoded.valid;
-                        tenant.engine().push(&decoded.request());
+                        count(&tenant, &decoded);
                     }
                     spans
                 })

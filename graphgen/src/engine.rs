@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
-use crate::wire::{BatchBuffers, Request};
+use crate::wire::{Batch, BatchBuffers, Request};
 
 use crate::clock::Clock;
 use crate::dedup::SeenSpans;
@@ -124,40 +124,37 @@ impl Engine {
     /// Counts a request's spans, except those that end outside the ingestion time range and
     /// those already counted (when de-duplication is on).
     pub fn push(&mut self, request: &Request<'_>) {
-        let now = self.clock.now_nanos();
-        let range = self.ingestion_slack.map(|slack| {
-            let slack = slack.as_nanos() as u64;
-            now.saturating_sub(slack)..=now.saturating_add(slack)
-        });
-        let Self {
-            graph,
-            span_metrics,
-            host_info,
-            dedup,
-            outside_time_range,
-            buffers,
-            ..
-        } = self;
-        let batch = buffers.parse(request, |span| {
-            if range
-                .as_ref()
-                .is_some_and(|range| !range.contains(&span.end_time_unix_nano))
-            {
-                *outside_time_range += 1;
-                return false;
-            }
-            dedup
-                .as_mut()
-                .is_none_or(|seen| seen.first_time(span.trace_id, span.span_id, now))
-        });
-        graph.push(&batch, now);
-        if let Some(sm) = span_metrics {
-            sm.push(&batch, now);
-        }
-        if let Some(hi) = host_info {
-            hi.push(&batch, now);
-        }
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let mut batch = buffers.parse(request);
+        self.push_parsed(&mut batch);
         buffers.recycle(batch);
+        self.buffers = buffers;
+    }
+
+    /// [`Engine::push`] for a request parsed beforehand (the receivers parse it before they
+    /// take the engine's lock). The spans not to count are taken out of `batch`.
+    pub fn push_parsed(&mut self, batch: &mut Batch<'_>) {
+        let now = self.clock.now_nanos();
+        if let Some(slack) = self.ingestion_slack {
+            let slack = slack.as_nanos() as u64;
+            let range = now.saturating_sub(slack)..=now.saturating_add(slack);
+            let outside = &mut self.outside_time_range;
+            batch.retain(|span| {
+                let inside = range.contains(&span.end_time_unix_nano);
+                *outside += u64::from(!inside);
+                inside
+            });
+        }
+        if let Some(seen) = &mut self.dedup {
+            batch.retain(|span| seen.first_time(span.trace_id, span.span_id, now));
+        }
+        self.graph.push(batch, now);
+        if let Some(sm) = &mut self.span_metrics {
+            sm.push(batch, now);
+        }
+        if let Some(hi) = &mut self.host_info {
+            hi.push(batch, now);
+        }
     }
 
     /// [`Engine::push`] for requests built as prost structs (tests, benchmarks and tools): they

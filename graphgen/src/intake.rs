@@ -16,7 +16,7 @@ use crate::queue::{QueueError, SpanQueue};
 use crate::receiver::admission::{Admission, Admissions, Busy};
 use crate::selfmetrics::{Protocol, RefuseReason, RequestOutcome, SelfMetrics};
 use crate::tenants::{Tenant, TenantRef, TenantRefused, Tenants};
-use crate::wire::{id_problem, Fallback, Request, Tally};
+use crate::wire::{id_problem, BatchBuffers, Fallback, Request, Tally};
 
 /// How long clients are asked to wait when the forwarding queue is full.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -230,7 +230,12 @@ impl Intake {
             Some(queue) => Some(queue.try_reserve(body.len())?),
             None => None,
         };
-        let decoded = decode(&body)?;
+        let decoded = decode(&body).inspect_err(|refused| {
+            if let (Refused::Malformed(_), Body::Protobuf(_)) = (refused, &body) {
+                // The reader refuses whatever prost refuses: it left the body to prost.
+                self.metrics.count_fallback(Fallback::Malformed);
+            }
+        })?;
         let Decoded {
             valid,
             invalid,
@@ -262,7 +267,7 @@ impl Intake {
                 return Err(e.into());
             }
         }
-        tenant.engine().push(&decoded.request());
+        count(tenant, &decoded);
         tenant.count_received(valid);
         self.metrics
             .spans_received
@@ -283,6 +288,21 @@ impl Intake {
             }
         })
     }
+}
+
+thread_local! {
+    /// Where each thread parses the spans of the requests it takes in, reused.
+    static BATCH_BUFFERS: std::cell::RefCell<BatchBuffers> = Default::default();
+}
+
+/// Counts a request in its tenant's engine. Its spans are parsed on this thread first, so the
+/// tenant's lock is held only while the processors run.
+pub fn count(tenant: &Tenant, decoded: &Decoded) {
+    BATCH_BUFFERS.with_borrow_mut(|buffers| {
+        let mut batch = buffers.parse(&decoded.request());
+        tenant.engine().push_parsed(&mut batch);
+        buffers.recycle(batch);
+    });
 }
 
 /// A request read, without its invalid spans.

@@ -96,6 +96,20 @@ async fn python_sdk_over(protocol: &'static str) {
         )
         .await;
     assert_eq!(received, 60.0, "6 spans a trace");
+    assert_read_in_place(&g).await;
+}
+
+/// Every request the SDK sent was read in place by the borrowed reader, none left to prost.
+async fn assert_read_in_place(g: &Graphgen) {
+    for reason in ["malformed", "duplicate_field", "not_canonical", "too_deep"] {
+        let decodes = g
+            .value(
+                "graphgen_receiver_prost_decodes_total",
+                &[("reason", reason)],
+            )
+            .await;
+        assert_eq!(decodes, 0.0, "requests left to prost: {reason}");
+    }
 }
 
 #[tokio::test]
@@ -213,6 +227,7 @@ async fn rust_sdk_over_grpc() {
     let g = Graphgen::start(&["--wait=1s"]);
     send_with_rust_sdk(rust_exporter(&g, "grpc"), 4).await;
     assert_rust_topology(&g).await;
+    assert_read_in_place(&g).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -220,4 +235,5 @@ async fn rust_sdk_over_http() {
     let g = Graphgen::start(&["--wait=1s"]);
     send_with_rust_sdk(rust_exporter(&g, "http"), 4).await;
     assert_rust_topology(&g).await;
+    assert_read_in_place(&g).await;
 }

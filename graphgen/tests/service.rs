@@ -641,6 +641,23 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving() {
             &[("protocol", "http"), ("outcome", "too_large")]
         ) >= 2.0
     );
+    // The borrowed reader left the malformed bodies to prost, which refused them; the
+    // well-formed ones it read itself.
+    assert!(
+        find(
+            &m,
+            "graphgen_receiver_prost_decodes_total",
+            &[("reason", "malformed")]
+        ) >= 2.0
+    );
+    for reason in ["duplicate_field", "not_canonical", "too_deep"] {
+        let decodes = find(
+            &m,
+            "graphgen_receiver_prost_decodes_total",
+            &[("reason", reason)],
+        );
+        assert_eq!(decodes, 0.0, "{reason}");
+    }
 }
 
 #[tokio::test]

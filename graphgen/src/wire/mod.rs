@@ -280,8 +280,25 @@ impl<'a> Batch<'a> {
         f: impl FnOnce(&Batch<'_>) -> R,
     ) -> R {
         let bytes = encode(batches);
-        let batch = BatchBuffers::default().parse(&Request::trusted(&bytes), |_| true);
+        let batch = BatchBuffers::default().parse(&Request::trusted(&bytes));
         f(&batch)
+    }
+
+    /// Keeps only the spans `keep` says to, in order; every resource stays.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Span<'a>) -> bool) {
+        let mut kept = 0;
+        let mut next = 0;
+        for (_, end) in &mut self.resources {
+            while next < *end {
+                if keep(&self.spans[next]) {
+                    self.spans.swap(kept, next);
+                    kept += 1;
+                }
+                next += 1;
+            }
+            *end = kept;
+        }
+        self.spans.truncate(kept);
     }
 }
 
@@ -294,17 +311,13 @@ pub struct BatchBuffers {
 }
 
 impl BatchBuffers {
-    /// Parses each span of `request` once; only those `counts` keeps go in the batch.
-    pub fn parse<'a>(
-        &mut self,
-        request: &Request<'a>,
-        mut counts: impl FnMut(&Span<'a>) -> bool,
-    ) -> Batch<'a> {
+    /// Parses each span of `request` once.
+    pub fn parse<'a>(&mut self, request: &Request<'a>) -> Batch<'a> {
         // Empty buffers of 'static views serve as buffers of shorter-lived ones.
         let mut resources: Vec<(Attributes<'a>, usize)> = std::mem::take(&mut self.resources);
         let mut spans: Vec<Span<'a>> = std::mem::take(&mut self.spans);
         for rs in request.resource_spans() {
-            spans.extend(rs.spans().filter(|span| counts(span)));
+            spans.extend(rs.spans());
             resources.push((rs.attributes(), spans.len()));
         }
         Batch { resources, spans }

@@ -107,7 +107,7 @@ fn seen_by_prost(request: &ExportTraceServiceRequest) -> Vec<Seen> {
 fn seen_by_views(request: &Request<'_>) -> Vec<Seen> {
     let mut seen = vec![];
     let mut buffers = BatchBuffers::default();
-    let batch = buffers.parse(request, |_| true);
+    let batch = buffers.parse(request);
     for (resource, spans) in batch.resources() {
         let resource = view_list(resource);
         for span in spans {

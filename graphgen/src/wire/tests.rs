@@ -343,3 +343,50 @@ proptest! {
         let _ = assert_agrees_with_prost(&bytes);
     }
 }
+
+#[test]
+fn a_batch_keeps_every_resource_and_the_spans_retained_in_order() {
+    let named = |name: &str| Span {
+        name: name.into(),
+        ..a_span()
+    };
+    let resource = |service: &str, spans: Vec<Span>| ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv(
+                "service.name",
+                any_value::Value::StringValue(service.into()),
+            )],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let bytes = encode(&[
+        resource("a", vec![named("a1"), named("a2")]),
+        resource("b", vec![]),
+        resource("c", vec![named("c1"), named("c2"), named("c3")]),
+    ]);
+    let mut buffers = BatchBuffers::default();
+    let mut batch = buffers.parse(&Request::trusted(&bytes));
+    batch.retain(|span| !matches!(span.name, "a2" | "c1" | "c2"));
+    let seen: Vec<(String, Vec<&str>)> = batch
+        .resources()
+        .map(|(resource, spans)| {
+            let mut service = String::new();
+            crate::attributes::copy_into("service.name", &[resource], &mut service);
+            (service, spans.iter().map(|s| s.name).collect())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("a".to_string(), vec!["a1"]),
+            ("b".to_string(), vec![]),
+            ("c".to_string(), vec!["c3"]),
+        ]
+    );
+    buffers.recycle(batch);
+}

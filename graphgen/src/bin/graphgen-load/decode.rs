@@ -26,10 +26,21 @@ pub struct Args {
     /// Print the summary as one JSON line
     #[arg(long)]
     json: bool,
+    /// What reads the requests: `prost` decodes them into structs (the baseline); `wire` is
+    /// graphgen's borrowed reader, its check and its parse of every span (what the intake does
+    /// before the engine)
+    #[arg(long, value_enum, default_value_t = Reader::Prost)]
+    reader: Reader,
     /// Write each request's protobuf bytes to a file in this directory and stop (the fuzz
     /// targets' seeds)
     #[arg(long)]
     write_to: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reader {
+    Prost,
+    Wire,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -54,19 +65,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     let mut spans = 0usize;
     let mut round = 0;
+    let mut buffers = graphgen::wire::BatchBuffers::default();
     while match args.rounds {
         Some(rounds) => round < rounds,
         None => wall0.elapsed().as_secs_f64() < args.seconds,
     } {
         round += 1;
         for bytes in &requests {
-            let request = ExportTraceServiceRequest::decode(bytes.clone())?;
-            spans += request
-                .resource_spans
-                .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .map(|ss| ss.spans.len())
-                .sum::<usize>();
+            spans += match args.reader {
+                Reader::Prost => ExportTraceServiceRequest::decode(bytes.clone())?
+                    .resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .map(|ss| ss.spans.len())
+                    .sum::<usize>(),
+                Reader::Wire => {
+                    let (request, _) = graphgen::wire::Request::read(bytes)
+                        .map_err(|f| anyhow::anyhow!("left to prost: {f:?}"))?;
+                    let batch = buffers.parse(&request);
+                    let n = batch
+                        .resources()
+                        .map(|(_, spans)| spans.len())
+                        .sum::<usize>();
+                    buffers.recycle(batch);
+                    n
+                }
+            };
         }
     }
     let cpu = cpu_seconds() - cpu0;
