@@ -130,6 +130,35 @@ enum Msg {
     KeyValueList,
 }
 
+impl Msg {
+    const ALL: [Msg; 14] = [
+        Msg::Request,
+        Msg::ResourceSpans,
+        Msg::Resource,
+        Msg::EntityRef,
+        Msg::ScopeSpans,
+        Msg::Scope,
+        Msg::Span,
+        Msg::Event,
+        Msg::Link,
+        Msg::Status,
+        Msg::KeyValue,
+        Msg::AnyValue,
+        Msg::ArrayValue,
+        Msg::KeyValueList,
+    ];
+    const COUNT: usize = Msg::ALL.len();
+}
+
+// `SCHEMA` is indexed by `Msg as usize`: `ALL` must list the messages in their order.
+const _: () = {
+    let mut i = 0;
+    while i < Msg::COUNT {
+        assert!(Msg::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     String,
@@ -152,8 +181,32 @@ enum Cardinality {
     OneOf,
 }
 
+/// Every message's fields by tag (all below 17), looked up by index on the hot path.
+static SCHEMA: [[Option<(Kind, Cardinality)>; 17]; Msg::COUNT] = {
+    let mut table = [[None; 17]; Msg::COUNT];
+    let mut m = 0;
+    while m < Msg::COUNT {
+        let mut tag = 0;
+        while tag < 17 {
+            table[m][tag] = schema(Msg::ALL[m], tag as u32);
+            tag += 1;
+        }
+        m += 1;
+    }
+    table
+};
+
 /// What field `tag` of `message` is; `None` for a field prost does not know.
-fn schema(message: Msg, tag: u32) -> Option<(Kind, Cardinality)> {
+#[inline(always)]
+fn field_schema(message: Msg, tag: u32) -> Option<(Kind, Cardinality)> {
+    SCHEMA[message as usize]
+        .get(tag as usize)
+        .copied()
+        .flatten()
+}
+
+/// What field `tag` of `message` is; `None` for a field prost does not know.
+const fn schema(message: Msg, tag: u32) -> Option<(Kind, Cardinality)> {
     use Cardinality::{OneOf, Repeated, Singular};
     use Kind::*;
     Some(match (message, tag) {
@@ -246,7 +299,7 @@ fn message(
         if in_span && !field.minimal {
             return Err(Fallback::NotCanonical);
         }
-        let Some((kind, cardinality)) = schema(message_type, field.tag) else {
+        let Some((kind, cardinality)) = field_schema(message_type, field.tag) else {
             if in_span {
                 return Err(Fallback::NotCanonical);
             }
@@ -266,7 +319,10 @@ fn message(
             |is_default: bool| in_span && cardinality == Cardinality::Singular && is_default;
         let canonical = match (kind, field.raw) {
             (Kind::String, Raw::Bytes(b)) => {
-                std::str::from_utf8(b).map_err(|_| Fallback::Malformed)?;
+                // Most strings are ASCII: a cheap test first.
+                if !b.is_ascii() {
+                    std::str::from_utf8(b).map_err(|_| Fallback::Malformed)?;
+                }
                 !default_written(b.is_empty())
             }
             (Kind::Bytes, Raw::Bytes(b)) => {
