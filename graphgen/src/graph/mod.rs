@@ -368,10 +368,11 @@ impl ServiceGraph {
                 };
                 copy_into(attribute, &lists, &mut e.dimensions[slot]);
             }
-            for peer in &config.peer_attributes {
-                if copy_into(peer, &[span.attributes], &mut e.peer_node) {
-                    break;
-                }
+            if let Some(peer) =
+                Attributes::find_first_of(&config.peer_attributes, &[span.attributes])
+            {
+                e.peer_node.clear();
+                attributes::write_value(peer.value(), &mut e.peer_node);
             }
             if side == Side::Client {
                 apply_database(config, e, &lists, duration);
@@ -512,11 +513,7 @@ impl ServiceGraph {
 
 /// A client span that names a database is an edge to that database, complete on its own.
 fn apply_database(config: &Config, e: &mut Edge, lists: &[Attributes<'_>; 2], duration: f64) {
-    let Some(db_attr) = config
-        .database_name_attributes
-        .iter()
-        .find_map(|attr| attributes::find(attr, lists))
-    else {
+    let Some(db_attr) = Attributes::find_first_of(&config.database_name_attributes, lists) else {
         return;
     };
     e.connection_type = ConnectionType::Database;

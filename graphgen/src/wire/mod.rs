@@ -350,47 +350,87 @@ impl<'a> Attributes<'a> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = KeyValue<'a>> + 'a {
-        let want = self.tag;
-        Fields::new(self.bytes).filter_map(move |(tag, raw)| match raw {
-            Raw::Bytes(b) if tag == want => Some(KeyValue::new(b)),
-            _ => None,
-        })
+        self.encoded().map(KeyValue::new)
+    }
+
+    /// Each attribute's `KeyValue` bytes.
+    #[inline]
+    fn encoded(&self) -> EncodedKeyValues<'a> {
+        EncodedKeyValues {
+            rest: self.bytes,
+            tag: self.tag,
+        }
     }
 
     /// The first attribute named `key`.
     #[inline]
     pub fn find(&self, key: &str) -> Option<KeyValue<'a>> {
-        // Every tag of an attribute list is below 16: its key is one byte.
-        let list_key = (self.tag << 3) as u8 | 2;
-        let mut rest = self.bytes;
-        while !rest.is_empty() {
-            // The common case, an attribute shorter than 128 bytes, read without the general
-            // field reader.
-            let kv = match rest {
-                [k, len, after @ ..] if *k == list_key && *len < 0x80 => {
-                    let Some(kv) = after.get(..usize::from(*len)) else {
-                        break;
-                    };
-                    rest = &after[kv.len()..];
-                    kv
+        self.encoded()
+            .find(|kv| KeyValue::key_of(kv) == Some(key.as_bytes()))
+            .map(KeyValue::new)
+    }
+
+    /// The attribute named by the first of `keys` that any of `lists` has, searching `lists`
+    /// in order for each key: what looking each key up in turn finds, in one pass.
+    pub fn find_first_of<S: AsRef<str>>(
+        keys: &[S],
+        lists: &[Attributes<'a>],
+    ) -> Option<KeyValue<'a>> {
+        let mut best: Option<(usize, &'a [u8])> = None;
+        for list in lists {
+            for kv in list.encoded() {
+                let key = KeyValue::key_of(kv).unwrap_or_default();
+                let Some(rank) = keys.iter().position(|k| k.as_ref().as_bytes() == key) else {
+                    continue;
+                };
+                if best.is_none_or(|(best_rank, _)| rank < best_rank) {
+                    best = Some((rank, kv));
                 }
-                _ => match check::next_field(&mut rest) {
-                    Ok(field) => match (field.tag, field.raw) {
-                        (tag, Raw::Bytes(kv)) if tag == self.tag => kv,
-                        _ => continue,
-                    },
-                    Err(_) => break,
-                },
-            };
-            if KeyValue::key_is(kv, key) {
-                return Some(KeyValue::new(kv));
             }
         }
-        None
+        best.map(|(_, kv)| KeyValue::new(kv))
     }
 
     pub fn is_empty(&self) -> bool {
         self.iter().next().is_none()
+    }
+}
+
+/// The `KeyValue`s of an attribute list, as bytes.
+struct EncodedKeyValues<'a> {
+    rest: &'a [u8],
+    tag: u32,
+}
+
+impl<'a> Iterator for EncodedKeyValues<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        // Every tag of an attribute list is below 16: its field key is one byte.
+        let list_key = (self.tag << 3) as u8 | 2;
+        while !self.rest.is_empty() {
+            // The common case, an attribute shorter than 128 bytes, read without the general
+            // field reader.
+            if let [k, len, after @ ..] = self.rest {
+                if *k == list_key && *len < 0x80 {
+                    let Some(kv) = after.get(..usize::from(*len)) else {
+                        break;
+                    };
+                    self.rest = &after[kv.len()..];
+                    return Some(kv);
+                }
+            }
+            match check::next_field(&mut self.rest) {
+                Ok(field) => match (field.tag, field.raw) {
+                    (tag, Raw::Bytes(kv)) if tag == self.tag => return Some(kv),
+                    _ => continue,
+                },
+                Err(_) => break,
+            }
+        }
+        self.rest = &[];
+        None
     }
 }
 
@@ -417,16 +457,14 @@ impl<'a> KeyValue<'a> {
         kv
     }
 
-    /// Whether the `KeyValue` encoded in `bytes` is named `key`, read without the rest of it
-    /// when the key comes first, as every encoder writes it.
+    /// The key of the `KeyValue` encoded in `bytes`, read without the rest of it when the key
+    /// comes first, as every encoder writes it.
     #[inline]
-    fn key_is(bytes: &[u8], key: &str) -> bool {
+    fn key_of(bytes: &[u8]) -> Option<&[u8]> {
         const KEY_FIELD: u8 = (tag::KV_KEY << 3) as u8 | 2;
         match bytes {
-            [KEY_FIELD, len, rest @ ..] if *len < 0x80 => {
-                rest.get(..usize::from(*len)) == Some(key.as_bytes())
-            }
-            _ => KeyValue::new(bytes).key == key,
+            [KEY_FIELD, len, rest @ ..] if *len < 0x80 => rest.get(..usize::from(*len)),
+            _ => Some(KeyValue::new(bytes).key.as_bytes()),
         }
     }
 
