@@ -85,7 +85,7 @@ LOAD_ARGS ?= --rate 5000 --duration 60s
 load: ## drive a running stack or `make dev` with shop traces: make load LOAD_ARGS="--rate 20000 --duration 30s"
 	cargo run --release --locked -p graphgen --bin graphgen-load -- send --endpoint http://127.0.0.1:4317 $(LOAD_ARGS)
 
-fuzz: ## fuzz the OTLP/HTTP decode path for 60 s (cargo-fuzz)
+fuzz: ## fuzz the OTLP/HTTP decode path and the borrowed reader against prost, 60 s each (cargo-fuzz)
 	scripts/fuzz.sh 60
 
 clean: ## remove build output and the stack's volumes
