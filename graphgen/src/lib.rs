@@ -21,9 +21,10 @@
 //! - [`config`]: flags, environment and TOML file, resolved into [`config::Settings`].
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP in, with a budget of requests in flight reserved
 //!   before a body is read; [`codec`] keeps requests as their bytes.
-//! - [`intake`]: checks a request against the queue's room, decodes and validates it
+//! - [`intake`]: checks a request against the queue's room, reads and validates it
 //!   ([`intake::decode`], the one decode path), queues it,
-//!   then feeds the engine.
+//!   then feeds the engine; [`wire`] reads protobuf requests in place (a borrowed reader
+//!   whose views the engine reads), leaving to prost what it cannot read exactly as prost.
 //! - [`queue`]: accepted requests waiting to be forwarded, in memory or on disk (a checksummed
 //!   segment log written by its own thread, with group commit).
 //! - [`export`]: spans out to Tempo ([`export::traces`]), metrics pushed to Prometheus

@@ -490,8 +490,12 @@ pub enum Value<'a> {
 
 impl<'a> Value<'a> {
     fn read(any_value: &'a [u8]) -> Option<Self> {
-        // At most one field in a checked `AnyValue`.
-        let (tag, raw) = Fields::new(any_value).next()?;
+        // At most one known field in a checked `AnyValue` (outside spans, unknown ones may sit
+        // beside it).
+        Fields::new(any_value).find_map(|(tag, raw)| Self::of_field(tag, raw))
+    }
+
+    fn of_field(tag: u32, raw: Raw<'a>) -> Option<Self> {
         Some(match (tag, raw) {
             (1, Raw::Bytes(b)) => Value::String(str_of(b)),
             (2, Raw::Varint(v)) => Value::Bool(v != 0),

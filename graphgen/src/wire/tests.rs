@@ -174,6 +174,23 @@ fn what_the_reader_leaves_to_prost_and_why() {
     let mut request = request_of(vec![a_span()]).encode_to_vec();
     request.extend_from_slice(&[0xa8, 0x06, 0x01]);
     assert_eq!(assert_agrees_with_prost(&request), Ok(()));
+    // A resource attribute whose value has an unknown field before the string: the string.
+    let value = [&[0xa8, 0x06, 0x01][..], &length_delimited(1, b"shop")].concat();
+    let attribute = [
+        length_delimited(1, b"service.name"),
+        length_delimited(2, &value),
+    ]
+    .concat();
+    let resource = length_delimited(1, &attribute);
+    let span = length_delimited(2, &a_span().encode_to_vec());
+    let resource_spans = [length_delimited(1, &resource), length_delimited(2, &span)].concat();
+    let request = length_delimited(1, &resource_spans);
+    assert_eq!(assert_agrees_with_prost(&request), Ok(()));
+    let (read, _) = Request::read(&request).unwrap();
+    let rs = read.resource_spans().next().unwrap();
+    let mut service = String::new();
+    crate::attributes::copy_into("service.name", &[rs.attributes()], &mut service);
+    assert_eq!(service, "shop");
 }
 
 #[test]
