@@ -126,8 +126,9 @@ impl HostInfo {
         }
     }
 
-    /// [`HostInfo::push`] for requests built as prost structs (tests and tools).
-    pub fn push_batches(
+    /// [`HostInfo::push`] for requests built as prost structs.
+    #[cfg(test)]
+    pub(crate) fn push_batches(
         &mut self,
         batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
         now: u64,

@@ -236,12 +236,8 @@ impl Intake {
                 self.metrics.count_fallback(Fallback::Malformed);
             }
         })?;
-        let Decoded {
-            valid,
-            invalid,
-            ref first_problem,
-            ..
-        } = decoded;
+        let (valid, invalid) = (decoded.valid, decoded.invalid);
+        let first_problem = decoded.first_problem.as_deref().unwrap_or_default();
         if let Some(reason) = decoded.fallback {
             self.metrics.count_fallback(reason);
         }
@@ -249,8 +245,7 @@ impl Intake {
             .count_refused(protocol, RefuseReason::invalid, invalid);
         if invalid > 0 && valid == 0 {
             return Err(Refused::Invalid(format!(
-                "all {invalid} spans are invalid; first: {}",
-                first_problem.clone().unwrap_or_default()
+                "all {invalid} spans are invalid; first: {first_problem}"
             )));
         }
 
@@ -276,10 +271,7 @@ impl Intake {
         Ok(if invalid > 0 {
             Accepted {
                 rejected_spans: invalid as i64,
-                message: format!(
-                    "{invalid} invalid spans rejected; first: {}",
-                    first_problem.clone().unwrap_or_default()
-                ),
+                message: format!("{invalid} invalid spans rejected; first: {first_problem}"),
             }
         } else {
             Accepted {

@@ -272,8 +272,9 @@ impl ServiceGraph {
         }
     }
 
-    /// [`ServiceGraph::push`] for requests built as prost structs (tests and tools).
-    pub fn push_batches(
+    /// [`ServiceGraph::push`] for requests built as prost structs.
+    #[cfg(test)]
+    pub(crate) fn push_batches(
         &mut self,
         batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
         now: u64,

@@ -273,9 +273,9 @@ impl<'a> Batch<'a> {
         })
     }
 
-    /// One resource-spans of prost structs parsed on its own, every span counted (tests and
-    /// tools): `f` gets the batch.
-    pub fn of_batches<R>(
+    /// Resource-spans built as prost structs, encoded and parsed: `f` gets the batch.
+    #[cfg(test)]
+    pub(crate) fn of_batches<R>(
         batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
         f: impl FnOnce(&Batch<'_>) -> R,
     ) -> R {
