@@ -61,7 +61,7 @@ pub fn write_value(value: Option<Value<'_>>, out: &mut String) {
         Value::KvList(list) => {
             out.push('{');
             for kv in list.iter() {
-                out.push_str(kv.key);
+                out.push_str(kv.key());
                 out.push(':');
                 write_value(kv.value(), out);
             }
@@ -128,7 +128,7 @@ pub fn multiplier(
 pub fn span_multiplier(key: Option<&str>, span: Attributes<'_>, resource: Attributes<'_>) -> f64 {
     let Some(key) = key else { return 1.0 };
     for attrs in [span, resource] {
-        for kv in attrs.iter().filter(|kv| kv.key == key) {
+        for kv in attrs.iter().filter(|kv| kv.key() == key) {
             if let Some(Value::Double(ratio)) = kv.value() {
                 if ratio > 0.0 {
                     return 1.0 / ratio;

@@ -99,7 +99,7 @@ impl HostInfo {
         for (resource, _) in batch.resources() {
             let found = self.identifiers.iter().find_map(|id| {
                 resource.iter().find_map(|kv| match kv.value()? {
-                    Value::String(v) if kv.key == *id && !v.is_empty() => Some((v, id)),
+                    Value::String(v) if kv.key() == *id && !v.is_empty() => Some((v, id)),
                     _ => None,
                 })
             });

@@ -266,7 +266,7 @@ impl ServiceGraph {
             service_name.clear();
             attributes::write_value(service.value(), &mut service_name);
             for span in spans {
-                self.push_span(&service_name, resource, span, now, expires_at);
+                self.push_span(&service_name, resource, &span, now, expires_at);
             }
             self.service_name = service_name;
         }

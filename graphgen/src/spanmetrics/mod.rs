@@ -376,6 +376,7 @@ impl SpanMetrics {
             service_labels.read(resource, target_info.is_some());
             let mut target_info_done = false;
             for span in spans {
+                let span = &span;
                 if !filter.keeps(resource, span) {
                     *filtered += 1;
                     continue;
@@ -608,7 +609,7 @@ impl TargetInfo {
         use std::hash::{BuildHasher, Hash, Hasher};
         let mut hasher = self.hasher.build_hasher();
         for kv in resource.iter() {
-            kv.key.hash(&mut hasher);
+            kv.key().hash(&mut hasher);
             self.value.clear();
             attributes::write_value(kv.value(), &mut self.value);
             self.value.hash(&mut hasher);
@@ -631,7 +632,7 @@ impl TargetInfo {
             }
         };
         for kv in resource.iter() {
-            let key = kv.key;
+            let key = kv.key();
             // Out-of-spec keys Tempo skips, and the service attributes job and instance carry.
             if key.is_empty()
                 || key.starts_with(|c: char| c.is_ascii_digit())

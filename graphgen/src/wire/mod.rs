@@ -173,6 +173,11 @@ impl<'a> ResourceSpans<'a> {
 
     /// The spans of every scope, in order.
     pub fn spans(&self) -> impl Iterator<Item = Span<'a>> + 'a {
+        self.encoded_spans().map(Span::new)
+    }
+
+    /// Each span's bytes.
+    fn encoded_spans(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         Fields::new(self.bytes)
             .filter_map(|(tag, raw)| match (tag, raw) {
                 (tag::RS_SCOPE_SPANS, Raw::Bytes(b)) => Some(b),
@@ -180,7 +185,7 @@ impl<'a> ResourceSpans<'a> {
             })
             .flat_map(|scope_spans| {
                 Fields::new(scope_spans).filter_map(|(tag, raw)| match (tag, raw) {
-                    (tag::SS_SPANS, Raw::Bytes(b)) => Some(Span::new(b)),
+                    (tag::SS_SPANS, Raw::Bytes(b)) => Some(b),
                     _ => None,
                 })
             })
@@ -208,6 +213,12 @@ pub struct Span<'a> {
 
 impl<'a> Span<'a> {
     fn new(bytes: &'a [u8]) -> Self {
+        Self::read(bytes, |_| {})
+    }
+
+    /// Reads the span, handing each of its attributes to `attribute` on the way.
+    #[inline]
+    fn read(bytes: &'a [u8], mut attribute: impl FnMut(KeyValue<'a>)) -> Self {
         let mut span = Span {
             encoded_len: bytes.len(),
             ..Span::default()
@@ -229,7 +240,8 @@ impl<'a> Span<'a> {
                 (tag::SPAN_KIND, Raw::Varint(v)) => span.kind = v as i32,
                 (tag::SPAN_START, Raw::Fixed64(v)) => span.start_time_unix_nano = v,
                 (tag::SPAN_END, Raw::Fixed64(v)) => span.end_time_unix_nano = v,
-                (tag::SPAN_ATTRIBUTES, Raw::Bytes(_)) => {
+                (tag::SPAN_ATTRIBUTES, Raw::Bytes(kv)) => {
+                    attribute(KeyValue::new(kv));
                     let end = bytes.len() - fields.rest.len();
                     attributes = Some(attributes.map_or((start, end), |(s, _)| (s, end)));
                 }
@@ -253,24 +265,45 @@ impl<'a> Span<'a> {
 }
 
 /// A request's counted spans parsed once and grouped by resource: what the processors read.
+/// Every attribute list is read once into an index of keys and values, so that the
+/// processors' many look-ups compare keys instead of reading protobuf again.
 /// Made by [`BatchBuffers::parse`] in buffers reused from request to request.
 #[derive(Debug)]
 pub struct Batch<'a> {
     /// Each resource's attributes and the end of its spans in `spans`.
-    resources: Vec<(Attributes<'a>, usize)>,
-    spans: Vec<Span<'a>>,
+    resources: Vec<(Indexed, usize)>,
+    /// Each span with its attributes in `attributes`.
+    spans: Vec<(Span<'a>, Indexed)>,
+    /// The attributes of every resource and span, in order.
+    attributes: Vec<KeyValue<'a>>,
+}
+
+/// Where an attribute list sits in [`Batch::attributes`].
+#[derive(Debug, Clone, Copy)]
+struct Indexed {
+    start: u32,
+    end: u32,
 }
 
 impl<'a> Batch<'a> {
     /// Every resource of the request (also those none of whose spans count), with its
     /// counted spans.
-    pub fn resources(&self) -> impl Iterator<Item = (Attributes<'a>, &[Span<'a>])> + '_ {
+    pub fn resources(&self) -> impl Iterator<Item = (Attributes<'_>, BatchSpans<'_, 'a>)> + '_ {
         let mut start = 0;
         self.resources.iter().map(move |&(attributes, end)| {
-            let spans = &self.spans[start..end];
+            let spans = BatchSpans {
+                spans: self.spans[start..end].iter(),
+                attributes: &self.attributes,
+            };
             start = end;
-            (attributes, spans)
+            (self.attributes_at(attributes), spans)
         })
+    }
+
+    fn attributes_at(&self, at: Indexed) -> Attributes<'_> {
+        Attributes(Repr::Indexed(
+            &self.attributes[at.start as usize..at.end as usize],
+        ))
     }
 
     /// Resource-spans built as prost structs, encoded and parsed: `f` gets the batch.
@@ -290,7 +323,7 @@ impl<'a> Batch<'a> {
         let mut next = 0;
         for (_, end) in &mut self.resources {
             while next < *end {
-                if keep(&self.spans[next]) {
+                if keep(&self.spans[next].0) {
                     self.spans.swap(kept, next);
                     kept += 1;
                 }
@@ -302,31 +335,85 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// A resource's spans in a [`Batch`], each with its indexed attributes.
+pub struct BatchSpans<'b, 'a> {
+    spans: std::slice::Iter<'b, (Span<'a>, Indexed)>,
+    attributes: &'b [KeyValue<'a>],
+}
+
+impl<'b> Iterator for BatchSpans<'b, '_> {
+    type Item = Span<'b>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Span<'b>> {
+        let &(span, at) = self.spans.next()?;
+        Some(Span {
+            attributes: Attributes(Repr::Indexed(
+                &self.attributes[at.start as usize..at.end as usize],
+            )),
+            ..span
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.spans.size_hint()
+    }
+}
+
+impl ExactSizeIterator for BatchSpans<'_, '_> {}
+
 /// The storage of [`Batch`]es, kept between requests so that parsing one allocates nothing
 /// once the buffers have grown.
 #[derive(Debug, Default)]
 pub struct BatchBuffers {
-    resources: Vec<(Attributes<'static>, usize)>,
-    spans: Vec<Span<'static>>,
+    resources: Vec<(Indexed, usize)>,
+    spans: Vec<(Span<'static>, Indexed)>,
+    attributes: Vec<KeyValue<'static>>,
 }
 
 impl BatchBuffers {
+    /// Buffers grown past this many attributes by an outsized request are let go after it.
+    const ATTRIBUTES_KEPT: usize = 1 << 16;
+
     /// Parses each span of `request` once.
     pub fn parse<'a>(&mut self, request: &Request<'a>) -> Batch<'a> {
         // Empty buffers of 'static views serve as buffers of shorter-lived ones.
-        let mut resources: Vec<(Attributes<'a>, usize)> = std::mem::take(&mut self.resources);
-        let mut spans: Vec<Span<'a>> = std::mem::take(&mut self.spans);
+        let mut batch = Batch {
+            resources: std::mem::take(&mut self.resources),
+            spans: emptied(std::mem::take(&mut self.spans)),
+            attributes: emptied(std::mem::take(&mut self.attributes)),
+        };
         for rs in request.resource_spans() {
-            spans.extend(rs.spans());
-            resources.push((rs.attributes(), spans.len()));
+            for bytes in rs.encoded_spans() {
+                let start = batch.attributes.len() as u32;
+                let span = Span::read(bytes, |kv| batch.attributes.push(kv));
+                let at = Indexed {
+                    start,
+                    end: batch.attributes.len() as u32,
+                };
+                batch.spans.push((span, at));
+            }
+            let start = batch.attributes.len() as u32;
+            batch.attributes.extend(rs.attributes().iter());
+            let at = Indexed {
+                start,
+                end: batch.attributes.len() as u32,
+            };
+            batch.resources.push((at, batch.spans.len()));
         }
-        Batch { resources, spans }
+        batch
     }
 
     /// Takes the batch's buffers back, emptied.
     pub fn recycle(&mut self, batch: Batch<'_>) {
-        self.resources = emptied(batch.resources);
+        let mut resources = batch.resources;
+        resources.clear();
+        self.resources = resources;
         self.spans = emptied(batch.spans);
+        self.attributes = match batch.attributes.capacity() > Self::ATTRIBUTES_KEPT {
+            true => Vec::new(),
+            false => emptied(batch.attributes),
+        };
     }
 }
 
@@ -337,62 +424,65 @@ fn emptied<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.into_iter().map(|_| unreachable!("emptied")).collect()
 }
 
-/// A list of attributes (`repeated KeyValue`): the fields numbered `tag` of a message.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Attributes<'a> {
-    bytes: &'a [u8],
-    tag: u32,
+/// A list of attributes (`repeated KeyValue`): the fields numbered `tag` of a message, or,
+/// in a [`Batch`], those fields read once into an index of keys and values.
+#[derive(Debug, Clone, Copy)]
+pub struct Attributes<'a>(Repr<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum Repr<'a> {
+    Encoded { bytes: &'a [u8], tag: u32 },
+    Indexed(&'a [KeyValue<'a>]),
+}
+
+impl Default for Attributes<'_> {
+    fn default() -> Self {
+        Self(Repr::Indexed(&[]))
+    }
 }
 
 impl<'a> Attributes<'a> {
     fn new(bytes: &'a [u8], tag: u32) -> Self {
-        Self { bytes, tag }
+        Self(Repr::Encoded { bytes, tag })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = KeyValue<'a>> + 'a {
-        self.encoded().map(KeyValue::new)
-    }
-
-    /// Each attribute's `KeyValue` bytes.
-    #[inline]
-    fn encoded(&self) -> EncodedKeyValues<'a> {
-        EncodedKeyValues {
-            rest: self.bytes,
-            tag: self.tag,
-        }
+        let (encoded, indexed) = match self.0 {
+            Repr::Encoded { bytes, tag } => (Some(EncodedKeyValues { rest: bytes, tag }), None),
+            Repr::Indexed(list) => (None, Some(list.iter().copied())),
+        };
+        let encoded = encoded.into_iter().flatten().map(KeyValue::new);
+        encoded.chain(indexed.into_iter().flatten())
     }
 
     /// The first attribute named `key`.
     #[inline]
     pub fn find(&self, key: &str) -> Option<KeyValue<'a>> {
-        self.encoded()
-            .find(|kv| KeyValue::key_of(kv) == Some(key.as_bytes()))
-            .map(KeyValue::new)
+        let key = key.as_bytes();
+        match self.0 {
+            Repr::Indexed(list) => list.iter().find(|kv| kv.key == key).copied(),
+            Repr::Encoded { bytes, tag } => EncodedKeyValues { rest: bytes, tag }
+                .find(|kv| KeyValue::key_of(kv) == key)
+                .map(KeyValue::new),
+        }
     }
 
     /// The attribute named by the first of `keys` that any of `lists` has, searching `lists`
-    /// in order for each key: what looking each key up in turn finds, in one pass.
+    /// in order for each key.
+    #[inline]
     pub fn find_first_of<S: AsRef<str>>(
         keys: &[S],
         lists: &[Attributes<'a>],
     ) -> Option<KeyValue<'a>> {
-        let mut best: Option<(usize, &'a [u8])> = None;
-        for list in lists {
-            for kv in list.encoded() {
-                let key = KeyValue::key_of(kv).unwrap_or_default();
-                let Some(rank) = keys.iter().position(|k| k.as_ref().as_bytes() == key) else {
-                    continue;
-                };
-                if best.is_none_or(|(best_rank, _)| rank < best_rank) {
-                    best = Some((rank, kv));
-                }
-            }
-        }
-        best.map(|(_, kv)| KeyValue::new(kv))
+        keys.iter()
+            .find_map(|key| lists.iter().find_map(|list| list.find(key.as_ref())))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.iter().next().is_none()
+        match self.0 {
+            Repr::Indexed(list) => list.is_empty(),
+            Repr::Encoded { .. } => self.iter().next().is_none(),
+        }
     }
 }
 
@@ -405,7 +495,7 @@ struct EncodedKeyValues<'a> {
 impl<'a> Iterator for EncodedKeyValues<'a> {
     type Item = &'a [u8];
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<&'a [u8]> {
         // Every tag of an attribute list is below 16: its field key is one byte.
         let list_key = (self.tag << 3) as u8 | 2;
@@ -437,19 +527,43 @@ impl<'a> Iterator for EncodedKeyValues<'a> {
 /// One attribute.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyValue<'a> {
-    pub key: &'a str,
+    key: &'a [u8],
     value: &'a [u8],
 }
 
 impl<'a> KeyValue<'a> {
+    #[inline]
     fn new(bytes: &'a [u8]) -> Self {
+        const KEY_FIELD: u8 = (tag::KV_KEY << 3) as u8 | 2;
+        const VALUE_FIELD: u8 = (tag::KV_VALUE << 3) as u8 | 2;
+        // As every encoder writes it: the key, then the value, each shorter than 128 bytes.
+        // (A checked request has neither field twice, so the general reader would agree.)
+        if let [KEY_FIELD, key_len, rest @ ..] = bytes {
+            if *key_len < 0x80 {
+                if let Some((key, after)) = rest.split_at_checked(usize::from(*key_len)) {
+                    match after {
+                        [] => return Self { key, value: &[] },
+                        [VALUE_FIELD, len, value @ ..]
+                            if *len < 0x80 && usize::from(*len) == value.len() =>
+                        {
+                            return Self { key, value }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Self::read(bytes)
+    }
+
+    fn read(bytes: &'a [u8]) -> Self {
         let mut kv = KeyValue {
-            key: "",
+            key: &[],
             value: &[],
         };
         for (tag, raw) in Fields::new(bytes) {
             match (tag, raw) {
-                (tag::KV_KEY, Raw::Bytes(b)) => kv.key = str_of(b),
+                (tag::KV_KEY, Raw::Bytes(b)) => kv.key = b,
                 (tag::KV_VALUE, Raw::Bytes(b)) => kv.value = b,
                 _ => {}
             }
@@ -459,16 +573,23 @@ impl<'a> KeyValue<'a> {
 
     /// The key of the `KeyValue` encoded in `bytes`, read without the rest of it when the key
     /// comes first, as every encoder writes it.
-    #[inline]
-    fn key_of(bytes: &[u8]) -> Option<&[u8]> {
+    #[inline(always)]
+    fn key_of(bytes: &[u8]) -> &[u8] {
         const KEY_FIELD: u8 = (tag::KV_KEY << 3) as u8 | 2;
         match bytes {
-            [KEY_FIELD, len, rest @ ..] if *len < 0x80 => rest.get(..usize::from(*len)),
-            _ => Some(KeyValue::new(bytes).key.as_bytes()),
+            [KEY_FIELD, len, rest @ ..] if *len < 0x80 => {
+                rest.get(..usize::from(*len)).unwrap_or_default()
+            }
+            _ => KeyValue::read(bytes).key,
         }
     }
 
+    pub fn key(&self) -> &'a str {
+        str_of(self.key)
+    }
+
     /// Its value; `None` when it has none (no `AnyValue`, or an empty one).
+    #[inline]
     pub fn value(&self) -> Option<Value<'a>> {
         Value::read(self.value)
     }
@@ -489,7 +610,15 @@ pub enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
+    #[inline]
     fn read(any_value: &'a [u8]) -> Option<Self> {
+        const STRING_FIELD: u8 = 1 << 3 | 2;
+        // The common case: a string shorter than 128 bytes, alone.
+        if let [STRING_FIELD, len, s @ ..] = any_value {
+            if *len < 0x80 && usize::from(*len) == s.len() {
+                return Some(Value::String(str_of(s)));
+            }
+        }
         // At most one known field in a checked `AnyValue` (outside spans, unknown ones may sit
         // beside it).
         Fields::new(any_value).find_map(|(tag, raw)| Self::of_field(tag, raw))

@@ -73,9 +73,17 @@ fn view_tree(value: Option<Value<'_>>) -> Option<Tree> {
 }
 
 fn view_list(list: Attributes<'_>) -> Vec<(String, Option<Tree>)> {
-    list.iter()
-        .map(|kv| (kv.key.into(), view_tree(kv.value())))
-        .collect()
+    let seen: Vec<(String, Option<Tree>)> = list
+        .iter()
+        .map(|kv| (kv.key().into(), view_tree(kv.value())))
+        .collect();
+    // A look-up finds the first attribute of its key, as a search of prost's list would.
+    for (key, _) in &seen {
+        let first = seen.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        let found = list.find(key).map(|kv| view_tree(kv.value()));
+        assert_eq!(found.as_ref(), first, "find({key:?})");
+    }
+    seen
 }
 
 fn seen_by_prost(request: &ExportTraceServiceRequest) -> Vec<Seen> {

@@ -210,7 +210,7 @@ fn spans_are_read_in_place_whatever_order_their_fields_come_in() {
     let (request, _) = Request::read(&bytes).unwrap();
     let keys: Vec<&str> = request
         .spans()
-        .flat_map(|s| s.attributes.iter().map(|kv| kv.key))
+        .flat_map(|s| s.attributes.iter().map(|kv| kv.key()))
         .collect();
     assert_eq!(keys, ["a", "b"]);
 }
@@ -363,8 +363,13 @@ proptest! {
 
 #[test]
 fn a_batch_keeps_every_resource_and_the_spans_retained_in_order() {
+    // Each span carries its name as an attribute too, so the index must follow its span.
     let named = |name: &str| Span {
         name: name.into(),
+        attributes: vec![
+            kv("id", any_value::Value::StringValue(name.into())),
+            kv("n", any_value::Value::IntValue(name.len() as i64)),
+        ],
         ..a_span()
     };
     let resource = |service: &str, spans: Vec<Span>| ResourceSpans {
@@ -394,7 +399,16 @@ fn a_batch_keeps_every_resource_and_the_spans_retained_in_order() {
         .map(|(resource, spans)| {
             let mut service = String::new();
             crate::attributes::copy_into("service.name", &[resource], &mut service);
-            (service, spans.iter().map(|s| s.name).collect())
+            let names = spans
+                .map(|s| {
+                    let mut id = String::new();
+                    crate::attributes::copy_into("id", &[s.attributes], &mut id);
+                    assert_eq!(id, s.name, "the attributes of another span");
+                    assert_eq!(s.attributes.iter().count(), 2);
+                    s.name
+                })
+                .collect();
+            (service, names)
         })
         .collect();
     assert_eq!(
