@@ -90,6 +90,137 @@ pub fn service_name<'a>(resource: Attributes<'a>) -> Option<wire::KeyValue<'a>> 
     resource.find("service.name")
 }
 
+/// The attribute keys a processor reads, each with an id. [`KeySet::scan`] finds all of them
+/// in a list in one pass over it, so that a span's many look-ups (dimensions, peer and
+/// database attributes) cost one pass over its attributes instead of one per key.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<String>,
+    /// The ids of the keys sorted by length, and where each length starts among them, so
+    /// that an attribute is compared only with the keys as long as its own.
+    by_length: Vec<u16>,
+    length_starts: Vec<u32>,
+}
+
+/// A key of a [`KeySet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyId(u16);
+
+/// Where each key of a [`KeySet`] first occurs in one list: the answer of one
+/// [`KeySet::scan`], reused from list to list.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    positions: Vec<u32>,
+}
+
+const NOT_FOUND: u32 = u32::MAX;
+
+impl KeySet {
+    /// The id of `key`, added to the set if new.
+    pub fn add(&mut self, key: &str) -> KeyId {
+        let id = match self.keys.iter().position(|k| k == key) {
+            Some(i) => i,
+            None => {
+                self.keys.push(key.to_string());
+                self.index_lengths();
+                self.keys.len() - 1
+            }
+        };
+        KeyId(u16::try_from(id).expect("fewer than 65,536 configured attribute keys"))
+    }
+
+    /// The ids of `keys`, in order.
+    pub fn add_all<S: AsRef<str>>(&mut self, keys: &[S]) -> Vec<KeyId> {
+        keys.iter().map(|k| self.add(k.as_ref())).collect()
+    }
+
+    fn index_lengths(&mut self) {
+        let mut ids: Vec<u16> = (0..self.keys.len() as u16).collect();
+        ids.sort_by_key(|id| self.keys[usize::from(*id)].len());
+        let longest = self.keys.iter().map(String::len).max().unwrap_or(0);
+        // length_starts[n]..length_starts[n + 1]: the keys n bytes long.
+        self.length_starts = (0..=longest + 1)
+            .map(|n| ids.partition_point(|id| self.keys[usize::from(*id)].len() < n) as u32)
+            .collect();
+        self.by_length = ids;
+    }
+
+    /// The ids of the keys `len` bytes long.
+    #[inline]
+    fn of_length(&self, len: usize) -> &[u16] {
+        match (self.length_starts.get(len), self.length_starts.get(len + 1)) {
+            (Some(&start), Some(&end)) => &self.by_length[start as usize..end as usize],
+            _ => &[],
+        }
+    }
+
+    /// Finds the first attribute of each key in `list`.
+    #[inline]
+    pub fn scan(&self, list: Attributes<'_>, found: &mut Found) {
+        found.positions.clear();
+        if self.keys.is_empty() {
+            return;
+        }
+        found.positions.resize(self.keys.len(), NOT_FOUND);
+        for (position, kv) in list.iter().enumerate() {
+            let key = kv.key_bytes();
+            for &id in self.of_length(key.len()) {
+                let id = usize::from(id);
+                if self.keys[id].as_bytes() == key && found.positions[id] == NOT_FOUND {
+                    found.positions[id] = position as u32;
+                }
+            }
+        }
+    }
+}
+
+/// A list with the answer of its [`KeySet::scan`].
+#[derive(Debug, Clone, Copy)]
+pub struct Scanned<'s, 'a> {
+    pub list: Attributes<'a>,
+    pub found: &'s Found,
+}
+
+impl<'a> Scanned<'_, 'a> {
+    /// The first attribute of the key `id`.
+    #[inline]
+    pub fn find(&self, id: KeyId) -> Option<wire::KeyValue<'a>> {
+        match self.found.positions.get(usize::from(id.0)) {
+            Some(&position) if position != NOT_FOUND => self.list.get(position as usize),
+            _ => None,
+        }
+    }
+}
+
+/// [`find`] over scanned lists: the first attribute of the key `id`, searching `lists` in order.
+#[inline]
+pub fn find_scanned<'a>(id: KeyId, lists: &[Scanned<'_, 'a>]) -> Option<wire::KeyValue<'a>> {
+    lists.iter().find_map(|list| list.find(id))
+}
+
+/// The attribute of the first of `ids` that any of `lists` has, searching `lists` in order for
+/// each key ([`wire::Attributes::find_first_of`] over scanned lists).
+#[inline]
+pub fn find_first_scanned<'a>(
+    ids: &[KeyId],
+    lists: &[Scanned<'_, 'a>],
+) -> Option<wire::KeyValue<'a>> {
+    ids.iter().find_map(|id| find_scanned(*id, lists))
+}
+
+/// [`copy_into`] over scanned lists.
+#[inline]
+pub fn copy_scanned_into(id: KeyId, lists: &[Scanned<'_, '_>], out: &mut String) -> bool {
+    match find_scanned(id, lists) {
+        Some(kv) => {
+            out.clear();
+            write_value(kv.value(), out);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Replaces every character Prometheus does not allow in a label name with `_`
 /// (`http.request.method` → `http_request_method`).
 pub fn sanitize_label_name(name: &str) -> String {

@@ -310,8 +310,8 @@ struct Entry<V> {
 fn pack(values: &[String], out: &mut Vec<u8>) {
     out.clear();
     for value in values {
-        out.extend((value.len() as u32).to_le_bytes());
-        out.extend(value.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value.as_bytes());
     }
 }
 

@@ -20,7 +20,10 @@ pub use recorder::EdgeFigures;
 use recorder::Recorder;
 use store::{Store, StoreError, Upsert};
 
-use crate::attributes::{self, copy_into, sanitize_label_name};
+use crate::attributes::{
+    self, copy_scanned_into, find_first_scanned, find_scanned, sanitize_label_name, Found, KeyId,
+    KeySet, Scanned,
+};
 use crate::filter::SpanFilter;
 use crate::label_limits::truncate_label;
 use crate::series::{Cardinality, Family};
@@ -172,6 +175,40 @@ impl Layout {
     }
 }
 
+/// The attribute keys the graph reads, as ids of one [`KeySet`].
+#[derive(Debug)]
+struct Keys {
+    set: KeySet,
+    /// Each dimension's, in the order of `Layout::dimensions`.
+    dimensions: Vec<KeyId>,
+    peer: Vec<KeyId>,
+    database_name: Vec<KeyId>,
+    peer_service: KeyId,
+    server_address: KeyId,
+    network_peer_address: KeyId,
+    network_peer_port: KeyId,
+}
+
+impl Keys {
+    fn new(config: &Config, layout: &Layout) -> Self {
+        let mut set = KeySet::default();
+        Self {
+            dimensions: layout
+                .dimensions
+                .iter()
+                .map(|(name, ..)| set.add(name))
+                .collect(),
+            peer: set.add_all(&config.peer_attributes),
+            database_name: set.add_all(&config.database_name_attributes),
+            peer_service: set.add("peer.service"),
+            server_address: set.add("server.address"),
+            network_peer_address: set.add("network.peer.address"),
+            network_peer_port: set.add("network.peer.port"),
+            set,
+        }
+    }
+}
+
 /// The service-graph processor. Feed it with [`ServiceGraph::push`], call
 /// [`ServiceGraph::expire`] periodically, read it with [`ServiceGraph::families`].
 #[derive(Debug)]
@@ -186,6 +223,10 @@ pub struct ServiceGraph {
     kindless_edge: Edge,
     /// The current resource's service name, reused across batches.
     service_name: String,
+    keys: Keys,
+    /// Where the current resource's and span's attributes have the keys.
+    resource_found: Found,
+    span_found: Found,
     /// `filter_policies`, and the sides they left out.
     filter: SpanFilter,
     filtered: FilteredSides,
@@ -209,6 +250,9 @@ impl ServiceGraph {
             ),
             kindless: KindlessSpans::default(),
             kindless_edge: Edge::new(layout.slots),
+            keys: Keys::new(&config, &layout),
+            resource_found: Found::default(),
+            span_found: Found::default(),
             layout,
             service_name: String::new(),
             stats: Stats::default(),
@@ -265,6 +309,7 @@ impl ServiceGraph {
             let mut service_name = std::mem::take(&mut self.service_name);
             service_name.clear();
             attributes::write_value(service.value(), &mut service_name);
+            self.keys.set.scan(resource, &mut self.resource_found);
             for span in spans {
                 self.push_span(&service_name, resource, &span, now, expires_at);
             }
@@ -333,8 +378,22 @@ impl ServiceGraph {
             store,
             recorder,
             stats,
+            keys,
+            resource_found,
+            span_found,
             ..
         } = self;
+        keys.set.scan(span.attributes, span_found);
+        let lists = [
+            Scanned {
+                list: resource,
+                found: resource_found,
+            },
+            Scanned {
+                list: span.attributes,
+                found: span_found,
+            },
+        ];
         let multiplier = attributes::multiplier(
             config.span_multiplier_key.as_deref(),
             config.enable_tracestate_span_multiplier,
@@ -343,7 +402,6 @@ impl ServiceGraph {
         );
         let failed = failed(span);
         let duration = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
-        let lists = [resource, span.attributes];
 
         let update = |e: &mut Edge| {
             e.span_kind = kind;
@@ -362,21 +420,21 @@ impl ServiceGraph {
                     e.server_start_nanos = span.start_time_unix_nano;
                 }
             }
-            for (attribute, client_slot, server_slot) in &layout.dimensions {
+            for ((_, client_slot, server_slot), id) in
+                layout.dimensions.iter().zip(&keys.dimensions)
+            {
                 let slot = match side {
                     Side::Client => *client_slot,
                     Side::Server => *server_slot,
                 };
-                copy_into(attribute, &lists, &mut e.dimensions[slot]);
+                copy_scanned_into(*id, &lists, &mut e.dimensions[slot]);
             }
-            if let Some(peer) =
-                Attributes::find_first_of(&config.peer_attributes, &[span.attributes])
-            {
+            if let Some(peer) = find_first_scanned(&keys.peer, &lists[1..]) {
                 e.peer_node.clear();
                 attributes::write_value(peer.value(), &mut e.peer_node);
             }
             if side == Side::Client {
-                apply_database(config, e, &lists, duration);
+                apply_database(keys, e, &lists, duration);
             }
         };
         let complete = |e: &mut Edge| {
@@ -424,9 +482,22 @@ impl ServiceGraph {
             stats,
             kindless,
             kindless_edge,
+            keys,
+            resource_found,
+            span_found,
             ..
         } = self;
-        let lists = [resource, span.attributes];
+        keys.set.scan(span.attributes, span_found);
+        let lists = [
+            Scanned {
+                list: resource,
+                found: resource_found,
+            },
+            Scanned {
+                list: span.attributes,
+                found: span_found,
+            },
+        ];
         let kindless_span = KindlessSpan {
             service: service.to_string(),
             kind: span.kind,
@@ -440,12 +511,12 @@ impl ServiceGraph {
                 span,
                 resource,
             ),
-            dimensions: layout
+            dimensions: keys
                 .dimensions
                 .iter()
-                .map(|(attribute, ..)| {
+                .map(|id| {
                     let mut value = String::new();
-                    copy_into(attribute, &lists, &mut value);
+                    copy_scanned_into(*id, &lists, &mut value);
                     value
                 })
                 .collect(),
@@ -513,19 +584,19 @@ impl ServiceGraph {
 }
 
 /// A client span that names a database is an edge to that database, complete on its own.
-fn apply_database(config: &Config, e: &mut Edge, lists: &[Attributes<'_>; 2], duration: f64) {
-    let Some(db_attr) = Attributes::find_first_of(&config.database_name_attributes, lists) else {
+fn apply_database(keys: &Keys, e: &mut Edge, lists: &[Scanned<'_, '_>; 2], duration: f64) {
+    let Some(db_attr) = find_first_scanned(&keys.database_name, lists) else {
         return;
     };
     e.connection_type = ConnectionType::Database;
     e.server_latency_sec = duration;
-    if copy_into("peer.service", lists, &mut e.server_service)
-        || copy_into("server.address", lists, &mut e.server_service)
+    if copy_scanned_into(keys.peer_service, lists, &mut e.server_service)
+        || copy_scanned_into(keys.server_address, lists, &mut e.server_service)
     {
         return;
     }
-    if copy_into("network.peer.address", lists, &mut e.server_service) {
-        if let Some(port) = attributes::find("network.peer.port", lists) {
+    if copy_scanned_into(keys.network_peer_address, lists, &mut e.server_service) {
+        if let Some(port) = find_scanned(keys.network_peer_port, lists) {
             e.server_service.push(':');
             attributes::write_value(port.value(), &mut e.server_service);
         }

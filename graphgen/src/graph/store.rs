@@ -1,7 +1,7 @@
 //! The edge store: half-finished edges waiting for their other side, kept in arrival order so
 //! expiry only looks at the oldest. Slots are recycled, so a steady stream allocates nothing.
 
-use std::collections::HashMap;
+use hashbrown::HashTable;
 
 use super::edge::{Edge, EdgeKey};
 use super::Side;
@@ -34,7 +34,10 @@ struct Slot {
 
 #[derive(Debug)]
 pub struct Store {
-    index: HashMap<EdgeKey, u32, ahash::RandomState>,
+    /// Each waiting edge's key and slot. A key is hashed once per span: the table is asked
+    /// by hash, so the look-up and the insert or removal that follows share it.
+    index: HashTable<(EdgeKey, u32)>,
+    hasher: ahash::RandomState,
     slots: Vec<Slot>,
     free: Vec<u32>,
     head: u32,
@@ -47,7 +50,8 @@ pub struct Store {
 impl Store {
     pub fn new(max_items: usize, dimension_slots: usize) -> Self {
         Self {
-            index: HashMap::default(),
+            index: HashTable::new(),
+            hasher: ahash::RandomState::new(),
             slots: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -71,14 +75,15 @@ impl Store {
         update: impl FnOnce(&mut Edge),
         complete: impl FnOnce(&mut Edge),
     ) -> Result<Upsert, StoreError> {
-        if let Some(&slot) = self.index.get(&key) {
+        let hash = self.hasher.hash_one(key);
+        if let Some(&(_, slot)) = self.index.find(hash, |(k, _)| *k == key) {
             let edge = &mut self.slots[slot as usize].edge;
             update(edge);
             if !edge.is_complete() {
                 return Ok(Upsert::Stored { new: false });
             }
             complete(edge);
-            self.remove(slot);
+            self.remove_hashed(slot, hash);
             return Ok(Upsert::Completed { new: false });
         }
 
@@ -93,18 +98,27 @@ impl Store {
         }
         let slot = self.allocate(expires_at);
         std::mem::swap(&mut self.slots[slot as usize].edge, &mut self.scratch);
-        self.index.insert(key, slot);
+        let hasher = &self.hasher;
+        self.index
+            .insert_unique(hash, (key, slot), |(k, _)| hasher.hash_one(k));
         Ok(Upsert::Stored { new: true })
     }
 
     pub fn contains(&self, key: &EdgeKey) -> bool {
-        self.index.contains_key(key)
+        self.slot_of(key).is_some()
+    }
+
+    fn slot_of(&self, key: &EdgeKey) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |(k, _)| k == key)
+            .map(|&(_, slot)| slot)
     }
 
     /// Removes the edge of `key` if it waits for a span of `side` (its one side is the other
     /// one); returns whether it did.
     pub fn remove_waiting_for(&mut self, key: &EdgeKey, side: Side) -> bool {
-        let Some(&slot) = self.index.get(key) else {
+        let Some(slot) = self.slot_of(key) else {
             return false;
         };
         let edge = &self.slots[slot as usize].edge;
@@ -163,6 +177,12 @@ impl Store {
 
     /// Unlinks a slot, drops it from the index and returns it to the free list.
     fn remove(&mut self, slot: u32) {
+        let hash = self.hasher.hash_one(self.slots[slot as usize].edge.key);
+        self.remove_hashed(slot, hash);
+    }
+
+    /// [`Store::remove`] of a slot whose key hashes to `hash`.
+    fn remove_hashed(&mut self, slot: u32, hash: u64) {
         let (prev, next, key) = {
             let entry = &self.slots[slot as usize];
             (entry.prev, entry.next, entry.edge.key)
@@ -177,7 +197,9 @@ impl Store {
         } else {
             self.slots[next as usize].prev = prev;
         }
-        self.index.remove(&key);
+        if let Ok(entry) = self.index.find_entry(hash, |(k, _)| *k == key) {
+            entry.remove();
+        }
         self.free.push(slot);
     }
 }

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::attributes::{self, copy_into, sanitize_label_name};
+use crate::attributes::{
+    self, copy_into, copy_scanned_into, find_scanned, sanitize_label_name, Found, KeyId, KeySet,
+    Scanned,
+};
 use crate::filter::{FilterError, FilterPolicy, SpanFilter};
 use crate::label_limits::truncate_label;
 use crate::native_histogram::NativeConfig;
@@ -183,8 +186,9 @@ enum Source {
     SpanKind,
     StatusCode,
     StatusMessage,
-    Dimension(String),
-    Mapping(usize),
+    Dimension(KeyId),
+    /// A mapping's index, and the keys of its source attributes.
+    Mapping(usize, Vec<KeyId>),
     /// Written only when not empty, as Tempo adds them.
     Job,
     Instance,
@@ -233,6 +237,11 @@ pub struct SpanMetrics {
     /// The span-name patterns, and the `span_name` label they rewrite.
     span_names: SpanNames,
     span_name_label: Option<usize>,
+    /// The attribute keys the dimensions read, and where the current resource and span have
+    /// them.
+    keys: KeySet,
+    resource_found: Found,
+    span_found: Found,
 }
 
 /// A dimension's label name as Tempo makes it: sanitized, cut, `__`-prefixed when it is
@@ -254,6 +263,7 @@ impl SpanMetrics {
         let max_name = config.limits.max_label_name_length;
         let mut names: Vec<String> = Vec::new();
         let mut writers = Vec::new();
+        let mut keys = KeySet::default();
         let mut add = |names: &mut Vec<String>, name: String, source: Source| {
             let (label, first) = match names.iter().position(|n| *n == name) {
                 Some(label) => (label, false),
@@ -286,7 +296,7 @@ impl SpanMetrics {
         }
         for d in &config.dimensions {
             let name = label_name(d, &INTRINSIC_LABELS, max_name);
-            add(&mut names, name, Source::Dimension(d.clone()));
+            add(&mut names, name, Source::Dimension(keys.add(d)));
         }
         for (i, m) in config.dimension_mappings.iter().enumerate() {
             let label = label_name(&m.name, &INTRINSIC_LABELS, max_name);
@@ -297,7 +307,8 @@ impl SpanMetrics {
                     label,
                 });
             }
-            add(&mut names, label, Source::Mapping(i));
+            let sources = keys.add_all(&m.source_labels);
+            add(&mut names, label, Source::Mapping(i, sources));
         }
         if config.enable_target_info {
             add(&mut names, JOB.into(), Source::Job);
@@ -338,6 +349,9 @@ impl SpanMetrics {
             service_labels: ServiceLabels::default(),
             span_names: SpanNames::new(config.span_name_sanitization),
             span_name_label,
+            keys,
+            resource_found: Found::default(),
+            span_found: Found::default(),
             config,
         })
     }
@@ -371,9 +385,13 @@ impl SpanMetrics {
             service_labels,
             span_names,
             span_name_label,
+            keys,
+            resource_found,
+            span_found,
         } = self;
         for (resource, spans) in batch.resources() {
             service_labels.read(resource, target_info.is_some());
+            keys.scan(resource, resource_found);
             let mut target_info_done = false;
             for span in spans {
                 let span = &span;
@@ -381,7 +399,17 @@ impl SpanMetrics {
                     *filtered += 1;
                     continue;
                 }
-                let lists = [resource, span.attributes];
+                keys.scan(span.attributes, span_found);
+                let lists = [
+                    Scanned {
+                        list: resource,
+                        found: resource_found,
+                    },
+                    Scanned {
+                        list: span.attributes,
+                        found: span_found,
+                    },
+                ];
                 // Every writer sets its label whole, so nothing of the previous span is left.
                 for w in writers.iter() {
                     let value = &mut scratch[w.label];
@@ -392,15 +420,15 @@ impl SpanMetrics {
                         Source::StatusCode => set(value, &status_code_name(span.status_code)),
                         Source::StatusMessage => set(value, span.status_message),
                         Source::Dimension(key) => {
-                            if !copy_into(key, &lists, value) {
+                            if !copy_scanned_into(*key, &lists, value) {
                                 value.clear();
                             }
                         }
-                        Source::Mapping(i) => {
+                        Source::Mapping(i, sources) => {
                             let m = &config.dimension_mappings[*i];
                             value.clear();
-                            for source in &m.source_labels {
-                                if let Some(kv) = attributes::find(source, &lists) {
+                            for source in sources {
+                                if let Some(kv) = find_scanned(*source, &lists) {
                                     let mark = value.len();
                                     if mark > 0 {
                                         value.push_str(&m.join);

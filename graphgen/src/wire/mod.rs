@@ -446,13 +446,14 @@ impl<'a> Attributes<'a> {
         Self(Repr::Encoded { bytes, tag })
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = KeyValue<'a>> + 'a {
-        let (encoded, indexed) = match self.0 {
-            Repr::Encoded { bytes, tag } => (Some(EncodedKeyValues { rest: bytes, tag }), None),
-            Repr::Indexed(list) => (None, Some(list.iter().copied())),
-        };
-        let encoded = encoded.into_iter().flatten().map(KeyValue::new);
-        encoded.chain(indexed.into_iter().flatten())
+    #[inline]
+    pub fn iter(&self) -> AttributesIter<'a> {
+        AttributesIter(match self.0 {
+            Repr::Encoded { bytes, tag } => {
+                IterRepr::Encoded(EncodedKeyValues { rest: bytes, tag })
+            }
+            Repr::Indexed(list) => IterRepr::Indexed(list.iter()),
+        })
     }
 
     /// The first attribute named `key`.
@@ -478,10 +479,39 @@ impl<'a> Attributes<'a> {
             .find_map(|key| lists.iter().find_map(|list| list.find(key.as_ref())))
     }
 
+    /// The attribute at `position` in the list.
+    #[inline]
+    pub fn get(&self, position: usize) -> Option<KeyValue<'a>> {
+        match self.0 {
+            Repr::Indexed(list) => list.get(position).copied(),
+            Repr::Encoded { .. } => self.iter().nth(position),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         match self.0 {
             Repr::Indexed(list) => list.is_empty(),
             Repr::Encoded { .. } => self.iter().next().is_none(),
+        }
+    }
+}
+
+/// The attributes of a list, in order.
+pub struct AttributesIter<'a>(IterRepr<'a>);
+
+enum IterRepr<'a> {
+    Encoded(EncodedKeyValues<'a>),
+    Indexed(std::slice::Iter<'a, KeyValue<'a>>),
+}
+
+impl<'a> Iterator for AttributesIter<'a> {
+    type Item = KeyValue<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<KeyValue<'a>> {
+        match &mut self.0 {
+            IterRepr::Indexed(list) => list.next().copied(),
+            IterRepr::Encoded(encoded) => encoded.next().map(KeyValue::new),
         }
     }
 }
@@ -586,6 +616,12 @@ impl<'a> KeyValue<'a> {
 
     pub fn key(&self) -> &'a str {
         str_of(self.key)
+    }
+
+    /// The key's bytes, compared without reading them as UTF-8.
+    #[inline]
+    pub fn key_bytes(&self) -> &'a [u8] {
+        self.key
     }
 
     /// Its value; `None` when it has none (no `AnyValue`, or an empty one).
