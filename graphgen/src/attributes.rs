@@ -337,6 +337,88 @@ mod tests {
     }
 
     #[test]
+    fn a_key_set_finds_what_looking_each_key_up_finds() {
+        let string = |s: &str| Value::StringValue(s.into());
+        let resource = EncodedAttributes::new(&[
+            kv("service.name", string("shop")),
+            kv("db.name", string("orders")),
+        ]);
+        let span = EncodedAttributes::new(&[
+            kv("peer.service", string("first")),
+            kv("db.system", string("postgresql")),
+            kv("peer.service", string("second")),
+            kv("", string("empty key")),
+            kv("db.namespace", string("same length as peer.service")),
+        ]);
+        let mut keys = KeySet::default();
+        let names = [
+            "peer.service",
+            "db.namespace",
+            "db.name",
+            "db.system",
+            "absent",
+            "",
+            "a key longer than any attribute's",
+        ];
+        let ids = keys.add_all(&names);
+        assert_eq!(keys.add("db.name"), ids[2], "a key is added once");
+        let (resource, span) = (resource.view(), span.view());
+        let (mut in_resource, mut in_span) = (Found::default(), Found::default());
+        keys.scan(resource, &mut in_resource);
+        keys.scan(span, &mut in_span);
+        let scanned = [
+            Scanned {
+                list: resource,
+                found: &in_resource,
+            },
+            Scanned {
+                list: span,
+                found: &in_span,
+            },
+        ];
+        let text = |kv: Option<wire::KeyValue<'_>>| {
+            kv.map(|kv| {
+                let mut out = String::new();
+                write_value(kv.value(), &mut out);
+                out
+            })
+        };
+        for (name, id) in names.iter().zip(&ids) {
+            for lists in [&scanned[..], &scanned[1..]] {
+                let plain: Vec<Attributes<'_>> = lists.iter().map(|l| l.list).collect();
+                assert_eq!(
+                    text(find_scanned(*id, lists)),
+                    text(find(name, &plain)),
+                    "{name:?} in {} lists",
+                    lists.len()
+                );
+            }
+        }
+        assert_eq!(
+            text(find_scanned(ids[0], &scanned)).as_deref(),
+            Some("first")
+        );
+        for order in [[2, 3], [3, 2], [4, 0]] {
+            let ids = order.map(|i| ids[i]);
+            let names = order.map(|i| names[i]);
+            let plain = [resource, span];
+            assert_eq!(
+                text(find_first_scanned(&ids, &scanned)),
+                text(Attributes::find_first_of(&names, &plain)),
+                "{names:?}"
+            );
+        }
+        // An empty set finds nothing and reads no list.
+        let none = KeySet::default();
+        none.scan(span, &mut in_span);
+        let scanned_by_none = Scanned {
+            list: span,
+            found: &in_span,
+        };
+        assert!(scanned_by_none.find(ids[0]).is_none());
+    }
+
+    #[test]
     fn label_names_are_sanitized() {
         assert_eq!(
             sanitize_label_name("http.request.method"),
