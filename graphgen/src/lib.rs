@@ -11,7 +11,8 @@
 //! - [`processors`] resolves Tempo's `processors` names into the series each processor makes.
 //! - [`engine`] puts both behind one door with a [`clock`] (and, optionally, [`dedup`]: a span
 //!   delivered twice is counted once).
-//! - [`series`] is the metric model they share; [`attributes`] the attribute rules;
+//! - [`series`] is the metric model they share; [`attributes`] the attribute rules (and the
+//!   key sets by which the processors find the attributes they read in one pass);
 //!   [`native_histogram`] the native (exponential) buckets of latency histograms;
 //!   [`spans`] how both read a span's kind, status and duration; [`label_limits`] how long
 //!   and how varied label values may be.

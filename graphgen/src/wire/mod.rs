@@ -270,11 +270,14 @@ impl<'a> Span<'a> {
 /// Made by [`BatchBuffers::parse`] in buffers reused from request to request.
 #[derive(Debug)]
 pub struct Batch<'a> {
-    /// Each resource's attributes and the end of its spans in `spans`.
-    resources: Vec<(Indexed, usize)>,
-    /// Each span with its attributes in `attributes`.
-    spans: Vec<(Span<'a>, Indexed)>,
-    /// The attributes of every resource and span, in order.
+    /// Each resource's attributes (read from its bytes, and in `attributes` unless the index
+    /// was full) and the end of its spans in `spans`.
+    resources: Vec<(Attributes<'a>, Option<Indexed>, usize)>,
+    /// Each span with its attributes in `attributes`, unless the index was full.
+    spans: Vec<(Span<'a>, Option<Indexed>)>,
+    /// The attributes of every resource and span, in order: at most
+    /// [`BatchBuffers::INDEX_LIMIT`], so that a request of many tiny attributes cannot make
+    /// the index many times its own size. The lists past it are read from their bytes.
     attributes: Vec<KeyValue<'a>>,
 }
 
@@ -290,20 +293,14 @@ impl<'a> Batch<'a> {
     /// counted spans.
     pub fn resources(&self) -> impl Iterator<Item = (Attributes<'_>, BatchSpans<'_, 'a>)> + '_ {
         let mut start = 0;
-        self.resources.iter().map(move |&(attributes, end)| {
+        self.resources.iter().map(move |&(encoded, at, end)| {
             let spans = BatchSpans {
                 spans: self.spans[start..end].iter(),
                 attributes: &self.attributes,
             };
             start = end;
-            (self.attributes_at(attributes), spans)
+            (indexed(&self.attributes, encoded, at), spans)
         })
-    }
-
-    fn attributes_at(&self, at: Indexed) -> Attributes<'_> {
-        Attributes(Repr::Indexed(
-            &self.attributes[at.start as usize..at.end as usize],
-        ))
     }
 
     /// Resource-spans built as prost structs, encoded and parsed: `f` gets the batch.
@@ -321,7 +318,7 @@ impl<'a> Batch<'a> {
     pub fn retain(&mut self, mut keep: impl FnMut(&Span<'a>) -> bool) {
         let mut kept = 0;
         let mut next = 0;
-        for (_, end) in &mut self.resources {
+        for (_, _, end) in &mut self.resources {
             while next < *end {
                 if keep(&self.spans[next].0) {
                     self.spans.swap(kept, next);
@@ -337,7 +334,7 @@ impl<'a> Batch<'a> {
 
 /// A resource's spans in a [`Batch`], each with its indexed attributes.
 pub struct BatchSpans<'b, 'a> {
-    spans: std::slice::Iter<'b, (Span<'a>, Indexed)>,
+    spans: std::slice::Iter<'b, (Span<'a>, Option<Indexed>)>,
     attributes: &'b [KeyValue<'a>],
 }
 
@@ -348,9 +345,7 @@ impl<'b> Iterator for BatchSpans<'b, '_> {
     fn next(&mut self) -> Option<Span<'b>> {
         let &(span, at) = self.spans.next()?;
         Some(Span {
-            attributes: Attributes(Repr::Indexed(
-                &self.attributes[at.start as usize..at.end as usize],
-            )),
+            attributes: indexed(self.attributes, span.attributes, at),
             ..span
         })
     }
@@ -366,54 +361,95 @@ impl ExactSizeIterator for BatchSpans<'_, '_> {}
 /// once the buffers have grown.
 #[derive(Debug, Default)]
 pub struct BatchBuffers {
-    resources: Vec<(Indexed, usize)>,
-    spans: Vec<(Span<'static>, Indexed)>,
+    resources: Vec<(Attributes<'static>, Option<Indexed>, usize)>,
+    spans: Vec<(Span<'static>, Option<Indexed>)>,
     attributes: Vec<KeyValue<'static>>,
 }
 
 impl BatchBuffers {
-    /// Buffers grown past this many attributes by an outsized request are let go after it.
-    const ATTRIBUTES_KEPT: usize = 1 << 16;
+    /// The most attributes a batch indexes (32 bytes each: 2 MiB), whatever the request.
+    pub const INDEX_LIMIT: usize = 1 << 16;
 
     /// Parses each span of `request` once.
     pub fn parse<'a>(&mut self, request: &Request<'a>) -> Batch<'a> {
         // Empty buffers of 'static views serve as buffers of shorter-lived ones.
         let mut batch = Batch {
-            resources: std::mem::take(&mut self.resources),
+            resources: emptied(std::mem::take(&mut self.resources)),
             spans: emptied(std::mem::take(&mut self.spans)),
             attributes: emptied(std::mem::take(&mut self.attributes)),
         };
         for rs in request.resource_spans() {
             for bytes in rs.encoded_spans() {
-                let start = batch.attributes.len() as u32;
-                let span = Span::read(bytes, |kv| batch.attributes.push(kv));
-                let at = Indexed {
-                    start,
-                    end: batch.attributes.len() as u32,
-                };
+                let mut list = IndexedList::start(&batch.attributes);
+                let span = Span::read(bytes, |kv| list.push(&mut batch.attributes, kv));
+                let at = list.finish(&mut batch.attributes);
                 batch.spans.push((span, at));
             }
-            let start = batch.attributes.len() as u32;
-            batch.attributes.extend(rs.attributes().iter());
-            let at = Indexed {
-                start,
-                end: batch.attributes.len() as u32,
-            };
-            batch.resources.push((at, batch.spans.len()));
+            let mut list = IndexedList::start(&batch.attributes);
+            for kv in rs.attributes().iter() {
+                list.push(&mut batch.attributes, kv);
+            }
+            let at = list.finish(&mut batch.attributes);
+            batch
+                .resources
+                .push((rs.attributes(), at, batch.spans.len()));
         }
         batch
     }
 
     /// Takes the batch's buffers back, emptied.
     pub fn recycle(&mut self, batch: Batch<'_>) {
-        let mut resources = batch.resources;
-        resources.clear();
-        self.resources = resources;
+        self.resources = emptied(batch.resources);
         self.spans = emptied(batch.spans);
-        self.attributes = match batch.attributes.capacity() > Self::ATTRIBUTES_KEPT {
-            true => Vec::new(),
-            false => emptied(batch.attributes),
-        };
+        self.attributes = emptied(batch.attributes);
+    }
+}
+
+/// One list being added to a batch's index: all of it, or none when the index is full.
+struct IndexedList {
+    start: usize,
+    full: bool,
+}
+
+impl IndexedList {
+    fn start(index: &[KeyValue<'_>]) -> Self {
+        Self {
+            start: index.len(),
+            full: false,
+        }
+    }
+
+    #[inline]
+    fn push<'a>(&mut self, index: &mut Vec<KeyValue<'a>>, kv: KeyValue<'a>) {
+        if index.len() < BatchBuffers::INDEX_LIMIT {
+            index.push(kv);
+        } else {
+            self.full = true;
+        }
+    }
+
+    fn finish(self, index: &mut Vec<KeyValue<'_>>) -> Option<Indexed> {
+        if self.full {
+            index.truncate(self.start);
+            return None;
+        }
+        Some(Indexed {
+            start: self.start as u32,
+            end: index.len() as u32,
+        })
+    }
+}
+
+/// A list's attributes: from the index when it is there, else from its bytes.
+#[inline]
+fn indexed<'b>(
+    index: &'b [KeyValue<'_>],
+    encoded: Attributes<'b>,
+    at: Option<Indexed>,
+) -> Attributes<'b> {
+    match at {
+        Some(at) => Attributes(Repr::Indexed(&index[at.start as usize..at.end as usize])),
+        None => encoded,
     }
 }
 

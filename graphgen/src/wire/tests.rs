@@ -421,3 +421,50 @@ fn a_batch_keeps_every_resource_and_the_spans_retained_in_order() {
     );
     buffers.recycle(batch);
 }
+
+#[test]
+fn a_request_of_more_attributes_than_the_index_holds_is_read_the_same_and_the_index_stays_bounded()
+{
+    // Three spans of 30,000 attributes each and a resource of 10: the third span, and the
+    // resource after it, no longer fit in the index and are read from their bytes.
+    let many = |n: usize, tag: &str| -> Vec<PKeyValue> {
+        (0..n)
+            .map(|i| kv(&format!("{tag}{i}"), any_value::Value::IntValue(i as i64)))
+            .collect()
+    };
+    let spans = (0..3)
+        .map(|s| Span {
+            span_id: vec![1, 2, 3, 4, 5, 6, 7, s + 1],
+            attributes: many(30_000, &format!("s{s}.")),
+            ..a_span()
+        })
+        .collect();
+    let bytes = encode(&[ResourceSpans {
+        resource: Some(Resource {
+            attributes: many(10, "r."),
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }]);
+    assert_agrees_with_prost(&bytes).expect("read in place");
+    let mut buffers = BatchBuffers::default();
+    let batch = buffers.parse(&Request::trusted(&bytes));
+    let lists: Vec<Attributes<'_>> = batch
+        .resources()
+        .flat_map(|(resource, spans)| spans.map(|s| s.attributes).chain([resource]))
+        .collect();
+    let indexed = |list: &Attributes<'_>| matches!(list.0, Repr::Indexed(_));
+    assert_eq!(
+        lists.iter().map(indexed).collect::<Vec<_>>(),
+        [true, true, false, true]
+    );
+    let mut found = String::new();
+    crate::attributes::copy_into("s2.29999", &lists[2..3], &mut found);
+    assert_eq!(found, "29999");
+    assert!(batch.attributes.capacity() <= BatchBuffers::INDEX_LIMIT);
+    buffers.recycle(batch);
+}
