@@ -75,7 +75,13 @@ pub fn write_value(value: Option<Value<'_>>, out: &mut String) {
 /// Looks `key` up and, when found, replaces `out` with its string form. Returns whether it was found.
 #[inline]
 pub fn copy_into(key: &str, lists: &[Attributes<'_>], out: &mut String) -> bool {
-    match find(key, lists) {
+    replace_with_value(find(key, lists), out)
+}
+
+/// When `found`, replaces `out` with its value's string form. Returns whether it was found.
+#[inline]
+fn replace_with_value(found: Option<wire::KeyValue<'_>>, out: &mut String) -> bool {
+    match found {
         Some(kv) => {
             out.clear();
             write_value(kv.value(), out);
@@ -174,6 +180,31 @@ impl KeySet {
     }
 }
 
+impl KeySet {
+    /// Scans `span` into `in_span`: the lists a span's attributes are looked up in, its
+    /// resource's (scanned once for all its spans into `in_resource`) first.
+    #[inline]
+    pub fn scan_span<'s, 'a>(
+        &self,
+        resource: Attributes<'a>,
+        in_resource: &'s Found,
+        span: Attributes<'a>,
+        in_span: &'s mut Found,
+    ) -> [Scanned<'s, 'a>; 2] {
+        self.scan(span, in_span);
+        [
+            Scanned {
+                list: resource,
+                found: in_resource,
+            },
+            Scanned {
+                list: span,
+                found: in_span,
+            },
+        ]
+    }
+}
+
 /// A list with the answer of its [`KeySet::scan`].
 #[derive(Debug, Clone, Copy)]
 pub struct Scanned<'s, 'a> {
@@ -211,14 +242,7 @@ pub fn find_first_scanned<'a>(
 /// [`copy_into`] over scanned lists.
 #[inline]
 pub fn copy_scanned_into(id: KeyId, lists: &[Scanned<'_, '_>], out: &mut String) -> bool {
-    match find_scanned(id, lists) {
-        Some(kv) => {
-            out.clear();
-            write_value(kv.value(), out);
-            true
-        }
-        None => false,
-    }
+    replace_with_value(find_scanned(id, lists), out)
 }
 
 /// Replaces every character Prometheus does not allow in a label name with `_`

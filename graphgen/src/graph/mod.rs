@@ -383,17 +383,9 @@ impl ServiceGraph {
             span_found,
             ..
         } = self;
-        keys.set.scan(span.attributes, span_found);
-        let lists = [
-            Scanned {
-                list: resource,
-                found: resource_found,
-            },
-            Scanned {
-                list: span.attributes,
-                found: span_found,
-            },
-        ];
+        let lists = keys
+            .set
+            .scan_span(resource, resource_found, span.attributes, span_found);
         let multiplier = attributes::multiplier(
             config.span_multiplier_key.as_deref(),
             config.enable_tracestate_span_multiplier,
@@ -487,17 +479,9 @@ impl ServiceGraph {
             span_found,
             ..
         } = self;
-        keys.set.scan(span.attributes, span_found);
-        let lists = [
-            Scanned {
-                list: resource,
-                found: resource_found,
-            },
-            Scanned {
-                list: span.attributes,
-                found: span_found,
-            },
-        ];
+        let lists = keys
+            .set
+            .scan_span(resource, resource_found, span.attributes, span_found);
         let kindless_span = KindlessSpan {
             service: service.to_string(),
             kind: span.kind,

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::attributes::{
     self, copy_into, copy_scanned_into, find_scanned, sanitize_label_name, Found, KeyId, KeySet,
-    Scanned,
 };
 use crate::filter::{FilterError, FilterPolicy, SpanFilter};
 use crate::label_limits::truncate_label;
@@ -399,17 +398,7 @@ impl SpanMetrics {
                     *filtered += 1;
                     continue;
                 }
-                keys.scan(span.attributes, span_found);
-                let lists = [
-                    Scanned {
-                        list: resource,
-                        found: resource_found,
-                    },
-                    Scanned {
-                        list: span.attributes,
-                        found: span_found,
-                    },
-                ];
+                let lists = keys.scan_span(resource, resource_found, span.attributes, span_found);
                 // Every writer sets its label whole, so nothing of the previous span is left.
                 for w in writers.iter() {
                     let value = &mut scratch[w.label];
