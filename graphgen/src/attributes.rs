@@ -80,7 +80,7 @@ pub fn copy_into(key: &str, lists: &[Attributes<'_>], out: &mut String) -> bool 
 
 /// When `found`, replaces `out` with its value's string form. Returns whether it was found.
 #[inline]
-fn replace_with_value(found: Option<wire::KeyValue<'_>>, out: &mut String) -> bool {
+pub fn replace_with_value(found: Option<wire::KeyValue<'_>>, out: &mut String) -> bool {
     match found {
         Some(kv) => {
             out.clear();
@@ -178,9 +178,7 @@ impl KeySet {
             }
         }
     }
-}
 
-impl KeySet {
     /// Scans `span` into `in_span`: the lists a span's attributes are looked up in, its
     /// resource's (scanned once for all its spans into `in_resource`) first.
     #[inline]
@@ -230,7 +228,7 @@ pub fn find_scanned<'a>(id: KeyId, lists: &[Scanned<'_, 'a>]) -> Option<wire::Ke
 }
 
 /// The attribute of the first of `ids` that any of `lists` has, searching `lists` in order for
-/// each key ([`wire::Attributes::find_first_of`] over scanned lists).
+/// each key.
 #[inline]
 pub fn find_first_scanned<'a>(
     ids: &[KeyId],
@@ -426,9 +424,10 @@ mod tests {
             let ids = order.map(|i| ids[i]);
             let names = order.map(|i| names[i]);
             let plain = [resource, span];
+            let each_key_in_turn = names.iter().find_map(|name| find(name, &plain));
             assert_eq!(
                 text(find_first_scanned(&ids, &scanned)),
-                text(Attributes::find_first_of(&names, &plain)),
+                text(each_key_in_turn),
                 "{names:?}"
             );
         }

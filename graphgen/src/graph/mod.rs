@@ -421,10 +421,10 @@ impl ServiceGraph {
                 };
                 copy_scanned_into(*id, &lists, &mut e.dimensions[slot]);
             }
-            if let Some(peer) = find_first_scanned(&keys.peer, &lists[1..]) {
-                e.peer_node.clear();
-                attributes::write_value(peer.value(), &mut e.peer_node);
-            }
+            attributes::replace_with_value(
+                find_first_scanned(&keys.peer, &lists[1..]),
+                &mut e.peer_node,
+            );
             if side == Side::Client {
                 apply_database(keys, e, &lists, duration);
             }

@@ -504,17 +504,6 @@ impl<'a> Attributes<'a> {
         }
     }
 
-    /// The attribute named by the first of `keys` that any of `lists` has, searching `lists`
-    /// in order for each key.
-    #[inline]
-    pub fn find_first_of<S: AsRef<str>>(
-        keys: &[S],
-        lists: &[Attributes<'a>],
-    ) -> Option<KeyValue<'a>> {
-        keys.iter()
-            .find_map(|key| lists.iter().find_map(|list| list.find(key.as_ref())))
-    }
-
     /// The attribute at `position` in the list.
     #[inline]
     pub fn get(&self, position: usize) -> Option<KeyValue<'a>> {
