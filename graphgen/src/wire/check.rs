@@ -262,12 +262,197 @@ const fn schema(message: Msg, tag: u32) -> Option<(Kind, Cardinality)> {
     })
 }
 
+/// Whether `bytes` is a `KeyValue` that the walk of [`message`] would accept, of the commonest
+/// shape: a non-empty key, then a value of one string or one integer, every length one byte.
+/// `false` says nothing: the message is walked field by field, which decides.
+///
+/// Why it is exact: keys `0x0a`, `0x12`, `0x0a`/`0x18` are fields 1 and 2 of `KeyValue` and
+/// fields 1 (string) and 3 (int64) of `AnyValue`, each once and in their shortest form; one-byte
+/// lengths are shortest; the key is not empty (a default written out); a oneof member may be
+/// its default. So the message is canonical, with no duplicate, whether in a span or not.
+#[inline(always)]
+fn short_key_value(bytes: &[u8]) -> bool {
+    let [0x0a, key_len, rest @ ..] = bytes else {
+        return false;
+    };
+    let key_len = usize::from(*key_len);
+    if key_len == 0 || key_len >= 0x80 || rest.len() < key_len {
+        return false;
+    }
+    let (key, rest) = rest.split_at(key_len);
+    let [0x12, value_len, value @ ..] = rest else {
+        return false;
+    };
+    if *value_len >= 0x80 || usize::from(*value_len) != value.len() {
+        return false;
+    }
+    let value_ok = match value {
+        [0x0a, string_len, string @ ..] => {
+            *string_len < 0x80 && usize::from(*string_len) == string.len() && is_utf8(string)
+        }
+        [0x18, int @ ..] => is_shortest_varint(int),
+        _ => false,
+    };
+    value_ok && is_utf8(key)
+}
+
+/// Checks a `Span` (at `depth`) in one pass when it is of the commonest shape, and returns its
+/// trace, span and parent span ids; `None` says nothing, and the span is walked by [`message`],
+/// which decides. It accepts only what that walk accepts:
+/// - every key is one byte (flags' two) and every length one byte, so all are shortest;
+/// - every field is one `Span` knows, with the wire type of its kind, and no singular field
+///   comes twice;
+/// - no singular field holds its default (an empty string or id, a zero): prost would leave it
+///   out;
+/// - strings are UTF-8; nested messages are checked by [`short_key_value`], or by the walk.
+fn short_span(bytes: &[u8], depth: u32) -> Option<[&[u8]; 3]> {
+    // Spans are at depth 3; a short attribute's value is two deeper.
+    if depth + 2 > MAX_DEPTH {
+        return None;
+    }
+    let mut ids: [&[u8]; 3] = [&[]; 3];
+    let mut seen = 0u32;
+    let mut rest = bytes;
+    while let [key, after @ ..] = rest {
+        rest = after;
+        let tag = u32::from(*key >> 3);
+        match *key {
+            // trace_id, span_id, trace_state, parent_span_id, name, attributes, events, links,
+            // status: a length of one byte.
+            0x0a | 0x12 | 0x1a | 0x22 | 0x2a | 0x4a | 0x5a | 0x6a | 0x7a => {
+                let [len, after @ ..] = rest else {
+                    return None;
+                };
+                let len = usize::from(*len);
+                if len >= 0x80 || len > after.len() {
+                    return None;
+                }
+                let (value, after) = after.split_at(len);
+                rest = after;
+                let ok = match *key {
+                    0x0a | 0x12 | 0x22 => {
+                        ids[usize::from(*key >> 4)] = value;
+                        !value.is_empty()
+                    }
+                    0x1a | 0x2a => !value.is_empty() && is_utf8(value),
+                    0x4a => short_key_value(value) || walks(value, Msg::KeyValue, depth + 1),
+                    0x5a => walks(value, Msg::Event, depth + 1),
+                    0x6a => walks(value, Msg::Link, depth + 1),
+                    // A status of code 1 or 2 and no message is the commonest.
+                    _ => matches!(value, [0x18, 1 | 2]) || walks(value, Msg::Status, depth + 1),
+                };
+                if !ok {
+                    return None;
+                }
+            }
+            // kind, dropped attributes, events and links counts: one byte, not zero.
+            0x30 | 0x50 | 0x60 | 0x70 => {
+                let [1..0x80, after @ ..] = rest else {
+                    return None;
+                };
+                rest = after;
+            }
+            // start and end times: eight bytes, not zero.
+            0x39 | 0x41 => {
+                let (value, after) = rest.split_first_chunk::<8>()?;
+                if *value == [0; 8] {
+                    return None;
+                }
+                rest = after;
+            }
+            // flags, field 16 (a two-byte key): four bytes, not zero.
+            0x85 => {
+                let [0x01, after @ ..] = rest else {
+                    return None;
+                };
+                let (value, after) = after.split_first_chunk::<4>()?;
+                if *value == [0; 4] {
+                    return None;
+                }
+                rest = after;
+            }
+            _ => return None,
+        }
+        let singular = !matches!(*key, 0x4a | 0x5a | 0x6a);
+        let bit = if *key == 0x85 {
+            1 << 16
+        } else {
+            u32::from(singular) << tag
+        };
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+    }
+    Some(ids)
+}
+
+/// Whether the walk accepts `bytes` as a `message_type` at `depth`; what it counts is dropped
+/// (it counts only spans, and nothing nested in a span is one).
+fn walks(bytes: &[u8], message_type: Msg, depth: u32) -> bool {
+    message(bytes, message_type, true, depth, &mut Tally::default()).is_ok()
+}
+
+/// Whether `bytes` is exactly one varint in its shortest form, within prost's bounds.
+#[inline(always)]
+fn is_shortest_varint(bytes: &[u8]) -> bool {
+    match bytes {
+        [byte] => *byte < 0x80,
+        [init @ .., last] => {
+            init.len() < 10
+                && *last != 0
+                && *last < 0x80
+                && (init.len() < 9 || *last <= 1)
+                && init.iter().all(|byte| *byte >= 0x80)
+        }
+        [] => false,
+    }
+}
+
+/// Whether `bytes` is UTF-8; ASCII, the common case, is tested eight bytes at a time inline,
+/// which for the short strings of spans is cheaper than the library's call.
+#[inline(always)]
+pub(super) fn is_utf8(bytes: &[u8]) -> bool {
+    let high = match bytes.as_chunks::<8>() {
+        // The tail is the last eight bytes, overlapping the words before it.
+        (words @ [.., last], tail) => {
+            let last = if tail.is_empty() {
+                *last
+            } else {
+                *bytes.last_chunk::<8>().expect("eight bytes at least")
+            };
+            words.iter().fold(u64::from_ne_bytes(last), |high, word| {
+                high | u64::from_ne_bytes(*word)
+            }) & 0x8080_8080_8080_8080
+        }
+        // Four to seven bytes: the first four and the last four.
+        ([], short) => match (short.first_chunk::<4>(), short.last_chunk::<4>()) {
+            (Some(first), Some(last)) => {
+                u64::from((u32::from_ne_bytes(*first) | u32::from_ne_bytes(*last)) & 0x8080_8080)
+            }
+            _ => short
+                .iter()
+                .fold(0, |high, byte| high | u64::from(*byte & 0x80)),
+        },
+    };
+    high == 0 || std::str::from_utf8(bytes).is_ok()
+}
+
 /// What the walk counted of a request's spans.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub spans: usize,
     /// Spans whose ids break OTLP's rules ([`super::id_problem`]).
     pub bad_ids: usize,
+}
+
+impl Tally {
+    fn count_span(&mut self, [trace_id, span_id, parent_span_id]: [&[u8]; 3]) {
+        self.spans += 1;
+        if super::id_problem(trace_id, span_id, parent_span_id).is_some() {
+            self.bad_ids += 1;
+        }
+    }
 }
 
 /// Checks a whole `ExportTraceServiceRequest`.
@@ -319,9 +504,8 @@ fn message(
             |is_default: bool| in_span && cardinality == Cardinality::Singular && is_default;
         let canonical = match (kind, field.raw) {
             (Kind::String, Raw::Bytes(b)) => {
-                // Most strings are ASCII: a cheap test first.
-                if !b.is_ascii() {
-                    std::str::from_utf8(b).map_err(|_| Fallback::Malformed)?;
+                if !is_utf8(b) {
+                    return Err(Fallback::Malformed);
                 }
                 !default_written(b.is_empty())
             }
@@ -337,7 +521,22 @@ fn message(
                 !default_written(b.is_empty())
             }
             (Kind::Nested(inner), Raw::Bytes(b)) => {
-                self::message(b, inner, in_span, depth + 1, tally)?;
+                // Most nested messages are attributes of one short string or integer: they are
+                // checked in one go (the key-value at depth + 1, its value at depth + 2).
+                let short = match inner {
+                    Msg::KeyValue => depth + 2 <= MAX_DEPTH && short_key_value(b),
+                    Msg::Span => match short_span(b, depth + 1) {
+                        Some(ids) => {
+                            tally.count_span(ids);
+                            true
+                        }
+                        None => false,
+                    },
+                    _ => false,
+                };
+                if !short {
+                    self::message(b, inner, in_span, depth + 1, tally)?;
+                }
                 true
             }
             (Kind::Int32, Raw::Varint(v)) => {
@@ -359,10 +558,349 @@ fn message(
         }
     }
     if message_type == Msg::Span {
-        tally.spans += 1;
-        if super::id_problem(ids[0], ids[1], ids[2]).is_some() {
-            tally.bad_ids += 1;
-        }
+        tally.count_span(ids);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{span::Link, Span, Status};
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+
+    fn walk(bytes: &[u8], in_span: bool) -> Result<(), Fallback> {
+        message(bytes, Msg::KeyValue, in_span, 0, &mut Tally::default())
+    }
+
+    fn attribute(key: &str, value: any_value::Value) -> Vec<u8> {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn short_key_values_take_the_short_way_and_the_rest_are_walked() {
+        use any_value::Value::{BoolValue, IntValue, StringValue};
+        let long = "x".repeat(200);
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            (
+                "a string",
+                attribute("http.route", StringValue("/a".into())),
+                true,
+            ),
+            (
+                "an empty string",
+                attribute("k", StringValue(String::new())),
+                true,
+            ),
+            (
+                "a UTF-8 string",
+                attribute("k", StringValue("é✓".into())),
+                true,
+            ),
+            ("an integer", attribute("k", IntValue(200)), true),
+            ("a zero", attribute("k", IntValue(0)), true),
+            ("a negative integer", attribute("k", IntValue(-1)), true),
+            ("a bool", attribute("k", BoolValue(true)), false),
+            (
+                "an empty key",
+                attribute("", StringValue("v".into())),
+                false,
+            ),
+            (
+                "a long string",
+                attribute("k", StringValue(long.clone())),
+                false,
+            ),
+            ("a long key", attribute(&long, IntValue(1)), false),
+            (
+                "a key not UTF-8",
+                vec![0x0a, 1, 0xff, 0x12, 2, 0x18, 1],
+                false,
+            ),
+            (
+                "a string not UTF-8",
+                vec![0x0a, 1, b'k', 0x12, 3, 0x0a, 1, 0xff],
+                false,
+            ),
+            (
+                "an integer not shortest",
+                vec![0x0a, 1, b'k', 0x12, 3, 0x18, 0x81, 0],
+                false,
+            ),
+            (
+                "an integer cut short",
+                vec![0x0a, 1, b'k', 0x12, 2, 0x18, 0x81],
+                false,
+            ),
+            (
+                "a value with trailing bytes",
+                vec![0x0a, 1, b'k', 0x12, 4, 0x18, 1, 0x18, 1],
+                false,
+            ),
+            ("no value", vec![0x0a, 1, b'k'], false),
+            (
+                "the value first",
+                vec![0x12, 2, 0x18, 1, 0x0a, 1, b'k'],
+                false,
+            ),
+        ];
+        for (what, bytes, short) in cases {
+            assert_eq!(short_key_value(&bytes), short, "{what}");
+        }
+    }
+
+    #[test]
+    fn varints_in_their_shortest_form() {
+        let shortest = |v: u64| {
+            let mut out = vec![];
+            prost::encoding::encode_varint(v, &mut out);
+            out
+        };
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX / 2,
+            u64::MAX,
+        ] {
+            assert!(is_shortest_varint(&shortest(v)), "{v}");
+        }
+        let cases: [&[u8]; 6] = [
+            &[],
+            &[0x80, 0x00],                                                 // padded
+            &[0x80],                                                       // cut short
+            &[0x01, 0x01],                                                 // two varints
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], // past 64 bits
+            &[0xff; 11],
+        ];
+        for bytes in cases {
+            assert!(!is_shortest_varint(bytes), "{bytes:?}");
+        }
+    }
+
+    fn a_span() -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            parent_span_id: vec![3; 8],
+            name: "GET /".into(),
+            kind: 2,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![KeyValue {
+                key: "http.route".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("/".into())),
+                }),
+                ..Default::default()
+            }],
+            status: Some(Status {
+                code: 2,
+                message: String::new(),
+            }),
+            flags: 0x301,
+            ..Default::default()
+        }
+    }
+
+    /// The walk of a span at depth 3, where spans are, and what it counts.
+    fn walk_span(bytes: &[u8]) -> Result<Tally, Fallback> {
+        let mut tally = Tally::default();
+        message(bytes, Msg::Span, false, 3, &mut tally).map(|()| tally)
+    }
+
+    fn short_tally(bytes: &[u8]) -> Option<Tally> {
+        short_span(bytes, 3).map(|ids| {
+            let mut tally = Tally::default();
+            tally.count_span(ids);
+            tally
+        })
+    }
+
+    #[test]
+    fn spans_of_the_commonest_shape_take_the_short_way() {
+        let with = |change: fn(&mut Span)| {
+            let mut span = a_span();
+            change(&mut span);
+            span.encode_to_vec()
+        };
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            ("every common field", with(|_| {}), true),
+            ("a root span", with(|s| s.parent_span_id.clear()), true),
+            (
+                "no status, kind or flags",
+                with(|s| (s.status, s.kind, s.flags) = (None, 0, 0)),
+                true,
+            ),
+            (
+                "a status message",
+                with(|s| s.status.as_mut().unwrap().message = "boom".into()),
+                true,
+            ),
+            (
+                "an event",
+                with(|s| s.events.push(Default::default())),
+                true,
+            ),
+            (
+                "a link",
+                with(|s| {
+                    s.links.push(Link {
+                        trace_id: vec![1; 16],
+                        ..Default::default()
+                    })
+                }),
+                true,
+            ),
+            (
+                "a bool attribute",
+                with(|s| {
+                    s.attributes[0].value = Some(AnyValue {
+                        value: Some(any_value::Value::BoolValue(true)),
+                    })
+                }),
+                true,
+            ),
+            ("bad ids", with(|s| s.trace_id = vec![0; 16]), true),
+            (
+                "dropped counts",
+                with(|s| {
+                    (
+                        s.dropped_attributes_count,
+                        s.dropped_events_count,
+                        s.dropped_links_count,
+                    ) = (1, 2, 3)
+                }),
+                true,
+            ),
+            ("a long name", with(|s| s.name = "x".repeat(200)), false),
+            ("a kind past one byte", with(|s| s.kind = 200), false),
+            (
+                "an empty name written out",
+                [with(|_| {}), vec![0x2a, 0]].concat(),
+                false,
+            ),
+            (
+                "the name twice",
+                [with(|_| {}), vec![0x2a, 1, b'x']].concat(),
+                false,
+            ),
+            (
+                "an unknown field",
+                [with(|_| {}), vec![0xa8, 0x06, 0x01]].concat(),
+                false,
+            ),
+            (
+                "a zero end time written out",
+                [
+                    with(|s| s.end_time_unix_nano = 0),
+                    vec![0x41, 0, 0, 0, 0, 0, 0, 0, 0],
+                ]
+                .concat(),
+                false,
+            ),
+            (
+                "a name not UTF-8",
+                [with(|s| s.name.clear()), vec![0x2a, 1, 0xff]].concat(),
+                false,
+            ),
+            (
+                "cut short",
+                {
+                    let b = with(|_| {});
+                    b[..b.len() - 1].to_vec()
+                },
+                false,
+            ),
+        ];
+        for (what, bytes, short) in cases {
+            let tally = short_tally(&bytes);
+            assert_eq!(tally.is_some(), short, "{what}");
+            if let Some(tally) = tally {
+                assert_eq!(walk_span(&bytes), Ok(tally), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn utf8_as_the_standard_library_decides_at_every_length_and_position() {
+        for len in 0..40 {
+            let ascii = vec![b'a'; len];
+            assert!(is_utf8(&ascii), "{len}");
+            for at in 0..len {
+                for byte in [0x80, 0xff, 0xc3] {
+                    let mut bytes = ascii.clone();
+                    bytes[at] = byte;
+                    assert_eq!(
+                        is_utf8(&bytes),
+                        std::str::from_utf8(&bytes).is_ok(),
+                        "{bytes:?}"
+                    );
+                }
+                if at + 1 < len {
+                    let mut bytes = ascii.clone();
+                    bytes[at..at + 2].copy_from_slice("é".as_bytes());
+                    assert!(is_utf8(&bytes), "{bytes:?}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn utf8_of_any_bytes_as_the_standard_library_decides(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(is_utf8(&bytes), std::str::from_utf8(&bytes).is_ok());
+        }
+
+        /// A damaged span: the short way accepts it only when the walk does, with the same ids.
+        #[test]
+        fn the_short_way_accepts_a_damaged_span_only_when_the_walk_does(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            cut in any::<prop::sample::Index>(),
+            cut_it in any::<bool>(),
+        ) {
+            let mut bytes = a_span().encode_to_vec();
+            for (at, byte) in edits {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            if cut_it {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            if let Some(tally) = short_tally(&bytes) {
+                prop_assert_eq!(walk_span(&bytes), Ok(tally));
+            }
+        }
+
+        /// The short way accepts only what the walk accepts, in a span or not, whatever the bytes.
+        #[test]
+        fn the_short_way_never_accepts_what_the_walk_refuses(
+            key in prop::collection::vec(prop_oneof![Just(b'k'), Just(0xc3), Just(0xa9), Just(0xff), Just(0x80)], 0..4),
+            value in prop::collection::vec(prop_oneof![Just(0x0a), Just(0x18), Just(0x10), Just(0x00), Just(0x01), Just(0x80), Just(0xff), Just(b'v'), Just(0xc3), Just(0xa9)], 0..12),
+            value_len_delta in -2i32..3,
+            key_len_delta in -1i32..2,
+        ) {
+            let mut bytes = vec![0x0a, (key.len() as i32 + key_len_delta).max(0) as u8];
+            bytes.extend_from_slice(&key);
+            bytes.extend_from_slice(&[0x12, (value.len() as i32 + value_len_delta).max(0) as u8]);
+            bytes.extend_from_slice(&value);
+            if short_key_value(&bytes) {
+                prop_assert_eq!(walk(&bytes, true), Ok(()));
+                prop_assert_eq!(walk(&bytes, false), Ok(()));
+            }
+        }
+    }
 }
