@@ -68,8 +68,24 @@ impl<'a> Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = (u32, Raw<'a>);
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
+        // A key of one byte, and a varint or length of one byte: most fields, read inline.
+        if let [key @ 0x08..0x80, first, after @ ..] = self.rest {
+            let tag = u32::from(key >> 3);
+            match key & 7 {
+                0 if *first < 0x80 => {
+                    self.rest = after;
+                    return Some((tag, Raw::Varint(u64::from(*first))));
+                }
+                2 if *first < 0x80 && usize::from(*first) <= after.len() => {
+                    let (bytes, after) = after.split_at(usize::from(*first));
+                    self.rest = after;
+                    return Some((tag, Raw::Bytes(bytes)));
+                }
+                _ => {}
+            }
+        }
         if self.rest.is_empty() {
             return None;
         }
