@@ -106,6 +106,22 @@ pub struct KeySet {
     /// that an attribute is compared only with the keys as long as its own.
     by_length: Vec<u16>,
     length_starts: Vec<u32>,
+    /// Each key's first eight bytes ([`prefix`]): most keys that differ differ there, so the
+    /// whole keys are compared only when these agree.
+    prefixes: Vec<u64>,
+}
+
+/// The first eight bytes of `key`, zero-padded.
+#[inline(always)]
+fn prefix(key: &[u8]) -> u64 {
+    match key.first_chunk::<8>() {
+        Some(first) => u64::from_le_bytes(*first),
+        None => {
+            let mut padded = [0u8; 8];
+            padded[..key.len()].copy_from_slice(key);
+            u64::from_le_bytes(padded)
+        }
+    }
 }
 
 /// A key of a [`KeySet`].
@@ -116,10 +132,12 @@ pub struct KeyId(u16);
 /// [`KeySet::scan`], reused from list to list.
 #[derive(Debug, Clone, Default)]
 pub struct Found {
-    positions: Vec<u32>,
+    /// For each key, the scan that found it and where. A position from an earlier scan means
+    /// not found, so a scan need not clear what the last one found.
+    positions: Vec<(u32, u32)>,
+    /// The number of the latest scan.
+    scan: u32,
 }
-
-const NOT_FOUND: u32 = u32::MAX;
 
 impl KeySet {
     /// The id of `key`, added to the set if new.
@@ -149,6 +167,7 @@ impl KeySet {
             .map(|n| ids.partition_point(|id| self.keys[usize::from(*id)].len() < n) as u32)
             .collect();
         self.by_length = ids;
+        self.prefixes = self.keys.iter().map(|k| prefix(k.as_bytes())).collect();
     }
 
     /// The ids of the keys `len` bytes long.
@@ -163,18 +182,44 @@ impl KeySet {
     /// Finds the first attribute of each key in `list`.
     #[inline]
     pub fn scan(&self, list: Attributes<'_>, found: &mut Found) {
-        found.positions.clear();
+        found.scan = found.scan.wrapping_add(1);
+        if found.scan == 0 || found.positions.len() != self.keys.len() {
+            // A new `Found`, or 2³² scans on: every old position is forgotten at once.
+            found.positions.clear();
+            found.positions.resize(self.keys.len(), (0, 0));
+            found.scan = 1;
+        }
         if self.keys.is_empty() {
             return;
         }
-        found.positions.resize(self.keys.len(), NOT_FOUND);
-        for (position, kv) in list.iter().enumerate() {
-            let key = kv.key_bytes();
-            for &id in self.of_length(key.len()) {
-                let id = usize::from(id);
-                if self.keys[id].as_bytes() == key && found.positions[id] == NOT_FOUND {
-                    found.positions[id] = position as u32;
+        match list.indexed() {
+            Some(list) => {
+                for (position, kv) in list.iter().enumerate() {
+                    self.scan_key(kv.key_bytes(), position, found);
                 }
+            }
+            None => {
+                for (position, kv) in list.iter().enumerate() {
+                    self.scan_key(kv.key_bytes(), position, found);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn scan_key(&self, key: &[u8], position: usize, found: &mut Found) {
+        let ids = self.of_length(key.len());
+        if ids.is_empty() {
+            return;
+        }
+        let key_prefix = prefix(key);
+        for &id in ids {
+            let id = usize::from(id);
+            if self.prefixes[id] == key_prefix
+                && found.positions[id].0 != found.scan
+                && self.keys[id].as_bytes() == key
+            {
+                found.positions[id] = (found.scan, position as u32);
             }
         }
     }
@@ -215,7 +260,7 @@ impl<'a> Scanned<'_, 'a> {
     #[inline]
     pub fn find(&self, id: KeyId) -> Option<wire::KeyValue<'a>> {
         match self.found.positions.get(usize::from(id.0)) {
-            Some(&position) if position != NOT_FOUND => self.list.get(position as usize),
+            Some(&(scan, position)) if scan == self.found.scan => self.list.get(position as usize),
             _ => None,
         }
     }
@@ -366,6 +411,9 @@ mod tests {
             kv("db.name", string("orders")),
         ]);
         let span = EncodedAttributes::new(&[
+            // As long as a key and alike in its first eight bytes, or all of its bytes but one.
+            kv("peer.servicE", string("not peer.service")),
+            kv("absenT", string("not absent")),
             kv("peer.service", string("first")),
             kv("db.system", string("postgresql")),
             kv("peer.service", string("second")),
@@ -430,6 +478,27 @@ mod tests {
                 text(each_key_in_turn),
                 "{names:?}"
             );
+        }
+        // A `Found` reused for another list forgets the last one's, also when its count of
+        // scans wraps around.
+        for last_scan in [7, u32::MAX - 1, u32::MAX] {
+            let mut found = Found::default();
+            keys.scan(resource, &mut found);
+            found.scan = last_scan;
+            keys.scan(resource, &mut found);
+            let in_resource = Scanned {
+                list: resource,
+                found: &found,
+            };
+            assert_eq!(text(in_resource.find(ids[2])).as_deref(), Some("orders"));
+            // db.name was the resource's second attribute; the span has none.
+            keys.scan(span, &mut found);
+            let in_span = Scanned {
+                list: span,
+                found: &found,
+            };
+            assert!(in_span.find(ids[2]).is_none(), "after scan {last_scan}");
+            assert_eq!(text(in_span.find(ids[0])).as_deref(), Some("first"));
         }
         // An empty set finds nothing and reads no list.
         let none = KeySet::default();

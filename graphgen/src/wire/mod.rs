@@ -508,6 +508,15 @@ impl<'a> Attributes<'a> {
         })
     }
 
+    /// The list as the batch's index holds it; `None` when it is read from its bytes.
+    #[inline]
+    pub fn indexed(&self) -> Option<&'a [KeyValue<'a>]> {
+        match self.0 {
+            Repr::Indexed(list) => Some(list),
+            Repr::Encoded { .. } => None,
+        }
+    }
+
     /// The first attribute named `key`.
     #[inline]
     pub fn find(&self, key: &str) -> Option<KeyValue<'a>> {
