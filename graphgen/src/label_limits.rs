@@ -64,6 +64,11 @@ impl PerLabelLimiter {
         }
     }
 
+    /// Whether no limit is set: [`Self::limit`] then changes nothing.
+    pub fn is_off(&self) -> bool {
+        self.max == 0
+    }
+
     /// Counts `values` (one per label position) seen at `now` and replaces those of labels
     /// over the limit.
     pub fn limit(&mut self, values: &mut [String], now: u64) {

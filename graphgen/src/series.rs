@@ -310,9 +310,14 @@ struct Entry<V> {
 fn pack(values: &[String], out: &mut Vec<u8>) {
     out.clear();
     for value in values {
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value.as_bytes());
+        pack_value(value, out);
     }
+}
+
+#[inline]
+fn pack_value(value: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value.as_bytes());
 }
 
 /// The label values of a packed key, in order.
@@ -425,6 +430,37 @@ impl<V> SeriesMap<V> {
         }
         self.limiter.limit(labels, now);
         pack(labels, &mut self.key);
+        self.get_or_insert_packed(now, new)
+    }
+
+    /// [`Self::get_or_insert_with`] for label values borrowed from elsewhere. In the steady
+    /// state, with no value over the length limit and no per-label limit, they are packed
+    /// into the key straight away; otherwise they are copied into `scratch` (one `String` a
+    /// label) and cut and limited there.
+    pub fn get_or_insert_with_values<'v>(
+        &mut self,
+        values: impl Iterator<Item = &'v str> + Clone,
+        scratch: &mut [String],
+        now: u64,
+        new: impl FnOnce() -> V,
+    ) -> Option<&mut V> {
+        let max = self.max_value_length;
+        if self.limiter.is_off() && values.clone().all(|value| value.len() <= max) {
+            self.key.clear();
+            for value in values {
+                pack_value(value, &mut self.key);
+            }
+            return self.get_or_insert_packed(now, new);
+        }
+        for (label, value) in scratch.iter_mut().zip(values) {
+            label.clear();
+            label.push_str(value);
+        }
+        self.get_or_insert_with(scratch, now, new)
+    }
+
+    /// The series of the labels packed in `self.key`.
+    fn get_or_insert_packed(&mut self, now: u64, new: impl FnOnce() -> V) -> Option<&mut V> {
         let key = &self.key[..];
         let hash = self.hasher.hash_one(key);
         let hasher = &self.hasher;
@@ -925,6 +961,53 @@ mod tests {
             vec![("client".to_string(), "a".to_string())]
         );
         assert_eq!(labels.get("connection_type"), None);
+    }
+
+    #[test]
+    fn borrowed_values_land_on_the_series_their_copies_do() {
+        for max_cardinality_per_label in [0, 1] {
+            let limits = RegistryLimits {
+                max_series: 10,
+                max_label_value_length: 8,
+                max_cardinality_per_label,
+                ..RegistryLimits::default()
+            };
+            let (mut borrowed, mut copied) = (
+                SeriesMap::new(limits, names(2)),
+                SeriesMap::new(limits, names(2)),
+            );
+            let mut scratch = vec![String::new(); 2];
+            let sets = [
+                ["a", "short"],
+                ["b", "a value cut to eight"],
+                ["a", "short"],
+            ];
+            for (now, set) in sets.iter().enumerate() {
+                let now = now as u64;
+                *borrowed
+                    .get_or_insert_with_values(set.iter().copied(), &mut scratch, now, || 0)
+                    .unwrap() += 1;
+                let mut copy = set.map(String::from);
+                *copied.get_or_insert_with(&mut copy, now, || 0).unwrap() += 1;
+                // Reading a new label's value again each time, as `maintain` does every tick.
+                borrowed.purge_older_than(0);
+                copied.purge_older_than(0);
+            }
+            let series = |map: &SeriesMap<i32>| {
+                let mut all: Vec<(Vec<(String, String)>, i32)> =
+                    map.iter().map(|(l, v, _)| (l.to_vec(), *v)).collect();
+                all.sort();
+                all
+            };
+            assert_eq!(series(&borrowed), series(&copied));
+            assert_eq!(borrowed.truncated(), copied.truncated());
+            if max_cardinality_per_label == 0 {
+                assert_eq!((borrowed.len(), borrowed.truncated()), (2, 1));
+            } else {
+                // `b` put the first label over its limit: the third set is another series.
+                assert_eq!(borrowed.len(), 3);
+            }
+        }
     }
 
     #[test]

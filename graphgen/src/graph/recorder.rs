@@ -4,7 +4,6 @@
 use std::hash::{Hash, Hasher};
 
 use super::edge::{ConnectionType, Edge};
-use super::replace;
 use crate::processors::GraphMetrics;
 use crate::series::{
     Cardinality, Family, FamilyKind, Histogram, HistogramLayout, RegistryLimits, Series, SeriesMap,
@@ -53,7 +52,8 @@ pub(super) struct Recorder {
     metrics: GraphMetrics,
     /// Labelled `client`, `server`, `connection_type`, then the dimension labels.
     series: SeriesMap<EdgeSeries>,
-    /// Label values of the edge being recorded; reused so recording allocates nothing.
+    /// Label values of the edge being recorded, when one must be cut or limited (the steady
+    /// state packs them from the edge); reused so recording allocates nothing.
     scratch: Vec<String>,
 }
 
@@ -83,21 +83,29 @@ impl Recorder {
 
     /// Adds a completed edge to its series, at `now` (for the exemplars).
     pub(super) fn record(&mut self, e: &Edge, now: u64) {
-        let scratch = &mut self.scratch;
-        replace(&mut scratch[0], &e.client_service);
-        replace(&mut scratch[1], &e.server_service);
-        replace(&mut scratch[2], e.connection_type.as_label());
-        for (value, slot) in scratch[3..].iter_mut().zip(&self.dimension_slots) {
-            replace(value, &e.dimensions[*slot]);
-        }
+        let labels = [
+            e.client_service.as_str(),
+            &e.server_service,
+            e.connection_type.as_label(),
+        ]
+        .into_iter()
+        .chain(
+            self.dimension_slots
+                .iter()
+                .map(|slot| e.dimensions[*slot].as_str()),
+        );
         let layout = &self.histograms;
-        let Some(s) = self.series.get_or_insert_with(scratch, now, || EdgeSeries {
+        let new = || EdgeSeries {
             total: 0.0,
             failed: None,
             server: Histogram::new(layout, now),
             client: Histogram::new(layout, now),
             messaging: None,
-        }) else {
+        };
+        let Some(s) = self
+            .series
+            .get_or_insert_with_values(labels, &mut self.scratch, now, new)
+        else {
             return;
         };
         let m = e.span_multiplier;
