@@ -15,12 +15,19 @@ requests sent one at a time, N and then 2N of them to a fresh graphgen each, and
 divided by N requests' spans (start-up and shutdown cancel out); the decode baseline likewise
 with 1 and 2 rounds.
 
-Usage: scripts/bench_e2e.py [--seconds 15] [--overload-seconds 0] [--no-rotel] [--no-callgrind]
+The machine is shared, so one window per mode can be off by a third. The rows compared in
+the ratios (the decode baseline, graphgen's gRPC ingest and forwarding, and rotel-agent's) are
+therefore measured in `--rounds` alternating rounds: each such row shows the median of its
+rounds, and each ratio the median of the per-round ratios with their range.
+
+Usage: scripts/bench_e2e.py [--seconds 15] [--rounds 3] [--overload-seconds 0] [--no-rotel]
+                            [--no-callgrind]
 """
 
 import argparse
 import json
 import os
+import statistics
 import signal
 import socket
 import subprocess
@@ -169,6 +176,24 @@ def decode_instructions_per_span():
     return (totals[1] - totals[0]) / max(spans[1] - spans[0], 1)
 
 
+def decode_row(seconds):
+    """The baseline: prost decoding the same requests in a loop, on core 0, same allocator."""
+    out = subprocess.run(list(map(str, ["taskset", "-c", "0", LOAD, "decode", "--seconds", seconds,
+                                        "--json", *SHAPE[:2], "--seed", "7"])),
+                         capture_output=True, text=True, check=True)
+    decode = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"mode": "prost decode alone (baseline)", "per_cpu_s": decode["spans_per_cpu_second"],
+            "wall": None, "rss": None, "p99": None, "cpu": decode["cpu_seconds"], "spans": decode["spans"]}
+
+
+def median_row(name, measured):
+    """One row for a mode measured in several rounds: the median round by spans per CPU-s."""
+    row = dict(sorted(measured, key=lambda r: r["per_cpu_s"])[len(measured) // 2])
+    row["mode"] = name
+    row["rounds"] = [r["per_cpu_s"] for r in measured]
+    return row
+
+
 def graphgen_cmd(traces_endpoint=None, extra=()):
     grpc, http, admin = free_port(), free_port(), free_port()
     cmd = [GRAPHGEN, "--otlp-grpc-addr", f"127.0.0.1:{grpc}", "--otlp-http-addr", f"127.0.0.1:{http}",
@@ -203,6 +228,8 @@ def rotel_cmd(agent, exporter_endpoint=None):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of the rows the ratios compare")
     parser.add_argument("--overload-seconds", type=float, default=0,
                         help="also forward to a slow sink this long and report peak RSS")
     parser.add_argument("--no-rotel", action="store_true")
@@ -219,20 +246,33 @@ def main():
     wait_port(sink_port)
     sink_url = f"http://127.0.0.1:{sink_port}"
     rows = []
+    agent = None if args.no_rotel else rotel_agent()
+    if not agent:
+        print("rotel-agent not available: peer rows left out", file=sys.stderr)
     try:
-        decode = subprocess.run(list(map(str, ["taskset", "-c", "0", LOAD, "decode", "--seconds", args.seconds / 2,
-                                               "--json", *SHAPE[:2], "--seed", "7"])),
-                                capture_output=True, text=True, check=True)
-        decode = json.loads(decode.stdout.strip().splitlines()[-1])
-        rows.append({"mode": "prost decode alone (baseline)", "per_cpu_s": decode["spans_per_cpu_second"],
-                     "wall": None, "rss": None, "p99": None, "cpu": decode["cpu_seconds"], "spans": decode["spans"]})
+        # The compared rows, in alternating rounds: every round measures each once.
+        compared = [
+            ("prost decode alone (baseline)", lambda: decode_row(args.seconds / 2)),
+            ("graphgen ingest (gRPC, both processors)",
+             lambda name: measure(name, graphgen_cmd()[0], "grpc", args.seconds)),
+            ("graphgen ingest + forward (gRPC)",
+             lambda name: measure(name, graphgen_cmd(sink_url)[0], "grpc", args.seconds)),
+        ]
+        if agent:
+            compared += [
+                ("rotel-agent blackhole (gRPC)",
+                 lambda name: measure(name, rotel_cmd(agent), "grpc", args.seconds)),
+                ("rotel-agent forward (gRPC)",
+                 lambda name: measure(name, rotel_cmd(agent, sink_url), "grpc", args.seconds)),
+            ]
+        rounds = {name: [] for name, _ in compared}
+        for _ in range(max(args.rounds, 1)):
+            for name, run in compared:
+                rounds[name].append(run() if name.startswith("prost") else run(name))
+        rows += [median_row(name, measured) for name, measured in rounds.items()]
 
         collector, _ = graphgen_cmd()
-        rows.append(measure("graphgen ingest (gRPC, both processors)", collector, "grpc", args.seconds))
-        collector, _ = graphgen_cmd()
         rows.append(measure("graphgen ingest (HTTP protobuf)", collector, "http", args.seconds))
-        collector, admin = graphgen_cmd(sink_url)
-        rows.append(measure("graphgen ingest + forward (gRPC)", collector, "grpc", args.seconds))
 
         # --dedup-window: new spans (fresh ids, the record full after the warm-up, so every
         # span also evicts one) against the same load without it, and spans all seen before.
@@ -255,13 +295,8 @@ def main():
         refused["refusals_per_cpu_s"] = refusals / max(refused["cpu"], 1e-9)
         rows.append(refused)
 
-        agent = None if args.no_rotel else rotel_agent()
         if agent:
-            rows.append(measure("rotel-agent blackhole (gRPC)", rotel_cmd(agent), "grpc", args.seconds))
             rows.append(measure("rotel-agent blackhole (HTTP)", rotel_cmd(agent), "http", args.seconds))
-            rows.append(measure("rotel-agent forward (gRPC)", rotel_cmd(agent, sink_url), "grpc", args.seconds))
-        else:
-            print("rotel-agent not available: peer rows left out", file=sys.stderr)
 
         instructions = {}
         if args.no_callgrind:
@@ -289,7 +324,8 @@ def main():
 
     by_mode = {r["mode"]: r for r in rows}
     print(f"\nbench-e2e, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; collector pinned to core 0,"
-          f" load generator and sink on core 1; 500 spans a request; {args.seconds:.0f} s a mode\n")
+          f" load generator and sink on core 1; 500 spans a request; {args.seconds:.0f} s a mode;"
+          f" compared rows: the median of {max(args.rounds, 1)} alternating rounds\n")
     print(f"| {'mode':<44} | spans per CPU-s | wall spans/s | peak RSS MiB | p99 ms |")
     print(f"|{'-' * 46}|-----------------|--------------|--------------|--------|")
     for r in rows:
@@ -299,6 +335,10 @@ def main():
         figure = r.get("refusals_per_cpu_s")
         per = f"{figure:>9,.0f} req" if figure else f"{r['per_cpu_s']:>13,.0f}"
         print(f"| {r['mode']:<44} | {per:>15} | {wall} | {rss} | {p99} |")
+
+    print("\nthe rounds of the compared rows (spans per CPU-s):")
+    for name, measured in rounds.items():
+        print(f"  {name:<44} " + ", ".join(f"{r['per_cpu_s']:,.0f}" for r in measured))
 
     if instructions:
         print("\ninstructions per span (callgrind, the whole process; the same requests, sent one"
@@ -310,7 +350,13 @@ def main():
             print(f"  {mode} / decode: {instructions[mode] / base:.2f}×")
 
     def ratio(a, b):
-        if a in by_mode and b in by_mode:
+        if a not in by_mode or b not in by_mode:
+            return
+        if a in rounds and b in rounds:
+            each = [x["per_cpu_s"] / y["per_cpu_s"] for x, y in zip(rounds[a], rounds[b])]
+            print(f"  {a} / {b}: {statistics.median(each):.2f}× (rounds: "
+                  + ", ".join(f"{r:.2f}" for r in each) + ")")
+        else:
             print(f"  {a} / {b}: {by_mode[a]['per_cpu_s'] / by_mode[b]['per_cpu_s']:.2f}×")
     print("\nratios (spans per CPU-second):")
     ratio("graphgen ingest + forward (gRPC)", "rotel-agent forward (gRPC)")
