@@ -83,6 +83,16 @@ impl<'a> Iterator for Fields<'a> {
                     self.rest = after;
                     return Some((tag, Raw::Bytes(bytes)));
                 }
+                // A length of two bytes: spans, most resource-spans and scope-spans.
+                2 if *first >= 0x80 => {
+                    if let [second @ ..0x80, after @ ..] = after {
+                        let len = usize::from(first & 0x7f) | usize::from(*second) << 7;
+                        if let Some((bytes, after)) = after.split_at_checked(len) {
+                            self.rest = after;
+                            return Some((tag, Raw::Bytes(bytes)));
+                        }
+                    }
+                }
                 _ => {}
             }
         }

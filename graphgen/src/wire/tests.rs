@@ -468,3 +468,41 @@ fn a_request_of_more_attributes_than_the_index_holds_is_read_the_same_and_the_in
     assert!(batch.attributes.capacity() <= BatchBuffers::INDEX_LIMIT);
     buffers.recycle(batch);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The inline reading of short fields gives what the general field reader gives, and ends
+    /// where it fails, whatever the bytes.
+    #[test]
+    fn fields_are_read_as_the_general_reader_reads_them(
+        parts in prop::collection::vec(
+            prop_oneof![
+                any::<u8>().prop_map(|b| vec![b]),
+                (0usize..300).prop_map(|n| length_delimited(1, &vec![b'x'; n])),
+                (1u32..20, 0usize..200).prop_map(|(tag, n)| length_delimited(tag, &vec![0x80; n])),
+                any::<u64>().prop_map(|v| {
+                    let mut out = vec![0x18];
+                    prost::encoding::encode_varint(v, &mut out);
+                    out
+                }),
+            ],
+            0..6,
+        ),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = parts.concat();
+        let keep = cut.index(bytes.len() + 1);
+        bytes.truncate(keep);
+        let inline: Vec<String> = Fields::new(&bytes).map(|f| format!("{f:?}")).collect();
+        let mut general = vec![];
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            match check::next_field(&mut rest) {
+                Ok(field) => general.push(format!("{:?}", (field.tag, field.raw))),
+                Err(_) => break,
+            }
+        }
+        prop_assert_eq!(inline, general);
+    }
+}
