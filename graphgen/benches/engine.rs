@@ -51,7 +51,7 @@ fn steady_state(c: &mut Criterion) {
         };
         tune(&mut config);
         let span_metrics = span_metrics.then(spanmetrics::Config::default);
-        let mut engine = Engine::new(config, span_metrics, Arc::new(SystemClock)).unwrap();
+        let engine = Engine::new(config, span_metrics, Arc::new(SystemClock)).unwrap();
         // Like Tempo's benchmark, which pushes a decoded request, the processors get the
         // request's spans parsed (`BatchBuffers::parse`, done by the receivers outside the
         // engine's lock); `default_from_bytes` below adds that parse.

@@ -1,7 +1,12 @@
 //! The engine: the service-graph and span-metrics processors behind one door, with a clock.
-//! Still pure logic; the binary owns it behind a mutex and calls it from its tasks.
+//! Still pure logic; the binary owns it behind a lock and calls it from its tasks.
+//!
+//! A request goes through two stages, each behind its own mutex: first the filters that take
+//! spans out and the service graph, then span metrics and host info. Two receiving threads can
+//! so be in the two stages at once ([`Engine::push_parsed`] takes `&self`); everything else
+//! (expiry, reading the series) takes the engine whole.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -28,26 +33,46 @@ pub enum ConfigError {
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 
 pub struct Engine {
-    graph: ServiceGraph,
-    span_metrics: Option<SpanMetrics>,
-    host_info: Option<HostInfo>,
+    first: Mutex<FirstStage>,
+    second: Mutex<SecondStage>,
     clock: Arc<dyn Clock>,
     /// Series not updated for this long are dropped, as Tempo's registry does.
     stale_after: Duration,
-    /// Spans already counted, when re-deliveries are to be counted once (`--dedup-window`).
-    dedup: Option<SeenSpans>,
     /// Spans ending further than this from now are not counted (`--ingestion-time-range-slack`).
     ingestion_slack: Option<Duration>,
-    outside_time_range: u64,
     /// Where a request's spans are parsed, reused across pushes.
     buffers: BatchBuffers,
+}
+
+/// What a request goes through first: the filters that take spans out, and the service graph.
+struct FirstStage {
+    /// Spans already counted, when re-deliveries are to be counted once (`--dedup-window`).
+    dedup: Option<SeenSpans>,
+    outside_time_range: u64,
+    graph: ServiceGraph,
+}
+
+/// Then the processors that read every span kept.
+struct SecondStage {
+    span_metrics: Option<SpanMetrics>,
+    host_info: Option<HostInfo>,
+}
+
+/// A stage's lock. A panic in a stage leaves its state as consistent as between two spans
+/// (nothing is half-written across spans), so a poisoned lock is taken as it is.
+fn lock<T>(stage: &Mutex<T>) -> MutexGuard<'_, T> {
+    stage.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn whole<T>(stage: &mut Mutex<T>) -> &mut T {
+    stage.get_mut().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("graph", &self.graph)
-            .field("span_metrics", &self.span_metrics)
+            .field("graph", &lock(&self.first).graph)
+            .field("span_metrics", &lock(&self.second).span_metrics)
             .finish_non_exhaustive()
     }
 }
@@ -60,21 +85,25 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConfigError> {
         Ok(Self {
-            graph: ServiceGraph::new(graph)?,
-            span_metrics: span_metrics.map(SpanMetrics::new).transpose()?,
-            host_info: None,
+            first: Mutex::new(FirstStage {
+                dedup: None,
+                outside_time_range: 0,
+                graph: ServiceGraph::new(graph)?,
+            }),
+            second: Mutex::new(SecondStage {
+                span_metrics: span_metrics.map(SpanMetrics::new).transpose()?,
+                host_info: None,
+            }),
             clock,
             stale_after: DEFAULT_STALE_AFTER,
-            dedup: None,
             ingestion_slack: None,
-            outside_time_range: 0,
             buffers: BatchBuffers::default(),
         })
     }
 
     /// Also runs the host-info processor.
     pub fn with_host_info(mut self, host_info: HostInfo) -> Self {
-        self.host_info = Some(host_info);
+        whole(&mut self.second).host_info = Some(host_info);
         self
     }
 
@@ -91,7 +120,7 @@ impl Engine {
 
     /// Counts a span delivered again while `seen` remembers it only once.
     pub fn with_dedup(mut self, seen: SeenSpans) -> Self {
-        self.dedup = Some(seen);
+        whole(&mut self.first).dedup = Some(seen);
         self
     }
 
@@ -104,8 +133,8 @@ impl Engine {
     }
 
     /// Spans not counted because they ended outside the ingestion time range.
-    pub fn spans_outside_time_range(&self) -> u64 {
-        self.outside_time_range
+    pub fn spans_outside_time_range(&mut self) -> u64 {
+        whole(&mut self.first).outside_time_range
     }
 
     /// [`Engine::with_dedup`] for `Some((window, max_spans))`.
@@ -117,8 +146,8 @@ impl Engine {
     }
 
     /// The record of spans already counted, when de-duplication is on.
-    pub fn dedup(&self) -> Option<&SeenSpans> {
-        self.dedup.as_ref()
+    pub fn dedup(&mut self) -> Option<&SeenSpans> {
+        whole(&mut self.first).dedup.as_ref()
     }
 
     /// Counts a request's spans, except those that end outside the ingestion time range and
@@ -132,27 +161,32 @@ impl Engine {
     }
 
     /// [`Engine::push`] for a request parsed beforehand (the receivers parse it before they
-    /// take the engine's lock). The spans not to count are taken out of `batch`.
-    pub fn push_parsed(&mut self, batch: &mut Batch<'_>) {
+    /// take the engine's locks). The spans not to count are taken out of `batch`. Each stage
+    /// is locked in turn, so that another request can be in the other stage meanwhile.
+    pub fn push_parsed(&self, batch: &mut Batch<'_>) {
         let now = self.clock.now_nanos();
-        if let Some(slack) = self.ingestion_slack {
-            let slack = slack.as_nanos() as u64;
-            let range = now.saturating_sub(slack)..=now.saturating_add(slack);
-            let outside = &mut self.outside_time_range;
-            batch.retain(|span| {
-                let inside = range.contains(&span.end_time_unix_nano);
-                *outside += u64::from(!inside);
-                inside
-            });
+        {
+            let first = &mut *lock(&self.first);
+            if let Some(slack) = self.ingestion_slack {
+                let slack = slack.as_nanos() as u64;
+                let range = now.saturating_sub(slack)..=now.saturating_add(slack);
+                let outside = &mut first.outside_time_range;
+                batch.retain(|span| {
+                    let inside = range.contains(&span.end_time_unix_nano);
+                    *outside += u64::from(!inside);
+                    inside
+                });
+            }
+            if let Some(seen) = &mut first.dedup {
+                batch.retain(|span| seen.first_time(span.trace_id, span.span_id, now));
+            }
+            first.graph.push(batch, now);
         }
-        if let Some(seen) = &mut self.dedup {
-            batch.retain(|span| seen.first_time(span.trace_id, span.span_id, now));
-        }
-        self.graph.push(batch, now);
-        if let Some(sm) = &mut self.span_metrics {
+        let second = &mut *lock(&self.second);
+        if let Some(sm) = &mut second.span_metrics {
             sm.push(batch, now);
         }
-        if let Some(hi) = &mut self.host_info {
+        if let Some(hi) = &mut second.host_info {
             hi.push(batch, now);
         }
     }
@@ -173,42 +207,46 @@ impl Engine {
     /// Completes or expires every edge whose wait is over, and drops stale series.
     pub fn expire(&mut self) {
         let now = self.clock.now_nanos();
-        self.graph.expire(now);
         let cutoff = now.saturating_sub(self.stale_after.as_nanos() as u64);
-        self.graph.purge_series_older_than(cutoff);
-        if let Some(sm) = &mut self.span_metrics {
+        let graph = &mut whole(&mut self.first).graph;
+        graph.expire(now);
+        graph.purge_series_older_than(cutoff);
+        let second = whole(&mut self.second);
+        if let Some(sm) = &mut second.span_metrics {
             sm.purge_series_older_than(cutoff);
         }
-        if let Some(hi) = &mut self.host_info {
+        if let Some(hi) = &mut second.host_info {
             hi.purge_series_older_than(cutoff);
         }
     }
 
     /// Nothing held: no series in any processor and no edge waiting (a tenant so can be
     /// forgotten).
-    pub fn is_idle(&self) -> bool {
-        self.graph.pending_edges() == 0
-            && self.graph.cardinality().series == 0
-            && self
+    pub fn is_idle(&mut self) -> bool {
+        let graph = &whole(&mut self.first).graph;
+        let second = whole(&mut self.second);
+        graph.pending_edges() == 0
+            && graph.cardinality().series == 0
+            && second
                 .span_metrics
                 .as_ref()
                 .is_none_or(|sm| sm.cardinality().series == 0)
-            && self
+            && second
                 .host_info
                 .as_ref()
                 .is_none_or(|hi| hi.cardinality().series == 0)
     }
 
-    pub fn graph(&self) -> &ServiceGraph {
-        &self.graph
+    pub fn graph(&mut self) -> &ServiceGraph {
+        &whole(&mut self.first).graph
     }
 
-    pub fn span_metrics(&self) -> Option<&SpanMetrics> {
-        self.span_metrics.as_ref()
+    pub fn span_metrics(&mut self) -> Option<&SpanMetrics> {
+        whole(&mut self.second).span_metrics.as_ref()
     }
 
-    pub fn host_info(&self) -> Option<&HostInfo> {
-        self.host_info.as_ref()
+    pub fn host_info(&mut self) -> Option<&HostInfo> {
+        whole(&mut self.second).host_info.as_ref()
     }
 
     pub fn now_nanos(&self) -> u64 {
@@ -216,13 +254,14 @@ impl Engine {
     }
 
     /// Every series of both processors.
-    pub fn families(&self) -> Vec<Family> {
+    pub fn families(&mut self) -> Vec<Family> {
         let now = self.clock.now_nanos();
-        let mut families = self.graph.families(now);
-        if let Some(sm) = &self.span_metrics {
+        let mut families = whole(&mut self.first).graph.families(now);
+        let second = whole(&mut self.second);
+        if let Some(sm) = &second.span_metrics {
             families.extend(sm.families(now));
         }
-        if let Some(hi) = &self.host_info {
+        if let Some(hi) = &second.host_info {
             families.extend(hi.families());
         }
         families
@@ -268,7 +307,7 @@ mod tests {
         let request = client_server_request(1);
         engine.push_batches(&request);
         assert_eq!(totals(&engine.families()), vec![(1.0, 1_000)]);
-        let presence = |engine: &Engine| {
+        let presence = |engine: &mut Engine| {
             engine
                 .families()
                 .iter()
@@ -280,12 +319,12 @@ mod tests {
                 })
                 .collect::<Vec<f64>>()
         };
-        assert_eq!(presence(&engine), [1.0]);
+        assert_eq!(presence(&mut engine), [1.0]);
 
         clock.advance(Duration::from_secs(59));
         engine.expire();
         assert_eq!(totals(&engine.families()).len(), 1, "not stale yet");
-        assert_eq!(presence(&engine), [1.0]);
+        assert_eq!(presence(&mut engine), [1.0]);
 
         clock.advance(Duration::from_secs(2));
         engine.expire();
@@ -402,5 +441,61 @@ mod tests {
                 assert_eq!(engine.spans_outside_time_range(), outside);
             }
         }
+    }
+
+    #[test]
+    fn requests_counted_at_once_from_two_threads_add_up() {
+        // 1,000 edges: one thread pushes their client spans, the other their server spans,
+        // 50 a request, at the same time; every edge pairs across the threads' requests.
+        let request = client_server_request(1_000);
+        let chunks = |side: usize| -> Vec<Vec<u8>> {
+            let spans = &request[side].scope_spans[0].spans;
+            spans
+                .chunks(50)
+                .map(|chunk| {
+                    let mut part = request[side].clone();
+                    part.scope_spans[0].spans = chunk.to_vec();
+                    crate::wire::encode(&[part])
+                })
+                .collect()
+        };
+        let (clients, servers) = (chunks(0), chunks(1));
+        let engine = Engine::new(
+            graph::Config {
+                max_items: 10_000,
+                ..graph::Config::default()
+            },
+            Some(spanmetrics::Config::default()),
+            Arc::new(crate::clock::SystemClock),
+        )
+        .unwrap();
+        std::thread::scope(|scope| {
+            for requests in [&clients, &servers] {
+                let engine = &engine;
+                scope.spawn(move || {
+                    let mut buffers = BatchBuffers::default();
+                    for bytes in requests {
+                        let mut batch = buffers.parse(&Request::trusted(bytes));
+                        engine.push_parsed(&mut batch);
+                        buffers.recycle(batch);
+                    }
+                });
+            }
+        });
+        let mut engine = engine;
+        let families = engine.families();
+        let edges: f64 = totals(&families).iter().map(|(v, _)| v).sum();
+        assert_eq!(edges, 1_000.0);
+        assert_eq!(engine.graph().pending_edges(), 0);
+        let calls: f64 = families
+            .iter()
+            .filter(|f| f.name == "traces_spanmetrics_calls_total")
+            .flat_map(|f| &f.series)
+            .map(|s| match s.value {
+                crate::series::SeriesValue::Counter(v) => v,
+                _ => unreachable!("a counter"),
+            })
+            .sum();
+        assert_eq!(calls, 2_000.0);
     }
 }

@@ -288,11 +288,13 @@ thread_local! {
 }
 
 /// Counts a request in its tenant's engine. Its spans are parsed on this thread first, so the
-/// tenant's lock is held only while the processors run.
+/// engine's locks are held only while the processors run: its first stage (filters and the
+/// service graph), then its second (span metrics and host info), while another thread's
+/// request may be in the other.
 pub fn count(tenant: &Tenant, decoded: &Decoded) {
     BATCH_BUFFERS.with_borrow_mut(|buffers| {
         let mut batch = buffers.parse(&decoded.request());
-        tenant.engine().push_parsed(&mut batch);
+        tenant.push_parsed(&mut batch);
         buffers.recycle(batch);
     });
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use crate::clock::Clock;
 use crate::config::{ConfigError, Options, Settings};
@@ -104,7 +104,9 @@ pub enum TenantRefused {
 /// One tenant: its engine and what it has taken in.
 pub struct Tenant {
     pub id: TenantId,
-    engine: Mutex<Engine>,
+    /// Shared by the requests being counted (the engine locks its own stages); taken whole to
+    /// expire, read series, or be replaced.
+    engine: RwLock<Engine>,
     spans_received: AtomicU64,
     /// Requests holding it ([`TenantRef`]): a tenant is never forgotten under one.
     held: AtomicUsize,
@@ -197,7 +199,7 @@ impl Tenant {
     fn built(id: TenantId, engine: Engine, applied: Applied) -> Self {
         Self {
             id,
-            engine: Mutex::new(engine),
+            engine: RwLock::new(engine),
             spans_received: AtomicU64::new(0),
             held: AtomicUsize::new(0),
             applied: Mutex::new(applied),
@@ -218,15 +220,25 @@ impl Tenant {
         self.held.load(Ordering::SeqCst) == 0 && self.engine().is_idle()
     }
 
-    pub fn engine(&self) -> MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    /// The engine, whole: nothing is counted meanwhile.
+    pub fn engine(&self) -> RwLockWriteGuard<'_, Engine> {
+        self.engine.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a request's parsed spans ([`Engine::push_parsed`]): requests of the same tenant
+    /// are counted at once, one in each of the engine's two stages.
+    pub fn push_parsed(&self, batch: &mut crate::wire::Batch<'_>) {
+        self.engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_parsed(batch);
     }
 
     /// Its series as they leave (scrape and pushes), with `inject` (`--inject-tenant-id-as`)
     /// set to its id, and the time they were read. The engine is locked only to list them.
     pub fn families(&self, inject: Option<&str>) -> (Vec<crate::series::Family>, u64) {
         let (mut families, now) = {
-            let engine = self.engine();
+            let mut engine = self.engine();
             (engine.families(), engine.now_nanos())
         };
         if let Some(name) = inject {

@@ -142,32 +142,34 @@ struct Reading {
 }
 
 impl Reading {
-    fn of(engine: &Engine) -> Self {
+    fn of(engine: &mut Engine) -> Self {
         let now = engine.now_nanos();
         let dedup = engine.dedup().map_or((0, 0, 0), |d| {
             (d.duplicates(), d.len(), d.oldest_age_nanos(now))
         });
-        let graph = engine.graph();
-        let mut cardinality = vec![("service_graph", graph.cardinality())];
+        let outside_time_range = engine.spans_outside_time_range();
+        let mut cardinality = vec![];
+        let (mut span_names, mut span_metrics_filtered) = ((0, 0), None);
         if let Some(sm) = engine.span_metrics() {
             cardinality.push(("span_metrics", sm.cardinality()));
+            span_names = (sm.span_names().sanitized(), sm.span_names().patterns());
+            span_metrics_filtered = Some(sm.filtered_spans());
         }
         if let Some(hi) = engine.host_info() {
             cardinality.push(("host_info", hi.cardinality()));
         }
-        let span_names = engine.span_metrics().map_or((0, 0), |sm| {
-            (sm.span_names().sanitized(), sm.span_names().patterns())
-        });
+        let graph = engine.graph();
+        cardinality.insert(0, ("service_graph", graph.cardinality()));
         Self {
             stats: graph.stats().clone(),
             pending: graph.pending_edges(),
             max_items: graph.config().max_items,
             cardinality,
             dedup,
-            span_metrics_filtered: engine.span_metrics().map(|sm| sm.filtered_spans()),
+            span_metrics_filtered,
             filtered_sides_overflow: graph.filtered_sides().1,
             span_names,
-            outside_time_range: engine.spans_outside_time_range(),
+            outside_time_range,
         }
     }
 
@@ -204,7 +206,7 @@ impl Collector for EngineStats {
         let mut per_tenant = Vec::with_capacity(tenants.len());
         let mut total = Reading::default();
         for tenant in &tenants {
-            let reading = Reading::of(&tenant.engine());
+            let reading = Reading::of(&mut tenant.engine());
             let series: usize = reading.cardinality.iter().map(|(_, c)| c.series).sum();
             per_tenant.push((tenant.id.as_str(), tenant.spans_received(), series));
             total.add(reading);

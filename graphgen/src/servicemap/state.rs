@@ -123,8 +123,9 @@ impl MapState {
             let map = self.map_for(tenant);
             let mut history = map.history.lock().unwrap_or_else(|e| e.into_inner());
             let snapshot = {
-                let engine = map.tenant.engine();
-                history.read(engine.graph(), engine.now_nanos())
+                let mut engine = map.tenant.engine();
+                let now = engine.now_nanos();
+                history.read(engine.graph(), now)
             };
             history.record(snapshot);
             let stats = history.stats();
@@ -145,7 +146,7 @@ impl MapState {
     pub fn part(&self, tenant: Option<&str>, window: Duration) -> Result<MapPart, InvalidTenantId> {
         let Some(map) = self.map_of(tenant)? else {
             let engine = self.tenants.default_tenant();
-            let engine = engine.engine();
+            let mut engine = engine.engine();
             let now = engine.now_nanos();
             let empty = Snapshot {
                 at_nanos: now,
@@ -166,7 +167,7 @@ impl MapState {
         let (snapshots, started_at, current, bounds) = {
             let mut history = map.history.lock().unwrap_or_else(|e| e.into_inner());
             let mut cached = map.current.lock().unwrap_or_else(|e| e.into_inner());
-            let engine = map.tenant.engine();
+            let mut engine = map.tenant.engine();
             let now = engine.now_nanos();
             let current = match &*cached {
                 Some(c) if now.saturating_sub(c.at_nanos) < CURRENT_FOR.as_nanos() as u64 => {
