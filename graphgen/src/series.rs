@@ -444,13 +444,17 @@ impl<V> SeriesMap<V> {
         now: u64,
         new: impl FnOnce() -> V,
     ) -> Option<&mut V> {
-        let max = self.max_value_length;
-        if self.limiter.is_off() && values.clone().all(|value| value.len() <= max) {
+        if self.limiter.is_off() {
+            let max = self.max_value_length;
+            let mut fits = true;
             self.key.clear();
-            for value in values {
+            for value in values.clone() {
+                fits &= value.len() <= max;
                 pack_value(value, &mut self.key);
             }
-            return self.get_or_insert_packed(now, new);
+            if fits {
+                return self.get_or_insert_packed(now, new);
+            }
         }
         for (label, value) in scratch.iter_mut().zip(values) {
             label.clear();

@@ -413,6 +413,12 @@ fn is_shortest_varint(bytes: &[u8]) -> bool {
 /// which for the short strings of spans is cheaper than the library's call.
 #[inline(always)]
 pub(super) fn is_utf8(bytes: &[u8]) -> bool {
+    is_ascii(bytes) || std::str::from_utf8(bytes).is_ok()
+}
+
+/// Whether every byte of `bytes` is below 0x80, eight bytes at a time.
+#[inline(always)]
+pub(super) fn is_ascii(bytes: &[u8]) -> bool {
     let high = match bytes.as_chunks::<8>() {
         // The tail is the last eight bytes, overlapping the words before it.
         (words @ [.., last], tail) => {
@@ -435,7 +441,7 @@ pub(super) fn is_utf8(bytes: &[u8]) -> bool {
                 .fold(0, |high, byte| high | u64::from(*byte & 0x80)),
         },
     };
-    high == 0 || std::str::from_utf8(bytes).is_ok()
+    high == 0
 }
 
 /// What the walk counted of a request's spans.
@@ -837,11 +843,12 @@ mod tests {
     fn utf8_as_the_standard_library_decides_at_every_length_and_position() {
         for len in 0..40 {
             let ascii = vec![b'a'; len];
-            assert!(is_utf8(&ascii), "{len}");
+            assert!(is_utf8(&ascii) && is_ascii(&ascii), "{len}");
             for at in 0..len {
                 for byte in [0x80, 0xff, 0xc3] {
                     let mut bytes = ascii.clone();
                     bytes[at] = byte;
+                    assert!(!is_ascii(&bytes), "{bytes:?}");
                     assert_eq!(
                         is_utf8(&bytes),
                         std::str::from_utf8(&bytes).is_ok(),
@@ -863,6 +870,7 @@ mod tests {
         #[test]
         fn utf8_of_any_bytes_as_the_standard_library_decides(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
             prop_assert_eq!(is_utf8(&bytes), std::str::from_utf8(&bytes).is_ok());
+            prop_assert_eq!(is_ascii(&bytes), bytes.is_ascii());
         }
 
         /// A damaged span: the short way accepts it only when the walk does, with the same ids.
