@@ -6,6 +6,7 @@
 //! `--max-series` and refusing everything else.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 /// Tempo's defaults (`modules/generator/registry/config.go`: `max_label_name_length` 1024,
 /// `max_label_value_length` 2048, applied in `builder.go`).
@@ -43,7 +44,7 @@ pub struct PerLabelLimiter {
     /// 0: off.
     max: usize,
     labels: Vec<LabelState>,
-    hasher: ahash::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 #[derive(Debug, Default)]
@@ -60,7 +61,7 @@ impl PerLabelLimiter {
         Self {
             max,
             labels: (0..labels).map(|_| LabelState::default()).collect(),
-            hasher: ahash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! expiry only looks at the oldest. Slots are recycled, so a steady stream allocates nothing.
 
 use hashbrown::HashTable;
+use std::hash::BuildHasher;
 
 use super::edge::{Edge, EdgeKey};
 use super::Side;
@@ -37,13 +38,14 @@ pub struct Store {
     /// Each waiting edge's key and slot. A key is hashed once per span: the table is asked
     /// by hash, so the look-up and the insert or removal that follows share it.
     index: HashTable<(EdgeKey, u32)>,
-    hasher: ahash::RandomState,
+    hasher: foldhash::fast::RandomState,
     slots: Vec<Slot>,
     free: Vec<u32>,
     head: u32,
     tail: u32,
     max_items: usize,
-    /// A scratch slot for edges that complete on first sight (database calls) or do not fit.
+    /// Where a new edge is updated when the store is full: it may still complete on first
+    /// sight (database calls) and be recorded.
     scratch: Edge,
 }
 
@@ -51,7 +53,7 @@ impl Store {
     pub fn new(max_items: usize, dimension_slots: usize) -> Self {
         Self {
             index: HashTable::new(),
-            hasher: ahash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             slots: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -87,17 +89,26 @@ impl Store {
             return Ok(Upsert::Completed { new: false });
         }
 
-        self.scratch.reset(key);
-        update(&mut self.scratch);
-        if self.scratch.is_complete() {
-            complete(&mut self.scratch);
-            return Ok(Upsert::Completed { new: true });
-        }
         if self.index.len() >= self.max_items {
+            // No room: the edge is stored only if it completes on first sight (then it is not).
+            self.scratch.reset(key);
+            update(&mut self.scratch);
+            if self.scratch.is_complete() {
+                complete(&mut self.scratch);
+                return Ok(Upsert::Completed { new: true });
+            }
             return Err(StoreError::Full);
         }
+        // Updated in its slot, not moved there: an edge is a few hundred bytes.
         let slot = self.allocate(expires_at);
-        std::mem::swap(&mut self.slots[slot as usize].edge, &mut self.scratch);
+        let edge = &mut self.slots[slot as usize].edge;
+        edge.reset(key);
+        update(edge);
+        if edge.is_complete() {
+            complete(edge);
+            self.unlink(slot);
+            return Ok(Upsert::Completed { new: true });
+        }
         let hasher = &self.hasher;
         self.index
             .insert_unique(hash, (key, slot), |(k, _)| hasher.hash_one(k));
@@ -183,9 +194,19 @@ impl Store {
 
     /// [`Store::remove`] of a slot whose key hashes to `hash`.
     fn remove_hashed(&mut self, slot: u32, hash: u64) {
-        let (prev, next, key) = {
+        let key = self.slots[slot as usize].edge.key;
+        if let Ok(entry) = self.index.find_entry(hash, |(k, _)| *k == key) {
+            entry.remove();
+        }
+        self.unlink(slot);
+    }
+
+    /// Unlinks a slot from the arrival order and returns it to the free list (the index is
+    /// the caller's).
+    fn unlink(&mut self, slot: u32) {
+        let (prev, next) = {
             let entry = &self.slots[slot as usize];
-            (entry.prev, entry.next, entry.edge.key)
+            (entry.prev, entry.next)
         };
         if prev == NIL {
             self.head = next;
@@ -196,9 +217,6 @@ impl Store {
             self.tail = prev;
         } else {
             self.slots[next as usize].prev = prev;
-        }
-        if let Ok(entry) = self.index.find_entry(hash, |(k, _)| *k == key) {
-            entry.remove();
         }
         self.free.push(slot);
     }
@@ -249,6 +267,32 @@ mod tests {
             store.expire(u64::MAX, |_| panic!("nothing left to expire")),
             0
         );
+    }
+
+    #[test]
+    fn an_edge_complete_on_first_sight_is_recorded_and_not_kept_full_or_not() {
+        for max_items in [0, 1, 10] {
+            let mut store = Store::new(max_items, 0);
+            let mut completed = Vec::new();
+            let both = |e: &mut Edge| {
+                e.client_service.push('c');
+                e.server_service.push('s');
+            };
+            let r = store.upsert(key(1), 10, both, |e| completed.push(e.key));
+            assert_eq!(r, Ok(Upsert::Completed { new: true }), "{max_items}");
+            assert_eq!(completed, vec![key(1)]);
+            assert_eq!(store.len(), 0);
+            assert_eq!(store.expire(u64::MAX, |_| panic!("nothing kept")), 0);
+            if max_items > 0 {
+                // The slot went back: the next edge reuses it.
+                let r = store.upsert(key(2), 10, |e| e.client_service.push('c'), |_| {});
+                assert_eq!(r, Ok(Upsert::Stored { new: true }));
+                assert_eq!(store.slots.len(), 1, "{max_items}");
+                let mut seen = Vec::new();
+                assert_eq!(store.expire(10, |e| seen.push(e.key)), 1);
+                assert_eq!(seen, vec![key(2)], "a reused slot holds only its new edge");
+            }
+        }
     }
 
     #[test]
