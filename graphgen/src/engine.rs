@@ -164,9 +164,12 @@ impl Engine {
     /// take the engine's locks). The spans not to count are taken out of `batch`. Each stage
     /// is locked in turn, so that another request can be in the other stage meanwhile.
     pub fn push_parsed(&self, batch: &mut Batch<'_>) {
-        let now = self.clock.now_nanos();
+        let now;
         {
             let first = &mut *lock(&self.first);
+            // Read under the lock, so the times the store and the de-duplication record stay in
+            // arrival order (their expiry looks only at the oldest).
+            now = self.clock.now_nanos();
             if let Some(slack) = self.ingestion_slack {
                 let slack = slack.as_nanos() as u64;
                 let range = now.saturating_sub(slack)..=now.saturating_add(slack);

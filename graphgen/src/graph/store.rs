@@ -195,7 +195,12 @@ impl Store {
     /// [`Store::remove`] of a slot whose key hashes to `hash`.
     fn remove_hashed(&mut self, slot: u32, hash: u64) {
         let key = self.slots[slot as usize].edge.key;
-        if let Ok(entry) = self.index.find_entry(hash, |(k, _)| *k == key) {
+        // By slot too: should a slot ever be linked but not indexed (a panic between the two),
+        // removing it must not take another slot's entry for the same key.
+        if let Ok(entry) = self
+            .index
+            .find_entry(hash, |(k, s)| *k == key && *s == slot)
+        {
             entry.remove();
         }
         self.unlink(slot);
@@ -293,6 +298,22 @@ mod tests {
                 assert_eq!(seen, vec![key(2)], "a reused slot holds only its new edge");
             }
         }
+    }
+
+    #[test]
+    fn a_slot_left_behind_by_a_panic_expires_without_taking_another_s_entry() {
+        let mut store = Store::new(10, 0);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = store.upsert(key(1), 10, |_| panic!("an update that fails"), |_| {});
+        }));
+        assert!(panicked.is_err());
+        // The same key again: a slot of its own, found by the next span.
+        let r = store.upsert(key(1), 20, |e| e.client_service.push('c'), |_| {});
+        assert_eq!(r, Ok(Upsert::Stored { new: true }));
+        assert_eq!(store.expire(15, |_| {}), 1, "the slot the panic left");
+        let r = store.upsert(key(1), 20, |e| e.server_service.push('s'), |_| {});
+        assert_eq!(r, Ok(Upsert::Completed { new: false }));
+        assert_eq!(store.len(), 0);
     }
 
     #[test]
