@@ -10,7 +10,6 @@
 //! fingerprint with a probability of about n²/2⁶⁵ (1e-7 for a million spans held).
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 use hashbrown::HashSet;
@@ -21,8 +20,8 @@ pub struct SeenSpans {
     max_spans: usize,
     /// Fingerprints in the order they were first seen, with that time.
     order: VecDeque<(u64, u64)>,
-    seen: HashSet<u64, foldhash::fast::RandomState>,
-    hasher: foldhash::quality::RandomState,
+    seen: HashSet<u64, ahash::RandomState>,
+    hasher: ahash::RandomState,
     duplicates: u64,
 }
 
@@ -33,8 +32,8 @@ impl SeenSpans {
             window_nanos: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
             max_spans: max_spans.max(1),
             order: VecDeque::new(),
-            seen: HashSet::with_hasher(foldhash::fast::RandomState::default()),
-            hasher: foldhash::quality::RandomState::default(),
+            seen: HashSet::with_hasher(ahash::RandomState::new()),
+            hasher: ahash::RandomState::new(),
             duplicates: 0,
         }
     }

@@ -6,7 +6,6 @@
 //! `--max-series` and refusing everything else.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 
 /// Tempo's defaults (`modules/generator/registry/config.go`: `max_label_name_length` 1024,
 /// `max_label_value_length` 2048, applied in `builder.go`).
@@ -44,7 +43,7 @@ pub struct PerLabelLimiter {
     /// 0: off.
     max: usize,
     labels: Vec<LabelState>,
-    hasher: foldhash::fast::RandomState,
+    hasher: ahash::RandomState,
 }
 
 #[derive(Debug, Default)]
@@ -61,7 +60,7 @@ impl PerLabelLimiter {
         Self {
             max,
             labels: (0..labels).map(|_| LabelState::default()).collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: ahash::RandomState::new(),
         }
     }
 

@@ -4,7 +4,6 @@
 //! An empty value means "label absent", as Prometheus treats it.
 
 use hashbrown::hash_table::{self, HashTable};
-use std::hash::BuildHasher;
 
 use crate::label_limits::{truncate_label, PerLabelLimiter};
 use crate::native_histogram::{
@@ -281,7 +280,7 @@ pub struct SeriesMap<V> {
     /// a hit costs one hash and one compare (a `HashMap` needs a second look-up to insert
     /// without building an owned key first).
     series: HashTable<Entry<V>>,
-    hasher: foldhash::fast::RandomState,
+    hasher: ahash::RandomState,
     /// The packed key of the current look-up, reused.
     key: Vec<u8>,
     /// Label values longer than this are cut (a hostile 900 KB attribute must not become a
@@ -409,7 +408,7 @@ impl<V> SeriesMap<V> {
             limiter: PerLabelLimiter::new(names.len(), limits.max_cardinality_per_label),
             names: names.into(),
             series: HashTable::new(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: ahash::RandomState::new(),
             key: Vec::new(),
             max: limits.max_series,
             refused: 0,

@@ -46,7 +46,7 @@ fn flavors(families: &[Family], mode: HistogramMode) -> Vec<(usize, Flavor)> {
 #[derive(Debug, Default)]
 pub struct PushedSeries {
     keys: HashSet<u64>,
-    hasher: foldhash::quality::RandomState,
+    hasher: ahash::RandomState,
     /// When the previous push listed the series: a zero point goes after it.
     last_push_nanos: Option<u64>,
 }

@@ -2,7 +2,6 @@
 //! expiry only looks at the oldest. Slots are recycled, so a steady stream allocates nothing.
 
 use hashbrown::HashTable;
-use std::hash::BuildHasher;
 
 use super::edge::{Edge, EdgeKey};
 use super::Side;
@@ -38,7 +37,7 @@ pub struct Store {
     /// Each waiting edge's key and slot. A key is hashed once per span: the table is asked
     /// by hash, so the look-up and the insert or removal that follows share it.
     index: HashTable<(EdgeKey, u32)>,
-    hasher: foldhash::fast::RandomState,
+    hasher: ahash::RandomState,
     slots: Vec<Slot>,
     free: Vec<u32>,
     head: u32,
@@ -53,7 +52,7 @@ impl Store {
     pub fn new(max_items: usize, dimension_slots: usize) -> Self {
         Self {
             index: HashTable::new(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: ahash::RandomState::new(),
             slots: Vec::new(),
             free: Vec::new(),
             head: NIL,

@@ -216,7 +216,7 @@ struct TargetInfo {
     /// `None` when they make none. A resource seen again then costs a hash, not a label set
     /// built and sorted (nothing is allocated). At most `2 × max_series` are remembered.
     known: HashMap<u64, Option<Vec<(String, String)>>>,
-    hasher: foldhash::quality::RandomState,
+    hasher: ahash::RandomState,
     /// An attribute value as a string, reused.
     value: String,
 }
