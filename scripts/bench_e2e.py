@@ -176,13 +176,13 @@ def decode_instructions_per_span():
     return (totals[1] - totals[0]) / max(spans[1] - spans[0], 1)
 
 
-def decode_row(seconds):
+def decode_row(name, seconds):
     """The baseline: prost decoding the same requests in a loop, on core 0, same allocator."""
     out = subprocess.run(list(map(str, ["taskset", "-c", "0", LOAD, "decode", "--seconds", seconds,
                                         "--json", *SHAPE[:2], "--seed", "7"])),
                          capture_output=True, text=True, check=True)
     decode = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"mode": "prost decode alone (baseline)", "per_cpu_s": decode["spans_per_cpu_second"],
+    return {"mode": name, "per_cpu_s": decode["spans_per_cpu_second"],
             "wall": None, "rss": None, "p99": None, "cpu": decode["cpu_seconds"], "spans": decode["spans"]}
 
 
@@ -252,7 +252,7 @@ def main():
     try:
         # The compared rows, in alternating rounds: every round measures each once.
         compared = [
-            ("prost decode alone (baseline)", lambda: decode_row(args.seconds / 2)),
+            ("prost decode alone (baseline)", lambda name: decode_row(name, args.seconds / 2)),
             ("graphgen ingest (gRPC, both processors)",
              lambda name: measure(name, graphgen_cmd()[0], "grpc", args.seconds)),
             ("graphgen ingest + forward (gRPC)",
@@ -268,7 +268,7 @@ def main():
         rounds = {name: [] for name, _ in compared}
         for _ in range(max(args.rounds, 1)):
             for name, run in compared:
-                rounds[name].append(run() if name.startswith("prost") else run(name))
+                rounds[name].append(run(name))
         rows += [median_row(name, measured) for name, measured in rounds.items()]
 
         collector, _ = graphgen_cmd()

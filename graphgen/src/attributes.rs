@@ -192,6 +192,8 @@ impl KeySet {
         if self.keys.is_empty() {
             return;
         }
+        // The same loop twice: over the index's slice directly (the batch's lists, the hot
+        // path), or through `Attributes::iter`, which reads encoded lists too.
         match list.indexed() {
             Some(list) => {
                 for (position, kv) in list.iter().enumerate() {

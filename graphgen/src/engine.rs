@@ -58,6 +58,16 @@ struct SecondStage {
     host_info: Option<HostInfo>,
 }
 
+/// Every processor's state at once, for reading (the engine taken whole).
+pub struct Parts<'a> {
+    pub graph: &'a ServiceGraph,
+    pub span_metrics: Option<&'a SpanMetrics>,
+    pub host_info: Option<&'a HostInfo>,
+    pub dedup: Option<&'a SeenSpans>,
+    /// Spans not counted because they ended outside the ingestion time range.
+    pub spans_outside_time_range: u64,
+}
+
 /// A stage's lock. A panic in a stage leaves its state as consistent as between two spans
 /// (nothing is half-written across spans), so a poisoned lock is taken as it is.
 fn lock<T>(stage: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,7 +144,7 @@ impl Engine {
 
     /// Spans not counted because they ended outside the ingestion time range.
     pub fn spans_outside_time_range(&mut self) -> u64 {
-        whole(&mut self.first).outside_time_range
+        self.parts().spans_outside_time_range
     }
 
     /// [`Engine::with_dedup`] for `Some((window, max_spans))`.
@@ -147,7 +157,7 @@ impl Engine {
 
     /// The record of spans already counted, when de-duplication is on.
     pub fn dedup(&mut self) -> Option<&SeenSpans> {
-        whole(&mut self.first).dedup.as_ref()
+        self.parts().dedup
     }
 
     /// Counts a request's spans, except those that end outside the ingestion time range and
@@ -226,30 +236,41 @@ impl Engine {
     /// Nothing held: no series in any processor and no edge waiting (a tenant so can be
     /// forgotten).
     pub fn is_idle(&mut self) -> bool {
-        let graph = &whole(&mut self.first).graph;
-        let second = whole(&mut self.second);
+        let Parts {
+            graph,
+            span_metrics,
+            host_info,
+            ..
+        } = self.parts();
         graph.pending_edges() == 0
             && graph.cardinality().series == 0
-            && second
-                .span_metrics
-                .as_ref()
-                .is_none_or(|sm| sm.cardinality().series == 0)
-            && second
-                .host_info
-                .as_ref()
-                .is_none_or(|hi| hi.cardinality().series == 0)
+            && span_metrics.is_none_or(|sm| sm.cardinality().series == 0)
+            && host_info.is_none_or(|hi| hi.cardinality().series == 0)
+    }
+
+    /// Every processor's state, borrowed at once.
+    pub fn parts(&mut self) -> Parts<'_> {
+        let first = whole(&mut self.first);
+        let second = whole(&mut self.second);
+        Parts {
+            graph: &first.graph,
+            span_metrics: second.span_metrics.as_ref(),
+            host_info: second.host_info.as_ref(),
+            dedup: first.dedup.as_ref(),
+            spans_outside_time_range: first.outside_time_range,
+        }
     }
 
     pub fn graph(&mut self) -> &ServiceGraph {
-        &whole(&mut self.first).graph
+        self.parts().graph
     }
 
     pub fn span_metrics(&mut self) -> Option<&SpanMetrics> {
-        whole(&mut self.second).span_metrics.as_ref()
+        self.parts().span_metrics
     }
 
     pub fn host_info(&mut self) -> Option<&HostInfo> {
-        whole(&mut self.second).host_info.as_ref()
+        self.parts().host_info
     }
 
     pub fn now_nanos(&self) -> u64 {
@@ -259,12 +280,12 @@ impl Engine {
     /// Every series of both processors.
     pub fn families(&mut self) -> Vec<Family> {
         let now = self.clock.now_nanos();
-        let mut families = whole(&mut self.first).graph.families(now);
-        let second = whole(&mut self.second);
-        if let Some(sm) = &second.span_metrics {
+        let parts = self.parts();
+        let mut families = parts.graph.families(now);
+        if let Some(sm) = parts.span_metrics {
             families.extend(sm.families(now));
         }
-        if let Some(hi) = &second.host_info {
+        if let Some(hi) = parts.host_info {
             families.extend(hi.families());
         }
         families

@@ -144,32 +144,31 @@ struct Reading {
 impl Reading {
     fn of(engine: &mut Engine) -> Self {
         let now = engine.now_nanos();
-        let dedup = engine.dedup().map_or((0, 0, 0), |d| {
+        let parts = engine.parts();
+        let dedup = parts.dedup.map_or((0, 0, 0), |d| {
             (d.duplicates(), d.len(), d.oldest_age_nanos(now))
         });
-        let outside_time_range = engine.spans_outside_time_range();
-        let mut cardinality = vec![];
-        let (mut span_names, mut span_metrics_filtered) = ((0, 0), None);
-        if let Some(sm) = engine.span_metrics() {
+        let graph = parts.graph;
+        let mut cardinality = vec![("service_graph", graph.cardinality())];
+        if let Some(sm) = parts.span_metrics {
             cardinality.push(("span_metrics", sm.cardinality()));
-            span_names = (sm.span_names().sanitized(), sm.span_names().patterns());
-            span_metrics_filtered = Some(sm.filtered_spans());
         }
-        if let Some(hi) = engine.host_info() {
+        if let Some(hi) = parts.host_info {
             cardinality.push(("host_info", hi.cardinality()));
         }
-        let graph = engine.graph();
-        cardinality.insert(0, ("service_graph", graph.cardinality()));
+        let span_names = parts.span_metrics.map_or((0, 0), |sm| {
+            (sm.span_names().sanitized(), sm.span_names().patterns())
+        });
         Self {
             stats: graph.stats().clone(),
             pending: graph.pending_edges(),
             max_items: graph.config().max_items,
             cardinality,
             dedup,
-            span_metrics_filtered,
+            span_metrics_filtered: parts.span_metrics.map(|sm| sm.filtered_spans()),
             filtered_sides_overflow: graph.filtered_sides().1,
             span_names,
-            outside_time_range,
+            outside_time_range: parts.spans_outside_time_range,
         }
     }
 
