@@ -48,9 +48,10 @@ fn run(tenant: &Arc<Tenant>, requests: &[Bytes], threads: usize, per_thread: usi
                     let mut spans = 0;
                     for i in 0..per_thread {
                         let bytes = requests[(i * threads + t) % requests.len()].clone();
-                        let decoded = decode(&Body::Protobuf(bytes)).expect("valid request");
+                        let body = Body::Protobuf(bytes);
+                        let mut decoded = decode(&body).expect("valid request");
                         spans += decoded.valid;
-                        count(&tenant, &decoded);
+                        count(&tenant, &mut decoded);
                     }
                     spans
                 })

@@ -16,7 +16,7 @@ use crate::queue::{QueueError, SpanQueue};
 use crate::receiver::admission::{Admission, Admissions, Busy};
 use crate::selfmetrics::{Protocol, RefuseReason, RequestOutcome, SelfMetrics};
 use crate::tenants::{Tenant, TenantRef, TenantRefused, Tenants};
-use crate::wire::{id_problem, BatchBuffers, Fallback, Request, Tally};
+use crate::wire::{id_problem, Batch, BatchBuffers, Fallback, Request, Tally};
 
 /// How long clients are asked to wait when the forwarding queue is full.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -230,14 +230,14 @@ impl Intake {
             Some(queue) => Some(queue.try_reserve(body.len())?),
             None => None,
         };
-        let decoded = decode(&body).inspect_err(|refused| {
+        let mut decoded = decode(&body).inspect_err(|refused| {
             if let (Refused::Malformed(_), Body::Protobuf(_)) = (refused, &body) {
                 // The reader refuses whatever prost refuses: it left the body to prost.
                 self.metrics.count_fallback(Fallback::Malformed);
             }
         })?;
         let (valid, invalid) = (decoded.valid, decoded.invalid);
-        let first_problem = decoded.first_problem.as_deref().unwrap_or_default();
+        let first_problem = decoded.first_problem.take().unwrap_or_default();
         if let Some(reason) = decoded.fallback {
             self.metrics.count_fallback(reason);
         }
@@ -262,7 +262,7 @@ impl Intake {
                 return Err(e.into());
             }
         }
-        count(tenant, &decoded);
+        count(tenant, &mut decoded);
         tenant.count_received(valid);
         self.metrics
             .spans_received
@@ -283,30 +283,52 @@ impl Intake {
 }
 
 thread_local! {
-    /// Where each thread parses the spans of the requests it takes in, reused.
-    static BATCH_BUFFERS: std::cell::RefCell<BatchBuffers> = Default::default();
+    /// The buffers this thread reads requests' spans into, reused. A few: a request read on
+    /// this thread may wait for the queue while the thread reads others.
+    static BATCH_BUFFERS: std::cell::RefCell<Vec<BatchBuffers>> = Default::default();
 }
 
-/// Counts a request in its tenant's engine. Its spans are parsed on this thread first, so the
-/// engine's locks are held only while the processors run: its first stage (filters and the
-/// service graph), then its second (span metrics and host info), while another thread's
-/// request may be in the other.
-pub fn count(tenant: &Tenant, decoded: &Decoded) {
-    BATCH_BUFFERS.with_borrow_mut(|buffers| {
-        let mut batch = buffers.parse(&decoded.request());
-        tenant.push_parsed(&mut batch);
-        buffers.recycle(batch);
+/// How many buffers a thread keeps for reuse.
+const POOLED_BATCH_BUFFERS: usize = 4;
+
+fn take_batch_buffers() -> BatchBuffers {
+    BATCH_BUFFERS.with_borrow_mut(|pool| pool.pop().unwrap_or_default())
+}
+
+fn give_back(batch: Batch<'_>) {
+    let mut buffers = BatchBuffers::default();
+    buffers.recycle(batch);
+    BATCH_BUFFERS.with_borrow_mut(|pool| {
+        if pool.len() < POOLED_BATCH_BUFFERS {
+            pool.push(buffers);
+        }
     });
+}
+
+/// Counts a request in its tenant's engine. Its spans were parsed on this thread (by the
+/// reader's check, or here after prost), so the engine's locks are held only while the
+/// processors run: its first stage (filters and the service graph), then its second (span
+/// metrics and host info), while another thread's request may be in the other.
+pub fn count(tenant: &Tenant, decoded: &mut Decoded<'_>) {
+    let mut batch = match decoded.batch.take() {
+        Some(batch) => batch,
+        None => take_batch_buffers().parse(&decoded.request()),
+    };
+    tenant.push_parsed(&mut batch);
+    give_back(batch);
 }
 
 /// A request read, without its invalid spans.
 #[derive(Debug)]
-pub struct Decoded {
+pub struct Decoded<'a> {
     /// What is forwarded: the body as it arrived, unless it was JSON or spans were taken out of
     /// it (then prost's encoding of what is left).
     pub forward: Bytes,
     /// What the engine reads: `forward` when it was read in place, else prost's encoding.
     counted: Bytes,
+    /// The spans of `counted`, parsed by the reader's check when it read the body in place
+    /// (else parsed when counted).
+    batch: Option<Batch<'a>>,
     pub valid: usize,
     pub invalid: usize,
     /// The first invalid span's problem, for the client's message.
@@ -316,11 +338,16 @@ pub struct Decoded {
     pub fallback: Option<Fallback>,
 }
 
-impl Decoded {
+impl<'a> Decoded<'a> {
     /// The engine's view of the request.
     pub fn request(&self) -> Request<'_> {
-        // Checked by `Request::read`, or encoded by prost.
+        // Checked by the reader, or encoded by prost.
         Request::trusted(&self.counted)
+    }
+
+    /// The spans the reader's check parsed, when it read the body in place (until counted).
+    pub fn parsed(&mut self) -> Option<&mut Batch<'a>> {
+        self.batch.as_mut()
     }
 }
 
@@ -328,13 +355,14 @@ impl Decoded {
 /// receivers (and of the fuzz target). A protobuf body is read in place by the borrowed
 /// reader ([`crate::wire`]); prost decodes what the reader leaves to it (see
 /// [`Fallback`]), JSON, and a request with invalid spans to take out.
-pub fn decode(body: &Body) -> Result<Decoded, Refused> {
+pub fn decode(body: &Body) -> Result<Decoded<'_>, Refused> {
     let fallback = match body {
-        Body::Protobuf(bytes) => match Request::read(bytes) {
-            Ok((_, Tally { spans, bad_ids: 0 })) => {
+        Body::Protobuf(bytes) => match take_batch_buffers().read(bytes) {
+            Ok((batch, Tally { spans, bad_ids: 0 })) => {
                 return Ok(Decoded {
                     forward: bytes.clone(),
                     counted: bytes.clone(),
+                    batch: Some(batch),
                     valid: spans,
                     invalid: 0,
                     first_problem: None,
@@ -342,7 +370,10 @@ pub fn decode(body: &Body) -> Result<Decoded, Refused> {
                 })
             }
             // Spans to take out: prost re-encodes what is left.
-            Ok(_) => None,
+            Ok((batch, _)) => {
+                give_back(batch);
+                None
+            }
             Err(fallback) => Some(fallback),
         },
         Body::Json(_) => None,
@@ -370,6 +401,7 @@ pub fn decode(body: &Body) -> Result<Decoded, Refused> {
     Ok(Decoded {
         forward,
         counted,
+        batch: None,
         valid,
         invalid,
         first_problem,
@@ -418,7 +450,8 @@ mod tests {
             resource_spans: crate::workload::client_server_request(2),
         };
         let canonical = Bytes::from(request.encode_to_vec());
-        let in_place = decode(&Body::Protobuf(canonical.clone())).unwrap();
+        let body = Body::Protobuf(canonical.clone());
+        let in_place = decode(&body).unwrap();
         assert_eq!((in_place.fallback, in_place.valid), (None, 4));
         assert_eq!(in_place.forward, canonical);
 
@@ -444,7 +477,8 @@ mod tests {
         prost::encoding::encode_varint(rs.len() as u64, &mut body);
         body.extend_from_slice(&rs);
         let body = Bytes::from(body);
-        let by_prost = decode(&Body::Protobuf(body.clone())).unwrap();
+        let unusual_body = Body::Protobuf(body.clone());
+        let by_prost = decode(&unusual_body).unwrap();
         assert_eq!(by_prost.fallback, Some(Fallback::NotCanonical));
         assert_eq!(by_prost.forward, body, "forwarded as it came");
         assert_eq!(
@@ -456,7 +490,8 @@ mod tests {
         // A span with a bad id is cut out: what is forwarded and counted is prost's encoding.
         let mut cut = request.clone();
         cut.resource_spans[0].scope_spans[0].spans[0].span_id = vec![0; 8];
-        let decoded = decode(&Body::Protobuf(cut.encode_to_vec().into())).unwrap();
+        let cut_body = Body::Protobuf(cut.encode_to_vec().into());
+        let decoded = decode(&cut_body).unwrap();
         assert_eq!((decoded.valid, decoded.invalid), (3, 1));
         assert!(decoded
             .first_problem
@@ -475,7 +510,7 @@ mod tests {
         );
         assert_eq!(spans(&decoded).len(), 3);
 
-        let malformed = decode(&Body::Protobuf(Bytes::from_static(&[0x0a, 0x05, 0x01])));
-        assert!(matches!(malformed, Err(Refused::Malformed(_))));
+        let malformed = Body::Protobuf(Bytes::from_static(&[0x0a, 0x05, 0x01]));
+        assert!(matches!(decode(&malformed), Err(Refused::Malformed(_))));
     }
 }

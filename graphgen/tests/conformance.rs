@@ -105,8 +105,10 @@ fn run_tenants_case(dir: &Path, raw: &serde_json::Value) -> BTreeMap<SeriesId, f
     tenants.apply_overrides(overrides).expect("overrides apply");
     let input: Input = read_json(&dir.join("input.json"));
     for request in &input.requests {
-        let decoded = read_in_place(request);
+        let body = body_of(request);
+        let decoded = read_in_place(&body);
         for id in &ids {
+            // Each tenant parses the request again: a parsed batch is for one engine.
             let tenant = tenants.get_or_create(id).expect("within max_tenants");
             tenant.engine().push(&decoded.request());
         }
@@ -190,7 +192,10 @@ fn run_case(dir: &Path) -> BTreeMap<SeriesId, f64> {
         .with_host_info_if(processors.host_info.then_some(host_info_config))
         .expect("valid host_info options");
     for request in &input.requests {
-        engine.push(&read_in_place(request).request());
+        // The spans as the reader's check parsed them, as the receivers count them.
+        let body = body_of(request);
+        let mut decoded = read_in_place(&body);
+        engine.push_parsed(decoded.parsed().expect("parsed by the read"));
     }
     clock.advance(wait + Duration::from_secs(1));
     engine.expire();
@@ -299,12 +304,16 @@ fn every_conformance_case_matches_tempo() {
     );
 }
 
-/// A request as the receivers take it: its protobuf bytes through the intake's one decode
-/// path, which reads them in place (the borrowed reader, not prost).
-fn read_in_place(request: &ExportTraceServiceRequest) -> graphgen::intake::Decoded {
+/// A request as the receivers take it: its protobuf bytes.
+fn body_of(request: &ExportTraceServiceRequest) -> graphgen::intake::Body {
     use prost::Message;
-    let body = graphgen::intake::Body::Protobuf(request.encode_to_vec().into());
-    let decoded = graphgen::intake::decode(&body).expect("a valid request");
+    graphgen::intake::Body::Protobuf(request.encode_to_vec().into())
+}
+
+/// `body` through the intake's one decode path, which reads it in place (the borrowed reader,
+/// not prost) and parses its spans in the same walk.
+fn read_in_place(body: &graphgen::intake::Body) -> graphgen::intake::Decoded<'_> {
+    let decoded = graphgen::intake::decode(body).expect("a valid request");
     assert_eq!(decoded.fallback, None, "read in place, not by prost");
     assert_eq!(decoded.invalid, 0);
     decoded

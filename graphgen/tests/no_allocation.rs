@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use graphgen::clock::ManualClock;
 use graphgen::engine::Engine;
+use graphgen::intake::{count, decode, Body};
 use graphgen::native_histogram::NativeConfig;
-use graphgen::wire::Request;
+use graphgen::tenants::{Tenant, TenantId};
 use graphgen::{graph, spanmetrics, workload};
 
 struct Counting;
@@ -33,7 +34,9 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn steady_state_pushes_allocate_nothing() {
-    let bytes = graphgen::wire::encode(&workload::client_server_request(100));
+    let bytes = bytes::Bytes::from(graphgen::wire::encode(&workload::client_server_request(
+        100,
+    )));
     // Filter policies that look at every span and keep them all: a regex on an intrinsic, a
     // strict resource attribute.
     let keep_all: Vec<graphgen::filter::FilterPolicy> = serde_json::from_str(
@@ -59,7 +62,7 @@ fn steady_state_pushes_allocate_nothing() {
             ..graph::Config::default()
         };
         let clock = ManualClock::new(1);
-        let mut engine = Engine::new(
+        let engine = Engine::new(
             config,
             Some(spanmetrics::Config {
                 native_histograms,
@@ -70,22 +73,27 @@ fn steady_state_pushes_allocate_nothing() {
             Arc::new(clock),
         )
         .unwrap();
-        let push = |engine: &mut Engine| {
-            // The reader's check and views are part of the steady state.
-            let (request, _) = Request::read(&bytes).expect("a valid request");
-            engine.push(&request);
+        let tenant = Tenant::new(TenantId::parse("t").unwrap(), engine);
+        let push = || {
+            // As the receivers take a request in: the reader's check, which parses its spans,
+            // then the engine.
+            let body = Body::Protobuf(bytes.clone());
+            let mut decoded = decode(&body).expect("a valid request");
+            assert_eq!(decoded.fallback, None, "read in place");
+            count(&tenant, &mut decoded);
         };
-        push(&mut engine);
-        push(&mut engine);
+        push();
+        push();
         let before = ALLOCATIONS.load(Ordering::Relaxed);
         for _ in 0..50 {
-            push(&mut engine);
+            push();
         }
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
         assert_eq!(
             allocations, 0,
             "prefix={prefix} native={native} filtered={filtered} target_info={target_info}: {allocations} allocations in 50 pushes of 200 spans"
         );
+        let mut engine = tenant.engine();
         assert_eq!(engine.graph().stats().edges_completed, 52 * 100);
         if target_info {
             let info = engine

@@ -31,10 +31,11 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Body::Json(bytes)
     };
-    if let Ok(decoded) = decode(&body) {
+    if let Ok(mut decoded) = decode(&body) {
+        let valid = decoded.valid;
         let request = decoded.request();
         let spans: Vec<_> = request.spans().collect();
-        assert_eq!(spans.len(), decoded.valid);
+        assert_eq!(spans.len(), valid);
         for span in spans {
             // What the engine may rely on: OTLP's id sizes, ids not all zero.
             assert!(span.trace_id.len() == 16 && span.trace_id.iter().any(|b| *b != 0));
@@ -48,7 +49,15 @@ fuzz_target!(|data: &[u8]| {
             Arc::new(clock.clone()),
         )
         .unwrap();
-        engine.push(&request);
+        // Read in place: the spans the reader's check parsed, as the receivers count them.
+        match decoded.parsed() {
+            Some(batch) => {
+                let parsed: usize = batch.resources().map(|(_, spans)| spans.len()).sum();
+                assert_eq!(parsed, valid);
+                engine.push_parsed(batch);
+            }
+            None => engine.push(&decoded.request()),
+        }
         clock.advance(std::time::Duration::from_secs(60));
         engine.expire();
         let _ = engine.families();

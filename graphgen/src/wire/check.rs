@@ -2,7 +2,7 @@
 //! message of `ExportTraceServiceRequest` (opentelemetry-proto 0.33, the types prost decodes)
 //! and the rules a request must keep to be read without prost.
 
-use super::Raw;
+use super::{as_str, tag, Attributes, Batch, IndexedList, KeyValue, Raw, Span};
 
 /// Why a request goes to prost instead of being read in place. prost then decides: it decodes
 /// the request (and graphgen reads prost's re-encoding), or refuses it with its own error.
@@ -262,29 +262,29 @@ const fn schema(message: Msg, tag: u32) -> Option<(Kind, Cardinality)> {
     })
 }
 
-/// Whether `bytes` is a `KeyValue` that the walk of [`message`] would accept, of the commonest
-/// shape: a non-empty key, then a value of one string or one integer, every length one byte.
-/// `false` says nothing: the message is walked field by field, which decides.
+/// `bytes` as a `KeyValue`, when the walk of [`message`] would accept it and it is of the
+/// commonest shape: a non-empty key, then a value of one string or one integer, every length
+/// one byte. `None` says nothing: the message is walked field by field, which decides.
 ///
 /// Why it is exact: keys `0x0a`, `0x12`, `0x0a`/`0x18` are fields 1 and 2 of `KeyValue` and
 /// fields 1 (string) and 3 (int64) of `AnyValue`, each once and in their shortest form; one-byte
 /// lengths are shortest; the key is not empty (a default written out); a oneof member may be
 /// its default. So the message is canonical, with no duplicate, whether in a span or not.
 #[inline(always)]
-fn short_key_value(bytes: &[u8]) -> bool {
+fn short_key_value(bytes: &[u8]) -> Option<KeyValue<'_>> {
     let [0x0a, key_len, rest @ ..] = bytes else {
-        return false;
+        return None;
     };
     let key_len = usize::from(*key_len);
     if key_len == 0 || key_len >= 0x80 || rest.len() < key_len {
-        return false;
+        return None;
     }
     let (key, rest) = rest.split_at(key_len);
     let [0x12, value_len, value @ ..] = rest else {
-        return false;
+        return None;
     };
     if *value_len >= 0x80 || usize::from(*value_len) != value.len() {
-        return false;
+        return None;
     }
     let value_ok = match value {
         [0x0a, string_len, string @ ..] => {
@@ -293,27 +293,40 @@ fn short_key_value(bytes: &[u8]) -> bool {
         [0x18, int @ ..] => is_shortest_varint(int),
         _ => false,
     };
-    value_ok && is_utf8(key)
+    (value_ok && is_utf8(key)).then_some(KeyValue { key, value })
 }
 
-/// Checks a `Span` (at `depth`) in one pass when it is of the commonest shape, and returns its
-/// trace, span and parent span ids; `None` says nothing, and the span is walked by [`message`],
-/// which decides. It accepts only what that walk accepts:
+/// Checks a `Span` (at `depth`) and reads it in one pass when it is of the commonest shape,
+/// handing its attributes to `attributes`; `None` says nothing (and leaves in `attributes`
+/// what was handed), and the span is walked by [`message`], which decides. It accepts only
+/// what that walk accepts:
 /// - every key is one byte (flags' two) and every length one byte, so all are shortest;
 /// - every field is one `Span` knows, with the wire type of its kind, and no singular field
 ///   comes twice;
 /// - no singular field holds its default (an empty string or id, a zero): prost would leave it
 ///   out;
 /// - strings are UTF-8; nested messages are checked by [`short_key_value`], or by the walk.
-fn short_span(bytes: &[u8], depth: u32) -> Option<[&[u8]; 3]> {
+///
+/// What it reads is what [`Span::read`] reads of the same bytes.
+fn short_span<'a>(
+    bytes: &'a [u8],
+    depth: u32,
+    attributes: &mut IndexedList<'_, 'a>,
+) -> Option<Span<'a>> {
     // Spans are at depth 3; a short attribute's value is two deeper.
     if depth + 2 > MAX_DEPTH {
         return None;
     }
-    let mut ids: [&[u8]; 3] = [&[]; 3];
+    let mut span = Span {
+        encoded_len: bytes.len(),
+        ..Span::default()
+    };
+    // Where the span's attributes start and end: one run, as in `Span::read`.
+    let mut run: Option<(usize, usize)> = None;
     let mut seen = 0u32;
     let mut rest = bytes;
     while let [key, after @ ..] = rest {
+        let start = bytes.len() - rest.len();
         rest = after;
         let tag = u32::from(*key >> 3);
         match *key {
@@ -330,16 +343,54 @@ fn short_span(bytes: &[u8], depth: u32) -> Option<[&[u8]; 3]> {
                 let (value, after) = after.split_at(len);
                 rest = after;
                 let ok = match *key {
-                    0x0a | 0x12 | 0x22 => {
-                        ids[usize::from(*key >> 4)] = value;
+                    0x0a => {
+                        span.trace_id = value;
                         !value.is_empty()
                     }
-                    0x1a | 0x2a => !value.is_empty() && is_utf8(value),
-                    0x4a => short_key_value(value) || walks(value, Msg::KeyValue, depth + 1),
+                    0x12 => {
+                        span.span_id = value;
+                        !value.is_empty()
+                    }
+                    0x22 => {
+                        span.parent_span_id = value;
+                        !value.is_empty()
+                    }
+                    0x1a | 0x2a => match as_str(value) {
+                        Some(text) if !text.is_empty() => {
+                            if *key == 0x1a {
+                                span.trace_state = text;
+                            } else {
+                                span.name = text;
+                            }
+                            true
+                        }
+                        _ => false,
+                    },
+                    0x4a => {
+                        let kv = match short_key_value(value) {
+                            Some(kv) => kv,
+                            None if walks(value, Msg::KeyValue, depth + 1) => KeyValue::new(value),
+                            None => return None,
+                        };
+                        attributes.push(kv);
+                        let end = bytes.len() - rest.len();
+                        run = Some(run.map_or((start, end), |(start, _)| (start, end)));
+                        true
+                    }
                     0x5a => walks(value, Msg::Event, depth + 1),
                     0x6a => walks(value, Msg::Link, depth + 1),
                     // A status of code 1 or 2 and no message is the commonest.
-                    _ => matches!(value, [0x18, 1 | 2]) || walks(value, Msg::Status, depth + 1),
+                    _ => match value {
+                        [0x18, code @ (1 | 2)] => {
+                            span.status_code = i32::from(*code);
+                            true
+                        }
+                        _ if walks(value, Msg::Status, depth + 1) => {
+                            span.read_status(value);
+                            true
+                        }
+                        _ => false,
+                    },
                 };
                 if !ok {
                     return None;
@@ -347,16 +398,25 @@ fn short_span(bytes: &[u8], depth: u32) -> Option<[&[u8]; 3]> {
             }
             // kind, dropped attributes, events and links counts: one byte, not zero.
             0x30 | 0x50 | 0x60 | 0x70 => {
-                let [1..0x80, after @ ..] = rest else {
+                let [value @ 1..0x80, after @ ..] = rest else {
                     return None;
                 };
+                if *key == 0x30 {
+                    span.kind = i32::from(*value);
+                }
                 rest = after;
             }
             // start and end times: eight bytes, not zero.
             0x39 | 0x41 => {
                 let (value, after) = rest.split_first_chunk::<8>()?;
-                if *value == [0; 8] {
+                let time = u64::from_le_bytes(*value);
+                if time == 0 {
                     return None;
+                }
+                if *key == 0x39 {
+                    span.start_time_unix_nano = time;
+                } else {
+                    span.end_time_unix_nano = time;
                 }
                 rest = after;
             }
@@ -384,13 +444,48 @@ fn short_span(bytes: &[u8], depth: u32) -> Option<[&[u8]; 3]> {
         }
         seen |= bit;
     }
-    Some(ids)
+    if let Some((start, end)) = run {
+        span.attributes = Attributes::new(&bytes[start..end], tag::SPAN_ATTRIBUTES);
+    }
+    Some(span)
 }
 
-/// Whether the walk accepts `bytes` as a `message_type` at `depth`; what it counts is dropped
-/// (it counts only spans, and nothing nested in a span is one).
+/// Checks the span in `bytes` (at `depth`) and adds it to `batch`, counting it.
+fn span<'a>(
+    bytes: &'a [u8],
+    depth: u32,
+    batch: &mut Batch<'a>,
+    tally: &mut Tally,
+) -> Result<(), Fallback> {
+    let mut attributes = IndexedList::start(&mut batch.attributes);
+    let span = match short_span(bytes, depth, &mut attributes) {
+        Some(span) => {
+            let at = attributes.finish();
+            batch.spans.push((span, at));
+            span
+        }
+        None => {
+            attributes.abandon();
+            message(bytes, Msg::Span, true, depth, batch, tally)?;
+            batch.push_read_span(bytes)
+        }
+    };
+    tally.count_span(&span);
+    Ok(())
+}
+
+/// Whether the walk accepts `bytes` as a `message_type` at `depth`; what it reads is dropped
+/// (it reads only spans and resources, and nothing nested in a span is one).
 fn walks(bytes: &[u8], message_type: Msg, depth: u32) -> bool {
-    message(bytes, message_type, true, depth, &mut Tally::default()).is_ok()
+    message(
+        bytes,
+        message_type,
+        true,
+        depth,
+        &mut Batch::empty(),
+        &mut Tally::default(),
+    )
+    .is_ok()
 }
 
 /// Whether `bytes` is exactly one varint in its shortest form, within prost's bounds.
@@ -453,26 +548,29 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn count_span(&mut self, [trace_id, span_id, parent_span_id]: [&[u8]; 3]) {
+    fn count_span(&mut self, span: &Span<'_>) {
         self.spans += 1;
-        if super::id_problem(trace_id, span_id, parent_span_id).is_some() {
+        if super::id_problem(span.trace_id, span.span_id, span.parent_span_id).is_some() {
             self.bad_ids += 1;
         }
     }
 }
 
-/// Checks a whole `ExportTraceServiceRequest`.
-pub(super) fn request(bytes: &[u8]) -> Result<Tally, Fallback> {
+/// Checks a whole `ExportTraceServiceRequest`, adding its resources and spans to `batch`.
+pub(super) fn request<'a>(bytes: &'a [u8], batch: &mut Batch<'a>) -> Result<Tally, Fallback> {
     let mut tally = Tally::default();
-    message(bytes, Msg::Request, false, 0, &mut tally)?;
+    message(bytes, Msg::Request, false, 0, batch, &mut tally)?;
     Ok(tally)
 }
 
-fn message(
-    bytes: &[u8],
+/// Walks a `message_type` at `depth`: each span ([`span`]) and each resource's attributes are
+/// added to `batch` as they are met.
+fn message<'a>(
+    bytes: &'a [u8],
     message_type: Msg,
     in_span: bool,
     depth: u32,
+    batch: &mut Batch<'a>,
     tally: &mut Tally,
 ) -> Result<(), Fallback> {
     if depth > MAX_DEPTH {
@@ -482,8 +580,8 @@ fn message(
     let in_span = in_span || message_type == Msg::Span;
     // Singular fields seen (every tag is below 31); bit 31 is the oneof.
     let mut seen = 0u32;
-    // A span's trace, span and parent span ids.
-    let mut ids: [&[u8]; 3] = [&[]; 3];
+    // A resource-spans' resource.
+    let mut resource: &[u8] = &[];
     let mut rest = bytes;
     while !rest.is_empty() {
         let field = next_field(&mut rest)?;
@@ -515,33 +613,20 @@ fn message(
                 }
                 !default_written(b.is_empty())
             }
-            (Kind::Bytes, Raw::Bytes(b)) => {
-                if message_type == Msg::Span {
-                    match field.tag {
-                        1 => ids[0] = b,
-                        2 => ids[1] = b,
-                        4 => ids[2] = b,
-                        _ => {}
-                    }
-                }
-                !default_written(b.is_empty())
-            }
+            (Kind::Bytes, Raw::Bytes(b)) => !default_written(b.is_empty()),
             (Kind::Nested(inner), Raw::Bytes(b)) => {
-                // Most nested messages are attributes of one short string or integer: they are
-                // checked in one go (the key-value at depth + 1, its value at depth + 2).
-                let short = match inner {
-                    Msg::KeyValue => depth + 2 <= MAX_DEPTH && short_key_value(b),
-                    Msg::Span => match short_span(b, depth + 1) {
-                        Some(ids) => {
-                            tally.count_span(ids);
-                            true
+                match inner {
+                    Msg::Span => span(b, depth + 1, batch, tally)?,
+                    // Most nested messages are attributes of one short string or integer:
+                    // they are checked in one go (the key-value at depth + 1, its value at
+                    // depth + 2).
+                    Msg::KeyValue if depth + 2 <= MAX_DEPTH && short_key_value(b).is_some() => {}
+                    _ => {
+                        if inner == Msg::Resource {
+                            resource = b;
                         }
-                        None => false,
-                    },
-                    _ => false,
-                };
-                if !short {
-                    self::message(b, inner, in_span, depth + 1, tally)?;
+                        self::message(b, inner, in_span, depth + 1, batch, tally)?;
+                    }
                 }
                 true
             }
@@ -563,8 +648,8 @@ fn message(
             return Err(Fallback::NotCanonical);
         }
     }
-    if message_type == Msg::Span {
-        tally.count_span(ids);
+    if message_type == Msg::ResourceSpans {
+        batch.push_resource(Attributes::new(resource, tag::RESOURCE_ATTRIBUTES));
     }
     Ok(())
 }
@@ -579,7 +664,14 @@ mod tests {
     use super::*;
 
     fn walk(bytes: &[u8], in_span: bool) -> Result<(), Fallback> {
-        message(bytes, Msg::KeyValue, in_span, 0, &mut Tally::default())
+        message(
+            bytes,
+            Msg::KeyValue,
+            in_span,
+            0,
+            &mut Batch::empty(),
+            &mut Tally::default(),
+        )
     }
 
     fn attribute(key: &str, value: any_value::Value) -> Vec<u8> {
@@ -659,7 +751,7 @@ mod tests {
             ),
         ];
         for (what, bytes, short) in cases {
-            assert_eq!(short_key_value(&bytes), short, "{what}");
+            assert_eq!(short_key_value(&bytes).is_some(), short, "{what}");
         }
     }
 
@@ -720,18 +812,29 @@ mod tests {
         }
     }
 
-    /// The walk of a span at depth 3, where spans are, and what it counts.
-    fn walk_span(bytes: &[u8]) -> Result<Tally, Fallback> {
-        let mut tally = Tally::default();
-        message(bytes, Msg::Span, false, 3, &mut tally).map(|()| tally)
+    /// What the short way reads of a span at depth 3, where spans are: the span and the
+    /// attributes it hands on, printed.
+    fn short_read(bytes: &[u8]) -> Option<String> {
+        let mut index = vec![];
+        let mut list = IndexedList::start(&mut index);
+        let span = short_span(bytes, 3, &mut list)?;
+        list.finish();
+        Some(format!("{span:?} {index:?}"))
     }
 
-    fn short_tally(bytes: &[u8]) -> Option<Tally> {
-        short_span(bytes, 3).map(|ids| {
-            let mut tally = Tally::default();
-            tally.count_span(ids);
-            tally
-        })
+    /// What the walk of a span at depth 3 decides, and then `Span::read` reads, printed.
+    fn walked_read(bytes: &[u8]) -> Result<String, Fallback> {
+        message(
+            bytes,
+            Msg::Span,
+            false,
+            3,
+            &mut Batch::empty(),
+            &mut Tally::default(),
+        )?;
+        let mut index = vec![];
+        let span = crate::wire::Span::read(bytes, |kv| index.push(kv));
+        Ok(format!("{span:?} {index:?}"))
     }
 
     #[test]
@@ -831,10 +934,10 @@ mod tests {
             ),
         ];
         for (what, bytes, short) in cases {
-            let tally = short_tally(&bytes);
-            assert_eq!(tally.is_some(), short, "{what}");
-            if let Some(tally) = tally {
-                assert_eq!(walk_span(&bytes), Ok(tally), "{what}");
+            let read = short_read(&bytes);
+            assert_eq!(read.is_some(), short, "{what}");
+            if let Some(read) = read {
+                assert_eq!(walked_read(&bytes), Ok(read), "{what}");
             }
         }
     }
@@ -873,7 +976,8 @@ mod tests {
             prop_assert_eq!(is_ascii(&bytes), bytes.is_ascii());
         }
 
-        /// A damaged span: the short way accepts it only when the walk does, with the same ids.
+        /// A damaged span: the short way accepts it only when the walk does, and reads what
+        /// `Span::read` reads.
         #[test]
         fn the_short_way_accepts_a_damaged_span_only_when_the_walk_does(
             edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
@@ -888,8 +992,8 @@ mod tests {
             if cut_it {
                 bytes.truncate(cut.index(bytes.len()));
             }
-            if let Some(tally) = short_tally(&bytes) {
-                prop_assert_eq!(walk_span(&bytes), Ok(tally));
+            if let Some(read) = short_read(&bytes) {
+                prop_assert_eq!(walked_read(&bytes), Ok(read));
             }
         }
 
@@ -905,7 +1009,7 @@ mod tests {
             bytes.extend_from_slice(&key);
             bytes.extend_from_slice(&[0x12, (value.len() as i32 + value_len_delta).max(0) as u8]);
             bytes.extend_from_slice(&value);
-            if short_key_value(&bytes) {
+            if short_key_value(&bytes).is_some() {
                 prop_assert_eq!(walk(&bytes, true), Ok(()));
                 prop_assert_eq!(walk(&bytes, false), Ok(()));
             }

@@ -110,13 +110,19 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 fn str_of(bytes: &[u8]) -> &str {
-    // Checked as UTF-8 when the request was read (or encoded from a `String` by prost); read
-    // again here, cheaply for ASCII (most names and values), which is UTF-8 as it is.
+    // Checked as UTF-8 when the request was read (or encoded from a `String` by prost).
+    as_str(bytes).unwrap_or_default()
+}
+
+/// `bytes` as a `str` if they are UTF-8; ASCII (most names and values) is taken as it is,
+/// without a second walk.
+#[inline(always)]
+fn as_str(bytes: &[u8]) -> Option<&str> {
     if check::is_ascii(bytes) {
         // SAFETY: every byte was just found below 0x80, and ASCII is valid UTF-8.
-        unsafe { std::str::from_utf8_unchecked(bytes) }
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     } else {
-        std::str::from_utf8(bytes).unwrap_or_default()
+        std::str::from_utf8(bytes).ok()
     }
 }
 
@@ -152,13 +158,6 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// Checks `bytes` and reads it, with a count of its spans and of those with bad ids, or
-    /// says why prost must decode it instead.
-    pub fn read(bytes: &'a [u8]) -> Result<(Self, Tally), Fallback> {
-        let tally = check::request(bytes)?;
-        Ok((Self { bytes }, tally))
-    }
-
     /// A request prost itself encoded (canonical, valid), read without checking again.
     pub fn trusted(bytes: &'a [u8]) -> Self {
         Self { bytes }
@@ -277,15 +276,7 @@ impl<'a> Span<'a> {
                     let end = bytes.len() - fields.rest.len();
                     attributes = Some(attributes.map_or((start, end), |(s, _)| (s, end)));
                 }
-                (tag::SPAN_STATUS, Raw::Bytes(status)) => {
-                    for (tag, raw) in Fields::new(status) {
-                        match (tag, raw) {
-                            (tag::STATUS_CODE, Raw::Varint(v)) => span.status_code = v as i32,
-                            (tag::STATUS_MESSAGE, Raw::Bytes(b)) => span.status_message = str_of(b),
-                            _ => {}
-                        }
-                    }
-                }
+                (tag::SPAN_STATUS, Raw::Bytes(status)) => span.read_status(status),
                 _ => {}
             }
         }
@@ -293,6 +284,16 @@ impl<'a> Span<'a> {
             span.attributes = Attributes::new(&bytes[start..end], tag::SPAN_ATTRIBUTES);
         }
         span
+    }
+
+    fn read_status(&mut self, status: &'a [u8]) {
+        for (tag, raw) in Fields::new(status) {
+            match (tag, raw) {
+                (tag::STATUS_CODE, Raw::Varint(v)) => self.status_code = v as i32,
+                (tag::STATUS_MESSAGE, Raw::Bytes(b)) => self.status_message = str_of(b),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -362,6 +363,34 @@ impl<'a> Batch<'a> {
         }
         self.spans.truncate(kept);
     }
+
+    /// A batch of nothing, in no buffers.
+    fn empty() -> Self {
+        Self {
+            resources: Vec::new(),
+            spans: Vec::new(),
+            attributes: Vec::new(),
+        }
+    }
+
+    /// Reads the span in `bytes` and adds it, with its attributes indexed; returns it.
+    fn push_read_span(&mut self, bytes: &'a [u8]) -> Span<'a> {
+        let mut list = IndexedList::start(&mut self.attributes);
+        let span = Span::read(bytes, |kv| list.push(kv));
+        let at = list.finish();
+        self.spans.push((span, at));
+        span
+    }
+
+    /// Ends a resource: the spans added since the last one are its spans.
+    fn push_resource(&mut self, attributes: Attributes<'a>) {
+        let mut list = IndexedList::start(&mut self.attributes);
+        for kv in attributes.iter() {
+            list.push(kv);
+        }
+        let at = list.finish();
+        self.resources.push((attributes, at, self.spans.len()));
+    }
 }
 
 /// A resource's spans in a [`Batch`], each with its indexed attributes.
@@ -402,31 +431,39 @@ impl BatchBuffers {
     /// The most attributes a batch indexes (32 bytes each: 2 MiB), whatever the request.
     pub const INDEX_LIMIT: usize = 1 << 16;
 
+    /// Checks `bytes` and parses it in the same walk: the batch, with a count of its spans and
+    /// of those with bad ids, or why prost must decode it instead (the buffers are kept).
+    pub fn read<'a>(&mut self, bytes: &'a [u8]) -> Result<(Batch<'a>, Tally), Fallback> {
+        let mut batch = self.batch();
+        match check::request(bytes, &mut batch) {
+            Ok(tally) => Ok((batch, tally)),
+            Err(fallback) => {
+                self.recycle(batch);
+                Err(fallback)
+            }
+        }
+    }
+
     /// Parses each span of `request` once.
     pub fn parse<'a>(&mut self, request: &Request<'a>) -> Batch<'a> {
+        let mut batch = self.batch();
+        for rs in request.resource_spans() {
+            for bytes in rs.encoded_spans() {
+                batch.push_read_span(bytes);
+            }
+            batch.push_resource(rs.attributes());
+        }
+        batch
+    }
+
+    /// An empty batch in these buffers.
+    fn batch<'a>(&mut self) -> Batch<'a> {
         // Empty buffers of 'static views serve as buffers of shorter-lived ones.
-        let mut batch = Batch {
+        Batch {
             resources: emptied(std::mem::take(&mut self.resources)),
             spans: emptied(std::mem::take(&mut self.spans)),
             attributes: emptied(std::mem::take(&mut self.attributes)),
-        };
-        for rs in request.resource_spans() {
-            for bytes in rs.encoded_spans() {
-                let mut list = IndexedList::start(&batch.attributes);
-                let span = Span::read(bytes, |kv| list.push(&mut batch.attributes, kv));
-                let at = list.finish(&mut batch.attributes);
-                batch.spans.push((span, at));
-            }
-            let mut list = IndexedList::start(&batch.attributes);
-            for kv in rs.attributes().iter() {
-                list.push(&mut batch.attributes, kv);
-            }
-            let at = list.finish(&mut batch.attributes);
-            batch
-                .resources
-                .push((rs.attributes(), at, batch.spans.len()));
         }
-        batch
     }
 
     /// Takes the batch's buffers back, emptied.
@@ -438,37 +475,45 @@ impl BatchBuffers {
 }
 
 /// One list being added to a batch's index: all of it, or none when the index is full.
-struct IndexedList {
+struct IndexedList<'i, 'a> {
+    index: &'i mut Vec<KeyValue<'a>>,
     start: usize,
     full: bool,
 }
 
-impl IndexedList {
-    fn start(index: &[KeyValue<'_>]) -> Self {
+impl<'i, 'a> IndexedList<'i, 'a> {
+    fn start(index: &'i mut Vec<KeyValue<'a>>) -> Self {
+        let start = index.len();
         Self {
-            start: index.len(),
+            index,
+            start,
             full: false,
         }
     }
 
     #[inline]
-    fn push<'a>(&mut self, index: &mut Vec<KeyValue<'a>>, kv: KeyValue<'a>) {
-        if index.len() < BatchBuffers::INDEX_LIMIT {
-            index.push(kv);
+    fn push(&mut self, kv: KeyValue<'a>) {
+        if self.index.len() < BatchBuffers::INDEX_LIMIT {
+            self.index.push(kv);
         } else {
             self.full = true;
         }
     }
 
-    fn finish(self, index: &mut Vec<KeyValue<'_>>) -> Option<Indexed> {
+    fn finish(self) -> Option<Indexed> {
         if self.full {
-            index.truncate(self.start);
+            self.abandon();
             return None;
         }
         Some(Indexed {
             start: self.start as u32,
-            end: index.len() as u32,
+            end: self.index.len() as u32,
         })
+    }
+
+    /// Takes the list's attributes back out of the index.
+    fn abandon(self) {
+        self.index.truncate(self.start);
     }
 }
 

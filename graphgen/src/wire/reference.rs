@@ -5,7 +5,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as PKeyValue};
 use prost::Message;
 
-use super::{id_problem, Attributes, BatchBuffers, Fallback, Request, Tally, Value};
+use super::{id_problem, Attributes, Batch, BatchBuffers, Fallback, Request, Tally, Value};
 
 /// An attribute value as a tree both sides can be compared by.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,11 +118,14 @@ fn seen_by_prost(request: &ExportTraceServiceRequest) -> Vec<Seen> {
     seen
 }
 
-/// What the processors see: the batch the engine parses.
+/// What the processors see of a request read without checking: the batch the engine parses.
 fn seen_by_views(request: &Request<'_>) -> Vec<Seen> {
+    seen_in(&BatchBuffers::default().parse(request))
+}
+
+/// What the processors see of `batch`.
+fn seen_in(batch: &Batch<'_>) -> Vec<Seen> {
     let mut seen = vec![];
-    let mut buffers = BatchBuffers::default();
-    let batch = buffers.parse(request);
     for (resource, spans) in batch.resources() {
         let resource = view_list(resource);
         for span in spans {
@@ -154,9 +157,9 @@ pub fn assert_agrees_with_prost(bytes: &[u8]) -> Result<(), Fallback> {
     if let Ok(decoded) = &by_prost {
         let canonical = decoded.encode_to_vec();
         // prost's own encoding is read in place, unless nested past the reader's depth.
-        match Request::read(&canonical) {
+        match BatchBuffers::default().read(&canonical) {
             Ok((reread, tally)) => {
-                assert_eq!(seen_by_views(&reread), seen_by_prost(decoded));
+                assert_eq!(seen_in(&reread), seen_by_prost(decoded));
                 assert_eq!(tally, tally_by_prost(decoded));
             }
             Err(fallback) => assert_eq!(fallback, Fallback::TooDeep),
@@ -166,10 +169,15 @@ pub fn assert_agrees_with_prost(bytes: &[u8]) -> Result<(), Fallback> {
             seen_by_prost(decoded)
         );
     }
-    let (read, tally) = Request::read(bytes)?;
+    let mut buffers = BatchBuffers::default();
+    let (read, tally) = buffers.read(bytes)?;
     let decoded = by_prost.expect("what the reader accepts, prost accepts");
-    assert_eq!(seen_by_views(&read), seen_by_prost(&decoded));
+    let seen = seen_in(&read);
+    assert_eq!(seen, seen_by_prost(&decoded));
     assert_eq!(tally, tally_by_prost(&decoded));
+    // The batch the read built is the one a parse of the same bytes builds.
+    assert_eq!(seen_by_views(&Request::trusted(bytes)), seen);
+    buffers.recycle(read);
     Ok(())
 }
 

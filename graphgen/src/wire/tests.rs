@@ -186,10 +186,10 @@ fn what_the_reader_leaves_to_prost_and_why() {
     let resource_spans = [length_delimited(1, &resource), length_delimited(2, &span)].concat();
     let request = length_delimited(1, &resource_spans);
     assert_eq!(assert_agrees_with_prost(&request), Ok(()));
-    let (read, _) = Request::read(&request).unwrap();
-    let rs = read.resource_spans().next().unwrap();
+    let (batch, _) = BatchBuffers::default().read(&request).unwrap();
+    let (resource, _) = batch.resources().next().unwrap();
     let mut service = String::new();
-    crate::attributes::copy_into("service.name", &[rs.attributes()], &mut service);
+    crate::attributes::copy_into("service.name", &[resource], &mut service);
     assert_eq!(service, "shop");
 }
 
@@ -207,12 +207,21 @@ fn spans_are_read_in_place_whatever_order_their_fields_come_in() {
     .concat();
     let bytes = request_with_span_bytes(&span);
     assert_eq!(assert_agrees_with_prost(&bytes), Ok(()));
-    let (request, _) = Request::read(&bytes).unwrap();
-    let keys: Vec<&str> = request
-        .spans()
+    let (batch, _) = BatchBuffers::default().read(&bytes).unwrap();
+    let keys: Vec<&str> = batch
+        .resources()
+        .flat_map(|(_, spans)| spans)
         .flat_map(|s| s.attributes.iter().map(|kv| kv.key()))
         .collect();
     assert_eq!(keys, ["a", "b"]);
+    // The run of bytes a span's attributes are read from when the index is full.
+    let encoded: Vec<&str> = batch.spans[0]
+        .0
+        .attributes
+        .iter()
+        .map(|kv| kv.key())
+        .collect();
+    assert_eq!(encoded, ["a", "b"]);
 }
 
 fn any_value() -> impl Strategy<Value = AnyValue> {

@@ -80,9 +80,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .map(|ss| ss.spans.len())
                     .sum::<usize>(),
                 Reader::Wire => {
-                    let (request, _) = graphgen::wire::Request::read(bytes)
+                    let (batch, _) = buffers
+                        .read(bytes)
                         .map_err(|f| anyhow::anyhow!("left to prost: {f:?}"))?;
-                    let batch = buffers.parse(&request);
                     let n = batch
                         .resources()
                         .map(|(_, spans)| spans.len())
