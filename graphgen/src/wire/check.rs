@@ -308,19 +308,20 @@ fn short_key_value(bytes: &[u8]) -> Option<KeyValue<'_>> {
 /// - strings are UTF-8; nested messages are checked by [`short_key_value`], or by the walk.
 ///
 /// What it reads is what [`Span::read`] reads of the same bytes.
+///
+/// It writes into `span` (a default span), where the batch keeps it: a span is too large to
+/// copy for nothing.
+#[inline(never)]
 fn short_span<'a>(
     bytes: &'a [u8],
     depth: u32,
+    span: &mut Span<'a>,
     attributes: &mut IndexedList<'_, 'a>,
-) -> Option<Span<'a>> {
+) -> Option<()> {
     // Spans are at depth 3; a short attribute's value is two deeper.
     if depth + 2 > MAX_DEPTH {
         return None;
     }
-    let mut span = Span {
-        encoded_len: bytes.len(),
-        ..Span::default()
-    };
     // Where the span's attributes start and end: one run, as in `Span::read`.
     let mut run: Option<(usize, usize)> = None;
     let mut seen = 0u32;
@@ -447,7 +448,8 @@ fn short_span<'a>(
     if let Some((start, end)) = run {
         span.attributes = Attributes::new(&bytes[start..end], tag::SPAN_ATTRIBUTES);
     }
-    Some(span)
+    span.encoded_len = bytes.len();
+    Some(())
 }
 
 /// Checks the span in `bytes` (at `depth`) and adds it to `batch`, counting it.
@@ -457,20 +459,19 @@ fn span<'a>(
     batch: &mut Batch<'a>,
     tally: &mut Tally,
 ) -> Result<(), Fallback> {
+    batch.spans.push(Default::default());
+    let (span, at) = batch.spans.last_mut().expect("just pushed");
     let mut attributes = IndexedList::start(&mut batch.attributes);
-    let span = match short_span(bytes, depth, &mut attributes) {
-        Some(span) => {
-            let at = attributes.finish();
-            batch.spans.push((span, at));
-            span
-        }
-        None => {
-            attributes.abandon();
-            message(bytes, Msg::Span, true, depth, batch, tally)?;
-            batch.push_read_span(bytes)
-        }
-    };
-    tally.count_span(&span);
+    if short_span(bytes, depth, span, &mut attributes).is_some() {
+        *at = attributes.finish();
+        tally.count_span(span);
+    } else {
+        attributes.abandon();
+        batch.spans.pop();
+        message(bytes, Msg::Span, true, depth, batch, tally)?;
+        let span = batch.push_read_span(bytes);
+        tally.count_span(&span);
+    }
     Ok(())
 }
 
@@ -817,7 +818,8 @@ mod tests {
     fn short_read(bytes: &[u8]) -> Option<String> {
         let mut index = vec![];
         let mut list = IndexedList::start(&mut index);
-        let span = short_span(bytes, 3, &mut list)?;
+        let mut span = crate::wire::Span::default();
+        short_span(bytes, 3, &mut span, &mut list)?;
         list.finish();
         Some(format!("{span:?} {index:?}"))
     }
