@@ -13,7 +13,9 @@ shared machine) and ratios between rows of the same run. With valgrind installed
 per span (callgrind) are counted too, which do not move with the machine's noise: the same
 requests sent one at a time, N and then 2N of them to a fresh graphgen each, and the difference
 divided by N requests' spans (start-up and shutdown cancel out); the decode baseline likewise
-with 1 and 2 rounds.
+with 1 and 2 rounds. graphgen is counted in the steady state, as the CPU-second rows run: both
+runs first take one cycle of the replayed requests (so the difference is of requests seen
+before, every table at its size), and from a fresh process too, its tables still growing.
 
 The machine is shared, so one window per mode can be off by a third. The rows compared in
 the ratios (the decode baseline, graphgen's gRPC ingest and forwarding, and rotel-agent's) are
@@ -41,7 +43,8 @@ RELEASE = ROOT / "target" / "release"
 GRAPHGEN = Path(os.environ.get("GRAPHGEN_BIN", RELEASE / "graphgen"))
 LOAD = RELEASE / "graphgen-load"
 TICKS = os.sysconf("SC_CLK_TCK")
-SHAPE = ["--traces-per-request", "100", "--replay", "200", "--seed", "7"]
+REPLAYED = 200
+SHAPE = ["--traces-per-request", "100", "--replay", str(REPLAYED), "--seed", "7"]
 # Requests built as they are sent, every span id new: what the de-duplication record costs
 # for spans it has not seen (a replayed request is all duplicates after its first round).
 FRESH = ["--traces-per-request", "100", "--seed", "7"]
@@ -148,15 +151,17 @@ def callgrind_total(out):
     raise RuntimeError(f"no totals in {out}")
 
 
-def graphgen_instructions_per_span(name, requests, traces_endpoint=None):
-    """Instructions graphgen executes per span: N and 2N requests, the difference per span."""
+def graphgen_instructions_per_span(name, requests, traces_endpoint=None, warm_up=0):
+    """Instructions graphgen executes per span: `warm_up` requests, then N or 2N more, to a
+    fresh process each; the difference per span, so start-up, warm-up and shutdown cancel out."""
     totals, spans = [], []
     for n in (requests, 2 * requests):
         (cmd, grpc, _), _ = graphgen_cmd(traces_endpoint)
-        process, out = callgrind_instructions(cmd, f"{name}.{n}")
+        process, out = callgrind_instructions(cmd, f"{name}.{warm_up}+{n}")
         try:
             wait_port(grpc, timeout=120)
-            summary = load(f"http://127.0.0.1:{grpc}", "grpc", 600, ["--requests", n], concurrency=1)
+            summary = load(f"http://127.0.0.1:{grpc}", "grpc", 600, ["--requests", warm_up + n],
+                           concurrency=1)
             spans.append(summary["accepted_spans"])
         finally:
             stop(process, timeout=300)
@@ -306,10 +311,14 @@ def main():
         else:
             n = args.callgrind_requests
             instructions["prost decode alone (baseline)"] = decode_instructions_per_span()
-            instructions["graphgen ingest (gRPC, both processors)"] = \
-                graphgen_instructions_per_span("ingest", n)
-            instructions["graphgen ingest + forward (gRPC)"] = \
-                graphgen_instructions_per_span("forward", n, sink_url)
+            # Steady state: after one cycle of the replayed requests, as the CPU-second rows
+            # run (their warm-up alone is thousands of requests). Fresh: from the process's
+            # first request, its tables (edge slots, series) still growing.
+            for label, warm_up in (("", REPLAYED), (", fresh process", 0)):
+                instructions[f"graphgen ingest (gRPC, both processors){label}"] = \
+                    graphgen_instructions_per_span("ingest", n, warm_up=warm_up)
+                instructions[f"graphgen ingest + forward (gRPC){label}"] = \
+                    graphgen_instructions_per_span("forward", n, sink_url, warm_up=warm_up)
 
         if args.overload_seconds:
             slow_port = free_port()
@@ -344,10 +353,11 @@ def main():
         print("\ninstructions per span (callgrind, the whole process; the same requests, sent one"
               " at a time):")
         for mode, figure in instructions.items():
-            print(f"  {mode:<44} {figure:>8,.0f}")
+            print(f"  {mode:<60} {figure:>8,.0f}")
         base = instructions["prost decode alone (baseline)"]
-        for mode in ("graphgen ingest (gRPC, both processors)", "graphgen ingest + forward (gRPC)"):
-            print(f"  {mode} / decode: {instructions[mode] / base:.2f}×")
+        for mode in instructions:
+            if mode.startswith("graphgen"):
+                print(f"  decode / {mode}: {base / instructions[mode]:.2f}×")
 
     def ratio(a, b):
         if a not in by_mode or b not in by_mode:
