@@ -295,14 +295,18 @@ fn take_batch_buffers() -> BatchBuffers {
     BATCH_BUFFERS.with_borrow_mut(|pool| pool.pop().unwrap_or_default())
 }
 
-fn give_back(batch: Batch<'_>) {
-    let mut buffers = BatchBuffers::default();
-    buffers.recycle(batch);
+fn give_back(buffers: BatchBuffers) {
     BATCH_BUFFERS.with_borrow_mut(|pool| {
         if pool.len() < POOLED_BATCH_BUFFERS {
             pool.push(buffers);
         }
     });
+}
+
+fn give_back_batch(batch: Batch<'_>) {
+    let mut buffers = BatchBuffers::default();
+    buffers.recycle(batch);
+    give_back(buffers);
 }
 
 /// Counts a request in its tenant's engine. Its spans were parsed on this thread (by the
@@ -315,7 +319,7 @@ pub fn count(tenant: &Tenant, decoded: &mut Decoded<'_>) {
         None => take_batch_buffers().parse(&decoded.request()),
     };
     tenant.push_parsed(&mut batch);
-    give_back(batch);
+    give_back_batch(batch);
 }
 
 /// A request read, without its invalid spans.
@@ -357,25 +361,32 @@ impl<'a> Decoded<'a> {
 /// [`Fallback`]), JSON, and a request with invalid spans to take out.
 pub fn decode(body: &Body) -> Result<Decoded<'_>, Refused> {
     let fallback = match body {
-        Body::Protobuf(bytes) => match take_batch_buffers().read(bytes) {
-            Ok((batch, Tally { spans, bad_ids: 0 })) => {
-                return Ok(Decoded {
-                    forward: bytes.clone(),
-                    counted: bytes.clone(),
-                    batch: Some(batch),
-                    valid: spans,
-                    invalid: 0,
-                    first_problem: None,
-                    fallback: None,
-                })
+        Body::Protobuf(bytes) => {
+            let mut buffers = take_batch_buffers();
+            match buffers.read(bytes) {
+                Ok((batch, Tally { spans, bad_ids: 0 })) => {
+                    return Ok(Decoded {
+                        forward: bytes.clone(),
+                        counted: bytes.clone(),
+                        batch: Some(batch),
+                        valid: spans,
+                        invalid: 0,
+                        first_problem: None,
+                        fallback: None,
+                    })
+                }
+                // Spans to take out: prost re-encodes what is left.
+                Ok((batch, _)) => {
+                    give_back_batch(batch);
+                    None
+                }
+                Err(fallback) => {
+                    // The read gave its buffers back.
+                    give_back(buffers);
+                    Some(fallback)
+                }
             }
-            // Spans to take out: prost re-encodes what is left.
-            Ok((batch, _)) => {
-                give_back(batch);
-                None
-            }
-            Err(fallback) => Some(fallback),
-        },
+        }
         Body::Json(_) => None,
     };
     let mut request = match body {

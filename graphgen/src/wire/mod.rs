@@ -1,15 +1,16 @@
 //! A borrowed reader of OTLP trace requests: the engine's view of a request, read straight from
 //! its protobuf bytes without materialising it.
 //!
-//! [`Request::read`] walks the whole request once ([`check`]) and accepts it only when the views
-//! are certain to see what a full prost decode would: valid protobuf, every string UTF-8, no
-//! singular field twice (prost would merge or overwrite), and inside each span nothing prost
-//! would drop or re-encode differently (so a span's byte length is its encoded size, which
-//! span metrics count). Anything else is a [`Fallback`]: the caller decodes with prost, which
-//! gives the same answer or the same error, and reads the re-encoded request with
-//! [`Request::trusted`]. The views then decode lazily: ids, names and attribute values are
-//! slices of the request, and the fields the processors never read (events, links, the scope)
-//! are skipped by their length.
+//! [`BatchBuffers::read`] walks the whole request once ([`check`]) and accepts it only when the
+//! views are certain to see what a full prost decode would: valid protobuf, every string
+//! UTF-8, no singular field twice (prost would merge or overwrite), and inside each span
+//! nothing prost would drop or re-encode differently (so a span's byte length is its encoded
+//! size, which span metrics count). In the same walk it parses each span into a [`Batch`]: ids,
+//! names and attribute values are slices of the request, and the fields the processors never
+//! read (events, links, the scope) are skipped by their length. Anything else is a
+//! [`Fallback`]: the caller decodes with prost, which gives the same answer or the same error,
+//! and parses the re-encoded request, read without a check ([`Request::trusted`],
+//! [`BatchBuffers::parse`]).
 
 mod check;
 pub mod reference;
