@@ -475,18 +475,22 @@ fn span<'a>(
     Ok(())
 }
 
-/// Whether the walk accepts `bytes` as a `message_type` at `depth`; what it reads is dropped
-/// (it reads only spans and resources, and nothing nested in a span is one).
+/// Whether the walk accepts `bytes` as a `message_type` inside a span, at `depth`.
 fn walks(bytes: &[u8], message_type: Msg, depth: u32) -> bool {
+    walk_alone(bytes, message_type, true, depth).is_ok()
+}
+
+/// The walk of `bytes` as a `message_type` at `depth`, what it reads dropped (it reads only
+/// the spans and resources nested in it).
+fn walk_alone(bytes: &[u8], message_type: Msg, in_span: bool, depth: u32) -> Result<(), Fallback> {
     message(
         bytes,
         message_type,
-        true,
+        in_span,
         depth,
         &mut Batch::empty(),
         &mut Tally::default(),
     )
-    .is_ok()
 }
 
 /// Whether `bytes` is exactly one varint in its shortest form, within prost's bounds.
@@ -665,14 +669,7 @@ mod tests {
     use super::*;
 
     fn walk(bytes: &[u8], in_span: bool) -> Result<(), Fallback> {
-        message(
-            bytes,
-            Msg::KeyValue,
-            in_span,
-            0,
-            &mut Batch::empty(),
-            &mut Tally::default(),
-        )
+        walk_alone(bytes, Msg::KeyValue, in_span, 0)
     }
 
     fn attribute(key: &str, value: any_value::Value) -> Vec<u8> {
@@ -826,14 +823,7 @@ mod tests {
 
     /// What the walk of a span at depth 3 decides, and then `Span::read` reads, printed.
     fn walked_read(bytes: &[u8]) -> Result<String, Fallback> {
-        message(
-            bytes,
-            Msg::Span,
-            false,
-            3,
-            &mut Batch::empty(),
-            &mut Tally::default(),
-        )?;
+        walk_alone(bytes, Msg::Span, false, 3)?;
         let mut index = vec![];
         let span = crate::wire::Span::read(bytes, |kv| index.push(kv));
         Ok(format!("{span:?} {index:?}"))
