@@ -250,6 +250,7 @@ impl Intake {
         }
 
         if let (Some(reservation), 1..) = (reservation, valid) {
+            decoded.release_parsed_over(KEPT_WHILE_QUEUED_PER_BYTE * body.len());
             if let Err(e) = reservation
                 .commit(Some(tenant.id.clone()), decoded.forward.clone(), valid)
                 .await
@@ -288,15 +289,28 @@ thread_local! {
     static BATCH_BUFFERS: std::cell::RefCell<Vec<BatchBuffers>> = Default::default();
 }
 
-/// How many buffers a thread keeps for reuse.
+/// How many buffers a thread keeps for reuse, and the most memory each may hold (larger ones,
+/// left by a rare huge request, are freed).
 const POOLED_BATCH_BUFFERS: usize = 4;
+const POOLED_BATCH_BYTES: usize = 4 << 20;
+
+/// While a request waits for the queue, its parsed spans are kept only when their buffers hold
+/// at most this many times the request's bytes, so that what waits stays within a multiple of
+/// `--max-inflight-bytes`. (Spans of ids, times and a name alone take about four times their
+/// bytes, the shop's about 1.6 times: a test.) Otherwise they are parsed again once queued.
+const KEPT_WHILE_QUEUED_PER_BYTE: usize = 2;
 
 fn take_batch_buffers() -> BatchBuffers {
     BATCH_BUFFERS.with_borrow_mut(|pool| pool.pop().unwrap_or_default())
 }
 
 fn give_back(buffers: BatchBuffers) {
-    BATCH_BUFFERS.with_borrow_mut(|pool| {
+    if buffers.bytes_held() > POOLED_BATCH_BYTES {
+        return;
+    }
+    // `try_with`: a request dropped while its thread exits finds no pool, and frees them.
+    let _ = BATCH_BUFFERS.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
         if pool.len() < POOLED_BATCH_BUFFERS {
             pool.push(buffers);
         }
@@ -342,11 +356,33 @@ pub struct Decoded<'a> {
     pub fallback: Option<Fallback>,
 }
 
+impl Drop for Decoded<'_> {
+    /// A request refused after it was read (its queue failed, its client went away) gives its
+    /// parsed spans' buffers back too.
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            give_back_batch(batch);
+        }
+    }
+}
+
 impl<'a> Decoded<'a> {
     /// The engine's view of the request.
     pub fn request(&self) -> Request<'_> {
         // Checked by the reader, or encoded by prost.
         Request::trusted(&self.counted)
+    }
+
+    /// Gives the parsed spans' buffers back if they hold more than `max_bytes` (they are then
+    /// parsed again when counted).
+    fn release_parsed_over(&mut self, max_bytes: usize) {
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.bytes_held() > max_bytes)
+        {
+            give_back_batch(self.batch.take().expect("just seen"));
+        }
     }
 
     /// The spans the reader's check parsed, when it read the body in place (until counted).
@@ -446,6 +482,66 @@ fn remove_invalid_spans(request: &mut ExportTraceServiceRequest) -> (usize, Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Spans counted by `tenant`'s span metrics.
+    fn calls(tenant: &Tenant) -> f64 {
+        tenant
+            .engine()
+            .families()
+            .iter()
+            .filter(|f| f.name == "traces_spanmetrics_calls_total")
+            .flat_map(|f| &f.series)
+            .map(|s| match s.value {
+                crate::series::SeriesValue::Counter(v) => v,
+                _ => unreachable!("a counter"),
+            })
+            .sum()
+    }
+
+    #[test]
+    fn parsed_spans_wait_for_the_queue_only_when_they_hold_at_most_twice_the_request() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let now = 1_700_000_000_000_000_000;
+        let shop = ExportTraceServiceRequest {
+            resource_spans: crate::workload::ShopTraces::new(7).request(100, now),
+        };
+        // Spans of ids, times and a name, no attributes: several times their bytes parsed.
+        let bare = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (1..=2_000u64)
+                        .map(|i| Span {
+                            trace_id: [&[1; 8][..], &i.to_be_bytes()].concat(),
+                            span_id: i.to_be_bytes().to_vec(),
+                            name: "a".into(),
+                            start_time_unix_nano: now - 1_000,
+                            end_time_unix_nano: now,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        for (what, request, kept) in [("the shop's", shop, true), ("bare", bare, false)] {
+            let body = Body::Protobuf(request.encode_to_vec().into());
+            let mut decoded = decode(&body).unwrap();
+            let valid = decoded.valid;
+            decoded.release_parsed_over(KEPT_WHILE_QUEUED_PER_BYTE * body.len());
+            assert_eq!(decoded.parsed().is_some(), kept, "{what}");
+            // Counted all the same: parsed again when released.
+            let engine = crate::engine::Engine::new(
+                Default::default(),
+                Some(Default::default()),
+                Arc::new(crate::clock::ManualClock::new(now)),
+            )
+            .unwrap();
+            let tenant = Tenant::new(crate::tenants::TenantId::parse("t").unwrap(), engine);
+            count(&tenant, &mut decoded);
+            assert_eq!(calls(&tenant), valid as f64, "{what}");
+        }
+    }
 
     fn spans(decoded: &Decoded) -> Vec<(Vec<u8>, String)> {
         decoded

@@ -935,6 +935,34 @@ mod tests {
     }
 
     #[test]
+    fn a_span_the_short_way_gives_up_on_is_walked_then_read_once() {
+        // The short way hands on the attribute, then meets a status longer than a one-byte
+        // length: the span is walked, and read again from its bytes. The attribute it handed
+        // on is taken back out of the index, not counted twice.
+        let mut long_status = a_span();
+        long_status.status = Some(Status {
+            code: 2,
+            message: "m".repeat(200),
+        });
+        let bytes = long_status.encode_to_vec();
+        assert_eq!(short_read(&bytes), None);
+        let mut batch = Batch::empty();
+        let mut tally = Tally::default();
+        super::span(&bytes, 3, &mut batch, &mut tally).expect("a valid span");
+        assert_eq!(tally.spans, 1);
+        assert_eq!(batch.spans.len(), 1);
+        assert_eq!(batch.attributes.len(), long_status.attributes.len());
+        let (read, at) = batch.spans[0];
+        let at = at.expect("indexed");
+        assert_eq!((at.start, at.end), (0, 1));
+        assert_eq!(read.status_message.len(), 200);
+        let mut index = vec![];
+        let by_span_read = crate::wire::Span::read(&bytes, |kv| index.push(kv));
+        assert_eq!(format!("{read:?}"), format!("{by_span_read:?}"));
+        assert_eq!(format!("{:?}", batch.attributes), format!("{index:?}"));
+    }
+
+    #[test]
     fn utf8_as_the_standard_library_decides_at_every_length_and_position() {
         for len in 0..40 {
             let ascii = vec![b'a'; len];

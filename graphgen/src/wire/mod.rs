@@ -365,6 +365,11 @@ impl<'a> Batch<'a> {
         self.spans.truncate(kept);
     }
 
+    /// The memory its buffers hold, in bytes.
+    pub fn bytes_held(&self) -> usize {
+        held(&self.resources) + held(&self.spans) + held(&self.attributes)
+    }
+
     /// A batch of nothing, in no buffers.
     fn empty() -> Self {
         Self {
@@ -467,6 +472,11 @@ impl BatchBuffers {
         }
     }
 
+    /// The memory the buffers hold, in bytes.
+    pub fn bytes_held(&self) -> usize {
+        held(&self.resources) + held(&self.spans) + held(&self.attributes)
+    }
+
     /// Takes the batch's buffers back, emptied.
     pub fn recycle(&mut self, batch: Batch<'_>) {
         self.resources = emptied(batch.resources);
@@ -529,6 +539,11 @@ fn indexed<'b>(
         Some(at) => Attributes(Repr::Indexed(&index[at.start as usize..at.end as usize])),
         None => encoded,
     }
+}
+
+/// The bytes `v`'s allocation holds.
+fn held<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
 }
 
 /// `v`'s allocation, emptied, as a buffer of another type of the same layout (the standard

@@ -460,22 +460,30 @@ fn a_request_of_more_attributes_than_the_index_holds_is_read_the_same_and_the_in
         ..Default::default()
     }]);
     assert_agrees_with_prost(&bytes).expect("read in place");
-    let mut buffers = BatchBuffers::default();
-    let batch = buffers.parse(&Request::trusted(&bytes));
-    let lists: Vec<Attributes<'_>> = batch
-        .resources()
-        .flat_map(|(resource, spans)| spans.map(|s| s.attributes).chain([resource]))
-        .collect();
-    let indexed = |list: &Attributes<'_>| matches!(list.0, Repr::Indexed(_));
-    assert_eq!(
-        lists.iter().map(indexed).collect::<Vec<_>>(),
-        [true, true, false, true]
-    );
-    let mut found = String::new();
-    crate::attributes::copy_into("s2.29999", &lists[2..3], &mut found);
-    assert_eq!(found, "29999");
-    assert!(batch.attributes.capacity() <= BatchBuffers::INDEX_LIMIT);
-    buffers.recycle(batch);
+    // Parsed without a check, and read by the check: the same lists indexed.
+    for read in [false, true] {
+        let mut buffers = BatchBuffers::default();
+        let batch = if read {
+            buffers.read(&bytes).expect("read in place").0
+        } else {
+            buffers.parse(&Request::trusted(&bytes))
+        };
+        let lists: Vec<Attributes<'_>> = batch
+            .resources()
+            .flat_map(|(resource, spans)| spans.map(|s| s.attributes).chain([resource]))
+            .collect();
+        let indexed = |list: &Attributes<'_>| matches!(list.0, Repr::Indexed(_));
+        assert_eq!(
+            lists.iter().map(indexed).collect::<Vec<_>>(),
+            [true, true, false, true],
+            "read: {read}"
+        );
+        let mut found = String::new();
+        crate::attributes::copy_into("s2.29999", &lists[2..3], &mut found);
+        assert_eq!(found, "29999");
+        assert!(batch.attributes.capacity() <= BatchBuffers::INDEX_LIMIT);
+        buffers.recycle(batch);
+    }
 }
 
 proptest! {
