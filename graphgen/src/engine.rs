@@ -511,15 +511,7 @@ mod tests {
         let edges: f64 = totals(&families).iter().map(|(v, _)| v).sum();
         assert_eq!(edges, 1_000.0);
         assert_eq!(engine.graph().pending_edges(), 0);
-        let calls: f64 = families
-            .iter()
-            .filter(|f| f.name == "traces_spanmetrics_calls_total")
-            .flat_map(|f| &f.series)
-            .map(|s| match s.value {
-                crate::series::SeriesValue::Counter(v) => v,
-                _ => unreachable!("a counter"),
-            })
-            .sum();
+        let calls = crate::series::counter_total(&families, "traces_spanmetrics_calls_total");
         assert_eq!(calls, 2_000.0);
     }
 }

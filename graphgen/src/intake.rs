@@ -485,17 +485,8 @@ mod tests {
 
     /// Spans counted by `tenant`'s span metrics.
     fn calls(tenant: &Tenant) -> f64 {
-        tenant
-            .engine()
-            .families()
-            .iter()
-            .filter(|f| f.name == "traces_spanmetrics_calls_total")
-            .flat_map(|f| &f.series)
-            .map(|s| match s.value {
-                crate::series::SeriesValue::Counter(v) => v,
-                _ => unreachable!("a counter"),
-            })
-            .sum()
+        let families = tenant.engine().families();
+        crate::series::counter_total(&families, "traces_spanmetrics_calls_total")
     }
 
     #[test]

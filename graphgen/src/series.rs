@@ -554,6 +554,20 @@ pub enum FamilyKind {
     Gauge,
 }
 
+/// The sum of the counters of family `name` (for tests).
+#[cfg(test)]
+pub(crate) fn counter_total(families: &[Family], name: &str) -> f64 {
+    families
+        .iter()
+        .filter(|f| f.name == name)
+        .flat_map(|f| &f.series)
+        .map(|s| match s.value {
+            SeriesValue::Counter(v) => v,
+            _ => unreachable!("{name} is a counter"),
+        })
+        .sum()
+}
+
 /// One metric family, ready to be exposed or pushed.
 #[derive(Debug, Clone)]
 pub struct Family {
