@@ -88,26 +88,26 @@ impl Store {
             return Ok(Upsert::Completed { new: false });
         }
 
-        if self.index.len() >= self.max_items {
-            // No room: the edge is stored only if it completes on first sight (then it is not).
-            self.scratch.reset(key);
-            update(&mut self.scratch);
-            if self.scratch.is_complete() {
-                complete(&mut self.scratch);
-                return Ok(Upsert::Completed { new: true });
-            }
-            return Err(StoreError::Full);
-        }
-        // Updated in its slot, not moved there: an edge is a few hundred bytes.
-        let slot = self.allocate(expires_at);
-        let edge = &mut self.slots[slot as usize].edge;
+        // A new edge is updated in its slot, not moved there (an edge is a few hundred bytes);
+        // with no room, in the scratch edge: it may still complete on first sight (database
+        // calls) and be recorded, and is otherwise refused.
+        let slot = (self.index.len() < self.max_items).then(|| self.allocate(expires_at));
+        let edge = match slot {
+            Some(slot) => &mut self.slots[slot as usize].edge,
+            None => &mut self.scratch,
+        };
         edge.reset(key);
         update(edge);
         if edge.is_complete() {
             complete(edge);
-            self.unlink(slot);
+            if let Some(slot) = slot {
+                self.unlink(slot);
+            }
             return Ok(Upsert::Completed { new: true });
         }
+        let Some(slot) = slot else {
+            return Err(StoreError::Full);
+        };
         let hasher = &self.hasher;
         self.index
             .insert_unique(hash, (key, slot), |(k, _)| hasher.hash_one(k));
