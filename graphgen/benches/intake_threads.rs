@@ -1,11 +1,17 @@
 //! Intake (decode + engine) from 1 and from 2 threads, in process, with pre-encoded requests:
 //! `cargo bench -p graphgen --bench intake_threads`. Each thread takes a request in as the
-//! receivers do (`intake::decode`, then `intake::count` into one tenant's engine). Prints spans per
-//! second for each and the ratio, 2 threads over 1, from alternating rounds in one process
-//! (the machine is shared: only the ratio within a run means much).
+//! receivers do (`intake::decode`, then `intake::count` into one tenant's engine). Prints spans
+//! per second for each and the ratio, 2 threads over 1, from alternating rounds in one process
+//! (the machine is shared: only ratios within a run mean much). Beside it, two figures that
+//! say where a shortfall comes from:
+//! - the same ratio for decoding alone, which shares nothing between the threads: what the
+//!   machine gives a second thread at that moment (a second core of a busy host can give
+//!   much less than another whole core);
+//! - the share of the 2-thread run's thread time spent waiting for an engine stage the other
+//!   thread held (the engine's own count, `graphgen_engine_stage_wait_seconds_total`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use graphgen::clock::SystemClock;
@@ -19,7 +25,10 @@ use prost::Message;
 
 /// Requests in the set, each of 100 traces (500 spans), replayed.
 const REQUESTS: usize = 64;
-const ROUNDS: usize = 5;
+/// Many short rounds, so that the medians see past the host's slow moments.
+const ROUNDS: usize = 21;
+/// Requests a round, split between the threads.
+const PER_ROUND: usize = 400;
 
 fn requests() -> Vec<Bytes> {
     let mut shop = ShopTraces::new(7);
@@ -37,13 +46,22 @@ fn requests() -> Vec<Bytes> {
         .collect()
 }
 
-/// Spans per second with `threads` threads, each taking in `per_thread` requests.
-fn run(tenant: &Arc<Tenant>, requests: &[Bytes], threads: usize, per_thread: usize) -> f64 {
+/// What each thread does with a request.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Reads it, and nothing else (no shared state).
+    DecodeAlone,
+    /// Reads it and counts it into the tenant's engine, as the receivers do.
+    Intake,
+}
+
+/// Spans per second with `threads` threads taking in `PER_ROUND` requests between them.
+fn run(tenant: &Tenant, requests: &[Bytes], threads: usize, work: Work) -> f64 {
+    let per_thread = PER_ROUND / threads;
     let started = Instant::now();
     let spans: usize = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let tenant = tenant.clone();
                 scope.spawn(move || {
                     let mut spans = 0;
                     for i in 0..per_thread {
@@ -51,7 +69,9 @@ fn run(tenant: &Arc<Tenant>, requests: &[Bytes], threads: usize, per_thread: usi
                         let body = Body::Protobuf(bytes);
                         let mut decoded = decode(&body).expect("valid request");
                         spans += decoded.valid;
-                        count(&tenant, &mut decoded);
+                        if let Work::Intake = work {
+                            count(tenant, &mut decoded);
+                        }
                     }
                     spans
                 })
@@ -60,6 +80,15 @@ fn run(tenant: &Arc<Tenant>, requests: &[Bytes], threads: usize, per_thread: usi
         workers.into_iter().map(|w| w.join().unwrap()).sum()
     });
     spans as f64 / started.elapsed().as_secs_f64()
+}
+
+fn stage_wait(tenant: &Tenant) -> Duration {
+    tenant.engine().parts().stage_wait
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn main() {
@@ -71,25 +100,39 @@ fn main() {
         Arc::new(SystemClock),
     )
     .expect("default config");
-    let tenant = Arc::new(Tenant::new(
-        graphgen::tenants::TenantId::parse("bench").unwrap(),
-        engine,
-    ));
-    run(&tenant, &requests, 1, REQUESTS); // warm-up: series exist from here on
-    let per_round = 400;
-    let mut ratios = Vec::new();
+    let tenant = Tenant::new(graphgen::tenants::TenantId::parse("bench").unwrap(), engine);
+    run(&tenant, &requests, 1, Work::Intake); // warm-up: series exist from here on
+    let (mut ratios, mut machine, mut waited) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let one = run(&tenant, &requests, 1, per_round);
-        let two = run(&tenant, &requests, 2, per_round / 2);
+        let decode_one = run(&tenant, &requests, 1, Work::DecodeAlone);
+        let decode_two = run(&tenant, &requests, 2, Work::DecodeAlone);
+        let one = run(&tenant, &requests, 1, Work::Intake);
+        let wait_before = stage_wait(&tenant);
+        let started = Instant::now();
+        let two = run(&tenant, &requests, 2, Work::Intake);
+        let thread_time = 2.0 * started.elapsed().as_secs_f64();
+        let wait = (stage_wait(&tenant) - wait_before).as_secs_f64() / thread_time;
         println!(
-            "round {round}: 1 thread {one:>10.0} spans/s, 2 threads {two:>10.0} spans/s, ratio {:.2}",
-            two / one
+            "round {round:>2}: 1 thread {one:>10.0} spans/s, 2 threads {two:>10.0} spans/s, \
+             ratio {:.2} (decode alone {:.2}), waited for a stage {:>4.1} %",
+            two / one,
+            decode_two / decode_one,
+            100.0 * wait
         );
         ratios.push(two / one);
+        machine.push(decode_two / decode_one);
+        waited.push(wait);
     }
-    ratios.sort_by(f64::total_cmp);
+    println!(
+        "decode alone from 2 threads / 1 thread (median of {ROUNDS}): {:.2}×",
+        median(machine)
+    );
+    println!(
+        "2 threads waited for an engine stage (median of {ROUNDS}): {:.1} % of their time",
+        100.0 * median(waited)
+    );
     println!(
         "intake from 2 threads / 1 thread (median of {ROUNDS}): {:.2}×",
-        ratios[ROUNDS / 2]
+        median(ratios)
     );
 }

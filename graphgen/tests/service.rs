@@ -1468,5 +1468,10 @@ exclude = { match_type = "regex", attributes = [{ key = "span.http.route", value
         1.0
     );
     assert_eq!(find(&m, "graphgen_span_names_sanitized_total", &[]), 1.0);
+    // One client: no request waited for an engine stage another held.
+    assert_eq!(
+        find(&m, "graphgen_engine_stage_wait_seconds_total", &[]),
+        0.0
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

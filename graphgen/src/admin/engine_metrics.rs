@@ -139,6 +139,7 @@ struct Reading {
     filtered_sides_overflow: u64,
     span_names: (u64, usize),
     outside_time_range: u64,
+    stage_wait: std::time::Duration,
 }
 
 impl Reading {
@@ -169,6 +170,7 @@ impl Reading {
             filtered_sides_overflow: graph.filtered_sides().1,
             span_names,
             outside_time_range: parts.spans_outside_time_range,
+            stage_wait: parts.stage_wait,
         }
     }
 
@@ -196,6 +198,7 @@ impl Reading {
             self.span_names.1 + other.span_names.1,
         );
         self.outside_time_range += other.outside_time_range;
+        self.stage_wait += other.stage_wait;
     }
 }
 
@@ -220,6 +223,7 @@ impl Collector for EngineStats {
             filtered_sides_overflow,
             span_names,
             outside_time_range,
+            stage_wait,
         } = total;
         {
             let mut m = encoder.encode_descriptor(
@@ -391,6 +395,15 @@ impl Collector for EngineStats {
             "Spans not counted because they ended outside now ± --ingestion-time-range-slack (still forwarded)",
             outside_time_range,
         )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "graphgen_engine_stage_wait_seconds",
+                "Time requests waited for an engine stage (service graph, span metrics) another request held: what more receiving threads lose to the engine's locks",
+                None,
+                MetricType::Counter,
+            )?;
+            m.encode_counter::<NoLabelSet, f64, f64>(&stage_wait.as_secs_f64(), None)?;
+        }
         counter(
             &mut encoder,
             "graphgen_span_names_sanitized",
