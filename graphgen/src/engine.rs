@@ -7,7 +7,7 @@
 //! (expiry, reading the series) takes the engine whole.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -91,6 +91,18 @@ fn try_lock<T>(stage: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
 /// 1.9–1.95×. Bounded, so a holder that is not running (more threads than cores) costs the
 /// spinner at most this much CPU before it sleeps.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+
+/// [`SPIN_BEFORE_SLEEP`], or no spin at all with fewer than two CPUs to run on (a container's
+/// CPU quota counts: `available_parallelism` reads the cgroup's), where the holder could run
+/// only once the spinner stopped.
+fn spin_before_sleep() -> Duration {
+    static SPIN: LazyLock<Duration> =
+        LazyLock::new(|| match std::thread::available_parallelism() {
+            Ok(cpus) if cpus.get() >= 2 => SPIN_BEFORE_SLEEP,
+            _ => Duration::ZERO,
+        });
+    *SPIN
+}
 
 fn whole<T>(stage: &mut Mutex<T>) -> &mut T {
     stage.get_mut().unwrap_or_else(|e| e.into_inner())
@@ -186,6 +198,7 @@ impl Engine {
             return guard;
         }
         let started = Instant::now();
+        let spin = spin_before_sleep();
         let guard = loop {
             for _ in 0..8 {
                 std::hint::spin_loop();
@@ -193,7 +206,7 @@ impl Engine {
             if let Some(guard) = try_lock(stage) {
                 break guard;
             }
-            if started.elapsed() >= SPIN_BEFORE_SLEEP {
+            if started.elapsed() >= spin {
                 break stage.lock().unwrap_or_else(|e| e.into_inner());
             }
         };
