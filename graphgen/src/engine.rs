@@ -6,7 +6,7 @@
 //! so be in the two stages at once ([`Engine::push_parsed`] takes `&self`); everything else
 //! (expiry, reading the series) takes the engine whole.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,8 @@ pub enum ConfigError {
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 
 pub struct Engine {
-    first: Mutex<FirstStage>,
-    second: Mutex<SecondStage>,
+    first: Stage<FirstStage>,
+    second: Stage<SecondStage>,
     clock: Arc<dyn Clock>,
     /// Series not updated for this long are dropped, as Tempo's registry does.
     stale_after: Duration,
@@ -74,21 +74,19 @@ pub struct Parts<'a> {
     pub stage_wait: Duration,
 }
 
-/// A stage's lock if it is free. A panic in a stage leaves its state as consistent as between
-/// two spans (nothing is half-written across spans), so a poisoned lock is taken as it is.
-fn try_lock<T>(stage: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    match stage.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
-    }
+/// A stage's state behind its mutex, and whether a request already spins for it.
+struct Stage<T> {
+    state: Mutex<T>,
+    /// One waiter at a time spins; the others sleep at once: only one can take the stage
+    /// next, and a spinner's CPU is taken from the requests still being read.
+    spinning: AtomicBool,
 }
 
 /// How long a request spins for a stage another request holds before it sleeps. A request's
 /// stage takes some 100–300 µs (500 spans), and waking a sleeping thread can take tens of
 /// microseconds on a virtual machine, whose idle vCPU halts: in `make bench-intake` on this
 /// 2-vCPU machine, sleeping at once gave 1.3–1.7× from a second thread, spinning first
-/// 1.9–1.95×. Bounded, so a holder that is not running (more threads than cores) costs the
+/// 1.8–1.96×. Bounded, so a holder that is not running (more threads than cores) costs the
 /// spinner at most this much CPU before it sleeps.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 
@@ -104,15 +102,79 @@ fn spin_before_sleep() -> Duration {
     *SPIN
 }
 
-fn whole<T>(stage: &mut Mutex<T>) -> &mut T {
-    stage.get_mut().unwrap_or_else(|e| e.into_inner())
+impl<T> Stage<T> {
+    fn new(state: T) -> Self {
+        Self {
+            state: Mutex::new(state),
+            spinning: AtomicBool::new(false),
+        }
+    }
+
+    /// The stage if it is free. A panic in a stage leaves its state as consistent as between
+    /// two spans (nothing is half-written across spans), so a poisoned lock is taken as it is.
+    fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        match self.state.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The stage, and how long it took to get it: at once if it is free; else after spinning
+    /// for up to `spin` (unless another request already spins for it), then asleep.
+    fn lock(&self, spin: Duration) -> (MutexGuard<'_, T>, Duration) {
+        if let Some(guard) = self.try_lock() {
+            return (guard, Duration::ZERO);
+        }
+        let started = Instant::now();
+        if !spin.is_zero()
+            && self
+                .spinning
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            let spun = self.spin(started, spin);
+            self.spinning.store(false, Ordering::Release);
+            if let Some(guard) = spun {
+                return (guard, started.elapsed());
+            }
+        }
+        let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (guard, started.elapsed())
+    }
+
+    /// Tries the stage between ever longer pauses (up to a few microseconds, so the holder's
+    /// release is not slowed by a stream of attempts) until `spin` is over.
+    fn spin(&self, started: Instant, spin: Duration) -> Option<MutexGuard<'_, T>> {
+        let mut pauses = 4;
+        loop {
+            for _ in 0..pauses {
+                std::hint::spin_loop();
+            }
+            pauses = (pauses * 2).min(64);
+            if let Some(guard) = self.try_lock() {
+                return Some(guard);
+            }
+            if started.elapsed() >= spin {
+                return None;
+            }
+        }
+    }
+
+    /// The state, taken whole (nothing can be waiting).
+    fn get_mut(&mut self) -> &mut T {
+        self.state.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("graph", &self.lock(&self.first).graph)
-            .field("span_metrics", &self.lock(&self.second).span_metrics)
+            .field("graph", &self.first.lock(Duration::ZERO).0.graph)
+            .field(
+                "span_metrics",
+                &self.second.lock(Duration::ZERO).0.span_metrics,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -125,12 +187,12 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConfigError> {
         Ok(Self {
-            first: Mutex::new(FirstStage {
+            first: Stage::new(FirstStage {
                 dedup: None,
                 outside_time_range: 0,
                 graph: ServiceGraph::new(graph)?,
             }),
-            second: Mutex::new(SecondStage {
+            second: Stage::new(SecondStage {
                 span_metrics: span_metrics.map(SpanMetrics::new).transpose()?,
                 host_info: None,
             }),
@@ -144,7 +206,7 @@ impl Engine {
 
     /// Also runs the host-info processor.
     pub fn with_host_info(mut self, host_info: HostInfo) -> Self {
-        whole(&mut self.second).host_info = Some(host_info);
+        self.second.get_mut().host_info = Some(host_info);
         self
     }
 
@@ -161,7 +223,7 @@ impl Engine {
 
     /// Counts a span delivered again while `seen` remembers it only once.
     pub fn with_dedup(mut self, seen: SeenSpans) -> Self {
-        whole(&mut self.first).dedup = Some(seen);
+        self.first.get_mut().dedup = Some(seen);
         self
     }
 
@@ -191,27 +253,13 @@ impl Engine {
         self.parts().dedup
     }
 
-    /// A stage's lock, waiting for it if another request holds it: spinning at first, then
-    /// asleep. The wait is counted.
-    fn lock<'s, T>(&self, stage: &'s Mutex<T>) -> MutexGuard<'s, T> {
-        if let Some(guard) = try_lock(stage) {
-            return guard;
+    /// A stage, waiting for it if another request holds it (the wait is counted).
+    fn lock<'s, T>(&self, stage: &'s Stage<T>) -> MutexGuard<'s, T> {
+        let (guard, waited) = stage.lock(spin_before_sleep());
+        if !waited.is_zero() {
+            let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+            self.waited_nanos.fetch_add(nanos, Ordering::Relaxed);
         }
-        let started = Instant::now();
-        let spin = spin_before_sleep();
-        let guard = loop {
-            for _ in 0..8 {
-                std::hint::spin_loop();
-            }
-            if let Some(guard) = try_lock(stage) {
-                break guard;
-            }
-            if started.elapsed() >= spin {
-                break stage.lock().unwrap_or_else(|e| e.into_inner());
-            }
-        };
-        let waited = started.elapsed().as_nanos() as u64;
-        self.waited_nanos.fetch_add(waited, Ordering::Relaxed);
         guard
     }
 
@@ -276,10 +324,10 @@ impl Engine {
     pub fn expire(&mut self) {
         let now = self.clock.now_nanos();
         let cutoff = now.saturating_sub(self.stale_after.as_nanos() as u64);
-        let graph = &mut whole(&mut self.first).graph;
+        let graph = &mut self.first.get_mut().graph;
         graph.expire(now);
         graph.purge_series_older_than(cutoff);
-        let second = whole(&mut self.second);
+        let second = self.second.get_mut();
         if let Some(sm) = &mut second.span_metrics {
             sm.purge_series_older_than(cutoff);
         }
@@ -305,8 +353,8 @@ impl Engine {
 
     /// Every processor's state, borrowed at once.
     pub fn parts(&mut self) -> Parts<'_> {
-        let first = whole(&mut self.first);
-        let second = whole(&mut self.second);
+        let first = self.first.get_mut();
+        let second = self.second.get_mut();
         Parts {
             graph: &first.graph,
             span_metrics: second.span_metrics.as_ref(),
@@ -581,24 +629,30 @@ mod tests {
         .unwrap();
         let bytes = crate::wire::encode(&client_server_request(10));
         let held = Duration::from_millis(50);
-        std::thread::scope(|scope| {
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        let pushed_in = std::thread::scope(|scope| {
             // Another request in span metrics' stage, for far longer than the spin.
-            let second = engine.second.lock().unwrap();
+            let second = engine.second.state.lock().unwrap();
             let pushing = scope.spawn(|| {
                 let mut buffers = BatchBuffers::default();
                 let mut batch = buffers.parse(&Request::trusted(&bytes));
+                ready.send(()).unwrap();
+                let started = Instant::now();
                 engine.push_parsed(&mut batch);
+                started.elapsed()
             });
+            is_ready.recv().unwrap();
             std::thread::sleep(held);
             assert!(!pushing.is_finished(), "the push waits for the stage");
             drop(second);
-            pushing.join().unwrap();
+            pushing.join().unwrap()
         });
         let mut engine = engine;
         let waited = engine.parts().stage_wait;
+        // Counted from when the push reached the stage, which it did soon after it was ready.
         assert!(
-            waited >= held - Duration::from_millis(5) && waited < 100 * held,
-            "waited {waited:?}"
+            waited >= held / 2 && waited <= pushed_in,
+            "waited {waited:?}, the push took {pushed_in:?}"
         );
         let families = engine.families();
         let edges: f64 = totals(&families).iter().map(|(v, _)| v).sum();

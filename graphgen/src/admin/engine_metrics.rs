@@ -398,7 +398,7 @@ impl Collector for EngineStats {
         {
             let mut m = encoder.encode_descriptor(
                 "graphgen_engine_stage_wait_seconds",
-                "Time requests waited for an engine stage (service graph, span metrics) another request held: what more receiving threads lose to the engine's locks",
+                "Time requests waited for an engine stage (service graph, span metrics) another request held",
                 None,
                 MetricType::Counter,
             )?;
