@@ -660,4 +660,56 @@ mod tests {
         let calls = crate::series::counter_total(&families, "traces_spanmetrics_calls_total");
         assert_eq!(calls, 20.0);
     }
+
+    /// CPU time the calling thread has used, user and system (`/proc`, in 10 ms ticks).
+    fn thread_cpu() -> Duration {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // After the command's closing parenthesis: the state (field 3) first, then on to
+        // utime and stime (fields 14 and 15).
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
+    }
+
+    #[test]
+    fn one_request_spins_for_a_held_stage_and_another_sleeps() {
+        let stage = Stage::new(());
+        let held = Duration::from_millis(500);
+        let wait = || {
+            let before = thread_cpu();
+            let (_stage, waited) = stage.lock(Duration::from_secs(10));
+            (thread_cpu() - before, waited)
+        };
+        let (spinner, sleeper) = std::thread::scope(|scope| {
+            let holder = stage.state.lock().unwrap();
+            let spinner = scope.spawn(wait);
+            while !stage.spinning.load(Ordering::Relaxed) {
+                std::thread::yield_now();
+            }
+            let sleeper = scope.spawn(wait);
+            std::thread::sleep(held);
+            drop(holder);
+            (spinner.join().unwrap(), sleeper.join().unwrap())
+        });
+        // Both got the stage once it was free, long before the spin's bound.
+        for (_, waited) in [spinner, sleeper] {
+            assert!(
+                waited >= held / 2 && waited < Duration::from_secs(5),
+                "{waited:?}"
+            );
+        }
+        // The first waiter spun the whole time (so this test tells spinning from sleeping);
+        // the second, finding it spinning, slept.
+        assert!(
+            spinner.0 >= held / 5,
+            "the spinner used {:?} of CPU",
+            spinner.0
+        );
+        assert!(
+            sleeper.0 < held / 5,
+            "the sleeper used {:?} of CPU",
+            sleeper.0
+        );
+        assert!(!stage.spinning.load(Ordering::Relaxed));
+    }
 }
