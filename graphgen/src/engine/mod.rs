@@ -9,14 +9,13 @@
 
 mod stage;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use crate::wire::{Batch, BatchBuffers, Request};
-use stage::{spin_before_sleep, Stage};
+use stage::Stage;
 
 use crate::clock::Clock;
 use crate::dedup::SeenSpans;
@@ -47,9 +46,6 @@ pub struct Engine {
     ingestion_slack: Option<Duration>,
     /// Where a request's spans are parsed, reused across pushes.
     buffers: BatchBuffers,
-    /// How long requests waited for a stage another request held, in nanoseconds of real time
-    /// (not the engine's clock): what a second core loses to the locks.
-    waited_nanos: AtomicU64,
 }
 
 /// What a request goes through first: the filters that take spans out, and the service graph.
@@ -79,13 +75,13 @@ pub struct Parts<'a> {
 }
 
 impl std::fmt::Debug for Engine {
+    /// Without waiting for a stage in use (nor counting a wait).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first = self.first.try_lock();
+        let second = self.second.try_lock();
         f.debug_struct("Engine")
-            .field("graph", &self.first.lock(Duration::ZERO).0.graph)
-            .field(
-                "span_metrics",
-                &self.second.lock(Duration::ZERO).0.span_metrics,
-            )
+            .field("graph", &first.as_ref().map(|s| &s.graph))
+            .field("span_metrics", &second.as_ref().map(|s| &s.span_metrics))
             .finish_non_exhaustive()
     }
 }
@@ -111,7 +107,6 @@ impl Engine {
             stale_after: DEFAULT_STALE_AFTER,
             ingestion_slack: None,
             buffers: BatchBuffers::default(),
-            waited_nanos: AtomicU64::new(0),
         })
     }
 
@@ -164,16 +159,6 @@ impl Engine {
         self.parts().dedup
     }
 
-    /// A stage, waiting for it if another request holds it (the wait is counted).
-    fn lock<'s, T>(&self, stage: &'s Stage<T>) -> MutexGuard<'s, T> {
-        let (guard, waited) = stage.lock(spin_before_sleep());
-        if !waited.is_zero() {
-            let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-            self.waited_nanos.fetch_add(nanos, Ordering::Relaxed);
-        }
-        guard
-    }
-
     /// Counts a request's spans, except those that end outside the ingestion time range and
     /// those already counted (when de-duplication is on).
     pub fn push(&mut self, request: &Request<'_>) {
@@ -190,7 +175,7 @@ impl Engine {
     pub fn push_parsed(&self, batch: &mut Batch<'_>) {
         let now;
         {
-            let first = &mut *self.lock(&self.first);
+            let first = &mut *self.first.lock();
             // Read under the lock, so the times the store and the de-duplication record stay in
             // arrival order (their expiry looks only at the oldest).
             now = self.clock.now_nanos();
@@ -209,7 +194,7 @@ impl Engine {
             }
             first.graph.push(batch, now);
         }
-        let second = &mut *self.lock(&self.second);
+        let second = &mut *self.second.lock();
         if let Some(sm) = &mut second.span_metrics {
             sm.push(batch, now);
         }
@@ -264,6 +249,7 @@ impl Engine {
 
     /// Every processor's state, borrowed at once.
     pub fn parts(&mut self) -> Parts<'_> {
+        let stage_wait = self.first.waited() + self.second.waited();
         let first = self.first.get_mut();
         let second = self.second.get_mut();
         Parts {
@@ -272,7 +258,7 @@ impl Engine {
             host_info: second.host_info.as_ref(),
             dedup: first.dedup.as_ref(),
             spans_outside_time_range: first.outside_time_range,
-            stage_wait: Duration::from_nanos(*self.waited_nanos.get_mut()),
+            stage_wait,
         }
     }
 
@@ -544,7 +530,7 @@ mod tests {
         let (ready, is_ready) = std::sync::mpsc::channel();
         let pushed_in = std::thread::scope(|scope| {
             // Another request in span metrics' stage, for far longer than the spin.
-            let second = engine.second.lock(Duration::ZERO).0;
+            let second = engine.second.lock();
             let pushing = scope.spawn(|| {
                 let mut buffers = BatchBuffers::default();
                 let mut batch = buffers.parse(&Request::trusted(&bytes));

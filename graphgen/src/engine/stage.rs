@@ -1,16 +1,22 @@
 //! An engine stage's lock: a mutex that a waiting request spins for briefly before it sleeps,
-//! and reports how long the wait took.
+//! and that counts how long requests waited for it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-/// A stage's state behind its mutex, and whether a request already spins for it.
+/// A stage's state behind its mutex, whether a request already spins for it, and how long
+/// requests waited for it.
 pub(super) struct Stage<T> {
     state: Mutex<T>,
     /// One waiter at a time spins; the others sleep at once: only one can take the stage
     /// next, and a spinner's CPU is taken from the requests still being read.
     spinning: AtomicBool,
+    /// How long a waiter spins before it sleeps ([`spin_before_sleep`]).
+    spin: Duration,
+    /// How long requests waited for the stage, in nanoseconds of real time (not the engine's
+    /// clock): what a second core loses to the lock.
+    waited_nanos: AtomicU64,
 }
 
 /// How long a request spins for a stage another request holds before it sleeps. A request's
@@ -24,7 +30,7 @@ const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 /// [`SPIN_BEFORE_SLEEP`], or no spin at all with fewer than two CPUs to run on (a container's
 /// CPU quota counts: `available_parallelism` reads the cgroup's), where the holder could run
 /// only once the spinner stopped.
-pub(super) fn spin_before_sleep() -> Duration {
+fn spin_before_sleep() -> Duration {
     static SPIN: LazyLock<Duration> =
         LazyLock::new(|| match std::thread::available_parallelism() {
             Ok(cpus) if cpus.get() >= 2 => SPIN_BEFORE_SLEEP,
@@ -35,9 +41,15 @@ pub(super) fn spin_before_sleep() -> Duration {
 
 impl<T> Stage<T> {
     pub(super) fn new(state: T) -> Self {
+        Self::with_spin(state, spin_before_sleep())
+    }
+
+    fn with_spin(state: T, spin: Duration) -> Self {
         Self {
             state: Mutex::new(state),
             spinning: AtomicBool::new(false),
+            spin,
+            waited_nanos: AtomicU64::new(0),
         }
     }
 
@@ -51,32 +63,37 @@ impl<T> Stage<T> {
         }
     }
 
-    /// The stage, and how long it took to get it: at once if it is free; else after spinning
-    /// for up to `spin` (unless another request already spins for it), then asleep.
-    pub(super) fn lock(&self, spin: Duration) -> (MutexGuard<'_, T>, Duration) {
+    /// The stage: at once if it is free; else after spinning for up to `spin` (unless another
+    /// request already spins for it), then asleep. The wait is counted.
+    pub(super) fn lock(&self) -> MutexGuard<'_, T> {
         if let Some(guard) = self.try_lock() {
-            return (guard, Duration::ZERO);
+            return guard;
         }
         let started = Instant::now();
-        if !spin.is_zero()
+        let mut spun = None;
+        if !self.spin.is_zero()
             && self
                 .spinning
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
-            let spun = self.spin(started, spin);
+            spun = self.spin(started);
             self.spinning.store(false, Ordering::Release);
-            if let Some(guard) = spun {
-                return (guard, started.elapsed());
-            }
         }
-        let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        (guard, started.elapsed())
+        let guard = spun.unwrap_or_else(|| self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.waited_nanos.fetch_add(waited, Ordering::Relaxed);
+        guard
+    }
+
+    /// How long requests waited for the stage.
+    pub(super) fn waited(&mut self) -> Duration {
+        Duration::from_nanos(*self.waited_nanos.get_mut())
     }
 
     /// Tries the stage between ever longer pauses (up to a few microseconds, so the holder's
     /// release is not slowed by a stream of attempts) until `spin` is over.
-    fn spin(&self, started: Instant, spin: Duration) -> Option<MutexGuard<'_, T>> {
+    fn spin(&self, started: Instant) -> Option<MutexGuard<'_, T>> {
         let mut pauses = 4;
         loop {
             for _ in 0..pauses {
@@ -86,7 +103,7 @@ impl<T> Stage<T> {
             if let Some(guard) = self.try_lock() {
                 return Some(guard);
             }
-            if started.elapsed() >= spin {
+            if started.elapsed() >= self.spin {
                 return None;
             }
         }
@@ -114,12 +131,12 @@ mod tests {
 
     #[test]
     fn one_request_spins_for_a_held_stage_and_another_sleeps() {
-        let stage = Stage::new(());
+        let stage = Stage::with_spin((), Duration::from_secs(10));
         let held = Duration::from_millis(500);
         let wait = || {
-            let before = thread_cpu();
-            let (_stage, waited) = stage.lock(Duration::from_secs(10));
-            (thread_cpu() - before, waited)
+            let (before, started) = (thread_cpu(), Instant::now());
+            let _stage = stage.lock();
+            (thread_cpu() - before, started.elapsed())
         };
         let (spinner, sleeper) = std::thread::scope(|scope| {
             let holder = stage.state.lock().unwrap();
