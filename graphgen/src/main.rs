@@ -13,10 +13,15 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    // Without the LIFO slot, a connection's task runs after the requests already runnable
+    // instead of right after each one: their answers leave in one write, not one write (and
+    // one wake-up of the client) each. Under load over loopback, 0.17 writes a request
+    // instead of 1.1, and 3–4 % more spans per CPU-second (README, Performance).
+    #[cfg(tokio_unstable)]
+    runtime.disable_lifo_slot();
+    let runtime = runtime.build().context("start the async runtime")?;
     let result = runtime.block_on(run());
     // A blocking task still running (a peer's name lookup that DNS never answers) must not hold
     // the exit past --shutdown-grace.

@@ -394,6 +394,11 @@ impl ServiceGraph {
         );
         let failed = failed(span);
         let duration = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
+        // Only a database call names both sides by itself (`apply_database`), and only with a
+        // service name of its own.
+        let may_complete_alone = side == Side::Client
+            && !service.is_empty()
+            && find_first_scanned(&keys.database_name, &lists).is_some();
 
         let update = |e: &mut Edge| {
             e.span_kind = kind;
@@ -433,7 +438,7 @@ impl ServiceGraph {
             recorder.record(e, now);
             stats.edges_completed += 1;
         };
-        match store.upsert(key, expires_at, update, complete) {
+        match store.upsert(key, expires_at, may_complete_alone, update, complete) {
             Ok(Upsert::Completed { .. } | Upsert::Stored { .. }) => {}
             Err(StoreError::Full) => stats.spans_dropped += 1,
         }

@@ -69,10 +69,15 @@ impl Store {
     /// Finds or creates the edge for `key`, applies `update`, and if it is then complete hands
     /// it to `complete` and forgets it. A new edge that is still incomplete is stored with an
     /// expiry of `expires_at`, unless the store is full.
+    ///
+    /// `may_complete_alone` says whether `update` could complete a new edge by itself (a
+    /// database call names its server). When it cannot and the store is full, the span is
+    /// refused without building the edge: under overload most spans end there.
     pub fn upsert(
         &mut self,
         key: EdgeKey,
         expires_at: u64,
+        may_complete_alone: bool,
         update: impl FnOnce(&mut Edge),
         complete: impl FnOnce(&mut Edge),
     ) -> Result<Upsert, StoreError> {
@@ -91,7 +96,11 @@ impl Store {
         // A new edge is updated in its slot, not moved there (an edge is a few hundred bytes);
         // with no room, in the scratch edge: it may still complete on first sight (database
         // calls) and be recorded, and is otherwise refused.
-        let slot = (self.index.len() < self.max_items).then(|| self.allocate(expires_at));
+        let has_room = self.index.len() < self.max_items;
+        if !has_room && !may_complete_alone {
+            return Err(StoreError::Full);
+        }
+        let slot = has_room.then(|| self.allocate(expires_at));
         let edge = match slot {
             Some(slot) => &mut self.slots[slot as usize].edge,
             None => &mut self.scratch,
@@ -238,7 +247,7 @@ mod tests {
     fn edges_expire_in_arrival_order_and_slots_are_reused() {
         let mut store = Store::new(10, 0);
         for (n, at) in [(1, 10), (2, 20), (3, 30)] {
-            let r = store.upsert(key(n), at, |e| e.client_service.push('c'), |_| {});
+            let r = store.upsert(key(n), at, true, |e| e.client_service.push('c'), |_| {});
             assert_eq!(r, Ok(Upsert::Stored { new: true }));
         }
         let mut seen = Vec::new();
@@ -246,7 +255,7 @@ mod tests {
         assert_eq!(seen, vec![key(1), key(2)]);
         assert_eq!(store.len(), 1);
         store
-            .upsert(key(4), 40, |e| e.client_service.push('c'), |_| {})
+            .upsert(key(4), 40, true, |e| e.client_service.push('c'), |_| {})
             .unwrap();
         assert_eq!(store.slots.len(), 3, "a freed slot is reused");
     }
@@ -255,12 +264,13 @@ mod tests {
     fn completing_an_edge_removes_it() {
         let mut store = Store::new(10, 0);
         store
-            .upsert(key(1), 10, |e| e.client_service.push('c'), |_| {})
+            .upsert(key(1), 10, true, |e| e.client_service.push('c'), |_| {})
             .unwrap();
         let mut completed = false;
         let r = store.upsert(
             key(1),
             10,
+            true,
             |e| e.server_service.push('s'),
             |_| completed = true,
         );
@@ -282,14 +292,14 @@ mod tests {
                 e.client_service.push('c');
                 e.server_service.push('s');
             };
-            let r = store.upsert(key(1), 10, both, |e| completed.push(e.key));
+            let r = store.upsert(key(1), 10, true, both, |e| completed.push(e.key));
             assert_eq!(r, Ok(Upsert::Completed { new: true }), "{max_items}");
             assert_eq!(completed, vec![key(1)]);
             assert_eq!(store.len(), 0);
             assert_eq!(store.expire(u64::MAX, |_| panic!("nothing kept")), 0);
             if max_items > 0 {
                 // The slot went back: the next edge reuses it.
-                let r = store.upsert(key(2), 10, |e| e.client_service.push('c'), |_| {});
+                let r = store.upsert(key(2), 10, true, |e| e.client_service.push('c'), |_| {});
                 assert_eq!(r, Ok(Upsert::Stored { new: true }));
                 assert_eq!(store.slots.len(), 1, "{max_items}");
                 let mut seen = Vec::new();
@@ -303,14 +313,14 @@ mod tests {
     fn a_slot_left_behind_by_a_panic_expires_without_taking_another_s_entry() {
         let mut store = Store::new(10, 0);
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = store.upsert(key(1), 10, |_| panic!("an update that fails"), |_| {});
+            let _ = store.upsert(key(1), 10, true, |_| panic!("an update that fails"), |_| {});
         }));
         assert!(panicked.is_err());
         // The same key again: a slot of its own, found by the next span.
-        let r = store.upsert(key(1), 20, |e| e.client_service.push('c'), |_| {});
+        let r = store.upsert(key(1), 20, true, |e| e.client_service.push('c'), |_| {});
         assert_eq!(r, Ok(Upsert::Stored { new: true }));
         assert_eq!(store.expire(15, |_| {}), 1, "the slot the panic left");
-        let r = store.upsert(key(1), 20, |e| e.server_service.push('s'), |_| {});
+        let r = store.upsert(key(1), 20, true, |e| e.server_service.push('s'), |_| {});
         assert_eq!(r, Ok(Upsert::Completed { new: false }));
         assert_eq!(store.len(), 0);
     }
@@ -319,11 +329,33 @@ mod tests {
     fn a_full_store_refuses_new_edges_but_completes_known_ones() {
         let mut store = Store::new(1, 0);
         store
-            .upsert(key(1), 10, |e| e.client_service.push('c'), |_| {})
+            .upsert(key(1), 10, true, |e| e.client_service.push('c'), |_| {})
             .unwrap();
-        let r = store.upsert(key(2), 10, |e| e.client_service.push('c'), |_| {});
+        let r = store.upsert(key(2), 10, true, |e| e.client_service.push('c'), |_| {});
         assert_eq!(r, Err(StoreError::Full));
-        let r = store.upsert(key(1), 10, |e| e.server_service.push('s'), |_| {});
+        let r = store.upsert(key(1), 10, true, |e| e.server_service.push('s'), |_| {});
+        assert_eq!(r, Ok(Upsert::Completed { new: false }));
+    }
+
+    #[test]
+    fn a_full_store_refuses_a_span_that_cannot_complete_alone_without_building_its_edge() {
+        let mut store = Store::new(1, 0);
+        store
+            .upsert(key(1), 10, false, |e| e.client_service.push('c'), |_| {})
+            .unwrap();
+        let r = store.upsert(key(2), 10, false, |_| panic!("no edge to build"), |_| {});
+        assert_eq!(r, Err(StoreError::Full));
+        // A span that may complete alone is still tried, and recorded when it does.
+        let mut completed = Vec::new();
+        let both = |e: &mut Edge| {
+            e.client_service.push('c');
+            e.server_service.push('s');
+        };
+        let r = store.upsert(key(3), 10, true, both, |e| completed.push(e.key));
+        assert_eq!(r, Ok(Upsert::Completed { new: true }));
+        assert_eq!(completed, vec![key(3)]);
+        // A known edge is still found and completed, whatever the hint.
+        let r = store.upsert(key(1), 10, false, |e| e.server_service.push('s'), |_| {});
         assert_eq!(r, Ok(Upsert::Completed { new: false }));
     }
 }
