@@ -7,7 +7,7 @@
 use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
 /// The gRPC path of OTLP trace export.
@@ -88,7 +88,16 @@ impl Decoder for BytesDecoder {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
+
+    // tonic gathers a request's frames in a buffer of this size, grown by reallocation (a
+    // copy) when the request is larger; an SDK's batch of 512 spans is about 100 KiB.
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(RECEIVE_BUFFER_BYTES, 32 * 1024)
+    }
 }
+
+/// The buffer a received request starts in (tonic's default is 8 KiB).
+const RECEIVE_BUFFER_BYTES: usize = 128 * 1024;
 
 pub struct PartsEncoder;
 
