@@ -230,7 +230,14 @@ pub struct SpanMetrics {
     filter: SpanFilter,
     filtered: u64,
     target_info: Option<TargetInfo>,
+    /// Each label's value for the current span, written by its writers.
     scratch: Vec<String>,
+    /// Every label has one writer, none a mapping or a sanitized span name: the values are
+    /// then packed into the series key straight from the request, not copied to `scratch`
+    /// first (only dimensions are, as attribute values are written out as strings).
+    packs_borrowed: bool,
+    /// The labels copied to be cut or limited when they cannot be packed as they are.
+    cut_scratch: Vec<String>,
     /// The current resource's service labels, reused across pushes.
     service_labels: ServiceLabels,
     /// The span-name patterns, and the `span_name` label they rewrite.
@@ -319,6 +326,10 @@ impl SpanMetrics {
         let span_name_label = (config.span_name_sanitization != Sanitization::Disabled)
             .then(|| names.iter().position(|n| n == "span_name"))
             .flatten();
+        let packs_borrowed = span_name_label.is_none()
+            && writers
+                .iter()
+                .all(|w| w.first && !matches!(w.source, Source::Mapping(..)));
         let target_info = config.enable_target_info.then(|| TargetInfo {
             excluded: config
                 .target_info_excluded_dimensions
@@ -334,6 +345,8 @@ impl SpanMetrics {
                 native: config.native_histograms,
             },
             scratch: vec![String::new(); names.len()],
+            packs_borrowed,
+            cut_scratch: vec![String::new(); names.len()],
             series: SeriesMap::new(
                 RegistryLimits {
                     max_series: config.limits.max_series.max(1),
@@ -381,6 +394,8 @@ impl SpanMetrics {
             filtered,
             target_info,
             scratch,
+            packs_borrowed,
+            cut_scratch,
             service_labels,
             span_names,
             span_name_label,
@@ -399,61 +414,87 @@ impl SpanMetrics {
                     continue;
                 }
                 let lists = keys.scan_span(resource, resource_found, span.attributes, span_found);
-                // Every writer sets its label whole, so nothing of the previous span is left.
-                for w in writers.iter() {
-                    let value = &mut scratch[w.label];
-                    match &w.source {
-                        Source::Service => set(value, &service_labels.service),
-                        Source::SpanName => set(value, span.name),
-                        Source::SpanKind => set(value, span_kind_name(span.kind)),
-                        Source::StatusCode => set(value, &status_code_name(span.status_code)),
-                        Source::StatusMessage => set(value, span.status_message),
-                        Source::Dimension(key) => {
-                            if !copy_scanned_into(*key, &lists, value) {
-                                value.clear();
-                            }
-                        }
-                        Source::Mapping(i, sources) => {
-                            let m = &config.dimension_mappings[*i];
-                            value.clear();
-                            for source in sources {
-                                if let Some(kv) = find_scanned(*source, &lists) {
-                                    let mark = value.len();
-                                    if mark > 0 {
-                                        value.push_str(&m.join);
-                                    }
-                                    let start = value.len();
-                                    attributes::write_value(kv.value(), value);
-                                    if value.len() == start {
-                                        value.truncate(mark);
-                                    }
-                                }
-                            }
-                        }
-                        Source::Job if !service_labels.job.is_empty() => {
-                            set(value, &service_labels.job)
-                        }
-                        Source::Instance if !service_labels.instance.is_empty() => {
-                            set(value, &service_labels.instance)
-                        }
-                        Source::Job | Source::Instance if w.first => value.clear(),
-                        Source::Job | Source::Instance => {}
-                    }
-                }
-                if let Some(label) = *span_name_label {
-                    span_names.sanitize(&mut scratch[label]);
-                }
                 let multiplier = attributes::multiplier(
                     config.span_multiplier_key.as_deref(),
                     config.enable_tracestate_span_multiplier,
                     span,
                     resource,
                 );
-                if let Some(s) = series.get_or_insert_with(scratch, now, || SpanSeries {
+                let new = || SpanSeries {
                     calls: 0.0,
                     latency: Histogram::new(histograms, now),
                     size: 0.0,
-                }) {
+                };
+                let found = if *packs_borrowed {
+                    for w in writers.iter() {
+                        if let Source::Dimension(key) = w.source {
+                            let value = &mut scratch[w.label];
+                            if !copy_scanned_into(key, &lists, value) {
+                                value.clear();
+                            }
+                        }
+                    }
+                    let status = status_code_name(span.status_code);
+                    // One writer a label, in label order (see `packs_borrowed`).
+                    let values = writers.iter().map(|w| match &w.source {
+                        Source::Service => service_labels.service.as_str(),
+                        Source::SpanName => span.name,
+                        Source::SpanKind => span_kind_name(span.kind),
+                        Source::StatusCode => &status,
+                        Source::StatusMessage => span.status_message,
+                        Source::Dimension(_) | Source::Mapping(..) => scratch[w.label].as_str(),
+                        Source::Job => service_labels.job.as_str(),
+                        Source::Instance => service_labels.instance.as_str(),
+                    });
+                    series.get_or_insert_with_values(values, cut_scratch, now, new)
+                } else {
+                    // Every writer sets its label whole, so nothing of the previous span is left.
+                    for w in writers.iter() {
+                        let value = &mut scratch[w.label];
+                        match &w.source {
+                            Source::Service => set(value, &service_labels.service),
+                            Source::SpanName => set(value, span.name),
+                            Source::SpanKind => set(value, span_kind_name(span.kind)),
+                            Source::StatusCode => set(value, &status_code_name(span.status_code)),
+                            Source::StatusMessage => set(value, span.status_message),
+                            Source::Dimension(key) => {
+                                if !copy_scanned_into(*key, &lists, value) {
+                                    value.clear();
+                                }
+                            }
+                            Source::Mapping(i, sources) => {
+                                let m = &config.dimension_mappings[*i];
+                                value.clear();
+                                for source in sources {
+                                    if let Some(kv) = find_scanned(*source, &lists) {
+                                        let mark = value.len();
+                                        if mark > 0 {
+                                            value.push_str(&m.join);
+                                        }
+                                        let start = value.len();
+                                        attributes::write_value(kv.value(), value);
+                                        if value.len() == start {
+                                            value.truncate(mark);
+                                        }
+                                    }
+                                }
+                            }
+                            Source::Job if !service_labels.job.is_empty() => {
+                                set(value, &service_labels.job)
+                            }
+                            Source::Instance if !service_labels.instance.is_empty() => {
+                                set(value, &service_labels.instance)
+                            }
+                            Source::Job | Source::Instance if w.first => value.clear(),
+                            Source::Job | Source::Instance => {}
+                        }
+                    }
+                    if let Some(label) = *span_name_label {
+                        span_names.sanitize(&mut scratch[label]);
+                    }
+                    series.get_or_insert_with(scratch, now, new)
+                };
+                if let Some(s) = found {
                     s.calls += multiplier;
                     let latency = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
                     s.latency
@@ -1088,5 +1129,110 @@ mod tests {
             2,
         );
         assert_eq!(series_of(&sm, "traces_target_info").len(), 1);
+    }
+
+    #[test]
+    fn values_packed_from_the_request_make_the_same_series_as_values_written_first() {
+        let span = |name: &str, code: i32, attributes: Vec<KeyValue>| Span {
+            name: name.into(),
+            kind: 3,
+            end_time_unix_nano: 2_000_000,
+            attributes,
+            status: Some(Status {
+                code,
+                message: "upstream reset".into(),
+            }),
+            ..Default::default()
+        };
+        let resource = |attributes: Vec<KeyValue>, spans: Vec<Span>| ResourceSpans {
+            resource: Some(Resource {
+                attributes,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let batch = vec![
+            resource(
+                vec![
+                    kv("service.name", "cart"),
+                    kv("service.namespace", "shop"),
+                    kv("service.instance.id", "cart-1"),
+                ],
+                vec![
+                    span("GET", 1, vec![kv("db.system", "postgresql")]),
+                    // An int attribute, written out; an unknown status code, spelled out.
+                    span(
+                        "GET",
+                        7,
+                        vec![crate::attributes::int_attribute("retries", 3)],
+                    ),
+                    // Over the value length limit: cut, by the copying path.
+                    span("a span name far over twenty bytes", 2, vec![]),
+                ],
+            ),
+            // No instance, no namespace: `job` is the service alone, `instance` empty.
+            resource(
+                vec![kv("service.name", "pay")],
+                vec![span("POST", 0, vec![kv("retries", "x")])],
+            ),
+        ];
+        let config = || Config {
+            intrinsic_dimensions: IntrinsicDimensions {
+                status_message: true,
+                ..IntrinsicDimensions::default()
+            },
+            dimensions: vec!["db.system".into(), "retries".into()],
+            enable_target_info: true,
+            enable_instance_label: true,
+            limits: RegistryLimits {
+                max_label_value_length: 20,
+                ..Config::default().limits
+            },
+            ..Config::default()
+        };
+        let mut packed = SpanMetrics::new(config()).unwrap();
+        assert!(packed.packs_borrowed);
+        let mut written = SpanMetrics::new(config()).unwrap();
+        written.packs_borrowed = false;
+        for _ in 0..2 {
+            packed.push_batches(&batch, 1);
+            written.push_batches(&batch, 1);
+        }
+        let calls = series_of(&packed, "traces_spanmetrics_calls_total");
+        assert_eq!(calls.len(), 4);
+        assert!(calls.iter().all(|(_, n)| *n == 2.0));
+        for family in [
+            "traces_spanmetrics_calls_total",
+            "traces_spanmetrics_size_total",
+            "traces_spanmetrics_latency_count",
+        ] {
+            assert_eq!(
+                series_of(&packed, family),
+                series_of(&written, family),
+                "{family}"
+            );
+        }
+        assert!(calls
+            .iter()
+            .any(|(labels, _)| labels.contains(&"retries=3".to_string())
+                && labels.contains(&"status_code=7".to_string())
+                && labels.contains(&"job=shop/cart".to_string())));
+        assert_eq!(packed.series.truncated(), 2);
+        assert_eq!(written.series.truncated(), 2);
+        // A label written by a mapping (or a sanitized span name) is made in `scratch`.
+        let mapped = SpanMetrics::new(Config {
+            dimension_mappings: vec![DimensionMapping {
+                name: "route".into(),
+                source_labels: vec!["db.system".into()],
+                join: "/".into(),
+            }],
+            ..config()
+        })
+        .unwrap();
+        assert!(!mapped.packs_borrowed);
     }
 }
