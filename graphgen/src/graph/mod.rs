@@ -367,8 +367,17 @@ impl ServiceGraph {
             }
             return;
         }
-        if self.filtered.has_counterpart(&key, side) && !self.store.contains(&key) {
+        let lookup = self.store.lookup(key);
+        if self.filtered.has_counterpart(&key, side) && !lookup.is_waiting() {
             self.stats.edges_filtered += 1;
+            return;
+        }
+        // Only a database call names both sides by itself (`apply_database`), and only with a
+        // service name of its own. Any other span is refused by a full store that has no edge
+        // of its key, and then before its attributes are read.
+        let may_be_database_call = side == Side::Client && !service.is_empty();
+        if !may_be_database_call && self.store.refuses_new(&lookup) {
+            self.stats.spans_dropped += 1;
             return;
         }
 
@@ -394,11 +403,8 @@ impl ServiceGraph {
         );
         let failed = failed(span);
         let duration = duration_sec(span.start_time_unix_nano, span.end_time_unix_nano);
-        // Only a database call names both sides by itself (`apply_database`), and only with a
-        // service name of its own.
-        let may_complete_alone = side == Side::Client
-            && !service.is_empty()
-            && find_first_scanned(&keys.database_name, &lists).is_some();
+        let may_complete_alone =
+            may_be_database_call && find_first_scanned(&keys.database_name, &lists).is_some();
 
         let update = |e: &mut Edge| {
             e.span_kind = kind;
@@ -438,7 +444,7 @@ impl ServiceGraph {
             recorder.record(e, now);
             stats.edges_completed += 1;
         };
-        match store.upsert(key, expires_at, may_complete_alone, update, complete) {
+        match store.upsert_looked_up(lookup, expires_at, may_complete_alone, update, complete) {
             Ok(Upsert::Completed { .. } | Upsert::Stored { .. }) => {}
             Err(StoreError::Full) => stats.spans_dropped += 1,
         }

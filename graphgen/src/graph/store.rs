@@ -24,6 +24,21 @@ pub enum Upsert {
     Stored { new: bool },
 }
 
+/// A key looked up in the store ([`Store::lookup`]), valid until the store next changes.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup {
+    key: EdgeKey,
+    hash: u64,
+    slot: Option<u32>,
+}
+
+impl Lookup {
+    /// Whether an edge of this key waits in the store.
+    pub fn is_waiting(&self) -> bool {
+        self.slot.is_some()
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     edge: Edge,
@@ -66,13 +81,25 @@ impl Store {
         self.index.len()
     }
 
-    /// Finds or creates the edge for `key`, applies `update`, and if it is then complete hands
-    /// it to `complete` and forgets it. A new edge that is still incomplete is stored with an
-    /// expiry of `expires_at`, unless the store is full.
-    ///
-    /// `may_complete_alone` says whether `update` could complete a new edge by itself (a
-    /// database call names its server). When it cannot and the store is full, the span is
-    /// refused without building the edge: under overload most spans end there.
+    /// Looks `key` up once: the answer says whether its edge waits here and lets
+    /// [`Store::upsert_looked_up`] act on it without hashing or probing again.
+    pub fn lookup(&self, key: EdgeKey) -> Lookup {
+        let hash = self.hasher.hash_one(key);
+        let slot = self
+            .index
+            .find(hash, |(k, _)| *k == key)
+            .map(|&(_, slot)| slot);
+        Lookup { key, hash, slot }
+    }
+
+    /// Whether a span of `lookup`'s key that cannot complete an edge by itself would be
+    /// refused: the store is full and no edge of that key waits.
+    pub fn refuses_new(&self, lookup: &Lookup) -> bool {
+        lookup.slot.is_none() && self.index.len() >= self.max_items
+    }
+
+    /// [`Store::upsert_looked_up`] of a key not looked up yet.
+    #[cfg(test)]
     pub fn upsert(
         &mut self,
         key: EdgeKey,
@@ -81,9 +108,30 @@ impl Store {
         update: impl FnOnce(&mut Edge),
         complete: impl FnOnce(&mut Edge),
     ) -> Result<Upsert, StoreError> {
-        let hash = self.hasher.hash_one(key);
-        if let Some(&(_, slot)) = self.index.find(hash, |(k, _)| *k == key) {
+        let lookup = self.lookup(key);
+        self.upsert_looked_up(lookup, expires_at, may_complete_alone, update, complete)
+    }
+
+    /// Finds or creates the edge of `lookup`'s key (looked up since the store last changed),
+    /// applies `update`, and if it is then complete hands it to `complete` and forgets it. A
+    /// new edge that is still incomplete is stored with an expiry of `expires_at`, unless the
+    /// store is full.
+    ///
+    /// `may_complete_alone` says whether `update` could complete a new edge by itself (a
+    /// database call names its server). When it cannot and the store is full, the span is
+    /// refused without building the edge: under overload most spans end there.
+    pub fn upsert_looked_up(
+        &mut self,
+        lookup: Lookup,
+        expires_at: u64,
+        may_complete_alone: bool,
+        update: impl FnOnce(&mut Edge),
+        complete: impl FnOnce(&mut Edge),
+    ) -> Result<Upsert, StoreError> {
+        let Lookup { key, hash, slot } = lookup;
+        if let Some(slot) = slot {
             let edge = &mut self.slots[slot as usize].edge;
+            debug_assert!(edge.key == key, "a lookup used after the store changed");
             update(edge);
             if !edge.is_complete() {
                 return Ok(Upsert::Stored { new: false });
@@ -121,10 +169,6 @@ impl Store {
         self.index
             .insert_unique(hash, (key, slot), |(k, _)| hasher.hash_one(k));
         Ok(Upsert::Stored { new: true })
-    }
-
-    pub fn contains(&self, key: &EdgeKey) -> bool {
-        self.slot_of(key).is_some()
     }
 
     fn slot_of(&self, key: &EdgeKey) -> Option<u32> {
@@ -333,6 +377,8 @@ mod tests {
             .unwrap();
         let r = store.upsert(key(2), 10, true, |e| e.client_service.push('c'), |_| {});
         assert_eq!(r, Err(StoreError::Full));
+        assert!(store.refuses_new(&store.lookup(key(2))));
+        assert!(!store.refuses_new(&store.lookup(key(1))), "its edge waits");
         let r = store.upsert(key(1), 10, true, |e| e.server_service.push('s'), |_| {});
         assert_eq!(r, Ok(Upsert::Completed { new: false }));
     }

@@ -767,9 +767,18 @@ fn a_full_store_drops_and_counts_spans() {
     );
     assert_eq!(graph.pending_edges(), 2);
     assert_eq!(graph.stats().spans_dropped, 2);
+    // Full: a server span of no waiting edge is dropped too (before its attributes are read),
+    // and a database call still completes alone.
+    let database_call = S {
+        attrs: &[("db.name", "orders")],
+        ..s("a", 3, 7, 9)
+    };
+    graph.push_batches(&batch(&[s("b", 2, 8, 3), database_call]), NOW);
+    assert_eq!(graph.stats().spans_dropped, 3);
+    assert_eq!(graph.stats().edges_completed, 1);
     // The stored ones still complete.
     graph.push_batches(&batch(&[s("b", 2, 5, 1), s("b", 2, 6, 2)]), NOW);
-    assert_eq!(graph.stats().edges_completed, 2);
+    assert_eq!(graph.stats().edges_completed, 3);
     assert_eq!(graph.pending_edges(), 0);
 }
 
