@@ -171,17 +171,10 @@ impl Store {
         Ok(Upsert::Stored { new: true })
     }
 
-    fn slot_of(&self, key: &EdgeKey) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
-        self.index
-            .find(hash, |(k, _)| k == key)
-            .map(|&(_, slot)| slot)
-    }
-
     /// Removes the edge of `key` if it waits for a span of `side` (its one side is the other
     /// one); returns whether it did.
     pub fn remove_waiting_for(&mut self, key: &EdgeKey, side: Side) -> bool {
-        let Some(slot) = self.slot_of(key) else {
+        let Some(slot) = self.lookup(*key).slot else {
             return false;
         };
         let edge = &self.slots[slot as usize].edge;
