@@ -435,7 +435,9 @@ impl SpanMetrics {
                         }
                     }
                     let status = status_code_name(span.status_code);
-                    // One writer a label, in label order (see `packs_borrowed`).
+                    // One writer a label, in label order (see `packs_borrowed`). This match and the
+                    // writers' below stay apart on purpose: one function shared by both measured
+                    // 2.5 % more instructions a span (callgrind, steady state).
                     let values = writers.iter().map(|w| match &w.source {
                         Source::Service => service_labels.service.as_str(),
                         Source::SpanName => span.name,
