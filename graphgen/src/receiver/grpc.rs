@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::body::Body as GrpcBody;
 use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{http, BoxFuture, Service};
@@ -17,6 +19,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::codec::{ReceiveCodec, TRACE_EXPORT_PATH, TRACE_SERVICE_NAME};
 use crate::intake::{Body, Intake, Refused};
 use crate::receiver::admission::Admission;
+use crate::receiver::read_ahead::{self, ReadAhead};
 use crate::selfmetrics::Protocol;
 use crate::tenants::{TenantRef, TenantRefused, HEADER as TENANT_HEADER};
 
@@ -247,7 +250,9 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            TcpListenerStream::new(listener).map(|accepted| {
+                accepted.map(|stream| ReadAhead::new(stream, read_ahead::GULP_BYTES))
+            }),
             shutdown,
         )
         .await

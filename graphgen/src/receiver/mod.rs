@@ -5,3 +5,4 @@
 pub mod admission;
 pub mod grpc;
 pub mod http;
+pub mod read_ahead;
