@@ -47,11 +47,26 @@ struct Slot {
     next: u32,
 }
 
+/// A waiting edge in the index: its slot, and bits of its key's hash that the table's own tag
+/// does not hold. Eight bytes instead of the key's 32 keep the index four times smaller, so a
+/// look-up of a key that is not there (most, under load) stays in cache; the key itself, in the
+/// slot, is read only when these bits match.
+#[derive(Debug, Clone, Copy)]
+struct Indexed {
+    fingerprint: u32,
+    slot: u32,
+}
+
+/// Bits 25–56 of the hash: hashbrown places by the low bits and tags by the top seven.
+fn fingerprint(hash: u64) -> u32 {
+    (hash >> 25) as u32
+}
+
 #[derive(Debug)]
 pub struct Store {
-    /// Each waiting edge's key and slot. A key is hashed once per span: the table is asked
-    /// by hash, so the look-up and the insert or removal that follows share it.
-    index: HashTable<(EdgeKey, u32)>,
+    /// Each waiting edge's slot. A key is hashed once per span: the table is asked by hash, so
+    /// the look-up and the insert or removal that follows share it.
+    index: HashTable<Indexed>,
     hasher: ahash::RandomState,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -85,10 +100,14 @@ impl Store {
     /// [`Store::upsert_looked_up`] act on it without hashing or probing again.
     pub fn lookup(&self, key: EdgeKey) -> Lookup {
         let hash = self.hasher.hash_one(key);
+        let fingerprint = fingerprint(hash);
+        let slots = &self.slots;
         let slot = self
             .index
-            .find(hash, |(k, _)| *k == key)
-            .map(|&(_, slot)| slot);
+            .find(hash, |e| {
+                e.fingerprint == fingerprint && slots[e.slot as usize].edge.key == key
+            })
+            .map(|e| e.slot);
         Lookup { key, hash, slot }
     }
 
@@ -165,9 +184,14 @@ impl Store {
         let Some(slot) = slot else {
             return Err(StoreError::Full);
         };
-        let hasher = &self.hasher;
-        self.index
-            .insert_unique(hash, (key, slot), |(k, _)| hasher.hash_one(k));
+        let (hasher, slots) = (&self.hasher, &self.slots);
+        let indexed = Indexed {
+            fingerprint: fingerprint(hash),
+            slot,
+        };
+        self.index.insert_unique(hash, indexed, |e| {
+            hasher.hash_one(slots[e.slot as usize].edge.key)
+        });
         Ok(Upsert::Stored { new: true })
     }
 
@@ -239,13 +263,9 @@ impl Store {
 
     /// [`Store::remove`] of a slot whose key hashes to `hash`.
     fn remove_hashed(&mut self, slot: u32, hash: u64) {
-        let key = self.slots[slot as usize].edge.key;
-        // By slot too: should a slot ever be linked but not indexed (a panic between the two),
-        // removing it must not take another slot's entry for the same key.
-        if let Ok(entry) = self
-            .index
-            .find_entry(hash, |(k, s)| *k == key && *s == slot)
-        {
+        // By slot, which names one edge: should a slot ever be linked but not indexed (a panic
+        // between the two), removing it must not take another slot's entry for the same key.
+        if let Ok(entry) = self.index.find_entry(hash, |e| e.slot == slot) {
             entry.remove();
         }
         self.unlink(slot);
