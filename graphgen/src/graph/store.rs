@@ -417,4 +417,26 @@ mod tests {
         let r = store.upsert(key(1), 10, false, |e| e.server_service.push('s'), |_| {});
         assert_eq!(r, Ok(Upsert::Completed { new: false }));
     }
+
+    /// The index keeps only slots and hash bits: as it grows (rehashing each entry from the key
+    /// in its slot) and shrinks, every waiting key is found, and only those.
+    #[test]
+    fn every_waiting_edge_is_found_across_growth_and_removal() {
+        let key_of = |n: u32| EdgeKey::new(&[7; 16], &n.to_le_bytes()).unwrap();
+        let mut store = Store::new(10_000, 0);
+        for n in 0..5_000 {
+            let r = store.upsert(key_of(n), 10, true, |e| e.client_service.push('c'), |_| {});
+            assert_eq!(r, Ok(Upsert::Stored { new: true }));
+        }
+        for n in (0..5_000).step_by(2) {
+            store
+                .upsert(key_of(n), 10, true, |e| e.server_service.push('s'), |_| {})
+                .unwrap();
+        }
+        assert_eq!(store.len(), 2_500);
+        for n in 0..6_000 {
+            let waiting = n < 5_000 && n % 2 == 1;
+            assert_eq!(store.lookup(key_of(n)).is_waiting(), waiting, "key {n}");
+        }
+    }
 }
