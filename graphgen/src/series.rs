@@ -92,6 +92,18 @@ pub struct NativeValue {
     pub negative: SparseBuckets,
 }
 
+/// The classic bucket of `value`: how many of the (ascending) `bounds` are below it. Up to 32
+/// bounds (Tempo's defaults have 8 and 14) they are all compared, with no branch and no chain
+/// of dependent compares, which a binary search is (a third of `observe`'s time); beyond,
+/// the binary search.
+fn bucket_of(bounds: &[f64], value: f64) -> usize {
+    if bounds.len() <= 32 {
+        bounds.iter().map(|bound| usize::from(*bound < value)).sum()
+    } else {
+        bounds.partition_point(|bound| *bound < value)
+    }
+}
+
 impl Histogram {
     pub fn new(layout: &HistogramLayout, now: u64) -> Self {
         Self {
@@ -111,7 +123,7 @@ impl Histogram {
 
     /// Records `value` with weight `weight` (1 for an unsampled span) in the classic buckets.
     fn observe_classic(&mut self, bounds: &[f64], value: f64, weight: f64) {
-        let bucket = bounds.partition_point(|bound| *bound < value);
+        let bucket = bucket_of(bounds, value);
         self.counts[bucket] += weight;
         self.sum += value * weight;
         self.count += weight;
@@ -785,6 +797,31 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("l{i}")).collect()
+    }
+
+    /// Prometheus' rule: a value lands in the first bucket whose upper bound is at least it
+    /// (`le`); a value on a bound belongs to that bound's bucket. (Durations and sizes are
+    /// never NaN.)
+    #[test]
+    fn a_value_lands_in_the_first_bucket_whose_bound_is_at_least_it() {
+        for len in [0, 1, 8, 14, 32, 33, 100] {
+            let bounds: Vec<f64> = (0..len).map(|i| 0.002 * 2f64.powi(i)).collect();
+            let mut values = vec![f64::NEG_INFINITY, f64::INFINITY, -1.0, 0.0, 1e9];
+            for b in &bounds {
+                values.extend([*b, b * 0.999, b * 1.001]);
+            }
+            for value in values {
+                let expected = bounds
+                    .iter()
+                    .position(|b| value <= *b)
+                    .unwrap_or(len as usize);
+                assert_eq!(
+                    bucket_of(&bounds, value),
+                    expected,
+                    "{value} in {len} buckets"
+                );
+            }
+        }
     }
 
     #[test]
