@@ -368,12 +368,16 @@ fn short_span<'a>(
                         _ => false,
                     },
                     0x4a => {
-                        let kv = match short_key_value(value) {
-                            Some(kv) => kv,
-                            None if walks(value, Msg::KeyValue, depth + 1) => KeyValue::new(value),
-                            None => return None,
-                        };
-                        attributes.push(kv);
+                        // The other shapes are pushed out of line: merged here with the short
+                        // one, the attribute went through the stack and was read back in loads
+                        // the CPU could not forward from its stores (a stall an attribute).
+                        if let Some(kv) = short_key_value(value) {
+                            attributes.push(kv);
+                        } else if walks(value, Msg::KeyValue, depth + 1) {
+                            attributes.push_read(value);
+                        } else {
+                            return None;
+                        }
                         let end = bytes.len() - rest.len();
                         run = Some(run.map_or((start, end), |(start, _)| (start, end)));
                         true

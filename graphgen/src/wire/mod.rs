@@ -511,6 +511,12 @@ impl<'i, 'a> IndexedList<'i, 'a> {
         }
     }
 
+    /// Pushes the attribute encoded in `bytes` (checked), whatever its shape.
+    #[inline(never)]
+    fn push_read(&mut self, bytes: &'a [u8]) {
+        self.push(KeyValue::new(bytes));
+    }
+
     fn finish(self) -> Option<Indexed> {
         if self.full {
             self.abandon();
