@@ -21,7 +21,8 @@
 //! The service around it (sockets and tasks):
 //! - [`config`]: flags, environment and TOML file, resolved into [`config::Settings`].
 //! - [`receiver`]: OTLP/gRPC and OTLP/HTTP in, with a budget of requests in flight reserved
-//!   before a body is read; [`codec`] keeps requests as their bytes.
+//!   before a body is read, a gRPC connection read 64 KiB at a time; [`codec`] keeps requests
+//!   as their bytes.
 //! - [`intake`]: checks a request against the queue's room, reads and validates it
 //!   ([`intake::decode`], the one decode path), queues it,
 //!   then feeds the engine; [`wire`] reads protobuf requests in place (a borrowed reader
