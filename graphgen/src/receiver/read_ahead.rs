@@ -51,6 +51,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(())); // as a socket answers a read of no room
+        }
         if this.buffer.is_empty() {
             if out.remaining() >= this.gulp {
                 return Pin::new(&mut this.inner).poll_read(cx, out);
@@ -223,6 +226,21 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_millis(20), conn.read(&mut piece));
         assert!(waiting.await.is_err());
         assert_eq!(conn.held(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_read_with_no_room_takes_nothing() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(b"kept").await.unwrap();
+        let mut conn = ReadAhead::new(server, GULP_BYTES);
+        let mut none = ReadBuf::new(&mut []);
+        std::future::poll_fn(|cx| Pin::new(&mut conn).poll_read(cx, &mut none))
+            .await
+            .unwrap();
+        assert_eq!(conn.held(), (0, 0), "the socket was not read");
+        let mut got = [0; 4];
+        conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"kept");
     }
 
     #[tokio::test]
