@@ -5,6 +5,8 @@
 //!
 //! The buffer exists only while unread bytes are in it or a read is under way: a connection
 //! that waits for its next request holds none, so idle connections cost what they did before.
+//! A connection whose bytes h2 has stopped taking (a client not reading its answers) keeps at
+//! most one gulp here that would otherwise wait in the kernel's socket buffer.
 
 use std::io;
 use std::pin::Pin;
