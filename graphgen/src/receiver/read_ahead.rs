@@ -35,10 +35,6 @@ impl<S> ReadAhead<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Bytes read from the socket and not yet handed on, and the memory held for them.
     #[cfg(test)]
     fn held(&self) -> (usize, usize) {
@@ -178,7 +174,7 @@ mod tests {
 
         assert_eq!(got, sent);
         // 100 KiB in 8 KiB reads: two gulps of the socket instead of 13 reads.
-        assert_eq!(conn.get_ref().reads, 2);
+        assert_eq!(conn.inner.reads, 2);
     }
 
     #[tokio::test]
